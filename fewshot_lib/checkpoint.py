@@ -1,0 +1,63 @@
+"""Saving and loading checkpoints safely.
+
+Two rules, both from hard experience with long GAN runs:
+
+* **Write atomically.** A run killed mid-save must never leave a half-written file where the last good
+  checkpoint used to be: write to a temporary file in the same folder, flush it to disk, then
+  ``os.replace`` it over the old one (an atomic rename on every OS we support).
+* **Load with ``weights_only=True``.** Unpickling arbitrary objects can run arbitrary code; a checkpoint is
+  tensors, numbers, strings, lists and dicts, so torch's restricted loader is enough.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` ``obj`` to ``path`` atomically (temp file + fsync + rename); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint written by :func:`save_atomic` (or any tensor-only ``torch.save`` file).
+
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for a truncated, corrupt or
+    pickled-object file, naming the path and what to do.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No checkpoint at {path}.")
+    if path.stat().st_size == 0:
+        raise ValueError(f"Checkpoint {path} is empty (an interrupted copy?); delete it and retrain or re-copy.")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises several types for corrupt / unsafe files
+        text = str(err)
+        if "weights_only" in text or "Unsupported global" in text:
+            raise ValueError(
+                f"{path} contains pickled Python objects, not only tensors, so it cannot be loaded safely "
+                "with weights_only=True. If you trust its source, convert it once: "
+                "`torch.save(torch.load(path, weights_only=False)['g_ema'], 'clean.pt')`-style, keeping only "
+                f"state dicts and plain values. ({text.splitlines()[0][:200]})") from err
+        raise ValueError(f"Checkpoint {path} could not be read (truncated or corrupt?): {text[:300]}") from err
+    if not isinstance(obj, dict):
+        raise ValueError(f"Checkpoint {path} holds a {type(obj).__name__}, expected a dict.")
+    return obj

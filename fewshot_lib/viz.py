@@ -1,0 +1,128 @@
+"""Figures: image grids, sheets with row/column labels, training curves.
+
+All functions take images as ``[N, 3, H, W]`` tensors in ``[-1, 1]`` (or ``[N, H, W, 3]`` uint8 arrays) so that
+generator outputs and dataset images can be shown the same way. Plotting functions draw on a matplotlib
+axis and return it; the notebook ends the cell with ``plt.show()``.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from PIL import Image
+
+from .data.emoji import to_uint8
+
+
+def _as_uint8(images) -> np.ndarray:
+    if isinstance(images, torch.Tensor):
+        return to_uint8(images)
+    images = np.asarray(images)
+    if images.dtype != np.uint8:
+        raise ValueError(f"expected a [-1,1] tensor or a uint8 array, got {images.dtype}")
+    return images
+
+
+def image_grid(images, nrow: int = 8, pad: int = 1, pad_value: int = 200) -> np.ndarray:
+    """Tile ``N`` images into one ``[rows·(H+pad)+pad, nrow·(W+pad)+pad, 3]`` uint8 array."""
+    imgs = _as_uint8(images)
+    n, h, w, _ = imgs.shape
+    nrow = max(1, min(nrow, n))
+    rows = math.ceil(n / nrow)
+    grid = np.full((rows * (h + pad) + pad, nrow * (w + pad) + pad, 3), pad_value, np.uint8)
+    for i, img in enumerate(imgs):
+        r, c = divmod(i, nrow)
+        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = img
+    return grid
+
+
+def show_grid(images, nrow: int = 8, title: str | None = None, ax=None, scale: float = 0.45):
+    """Show images as a grid on ``ax`` (a new figure sized to the grid when ``None``)."""
+    grid = image_grid(images, nrow)
+    if ax is None:
+        h, w = grid.shape[:2]
+        _, ax = plt.subplots(figsize=(max(2.0, w / 32 * scale * 1.6), max(1.2, h / 32 * scale * 1.6)), dpi=80)
+    ax.imshow(grid, interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax
+
+
+def show_sheet(rows: Sequence, row_labels: Sequence[str], col_labels: Sequence[str] | None = None,
+               title: str | None = None, scale: float = 0.7):
+    """A labelled sheet: one row per entry of ``rows`` (each ``[M, 3, H, W]`` or uint8), same column count.
+
+    Used for correspondence sheets (rows = styles or methods, columns = the same emoji / latent).
+    """
+    rows = [_as_uint8(r) for r in rows]
+    n_cols = max(len(r) for r in rows)
+    fig, axes = plt.subplots(len(rows), n_cols, figsize=(n_cols * scale, len(rows) * scale + 0.3), dpi=80,
+                             squeeze=False)
+    for i, row in enumerate(rows):
+        for j in range(n_cols):
+            ax = axes[i, j]
+            ax.set_xticks([]), ax.set_yticks([])
+            for s in ax.spines.values():
+                s.set_visible(False)
+            if j < len(row):
+                ax.imshow(row[j], interpolation="nearest")
+            if j == 0:
+                ax.set_ylabel(row_labels[i], rotation=0, ha="right", va="center", fontsize=8)
+            if i == 0 and col_labels is not None and j < len(col_labels):
+                ax.set_title(col_labels[j][:10], fontsize=6)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def save_grid(images, path: str | Path, nrow: int = 8, upscale: int = 2) -> Path:
+    """Save a grid as PNG (nearest-neighbour ``upscale`` so 32-px images stay visible)."""
+    grid = image_grid(images, nrow)
+    img = Image.fromarray(grid)
+    if upscale > 1:
+        img = img.resize((img.width * upscale, img.height * upscale), Image.NEAREST)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, optimize=True)
+    return path
+
+
+def plot_curves(curves: Mapping[str, Sequence[float]], title: str | None = None, xlabel: str = "step",
+                ylabel: str = "", ax=None, x: Sequence[float] | None = None, logy: bool = False):
+    """Plot several named curves on one axis (e.g. losses or a metric over training)."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3), dpi=80)
+    for name, ys in curves.items():
+        xs = x if x is not None else range(len(ys))
+        ax.plot(list(xs)[: len(ys)], list(ys), label=name)
+    ax.set_xlabel(xlabel)
+    if ylabel:
+        ax.set_ylabel(ylabel)
+    if logy:
+        ax.set_yscale("log")
+    if title:
+        ax.set_title(title, fontsize=10)
+    if len(curves) > 1:
+        ax.legend(fontsize=8)
+    return ax
+
+
+def plot_bars(values: Mapping[str, float], errors: Mapping[str, float] | None = None, title: str | None = None,
+              ylabel: str = "", ax=None):
+    """A bar chart of named values with optional error bars (e.g. mean ± std over seeds)."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.5, 3), dpi=80)
+    names = list(values)
+    ax.bar(names, [values[n] for n in names], yerr=[errors[n] for n in names] if errors else None, capsize=4,
+           color="#4c72b0")
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.tick_params(axis="x", labelrotation=20, labelsize=8)
+    return ax
