@@ -83,6 +83,21 @@ class EmojiData:
             mask &= np.isin(values, wanted)
         return self.subset(np.nonzero(mask)[0])
 
+    def by_keys(self, keys: Sequence[str]) -> "EmojiData":
+        """Exactly one row per key, in the order given (use on a single style to line styles up).
+
+        Raises ``ValueError`` when a key is missing or appears more than once (several styles selected).
+        """
+        position: dict[str, int] = {}
+        for i, k in enumerate(self.key.tolist()):
+            if k in position:
+                raise ValueError(f"key {k!r} appears more than once; select a single style first.")
+            position[k] = i
+        missing = [k for k in keys if k not in position]
+        if missing:
+            raise ValueError(f"{len(missing)} key(s) not in this selection, e.g. {missing[:3]}")
+        return self.subset([position[k] for k in keys])
+
     def tensors(self) -> torch.Tensor:
         """All images as ``[N, 3, H, W]`` float32 in ``[-1, 1]`` (the GAN convention)."""
         return to_tensor(self.images)

@@ -1,0 +1,73 @@
+# fewshot-gen — two commands do everything on a fresh machine:
+#   make run    set up, then run every notebook at the lab profile  → runs/<stamp>/{results.json,report.md,report.html}
+#   make test   set up, then run every test (unit, runner, notebooks at the smoke profile)
+#
+# Set-up: uses the active virtualenv if there is one, else creates .venv/ here. On this project's build
+# machine the pins below install from a local package cache; elsewhere override TORCH_PINS (e.g. empty, to
+# keep the CUDA/MPS build you already have): `make test TORCH_PINS=`.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+.DEFAULT_GOAL := help
+
+ifdef VIRTUAL_ENV
+VENV := $(VIRTUAL_ENV)
+else
+VENV := $(CURDIR)/.venv
+endif
+PY := $(VENV)/bin/python
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.fewshot-installed
+PROFILE ?= lab
+THREADS ?= 2
+# Only pip's "is ignored" warnings about this machine's optional local indexes are filtered out.
+QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
+
+export OMP_NUM_THREADS ?= $(THREADS)
+export MKL_NUM_THREADS ?= $(THREADS)
+
+.PHONY: help setup run test test-unit test-notebooks notebooks benchmarks clean
+
+help:
+	@echo "make run    - set up and run all notebooks at the lab profile (runs/<stamp>/)"
+	@echo "make test   - set up and run every test"
+	@echo "make notebooks - re-execute the notebooks in place at the lab profile (commit their outputs)"
+	@echo "make benchmarks - print speed figures (run by hand)"
+
+$(PY):
+	python3 -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	@echo "Setting up $(VENV) (first time: about 1-2 minutes) …"
+	@$(PY) -m pip install -q --upgrade pip 2>&1 | $(QUIET_PIP)
+	@$(PY) -m pip install -q $(TORCH_PINS) -e ".[dev]" 2>&1 | $(QUIET_PIP)
+	@$(PY) -c "import fewshot_lib, torch, papermill, nbval; print('fewshot_lib ready, torch', torch.__version__)"
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	FEWSHOT_PROGRESS=plain $(VENV)/bin/fewshot run --profile $(PROFILE)
+
+test: $(STAMP)
+	FEWSHOT_PROFILE=smoke FEWSHOT_PROGRESS=plain $(PY) -m pytest -q -p no:cacheprovider \
+		--nbval-lax --nbval-current-env --nbval-cell-timeout=600 --nbval-sanitize-with tests/nbval_sanitize.cfg \
+		tests notebooks
+
+test-unit: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+test-notebooks: $(STAMP)
+	FEWSHOT_PROFILE=smoke FEWSHOT_PROGRESS=plain $(PY) -m pytest -q -p no:cacheprovider --nbval-lax \
+		--nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg notebooks
+
+notebooks: $(STAMP)
+	cd notebooks && for nb in [0-9][0-9]_*.ipynb; do \
+		echo "== $$nb"; FEWSHOT_PROFILE=$(PROFILE) FEWSHOT_PROGRESS=plain $(VENV)/bin/papermill -k python3 \
+			--no-progress-bar "$$nb" "$$nb"; done
+
+benchmarks: $(STAMP)
+	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b; done
+
+clean:
+	rm -rf runs .pytest_cache
