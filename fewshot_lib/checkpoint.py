@@ -51,7 +51,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types for corrupt / unsafe files
         text = str(err)
-        if "weights_only" in text or "Unsupported global" in text:
+        if "Unsupported global" in text or "GLOBAL" in text:
             raise ValueError(
                 f"{path} contains pickled Python objects, not only tensors, so it cannot be loaded safely "
                 "with weights_only=True. If you trust its source, convert it once: "

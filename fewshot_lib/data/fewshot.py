@@ -12,6 +12,8 @@ Taught in: ``notebooks/00_data_and_setup.ipynb``.
 """
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import torch
 
@@ -44,20 +46,25 @@ def sample_shots(data: EmojiData, k: int, seed: int = 0, by: str = "subcategory"
     return data.subset(np.sort(rng.choice(index, size=k, replace=False)))
 
 
+def class_rank(name: str, seed: int = SPLIT_SEED) -> str:
+    """A fixed pseudo-random rank of a class name (hex digest of ``seed:name``)."""
+    return hashlib.sha256(f"{seed}:{name}".encode()).hexdigest()
+
+
 def class_split(data: EmojiData, by: str = "subcategory", min_count: int = 10, n_unseen: int = 20,
                 seed: int = SPLIT_SEED) -> tuple[list[str], list[str]]:
     """The fixed, disjoint seen/unseen split of the classes that have at least ``min_count`` images.
 
-    Classes are sorted by name and shuffled with ``SPLIT_SEED``; the first ``n_unseen`` are unseen. The
-    split depends only on the class names present, so it is the same on every machine and run.
+    Each eligible class is ranked by a hash of its name (:func:`class_rank`); the ``n_unseen`` lowest ranks are
+    unseen. The split depends only on the class names, so it is the same on every machine and run, and the
+    ranking is shared by every selection: the unseen classes of two styles differ only where a class is
+    eligible (≥ ``min_count`` images) in one style and not in the other.
     """
     classes = data.classes(by, min_count=min_count)
     if len(classes) <= n_unseen:
         raise ValueError(f"Only {len(classes)} {by} classes have ≥{min_count} images; cannot hold out {n_unseen}.")
-    order = np.random.default_rng(seed).permutation(len(classes))
-    unseen = sorted(classes[i] for i in order[:n_unseen])
-    seen = sorted(classes[i] for i in order[n_unseen:])
-    return seen, unseen
+    ranked = sorted(classes, key=lambda c: class_rank(c, seed))
+    return sorted(ranked[n_unseen:]), sorted(ranked[:n_unseen])
 
 
 def class_tensors(data: EmojiData, classes: list[str], by: str = "subcategory") -> dict[str, torch.Tensor]:

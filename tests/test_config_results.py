@@ -1,0 +1,111 @@
+"""Profiles, devices, seeds, checkpoints and the claims ledger."""
+import json
+import math
+
+import pytest
+import torch
+
+from fewshot_lib.checkpoint import load_checkpoint, save_atomic
+from fewshot_lib.config import by_profile, get_device, make_run_dir, resolve_profile, seed_everything
+from fewshot_lib.results import make_claim, read_metrics, write_metrics
+
+
+def test_profile_resolution(monkeypatch):
+    monkeypatch.delenv("FEWSHOT_PROFILE", raising=False)
+    assert resolve_profile("auto") == ("full" if torch.cuda.is_available() else "lab")
+    monkeypatch.setenv("FEWSHOT_PROFILE", "smoke")
+    assert resolve_profile("auto") == "smoke"
+    assert resolve_profile("LAB") == "lab"          # explicit wins over the environment
+    with pytest.raises(ValueError, match="Unknown profile"):
+        resolve_profile("huge")
+    assert by_profile("smoke", smoke=1, lab=2, full=3) == 1
+
+
+def test_device_fallback_and_explicit_errors():
+    assert get_device("cpu").type == "cpu"
+    assert get_device("auto").type in ("cuda", "mps", "cpu")
+    if not torch.cuda.is_available():
+        assert get_device("auto").type in ("mps", "cpu")
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            get_device("cuda")
+
+
+def test_seed_everything_reproduces_all_generators():
+    g = seed_everything(7)
+    a = (torch.randn(3, generator=g), torch.rand(2))
+    g = seed_everything(7)
+    b = (torch.randn(3, generator=g), torch.rand(2))
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_run_dir_created(tmp_path):
+    assert make_run_dir(tmp_path / "x" / "y").is_dir()
+
+
+def test_checkpoint_atomic_round_trip_and_errors(tmp_path):
+    path = tmp_path / "ck.pt"
+    save_atomic({"w": torch.arange(3), "step": 5}, path)
+    assert load_checkpoint(path)["step"] == 5
+    assert not list(tmp_path.glob(".*tmp"))          # no temp files left behind
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(ValueError, match="empty"):
+        load_checkpoint(tmp_path / "empty.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ValueError, match="could not be read"):
+        load_checkpoint(tmp_path / "junk.pt")
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "absent.pt")
+
+
+def test_checkpoint_with_pickled_objects_is_refused(tmp_path):
+    import argparse  # rosinality checkpoints carry an argparse.Namespace like this one
+
+    torch.save({"args": argparse.Namespace(size=256)}, tmp_path / "pickled.pt")
+    with pytest.raises(ValueError, match="weights_only"):
+        load_checkpoint(tmp_path / "pickled.pt")
+
+
+def test_interrupted_save_keeps_the_old_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "ck.pt"
+    save_atomic({"step": 1}, path)
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", boom)
+    with pytest.raises(KeyboardInterrupt):
+        save_atomic({"step": 2}, path)
+    monkeypatch.undo()
+    assert load_checkpoint(path)["step"] == 1 and len(list(tmp_path.iterdir())) == 1
+
+
+def test_claim_rule_better():
+    clear = make_claim("c", "m", "x", "a", "b", [0.50, 0.52, 0.51], [0.40, 0.41, 0.39], higher_is_better=True)
+    assert clear["holds"] and clear["seeds"] == 3
+    se = math.sqrt(clear["method_std"] ** 2 / 3 + clear["baseline_std"] ** 2 / 3)
+    assert clear["margin"] == pytest.approx(2 * se)
+    noisy = make_claim("c", "m", "x", "a", "b", [0.5, 0.1, 0.9], [0.45, 0.05, 0.85], higher_is_better=True)
+    assert not noisy["holds"]                         # better on average, but within the seeds' noise
+    lower = make_claim("c", "fid", "x", "a", "b", [10, 11, 10.5], [20, 21, 19], higher_is_better=False)
+    assert lower["holds"] and lower["improvement"] > 0
+    wrong_way = make_claim("c", "fid", "x", "a", "b", [20, 21, 19], [10, 11, 10.5], higher_is_better=False)
+    assert not wrong_way["holds"]
+
+
+def test_claim_rule_not_worse():
+    same = make_claim("c", "fid", "x", "a", "b", [10, 12, 11], [10.5, 11.5, 11], False, test="not_worse")
+    assert same["holds"]
+    worse = make_claim("c", "fid", "x", "a", "b", [30, 31, 30.5], [10, 11, 10.5], False, test="not_worse")
+    assert not worse["holds"]
+    with pytest.raises(ValueError):
+        make_claim("c", "m", "x", "a", "b", [], [1.0], True)
+
+
+def test_write_and_read_metrics(tmp_path):
+    claim = make_claim("c", "m", "x", "a", "b", [1.0, 2.0], [0.0, 0.5], True)
+    path = write_metrics(tmp_path, {"fid": torch.tensor(3.5), "nan": float("nan")}, "nb", "smoke", [claim])
+    data = read_metrics(path)
+    assert data["metrics"] == {"fid": 3.5, "nan": None} and data["claims"][0]["claim"] == "c"
+    (tmp_path / "bad.json").write_text(json.dumps({"metrics": {}}))
+    with pytest.raises(ValueError, match="lacks the key"):
+        read_metrics(tmp_path / "bad.json")

@@ -1,0 +1,65 @@
+"""Every notebook follows the house anatomy and is stored in a state readers can use."""
+import ast
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+ABSOLUTE_PATH = re.compile(r"(?<![\w.~])/(?:w[o]rk|r[o]ot|home|Users|tmp)/[\w.]")
+REQUIRED_PARAMETERS = {"profile", "seed", "device", "run_dir"}
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS and NOTEBOOKS[0].name.startswith("00_")
+
+
+@pytest.fixture(params=NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def notebook(request):
+    return request.param, json.loads(request.param.read_text())
+
+
+def test_kernel_and_size(notebook):
+    path, nb = notebook
+    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+    assert path.stat().st_size < 2 * 2**20, f"{path.name} is over 2 MB; use smaller figures"
+
+
+def test_anatomy_title_runtime_table_parameters_metrics(notebook):
+    path, nb = notebook
+    first = "".join(nb["cells"][0]["source"])
+    assert nb["cells"][0]["cell_type"] == "markdown" and first.startswith("# ")
+    assert all(p in first for p in ("smoke", "lab", "full")), "runtime table per profile missing"
+    tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell must be tagged `parameters`"
+    tree = ast.parse("".join(tagged[0]["source"]))
+    names = set()
+    for node in tree.body:
+        assert isinstance(node, (ast.Assign, ast.AnnAssign)), "parameters cell: assignments only"
+        value = node.value
+        assert value is not None and isinstance(ast.literal_eval(value), (int, float, str, bool, type(None), list,
+                                                                          tuple, dict)), "literals only"
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        names |= {t.id for t in targets}
+    assert REQUIRED_PARAMETERS <= names
+    code = "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    assert "write_metrics(" in code
+    assert "tqdm.notebook" not in code and ".cuda()" not in code
+
+
+def test_stored_with_outputs_and_no_absolute_paths(notebook):
+    path, nb = notebook
+    code_cells = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert all(c.get("execution_count") for c in code_cells), f"{path.name}: run it (make notebooks) before committing"
+    assert any(c.get("outputs") for c in code_cells)
+    for i, cell in enumerate(nb["cells"]):
+        texts = ["".join(cell["source"])]
+        for out in cell.get("outputs", []):
+            assert out.get("output_type") != "error", f"{path.name} cell {i} stored an error"
+            texts.append("".join(out.get("text", "")))
+            data = out.get("data", {})
+            assert "application/vnd.jupyter.widget-view+json" not in data or "text/plain" in data
+            texts += ["".join(v) for k, v in data.items() if k.startswith("text/")]
+        for text in texts:
+            assert not ABSOLUTE_PATH.search(text), f"{path.name} cell {i} shows an absolute path"

@@ -1,0 +1,74 @@
+"""The papermill runner: parameter injection, sweeps, results collection, report, failing notebooks."""
+import json
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from fewshot_lib.cli import main
+from fewshot_lib.runner import find_notebooks, parse_sweep, parse_value
+
+GOOD = '''
+from fewshot_lib.results import write_metrics, make_claim
+claim = make_claim("alpha helps", "score", "none", "m", "b", [alpha + 1, alpha + 1.1], [alpha, alpha], True)
+write_metrics(run_dir, {"alpha": alpha, "label": label}, "01_good", profile, [claim])
+'''
+
+
+def _notebook(path, params_src, body_src):
+    nb = new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = new_code_cell(params_src)
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, new_code_cell(body_src)]
+    nbformat.write(nb, path)
+
+
+@pytest.fixture
+def notebooks(tmp_path):
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    _notebook(folder / "01_good.ipynb", 'profile = "auto"\nrun_dir = ""\nalpha = 1\nlabel = "x"', GOOD)
+    _notebook(folder / "02_bad.ipynb", 'profile = "auto"\nrun_dir = ""',
+              "x = 1\n" + "raise RuntimeError('deliberate failure')")
+    (folder / "notes.ipynb").write_text("{}")  # not numbered: never run
+    return folder
+
+
+def test_parsing_helpers(notebooks):
+    assert parse_value("3") == 3 and parse_value("0.5") == 0.5 and parse_value("true") is True
+    assert parse_value("noto") == "noto"
+    assert parse_sweep(["a=1,2", "b=x,y"]) == [{"a": 1, "b": "x"}, {"a": 1, "b": "y"},
+                                               {"a": 2, "b": "x"}, {"a": 2, "b": "y"}]
+    with pytest.raises(ValueError):
+        parse_sweep(["novalues"])
+    assert [p.name for p in find_notebooks(notebooks)] == ["01_good.ipynb", "02_bad.ipynb"]
+    assert [p.name for p in find_notebooks(notebooks, "good")] == ["01_good.ipynb"]
+
+
+def test_run_injects_parameters_sweeps_collects_and_reports_failures(notebooks, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["run", "--profile", "smoke", "--notebooks", str(notebooks), "--out", str(out),
+                 "-p", "label", "hello", "-p", "unknown_everywhere", "1", "--sweep", "alpha=2,5"])
+    assert code == 1                                   # one notebook failed → non-zero exit
+    results = json.loads((out / "results.json").read_text())
+    runs = {r["name"]: r for r in results["notebooks"]}
+    assert set(runs) == {"01_good__alpha=2", "01_good__alpha=5", "02_bad__alpha=2", "02_bad__alpha=5"}
+    good = runs["01_good__alpha=5"]
+    assert good["status"] == "ok" and good["metrics"] == {"alpha": 5, "label": "hello"}
+    assert good["parameters"]["profile"] == "smoke" and "unknown_everywhere" not in good["parameters"]
+    bad = runs["02_bad__alpha=2"]
+    assert bad["status"] == "failed" and bad["error"]["ename"] == "RuntimeError"
+    assert bad["error"]["cell"] is not None and "deliberate failure" in bad["error"]["evalue"]
+    assert "alpha" not in bad["parameters"]            # 02 declares no alpha, so none was injected
+    assert len(results["claims"]) == 2 and all(c["holds"] for c in results["claims"])
+    assert (out / "01_good__alpha=2" / "01_good.ipynb").is_file()   # the executed notebook is kept
+    report = (out / "report.md").read_text()
+    assert report.index("Paper claims") < report.index("## Notebooks") and "deliberate failure" in report
+    assert "<table>" in (out / "report.html").read_text()
+    printed = capsys.readouterr().out
+    assert "FAILED 02_bad__alpha=2" in printed and "[4/4]" in printed
+
+
+def test_run_with_nothing_matching(notebooks, tmp_path):
+    assert main(["run", "--notebooks", str(notebooks), "--only", "zzz", "--out", str(tmp_path / "o")]) == 2
