@@ -40,7 +40,7 @@ $(PY):
 $(STAMP): pyproject.toml | $(PY)
 	@echo "Setting up $(VENV) (first time: about 1-2 minutes) …"
 	@$(PY) -m pip install -q --upgrade pip 2>&1 | $(QUIET_PIP)
-	@$(PY) -m pip install -q $(TORCH_PINS) -e ".[dev]" 2>&1 | $(QUIET_PIP)
+	@$(PY) -m pip install -q $(TORCH_PINS) -e ".[dev,build]" 2>&1 | $(QUIET_PIP)
 	@$(PY) -c "import fewshot_lib, torch, papermill, nbval; print('fewshot_lib ready, torch', torch.__version__)"
 	@touch $(STAMP)
 
