@@ -43,6 +43,9 @@ def test_anatomy_title_runtime_table_parameters_metrics(notebook):
         targets = node.targets if isinstance(node, ast.Assign) else [node.target]
         names |= {t.id for t in targets}
     assert REQUIRED_PARAMETERS <= names
+    import papermill as pm  # papermill's own parser must see every parameter (quotes in comments break it)
+
+    assert set(pm.inspect_notebook(str(path))) == names, "papermill cannot parse the parameters cell"
     code = "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
     assert "write_metrics(" in code
     assert "tqdm.notebook" not in code and ".cuda()" not in code
