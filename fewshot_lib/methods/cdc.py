@@ -1,0 +1,240 @@
+"""CDC — few-shot image generation via cross-domain correspondence (Ojha et al., CVPR 2021).
+
+**The idea.** Fine-tuning a pretrained GAN on 10 images over-fits: after a few hundred steps the generator
+draws (almost) only those 10 images. CDC keeps what the source generator knew — *how its samples relate to
+each other* — while letting their appearance move to the target domain:
+
+1. **Cross-domain distance consistency.** For a batch of latents ``z_1..z_N`` take a generator feature map
+   of the frozen source G and of the adapted G. For every sample ``i`` the cosine similarities to the other
+   samples, passed through a softmax, form a probability distribution ``p_i`` over "who am I close to".
+   The loss is the KL divergence between the source's and the adapted generator's distributions. If
+   sample 1 looked more like sample 2 than like sample 3 in the source domain, it must stay that way after
+   adaptation — so different ``z`` keep producing *different* images, and the same ``z`` keeps producing
+   *the corresponding* image (a smiling noto face → a smiling fluent face).
+2. **Relaxed realism.** Ten real images only describe ten points of the target domain. CDC therefore asks
+   for full-image realism only near ten fixed *anchor* latents (``z = anchor + σ·ε``), one iteration in four,
+   and elsewhere only for *patch* realism: a small head on an intermediate discriminator feature map
+   classifies every patch (:class:`PatchDiscriminator`).
+
+**The reference code's behaviour, reproduced here** (see ``reference/methods_stylegan2_cdc_mixdl.md`` §4):
+
+* distance consistency every G step on ``N = 4`` fresh latents (no style mixing); each sample ``i`` gets its
+  own random generator layer ``l_i``; similarities over the flattened ``C·H·W`` feature; softmax with no
+  temperature; ``nn.KLDivLoss(reduction="mean")(log p_adapted, p_source)``, i.e. ``KL(p_source ‖ p_adapted)``
+  *summed* over rows and divided by ``N·(N-1)`` (every entry), times ``λ = 1000``. With the usual
+  ``"batchmean"`` reduction (divide by ``N``) the same loss is ``λ' = λ/(N-1) = 333.3``.
+* iteration ``i`` with ``i % 4 == 0`` is an *anchor* iteration (``z`` near one of ``k = 10`` fixed anchors,
+  ``σ = 0.1``; image-level D); the other three use ordinary latents (style mixing 0.9) and the patch D.
+* all of G (mapping included) and D are trained; the patch heads are trained with D.
+
+**Where this implementation differs, on purpose.**
+
+* *Patches at every resolution.* The reference keeps D feature maps that have 512 channels and a 32 or 16 px
+  spatial size; below 64 px input none exists and its "patch" call silently returns image-level logits.
+  Here the patch map is chosen by relative depth (default: ``max(size // 8, 8)`` px, i.e. 32×32 at 256 px
+  as in the reference and 8×8 at 32 px), so a 32 px model really is judged on patches.
+* The patch map is the output of a whole discriminator block (after its residual sum); the reference taps
+  the main branch just before the sum. The head is a linear 3×3 convolution; the reference's head ends in a
+  leaky ReLU, which makes negative patch logits 5× smaller than positive ones for no stated reason.
+* ``mode="image" | "patch"`` is an explicit argument (the reference and MixDL use opposite integer flags).
+* The per-pair Python loops are one normalised matrix product.
+
+Taught in: ``notebooks/04_cdc.ipynb``.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
+
+Reduction = Literal["mean", "batchmean", "sum", "none"]
+
+# ---------------------------------------------------------------------------------------------------------
+# 1. The building block: cosine similarity → softmax → KL   (also used by MixDL)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def similarity_logits(features: torch.Tensor, keys: torch.Tensor | None = None) -> torch.Tensor:
+    """Cosine similarities between flattened feature maps, the logits of CDC's and MixDL's distributions.
+
+    * ``keys is None``: every sample against *every other* sample of the same batch (CDC). The diagonal
+      (``cos = 1`` with itself) is removed: ``features [N, ...]`` → ``[N, N-1]``, row ``i`` lists
+      ``cos(f_i, f_j)`` for ``j ≠ i`` in increasing ``j``.
+    * ``keys [M, ...]``: every sample against every key (MixDL: a mixed image against its anchors):
+      ``[N, M]``.
+
+    Each sample is flattened over all its dimensions (``C·H·W`` for a feature map), as in both reference
+    implementations. One matrix product of unit vectors replaces their double Python loop.
+    """
+    if features.dim() < 2:
+        raise ValueError(f"features must be [N, ...] with at least 2 dims, got shape {tuple(features.shape)}")
+    f = F.normalize(features.flatten(1), dim=1)                      # [N, P]
+    if keys is None:
+        n = f.shape[0]
+        if n < 3:
+            raise ValueError(f"similarity among samples needs a batch of at least 3 (got {n}): with 2 the "
+                             "softmax over the one other sample is always 1 and the loss is constant 0")
+        sims = f @ f.T                                               # [N, N]
+        off_diagonal = ~torch.eye(n, dtype=torch.bool, device=f.device)
+        return sims[off_diagonal].view(n, n - 1)                     # [N, N-1]
+    if keys.shape[1:].numel() != features.shape[1:].numel():
+        raise ValueError(f"keys {tuple(keys.shape)} and features {tuple(features.shape)} must have the same "
+                         "number of elements per sample")
+    k = F.normalize(keys.flatten(1), dim=1)                          # [M, P]
+    return f @ k.T                                                   # [N, M]
+
+
+def similarity_kl(features: torch.Tensor, target_probs: torch.Tensor, keys: torch.Tensor | None = None,
+                  reduction: Reduction = "mean") -> torch.Tensor:
+    """``KL(target ‖ softmax(cos-similarities of features))`` — the distance-consistency building block.
+
+    ``p = softmax_j(similarity_logits(features, keys))`` is ``[N, M]`` (``M = N-1`` without keys);
+    ``target_probs [N, M]`` are fixed probabilities (CDC: the source generator's ``p``; MixDL: the mixup
+    coefficients). The result equals ``nn.KLDivLoss(reduction)(log p, target_probs)``:
+
+    ========== ========================================================= ===========================
+    reduction  value                                                     used by
+    ========== ========================================================= ===========================
+    ``mean``   ``Σ_ij t_ij (log t_ij − log p_ij) / (N·M)``                CDC, MixDL (with λ = 1000)
+    ``batchmean`` ``Σ_ij … / N`` (the mathematically proper KL mean)      ×M of ``mean``
+    ``sum``    ``Σ_ij …``
+    ``none``   per-row KL ``[N]``
+    ========== ========================================================= ===========================
+
+    Gradients flow into ``features`` (and ``keys``) only; ``target_probs`` is treated as a constant.
+    """
+    log_p = F.log_softmax(similarity_logits(features, keys), dim=1)  # [N, M]
+    if target_probs.shape != log_p.shape:
+        raise ValueError(f"target_probs must have shape {tuple(log_p.shape)} (one distribution per sample), "
+                         f"got {tuple(target_probs.shape)}")
+    t = target_probs.detach().to(log_p.dtype)
+    per_entry = torch.xlogy(t, t) - t * log_p                        # [N, M]; 0·log 0 = 0
+    if reduction == "mean":
+        return per_entry.mean()
+    if reduction == "batchmean":
+        return per_entry.sum() / per_entry.shape[0]
+    if reduction == "sum":
+        return per_entry.sum()
+    if reduction == "none":
+        return per_entry.sum(dim=1)
+    raise ValueError(f"reduction must be 'mean', 'batchmean', 'sum' or 'none', got {reduction!r}")
+
+
+def similarity_probs(features: torch.Tensor, keys: torch.Tensor | None = None) -> torch.Tensor:
+    """``softmax_j`` of :func:`similarity_logits` — the distribution ``p_i`` over the other samples ``[N, M]``."""
+    return F.softmax(similarity_logits(features, keys), dim=1)
+
+
+def distance_consistency_loss(adapted_features: torch.Tensor, source_features: torch.Tensor,
+                              reduction: Reduction = "mean") -> torch.Tensor:
+    """CDC's cross-domain distance consistency for one layer (without λ).
+
+    ``adapted_features``, ``source_features``: ``[N, C, H, W]`` feature maps of the *same* latents from the
+    adapted and the frozen source generator. Returns ``KL(p_source ‖ p_adapted)`` with the given reduction
+    (``"mean"`` reproduces the reference; multiply by ``λ = 1000``). Zero when both generators agree,
+    positive otherwise; no gradient reaches the source features.
+    """
+    if adapted_features.shape != source_features.shape:
+        raise ValueError(f"adapted {tuple(adapted_features.shape)} and source {tuple(source_features.shape)} "
+                         "features must have the same shape (same latents, same layer)")
+    with torch.no_grad():
+        target = similarity_probs(source_features)                   # [N, N-1]
+    return similarity_kl(adapted_features, target, reduction=reduction)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 2. Patch-level discriminator (also used by MixDL)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def default_patch_resolution(size: int) -> int:
+    """The patch map's side length: ``max(size // 8, 8)``, capped at ``size // 2``.
+
+    At 256 px this is 32 (the reference's map); at 32 px it is 8 — 64 patches whose receptive fields each
+    cover part of the image, instead of the reference's silent fall-back to one image-level logit.
+    """
+    return max(1, min(max(size // 8, 8), size // 2))
+
+
+class PatchDiscriminator(nn.Module):
+    """A StyleGAN2 discriminator with extra *patch heads* on an intermediate feature map.
+
+    ``forward(x, mode="image")`` is the ordinary discriminator: one logit per image ``[B, 1]``.
+    ``forward(x, mode="patch", head=k)`` runs the discriminator only up to the block whose output has
+    ``patch_resolution`` pixels per side (features ``[B, C, h, w]``), then applies head ``k`` — a 3×3
+    convolution to one channel — giving one logit per patch ``[B, 1, h, w]``. Each logit sees only its
+    receptive field, so the patch D asks "does this region look like the target?", not "is this image one
+    of the ten?". The epilogue (minibatch-stddev, final linear layers) is skipped, so any batch size works.
+
+    The wrapped ``discriminator`` is *shared*, not copied: its parameters are part of this module (train
+    them together with the heads), and ``discriminator`` itself still works on its own. It must expose the
+    rosinality layout: ``discriminator.convs``, an ordered container of FromRGB followed by one
+    downsampling block per resolution, applied in sequence.
+
+    Args:
+        discriminator: a StyleGAN2 ``Discriminator`` (``fewshot_lib.models.stylegan2``).
+        size: the input resolution; defaults to ``discriminator.size``.
+        patch_resolution: the side of the tapped feature map (a power of two between 4 and ``size``);
+            default :func:`default_patch_resolution`.
+        n_heads: number of independent heads (CDC uses 1 by default; MixDL samples one of 4 per step).
+    """
+
+    def __init__(self, discriminator: nn.Module, size: int | None = None, patch_resolution: int | None = None,
+                 n_heads: int = 1) -> None:
+        super().__init__()
+        if not hasattr(discriminator, "convs"):
+            raise ValueError("discriminator must expose `.convs` (FromRGB + downsampling blocks, rosinality "
+                             f"layout); got {type(discriminator).__name__}")
+        size = int(size or getattr(discriminator, "size", 0))
+        if size <= 0:
+            raise ValueError("pass size= (the input resolution): the discriminator has no `.size` attribute")
+        if n_heads < 1:
+            raise ValueError(f"n_heads must be ≥ 1, got {n_heads}")
+        self.discriminator = discriminator
+        self.size = size
+        self.patch_resolution = int(patch_resolution or default_patch_resolution(size))
+        self.block_index, channels = self._find_block(self.patch_resolution)
+        self.heads = nn.ModuleList(nn.Conv2d(channels, 1, 3, padding=1) for _ in range(n_heads))
+        for head in self.heads:  # start near 0 so the new heads do not disturb the pretrained D at step 0
+            nn.init.normal_(head.weight, std=0.01 / (channels * 9) ** 0.5)
+            nn.init.zeros_(head.bias)
+
+    @torch.no_grad()
+    def _find_block(self, resolution: int) -> tuple[int, int]:
+        """Index of the first block of ``convs`` whose output is ``resolution`` px, and its channel count."""
+        p = next(self.discriminator.parameters())
+        h = torch.zeros(1, 3, self.size, self.size, device=p.device, dtype=p.dtype)
+        seen = []
+        for index, block in enumerate(self.discriminator.convs):
+            h = block(h)
+            seen.append(h.shape[-1])
+            if h.shape[-1] == resolution:
+                return index, h.shape[1]
+        raise ValueError(f"patch_resolution={resolution} is not produced by the discriminator at size "
+                         f"{self.size}; its blocks output {seen} px")
+
+    def patch_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [B, 3, size, size]`` → the tapped discriminator feature map ``[B, C, h, w]``."""
+        h = x
+        for index, block in enumerate(self.discriminator.convs):
+            h = block(h)
+            if index == self.block_index:
+                return h
+        raise RuntimeError("unreachable: block_index is beyond discriminator.convs")
+
+    def forward(self, x: torch.Tensor, mode: str = "image", head: int = 0) -> torch.Tensor:
+        """``x [B, 3, size, size]`` → ``[B, 1]`` (``mode="image"``) or ``[B, 1, h, w]`` (``mode="patch"``)."""
+        if x.dim() != 4 or x.shape[-1] != self.size or x.shape[-2] != self.size:
+            raise ValueError(f"expected images [B, 3, {self.size}, {self.size}], got {tuple(x.shape)}")
+        if mode == "image":
+            return self.discriminator(x)
+        if mode == "patch":
+            if not 0 <= head < len(self.heads):
+                raise ValueError(f"head must be in [0, {len(self.heads)}), got {head}")
+            return self.heads[head](self.patch_features(x))          # [B, 1, h, w]
+        raise ValueError(f"mode must be 'image' or 'patch', got {mode!r}")
