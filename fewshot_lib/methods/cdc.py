@@ -108,7 +108,13 @@ def similarity_kl(features: torch.Tensor, target_probs: torch.Tensor, keys: torc
 
     Gradients flow into ``features`` (and ``keys``) only; ``target_probs`` is treated as a constant.
     """
-    log_p = F.log_softmax(similarity_logits(features, keys), dim=1)  # [N, M]
+    return kl_from_logits(similarity_logits(features, keys), target_probs, reduction)
+
+
+def kl_from_logits(logits: torch.Tensor, target_probs: torch.Tensor, reduction: Reduction = "mean") -> torch.Tensor:
+    """``KL(target ‖ softmax(logits))`` row by row for ``logits, target_probs [N, M]``; reductions as in
+    :func:`similarity_kl` (which is this function applied to cosine-similarity logits)."""
+    log_p = F.log_softmax(logits, dim=1)                             # [N, M]
     if target_probs.shape != log_p.shape:
         raise ValueError(f"target_probs must have shape {tuple(log_p.shape)} (one distribution per sample), "
                          f"got {tuple(target_probs.shape)}")
@@ -238,3 +244,90 @@ class PatchDiscriminator(nn.Module):
                 raise ValueError(f"head must be in [0, {len(self.heads)}), got {head}")
             return self.heads[head](self.patch_features(x))          # [B, 1, h, w]
         raise ValueError(f"mode must be 'image' or 'patch', got {mode!r}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 3. Cross-domain distance consistency over generator layers
+# ---------------------------------------------------------------------------------------------------------
+
+
+def sample_layers(n: int, n_layers: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One random generator layer per sample, uniform over ``1..n_layers-1`` → ``[n]`` long.
+
+    Layer 0 (the 4×4 constant-input conv) is never used, as in the reference (``randint(1, n_latent - 1)``).
+    """
+    if n_layers < 2:
+        raise ValueError(f"need at least 2 generator feature layers, got {n_layers}")
+    return torch.randint(1, n_layers, (n,), generator=generator)
+
+
+def _mixed_layer_logits(features: list[torch.Tensor], layer_per_sample: torch.Tensor) -> torch.Tensor:
+    """Row ``i`` = similarities of sample ``i`` to the others, all at layer ``l_i`` → ``[N, N-1]``."""
+    rows: list[torch.Tensor | None] = [None] * len(layer_per_sample)
+    for layer in layer_per_sample.unique().tolist():
+        logits = similarity_logits(features[layer])                  # [N, N-1] at this layer
+        for i in torch.nonzero(layer_per_sample == layer).flatten().tolist():
+            rows[i] = logits[i]
+    return torch.stack(rows)                                         # [N, N-1]
+
+
+def cross_domain_consistency(adapted_features: list[torch.Tensor], source_features: list[torch.Tensor],
+                             layer_per_sample: torch.Tensor | None = None, layers: list[int] | None = None,
+                             reduction: Reduction = "mean") -> torch.Tensor:
+    """CDC's distance-consistency loss (without λ) from per-layer generator features of the same latents.
+
+    ``adapted_features`` / ``source_features``: lists over generator layers of ``[N, C_l, H_l, W_l]``.
+    Exactly one of
+
+    * ``layer_per_sample [N]`` — the reference: row ``i`` of the similarity distributions uses layer ``l_i``
+      (see :func:`sample_layers`); one KL over all rows;
+    * ``layers`` — the paper's sum over a fixed list of layers, ``Σ_l KL_l``.
+
+    ``reduction="mean"`` with ``λ = 1000`` reproduces the reference.
+    """
+    if len(adapted_features) != len(source_features):
+        raise ValueError(f"got {len(adapted_features)} adapted and {len(source_features)} source feature layers")
+    if (layer_per_sample is None) == (layers is None):
+        raise ValueError("pass exactly one of layer_per_sample (the reference) or layers (a fixed list)")
+    if layers is not None:
+        return sum(distance_consistency_loss(adapted_features[l], source_features[l], reduction) for l in layers)
+    n = adapted_features[0].shape[0]
+    if layer_per_sample.shape != (n,):
+        raise ValueError(f"layer_per_sample must have shape [{n}], got {tuple(layer_per_sample.shape)}")
+    with torch.no_grad():
+        target = F.softmax(_mixed_layer_logits(source_features, layer_per_sample), dim=1)  # [N, N-1]
+    return kl_from_logits(_mixed_layer_logits(adapted_features, layer_per_sample), target, reduction)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 4. Anchor regions of the latent space
+# ---------------------------------------------------------------------------------------------------------
+
+
+class AnchorSampler:
+    """``k`` fixed anchor latents; samples ``z = anchor_j + σ·ε`` near a random anchor (CDC's relaxed realism).
+
+    The anchors are random ``z`` drawn once per run (not inversions of the training images, and not paired
+    with them). Only latents from these small regions are asked to produce *whole* images that look like the
+    ten targets; everywhere else only patches must look real.
+
+    Args:
+        k: number of anchors (the reference uses the number of shots, 10).
+        z_dim: latent size.
+        sigma: neighbourhood std (reference default 0.1; some of its runs use 0.05).
+        generator: seeded CPU generator for the anchors.
+    """
+
+    def __init__(self, k: int, z_dim: int, sigma: float = 0.1, generator: torch.Generator | None = None) -> None:
+        if k < 1 or z_dim < 1:
+            raise ValueError(f"k and z_dim must be ≥ 1, got k={k}, z_dim={z_dim}")
+        if sigma < 0:
+            raise ValueError(f"sigma must be ≥ 0, got {sigma}")
+        self.anchors = torch.randn(k, z_dim, generator=generator)    # [k, z_dim], CPU
+        self.sigma = float(sigma)
+
+    def sample(self, batch: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``batch`` latents near anchors chosen with replacement → ``(z [batch, z_dim], anchor_index [batch])``."""
+        idx = torch.randint(0, len(self.anchors), (batch,), generator=generator)
+        z = self.anchors[idx] + self.sigma * torch.randn(batch, self.anchors.shape[1], generator=generator)
+        return z, idx
