@@ -44,11 +44,14 @@ Taught in: ``notebooks/04_cdc.ipynb``.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .baselines import AdaptConfig, Adapter, Latents, generate_with_features
 
 log = logging.getLogger(__name__)
 
@@ -331,3 +334,113 @@ class AnchorSampler:
         idx = torch.randint(0, len(self.anchors), (batch,), generator=generator)
         z = self.anchors[idx] + self.sigma * torch.randn(batch, self.anchors.shape[1], generator=generator)
         return z, idx
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 5. The CDC adaptation loop
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CDCConfig(AdaptConfig):
+    """:class:`~.baselines.AdaptConfig` plus CDC's knobs (reference defaults in brackets).
+
+    Attributes:
+        kl_weight: λ of the distance-consistency loss [1000, with ``reduction="mean"``].
+        feat_batch: ``N`` latents for the distance-consistency loss [4].
+        layer_mode: ``"random"`` — one random generator layer per sample, as the reference; ``"all"`` — the
+            paper's sum over every layer except the 4×4 one.
+        reduction: KL reduction [``"mean"``]; ``"batchmean"`` needs ``kl_weight / (N-1)`` for the same loss.
+        n_anchors: number of anchor latents [10 = number of shots].
+        anchor_sigma: anchor neighbourhood std [0.1].
+        image_every: one iteration in ``image_every`` uses anchors and the image-level D [4].
+        patch_resolution: side of the patch D's feature map (0 = :func:`default_patch_resolution`).
+        n_heads: patch heads, one drawn per iteration [1].
+    """
+
+    kl_weight: float = 1000.0
+    feat_batch: int = 4
+    layer_mode: str = "random"
+    reduction: str = "mean"
+    n_anchors: int = 10
+    anchor_sigma: float = 0.1
+    image_every: int = 4
+    patch_resolution: int = 0
+    n_heads: int = 1
+
+
+class CDCAdapter(Adapter):
+    """CDC on the shared adaptation loop: distance consistency on G, anchors + image/patch D schedule.
+
+    Iteration ``i``:
+
+    * ``i % image_every == 0`` (*anchor step*): adversarial latents ``z = anchor + σ·ε`` (no mixing), judged by
+      the image-level D (``[B, 1]`` logits);
+    * otherwise (*patch step*): ordinary latents (style mixing), judged by the patch D (``[B, 1, h, w]``).
+    * every step: ``λ · cross_domain_consistency`` on ``feat_batch`` fresh latents, added to the G loss.
+
+    ``config.kl_weight = 0`` together with ``image_every = 1`` gives back TGAN (tested).
+    """
+
+    name = "cdc"
+    config: CDCConfig
+
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, target: torch.Tensor,
+                 config: CDCConfig | None = None, generator_rng: torch.Generator | None = None,
+                 device: str | torch.device = "cpu") -> None:
+        config = config or CDCConfig()
+        if not isinstance(config, CDCConfig):
+            raise ValueError(f"CDCAdapter needs a CDCConfig, got {type(config).__name__}")
+        if config.layer_mode not in ("random", "all"):
+            raise ValueError(f"layer_mode must be 'random' or 'all', got {config.layer_mode!r}")
+        if config.image_every < 1:
+            raise ValueError(f"image_every must be ≥ 1, got {config.image_every}")
+        self._head = 0
+        super().__init__(generator, discriminator, target, config, generator_rng, device)
+
+    def setup(self) -> None:
+        self.patch_d = PatchDiscriminator(self.d, patch_resolution=self.config.patch_resolution or None,
+                                          n_heads=self.config.n_heads).to(self.device)
+        self.anchors = AnchorSampler(self.config.n_anchors, self.z_dim, self.config.anchor_sigma, self.rng)
+
+    def d_modules(self) -> nn.Module:
+        return self.patch_d
+
+    def is_image_step(self, step: int) -> bool:
+        return step % self.config.image_every == 0
+
+    def begin_step(self, step: int) -> None:
+        self._head = int(torch.randint(0, self.config.n_heads, (), generator=self.rng))
+
+    def sample_latents(self, step: int) -> Latents:
+        if self.is_image_step(step):
+            return self.anchors.sample(self.config.batch, self.rng)[0].to(self.device)
+        return self.mixing_latents()
+
+    def discriminate(self, images: torch.Tensor, step: int) -> torch.Tensor:
+        if self.is_image_step(step):
+            return self.patch_d(images, mode="image")                 # [B, 1]
+        return self.patch_d(images, mode="patch", head=self._head)   # [B, 1, h, w]
+
+    def image_logits(self, images: torch.Tensor) -> torch.Tensor:
+        return self.patch_d(images, mode="image")
+
+    def distance_loss(self) -> torch.Tensor:
+        """``cross_domain_consistency`` (without λ) on ``feat_batch`` fresh latents (independent noise maps)."""
+        cfg = self.config
+        z = torch.randn(cfg.feat_batch, self.z_dim, generator=self.rng).to(self.device)
+        with torch.no_grad():
+            _, source_feats = generate_with_features(self.source, z)
+        _, adapted_feats = generate_with_features(self.g, z)
+        if cfg.layer_mode == "all":
+            return cross_domain_consistency(adapted_feats, source_feats, layers=list(range(1, len(adapted_feats))),
+                                            reduction=cfg.reduction)
+        layer_per_sample = sample_layers(cfg.feat_batch, len(adapted_feats), self.rng)
+        return cross_domain_consistency(adapted_feats, source_feats, layer_per_sample=layer_per_sample,
+                                        reduction=cfg.reduction)
+
+    def extra_generator_loss(self, step: int) -> dict[str, torch.Tensor]:
+        extras = super().extra_generator_loss(step)
+        if self.config.kl_weight > 0:
+            extras["dist"] = self.config.kl_weight * self.distance_loss()
+        return extras
