@@ -1,0 +1,227 @@
+"""MixDL — few-shot image generation with mixup-based distance learning (Kong et al., ECCV 2022).
+
+**The problem.** Train a GAN *from scratch* on ~10 images and the generator soon does the only thing that
+fools its discriminator: it reproduces the 10 images. The latent space collapses onto a few points, and a walk
+between two latents looks like a staircase — nothing changes for a while, then the picture jumps to the next
+training image. Generated images are sharp but not new.
+
+**The idea.** Ask the generator to treat the space *between* samples smoothly. Draw ``K`` anchor latents and a
+*mixup* latent ``w_mix = Σ_j c_j w_j`` whose coefficients ``c`` lie on the simplex (``c ~ Dirichlet(α)``).
+The image of ``w_mix`` should resemble each anchor image *in proportion to* ``c``: close to the anchors it
+mixes a lot of, far from the others. MixDL turns this into a loss on *relative distances*, exactly CDC's
+building block (:func:`fewshot_lib.methods.cdc.similarity_kl`):
+
+1. **Generator distance loss.** Features of the mixup image and of the anchor images at a random generator
+   layer; cosine similarity of the mixup to every anchor; softmax over anchors → ``p_i``; the loss is
+   ``KL(q_i ‖ p_i)`` with target ``q_i = softmax(c_i)``, weight ``λ_G = 1000``.
+2. **Discriminator alignment.** The same KL on the discriminator's penultimate features, passed through a
+   small linear *projection head* (:class:`ProjectionHead`), weight ``λ_D = 1``: D's representation is asked
+   to order mixups like the coefficients, which keeps its feature space from degenerating into "one of the
+   10 / not one of the 10".
+3. **Patch-level realism for mixups.** A mixup image need not look like a *whole* training image — only
+   locally realistic. On mixup iterations D judges real images and mixup images patch by patch
+   (CDC's :class:`~fewshot_lib.methods.cdc.PatchDiscriminator`).
+
+**The reference code's behaviour, reproduced here** (see ``reference/methods_stylegan2_cdc_mixdl.md`` §5):
+
+* Iteration ``i`` with ``i % mixup_every == 0`` (``mixup_every = 2``) is a *mixup iteration*; the others
+  are ordinary StyleGAN2 iterations.
+* Coefficients: one row per mixup, ``c_i ~ Dir(α·1_K)`` with ``α = 1`` (uniform on the simplex); the number of
+  anchors ``K`` and of mixups both equal the batch size.
+* D step of a mixup iteration: ``softplus(-D_patch(x_real)) + softplus(D_patch(x_mix))`` plus
+  ``λ_D · KL`` on the projected penultimate features of ``cat[x_anchor, x_mix]`` (one ``2B`` batch through
+  the full D). Anchor images enter only the distance term.
+* G step of a mixup iteration: ``softplus(-D_patch(x_mix))`` plus ``λ_G · KL`` computed with the same
+  coefficients on *new* anchors; both the anchor and the mixup branch keep their gradients. Each mixup ``i``
+  uses its own random generator layer ``l_i ∈ {1, …, num_layers − 2}`` (the last conv is excluded).
+* The target is ``softmax(c_i)``, not ``c_i`` (a one-hot ``c`` becomes ``[0.475, 0.175, 0.175, 0.175]``), and
+  ``KLDivLoss(reduction="mean")`` divides by ``B·K``; ``λ_G = 1000`` is calibrated to both.
+
+**Where this implementation differs, on purpose.**
+
+* **Mixing happens in W with shape ``[B, w_dim]``**, before the generator broadcasts w to its layers. The
+  reference takes the broadcast ``[B, n_latent, 512]`` tensor and crashes on its first iteration
+  (``matmul(alpha, w)``, issue chaerinkong/mixdl#4); :func:`mix_latents` refuses 3-D input with an explanation.
+* Patch logits come from CDC's :class:`PatchDiscriminator` (a map chosen by relative depth, so 32 px models
+  really have patches; one head by default — the reference samples one of four maps at 256 px).
+* ``target="coefficients"`` selects the paper's form (the coefficients themselves as the target).
+* Every loop over pairs is a matrix product; everything runs on CPU, CUDA or MPS.
+
+Taught in: ``notebooks/05_mixdl.ipynb``.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..models.stylegan2 import EqualLinear
+from .cdc import PatchDiscriminator, kl_from_logits, similarity_logits
+
+log = logging.getLogger(__name__)
+
+Target = Literal["softmax", "coefficients"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 1. Mixup coefficients and mixing in W
+# ---------------------------------------------------------------------------------------------------------
+
+
+def dirichlet_coefficients(n_mix: int, n_anchors: int, alpha: float = 1.0,
+                           generator: torch.Generator | None = None) -> torch.Tensor:
+    """Mixup coefficients: ``n_mix`` rows, each a point on the ``n_anchors``-simplex, ``c_i ~ Dir(α·1)``.
+
+    ``α = 1`` is uniform on the simplex (the reference default); ``α → 0`` gives nearly one-hot rows (mixups
+    close to single anchors), large ``α`` rows close to the centre ``1/K``. Returns ``[n_mix, n_anchors]``
+    float32 on the CPU; every row is positive and sums to 1.
+
+    The draw is seeded from ``generator`` (a CPU ``torch.Generator``) through NumPy's Dirichlet sampler, so
+    the same seed gives the same coefficients on every device.
+    """
+    if n_mix < 1 or n_anchors < 2:
+        raise ValueError(f"need n_mix ≥ 1 and n_anchors ≥ 2 (a mixup of one anchor is the anchor), "
+                         f"got n_mix={n_mix}, n_anchors={n_anchors}")
+    if not alpha > 0:
+        raise ValueError(f"alpha (the Dirichlet concentration) must be > 0, got {alpha}")
+    seed = int(torch.randint(0, 2**62, (), generator=generator))
+    c = np.random.default_rng(seed).dirichlet(np.full(n_anchors, float(alpha)), size=n_mix)
+    c = np.maximum(c, 1e-12)  # tiny α can underflow to exact zeros; keep every row strictly on the simplex
+    return torch.from_numpy(c / c.sum(axis=1, keepdims=True)).float()
+
+
+def mix_latents(w: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
+    """Convex combinations of anchor latents: ``w_mix = coeffs @ w``.
+
+    Shapes: ``w [K, w_dim]`` (the mapping network's outputs, one per anchor), ``coeffs [B, K]`` → ``[B, w_dim]``.
+
+    The mixing must happen on the ``[K, w_dim]`` mapping outputs. The reference code mixed the generator's
+    broadcast latent ``[K, n_latent, w_dim]`` and crashed; a 3-D ``w`` is refused here with that explanation.
+    """
+    if w.dim() == 3:
+        raise ValueError(
+            f"w has shape {tuple(w.shape)} = [K, n_latent, w_dim]: that is the latent after broadcasting to the "
+            "generator's layers. Mix the mapping outputs [K, w_dim] (G.mapping(z)) instead — mixing the "
+            "broadcast tensor is what makes the reference implementation crash (coeffs @ w with mismatched "
+            "batch dimensions).")
+    if w.dim() != 2:
+        raise ValueError(f"w must be [K, w_dim], got shape {tuple(w.shape)}")
+    if coeffs.dim() != 2 or coeffs.shape[1] != w.shape[0]:
+        raise ValueError(f"coeffs must be [B, K] with K = {w.shape[0]} anchors, got shape {tuple(coeffs.shape)}")
+    return coeffs.to(device=w.device, dtype=w.dtype) @ w                       # [B, w_dim]
+
+
+def target_distribution(coeffs: torch.Tensor, target: Target = "softmax") -> torch.Tensor:
+    """What each mixup's similarity distribution should match: ``softmax(c)`` (reference) or ``c`` (paper).
+
+    ``coeffs [B, K]`` → ``[B, K]``, rows summing to 1.
+    """
+    if target == "softmax":
+        return F.softmax(coeffs, dim=1)
+    if target == "coefficients":
+        return coeffs
+    raise ValueError(f"target must be 'softmax' (the reference code) or 'coefficients' (the paper), got {target!r}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 2. The distance losses
+# ---------------------------------------------------------------------------------------------------------
+
+
+def mixup_distance_loss(mix_features: torch.Tensor, anchor_features: torch.Tensor, coeffs: torch.Tensor,
+                        target: Target = "softmax", reduction: str = "mean") -> torch.Tensor:
+    """``KL(q_i ‖ softmax_j cos(f_mix_i, f_anchor_j))`` for one feature space (no λ).
+
+    Shapes: ``mix_features [B, ...]``, ``anchor_features [K, ...]`` (same per-sample size; flattened),
+    ``coeffs [B, K]``. ``q = target_distribution(coeffs)``. ``reduction="mean"`` (sum over entries / ``B·K``)
+    reproduces the reference's ``nn.KLDivLoss()`` scaling.
+    """
+    logits = similarity_logits(mix_features, keys=anchor_features)            # [B, K]
+    return kl_from_logits(logits, target_distribution(coeffs, target), reduction)
+
+
+def sample_mixup_layers(n: int, n_layers: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One generator layer per mixup, uniform over ``1 … n_layers − 2`` → ``[n]`` long.
+
+    The reference draws ``randint(1, num_layers − 1)``: never the 4×4 constant-input conv (layer 0), never
+    the last, full-resolution conv.
+    """
+    if n_layers < 3:
+        raise ValueError(f"need at least 3 generator feature layers, got {n_layers}")
+    return torch.randint(1, n_layers - 1, (n,), generator=generator)
+
+
+def layerwise_mixup_logits(mix_features: list[torch.Tensor], anchor_features: list[torch.Tensor],
+                           layer_per_mix: torch.Tensor) -> torch.Tensor:
+    """Row ``i``: cosine similarities of mixup ``i`` to every anchor, at mixup ``i``'s own layer ``l_i``.
+
+    ``mix_features[l] [B, C_l, H_l, W_l]``, ``anchor_features[l] [K, C_l, H_l, W_l]``, ``layer_per_mix [B]``
+    → ``[B, K]``.
+    """
+    if len(mix_features) != len(anchor_features):
+        raise ValueError(f"got {len(mix_features)} mixup and {len(anchor_features)} anchor feature layers")
+    b = mix_features[0].shape[0]
+    if layer_per_mix.shape != (b,):
+        raise ValueError(f"layer_per_mix must have shape [{b}], got {tuple(layer_per_mix.shape)}")
+    rows: list[torch.Tensor | None] = [None] * b
+    for layer in layer_per_mix.unique().tolist():
+        idx = torch.nonzero(layer_per_mix == layer).flatten()
+        logits = similarity_logits(mix_features[layer][idx.to(mix_features[layer].device)],
+                                   keys=anchor_features[layer])               # [n_l, K]
+        for r, i in enumerate(idx.tolist()):
+            rows[i] = logits[r]
+    return torch.stack(rows)                                                  # [B, K]
+
+
+def generator_distance_loss(mix_features: list[torch.Tensor], anchor_features: list[torch.Tensor],
+                            coeffs: torch.Tensor, layer_per_mix: torch.Tensor, target: Target = "softmax",
+                            reduction: str = "mean") -> torch.Tensor:
+    """MixDL's generator loss ``L_G^dist`` (without ``λ_G``) from per-layer features of mixups and anchors.
+
+    Gradients flow into both the mixup and the anchor features (the reference keeps both graphs).
+    """
+    logits = layerwise_mixup_logits(mix_features, anchor_features, layer_per_mix)   # [B, K]
+    return kl_from_logits(logits, target_distribution(coeffs, target).to(logits.device), reduction)
+
+
+class ProjectionHead(nn.Module):
+    """A linear projection of the discriminator's penultimate features, where D's distance loss is taken.
+
+    ``[N, in_dim]`` → ``[N, out_dim]`` (no activation; equalised learning rate like the rest of D). The head
+    gives D a separate space to align with the mixup coefficients, so the distance loss does not have to
+    bend the features its real/fake logit is read from. It is trained with D's optimiser and saved with D.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int | None = None) -> None:
+        super().__init__()
+        if in_dim < 1:
+            raise ValueError(f"in_dim must be ≥ 1, got {in_dim}")
+        self.linear = EqualLinear(in_dim, out_dim or in_dim)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:  # [N, in_dim] -> [N, out_dim]
+        return self.linear(h)
+
+
+def penultimate_features(discriminator: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The discriminator's last hidden vector ``[N, C]`` (input of its final linear layer) for ``images``."""
+    _, feats = discriminator(images, return_features=True)
+    return feats[-1]
+
+
+def discriminator_distance_loss(discriminator: nn.Module, head: ProjectionHead, anchor_images: torch.Tensor,
+                                mix_images: torch.Tensor, coeffs: torch.Tensor, target: Target = "softmax",
+                                reduction: str = "mean") -> torch.Tensor:
+    """MixDL's discriminator loss ``L_D^dist`` (without ``λ_D``).
+
+    ``anchor_images [K, 3, H, W]`` and ``mix_images [B, 3, H, W]`` go through D as one ``K + B`` batch (as in
+    the reference, so minibatch-stddev groups mix both), then through ``head``; the mixup rows are compared
+    with the anchor rows as in :func:`mixup_distance_loss`.
+    """
+    k = anchor_images.shape[0]
+    h = head(penultimate_features(discriminator, torch.cat([anchor_images, mix_images])))  # [K + B, P]
+    return mixup_distance_loss(h[k:], h[:k], coeffs, target, reduction)
