@@ -379,7 +379,6 @@ class CDCAdapter(Adapter):
     * otherwise (*patch step*): ordinary latents (style mixing), judged by the patch D (``[B, 1, h, w]``).
     * every step: ``λ · cross_domain_consistency`` on ``feat_batch`` fresh latents, added to the G loss.
 
-    ``config.kl_weight = 0`` together with ``image_every = 1`` gives back TGAN (tested).
     """
 
     name = "cdc"

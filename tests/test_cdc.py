@@ -1,0 +1,249 @@
+"""CDC, its patch discriminator and the fine-tuning baselines, on tiny generators (fast, CPU)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from fewshot_lib.methods.baselines import (AdaptConfig, EWCAdapter, FreezeDAdapter, TGANAdapter,
+                                           freeze_discriminator_blocks, generate_with_features)
+from fewshot_lib.methods.cdc import (AnchorSampler, CDCAdapter, CDCConfig, PatchDiscriminator,
+                                     cross_domain_consistency, default_patch_resolution,
+                                     distance_consistency_loss, kl_from_logits, sample_layers, similarity_kl,
+                                     similarity_logits, similarity_probs)
+from fewshot_lib.metrics.correspondence import correspondence_score, nearest_labels
+from fewshot_lib.metrics.features import random_emoji_extractor
+from fewshot_lib.models.stylegan2 import Discriminator, Generator
+
+
+def tiny_g(seed: int = 0, size: int = 32) -> Generator:
+    torch.manual_seed(seed)
+    return Generator(size, style_dim=16, n_mlp=1, channel_base=64, channel_max=8)
+
+
+def tiny_d(seed: int = 0, size: int = 32) -> Discriminator:
+    torch.manual_seed(seed)
+    return Discriminator(size, channel_base=64, channel_max=8)
+
+
+def perturbed_copy(g: Generator, scale: float = 0.3, seed: int = 1) -> Generator:
+    other = tiny_g(0, g.size)
+    other.load_state_dict(g.state_dict())
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=gen))
+    return other
+
+
+# ------------------------------------------------------------------ the similarity → softmax → KL block
+def test_similarity_logits_are_offdiagonal_cosines():
+    f = torch.randn(5, 3, 4, 4)
+    logits = similarity_logits(f)
+    assert logits.shape == (5, 4)
+    flat = f.flatten(1)
+    cos = torch.nn.functional.cosine_similarity(flat[1], flat[3], dim=0)
+    assert torch.allclose(logits[1, 2], cos, atol=1e-6)     # row 1, the others are 0, 2, 3, 4 → index 2 = sample 3
+    assert torch.allclose(logits[4, 0], torch.nn.functional.cosine_similarity(flat[4], flat[0], dim=0), atol=1e-6)
+    keys = torch.randn(3, 3, 4, 4)
+    assert similarity_logits(f, keys).shape == (5, 3)
+    with pytest.raises(ValueError, match="at least 3"):
+        similarity_logits(torch.randn(2, 8))
+
+
+@pytest.mark.filterwarnings("ignore:reduction. 'mean' divides")
+def test_similarity_kl_matches_kldivloss_reductions():
+    feats, target = torch.randn(6, 10), torch.softmax(torch.randn(6, 5), 1)
+    log_p = torch.log_softmax(similarity_logits(feats), 1)
+    for reduction in ("mean", "batchmean", "sum"):
+        expected = nn.KLDivLoss(reduction=reduction)(log_p, target)
+        assert torch.allclose(similarity_kl(feats, target, reduction=reduction), expected, atol=1e-6), reduction
+    per_row = similarity_kl(feats, target, reduction="none")
+    assert per_row.shape == (6,) and (per_row >= 0).all()
+    # 'batchmean' = (N-1)·'mean' without keys: λ=1000 with 'mean' is λ=1000/(N-1) with 'batchmean'
+    assert torch.allclose(similarity_kl(feats, target, reduction="batchmean"),
+                          5 * similarity_kl(feats, target, reduction="mean"), atol=1e-6)
+    with pytest.raises(ValueError, match="target_probs"):
+        similarity_kl(feats, torch.softmax(torch.randn(6, 6), 1))
+    with pytest.raises(ValueError, match="reduction"):
+        kl_from_logits(torch.randn(3, 2), torch.full((3, 2), 0.5), reduction="avg")
+
+
+def test_distance_consistency_zero_iff_same_relations():
+    f = torch.randn(4, 8, 4, 4)
+    assert distance_consistency_loss(f.clone(), f).abs() < 1e-6
+    assert distance_consistency_loss(3.0 * f, f).abs() < 1e-6              # cosine ignores scale
+    other = torch.randn(4, 8, 4, 4)
+    assert distance_consistency_loss(other, f) > 1e-4
+    with pytest.raises(ValueError, match="same shape"):
+        distance_consistency_loss(f, f[:3])
+
+
+def test_mixed_layer_loss_reduces_to_single_layer_and_sums_for_lists():
+    src = [torch.randn(4, 2, 2, 2) for _ in range(3)]
+    ada = [s + 0.5 * torch.randn_like(s) for s in src]
+    same = cross_domain_consistency(ada, src, layer_per_sample=torch.full((4,), 2))
+    assert torch.allclose(same, distance_consistency_loss(ada[2], src[2]), atol=1e-6)
+    summed = cross_domain_consistency(ada, src, layers=[1, 2])
+    assert torch.allclose(summed, distance_consistency_loss(ada[1], src[1]) + distance_consistency_loss(ada[2], src[2]))
+    with pytest.raises(ValueError, match="exactly one"):
+        cross_domain_consistency(ada, src)
+    layers = sample_layers(1000, 13, torch.Generator().manual_seed(0))
+    assert layers.min() == 1 and layers.max() == 12                        # layer 0 (4×4) never used
+
+
+def test_generator_loss_zero_for_identical_g_positive_otherwise_and_grad_only_to_adapted():
+    source = tiny_g(0)
+    target = torch.rand(4, 3, 32, 32) * 2 - 1
+    cfg = CDCConfig(batch=2, feat_batch=4)
+    same = CDCAdapter(source, tiny_d(), target, cfg, torch.Generator().manual_seed(0))
+    # fresh generators have noise strength 0, so the independent noise maps do not matter
+    assert same.distance_loss().abs() < 1e-5
+    adapted = CDCAdapter(source, tiny_d(), target, cfg, torch.Generator().manual_seed(0))
+    adapted.g.load_state_dict(perturbed_copy(source).state_dict())
+    loss = adapted.distance_loss()
+    assert loss > 1e-4
+    loss.backward()
+    grads = [p.grad for p in adapted.g.parameters()]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+    assert all(p.grad is None for p in adapted.source.parameters())
+    assert all(not p.requires_grad for p in adapted.source.parameters())
+
+
+def test_generator_features_are_one_per_styled_conv():
+    g = tiny_g(0)
+    img, feats = generate_with_features(g, torch.randn(3, 16))
+    assert img.shape == (3, 3, 32, 32)
+    assert len(feats) == g.num_layers and [f.shape[-1] for f in feats] == [4, 8, 8, 16, 16, 32, 32]
+
+
+# ------------------------------------------------------------------ patch discriminator
+@pytest.mark.parametrize("size,expected", [(32, 8), (256, 32)])
+def test_patch_discriminator_shapes(size, expected):
+    torch.manual_seed(0)
+    d = Discriminator(size, channel_base=64, channel_max=4)               # narrow: fast even at 256 px
+    pd = PatchDiscriminator(d, n_heads=2)
+    assert pd.patch_resolution == expected == default_patch_resolution(size)
+    x = torch.randn(3, 3, size, size)
+    assert pd(x, mode="patch").shape == (3, 1, expected, expected)
+    assert pd(x, mode="patch", head=1).shape == (3, 1, expected, expected)
+    assert pd(x, mode="image").shape == (3, 1)
+    assert torch.equal(pd(x, mode="image"), d(x))                          # the shared D is unchanged
+
+
+def test_patch_discriminator_patches_are_local_and_errors_are_clear():
+    pd = PatchDiscriminator(tiny_d())
+    x = torch.zeros(1, 3, 32, 32, requires_grad=True)
+    pd(x, mode="patch")[0, 0, 0, 0].backward()                             # top-left patch
+    influence = x.grad.abs().sum(dim=(0, 1))
+    assert influence[:8, :8].sum() > 0 and influence[24:, 24:].sum() == 0  # it cannot see the far corner
+    with pytest.raises(ValueError, match="mode"):
+        pd(x, mode="pixel")
+    with pytest.raises(ValueError, match="head"):
+        pd(x, mode="patch", head=3)
+    with pytest.raises(ValueError, match="patch_resolution"):
+        PatchDiscriminator(tiny_d(), patch_resolution=5)
+    with pytest.raises(ValueError, match="convs"):
+        PatchDiscriminator(nn.Linear(2, 2), size=32)
+
+
+# ------------------------------------------------------------------ anchors
+def test_anchor_sampling():
+    s = AnchorSampler(10, 64, sigma=0.1, generator=torch.Generator().manual_seed(0))
+    assert s.anchors.shape == (10, 64)
+    z, idx = s.sample(4000, torch.Generator().manual_seed(1))
+    assert z.shape == (4000, 64) and idx.min() >= 0 and idx.max() <= 9 and len(idx.unique()) == 10
+    noise = z - s.anchors[idx]
+    assert abs(noise.std().item() - 0.1) < 0.005 and abs(noise.mean().item()) < 0.005
+    again = AnchorSampler(10, 64, sigma=0.1, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(again.anchors, s.anchors)
+    exact = AnchorSampler(3, 8, sigma=0.0, generator=torch.Generator().manual_seed(0))
+    z0, idx0 = exact.sample(5)
+    assert torch.equal(z0, exact.anchors[idx0])                           # σ = 0: the anchors themselves
+    with pytest.raises(ValueError, match="sigma"):
+        AnchorSampler(3, 8, sigma=-1)
+
+
+# ------------------------------------------------------------------ training loops
+def _params(m: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in m.named_parameters()}
+
+
+def test_cdc_training_smoke_run_follows_the_schedule():
+    source_g, source_d = tiny_g(0), tiny_d(0)
+    before = _params(source_g)
+    target = torch.rand(6, 3, 32, 32) * 2 - 1
+    a = CDCAdapter(source_g, source_d, target, CDCConfig(batch=2, feat_batch=4, n_anchors=6),
+                   torch.Generator().manual_seed(0))
+    assert a.discriminate(target[:2], 0).shape == (2, 1)                  # anchor step: image level
+    assert a.discriminate(target[:2], 1).shape == (2, 1, 8, 8)            # patch step: 8×8 patches at 32 px
+    head_before = a.patch_d.heads[0].weight.detach().clone()
+    history = a.train(5, show_progress=False)
+    assert len(history) == 5 and all(np.isfinite(v) for h in history for v in h.values())
+    assert "dist" in history[0] and "r1" in history[0]
+    assert all(torch.equal(before[k], v) for k, v in _params(source_g).items())   # source untouched
+    assert any(not torch.equal(before[k], v) for k, v in _params(a.g).items())
+    assert not torch.equal(head_before, a.patch_d.heads[0].weight)        # patch heads are trained
+    samples = a.sample(torch.randn(5, 16))
+    assert samples.shape == (5, 3, 32, 32) and torch.isfinite(samples).all()
+    assert set(a.state_dict()) >= {"g", "g_ema", "d", "config", "steps"}
+    assert any(k.startswith("heads.") for k in a.state_dict()["d"])
+
+
+def test_baselines_freeze_the_right_parameters():
+    target = torch.rand(4, 3, 32, 32) * 2 - 1
+    tgan = TGANAdapter(tiny_g(), tiny_d(), target, AdaptConfig(batch=2), torch.Generator().manual_seed(0))
+    fz = FreezeDAdapter(tiny_g(), tiny_d(), target, None, torch.Generator().manual_seed(0))
+    assert fz.config.freeze_d == 2 and tgan.frozen_d == []
+    d_before = {"tgan": _params(tgan.d), "freezed": _params(fz.d)}
+    for a in (tgan, fz):
+        a.train(2, show_progress=False)
+    changed = {name: {k for k, v in _params(a.d).items() if not torch.equal(v, d_before[name][k])}
+               for name, a in (("tgan", tgan), ("freezed", fz))}
+    frozen = {k for k in d_before["freezed"] if k.startswith(("convs.0.", "convs.1."))}
+    assert frozen and set(fz.frozen_d) == frozen
+    assert not (changed["freezed"] & frozen)                              # FreezeD: early blocks untouched
+    assert changed["freezed"]                                             # ... while the rest trains
+    assert frozen <= changed["tgan"]                                      # TGAN trains them
+    with pytest.raises(ValueError, match="freeze_d"):
+        FreezeDAdapter(tiny_g(), tiny_d(), target, AdaptConfig(freeze_d=0))
+    with pytest.raises(ValueError, match="blocks"):
+        freeze_discriminator_blocks(tiny_d(), 99)
+
+
+def test_ewc_penalty_pulls_towards_source():
+    target = torch.rand(4, 3, 32, 32) * 2 - 1
+    a = EWCAdapter(tiny_g(), tiny_d(), target, AdaptConfig(batch=2, ewc=1.0), torch.Generator().manual_seed(0))
+    a.estimate_fisher(n_batches=1)
+    assert a.ewc_penalty().item() == 0.0                                  # at the source weights
+    a.g.load_state_dict(perturbed_copy(a.source).state_dict())
+    assert a.ewc_penalty().item() > 0
+
+
+def test_bad_inputs_raise_clear_errors():
+    with pytest.raises(ValueError, match="target"):
+        TGANAdapter(tiny_g(), tiny_d(), torch.rand(4, 32, 32))
+    with pytest.raises(ValueError, match="layer_mode"):
+        CDCAdapter(tiny_g(), tiny_d(), torch.rand(4, 3, 32, 32), CDCConfig(layer_mode="some"))
+
+
+# ------------------------------------------------------------------ correspondence score
+def test_correspondence_score_perfect_random_and_chance():
+    ext = random_emoji_extractor(0)
+    gen = torch.Generator().manual_seed(0)
+    src_gallery, tgt_gallery = torch.randn(6, 32, generator=gen), torch.randn(6, 32, generator=gen)
+    labels = np.array(["a", "b", "c", "d", "e", "f"])
+    pick = torch.arange(60) % 6
+    src = src_gallery[pick] + 0.01 * torch.randn(60, 32, generator=gen)
+    tgt = tgt_gallery[pick] + 0.01 * torch.randn(60, 32, generator=gen)
+    assert list(nearest_labels(src[:6], src_gallery, labels, ext)) == list(labels)
+    perfect = correspondence_score(src, tgt, src_gallery, labels, tgt_gallery, labels, ext)
+    assert perfect.value == 1.0 and abs(perfect.details["chance"] - 1 / 6) < 0.08
+    shuffled = correspondence_score(src, tgt[torch.randperm(60, generator=gen)], src_gallery, labels,
+                                    tgt_gallery, labels, ext)
+    assert shuffled.value < 0.5 and shuffled.details["above_chance"] < 0.25
+    with pytest.raises(ValueError, match="paired"):
+        correspondence_score(src, tgt[:5], src_gallery, labels, tgt_gallery, labels, ext)
+    with pytest.raises(ValueError, match="gallery_labels"):
+        nearest_labels(src, src_gallery, labels[:3], ext)
