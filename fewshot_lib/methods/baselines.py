@@ -369,3 +369,79 @@ class EWCAdapter(Adapter):
         if config.ewc <= 0:
             raise ValueError(f"EWC needs config.ewc > 0 (got {config.ewc})")
         super().__init__(generator, discriminator, target, config, generator_rng, device)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Evaluation shared by every adaptation method
+# ---------------------------------------------------------------------------------------------------------
+
+
+class AdaptationEvaluator:
+    """Scores an adapted generator the same way for every method (fixed latents, fixed real sets).
+
+    * ``fid`` — FID of ``G(z)`` against the whole target style (``target_real``; lower is better);
+    * ``intra_cluster_lpips`` — CDC's diversity around each of the ``shots`` (higher is better);
+    * ``nn_modes`` / ``nn_lpips`` — how many shots are some sample's nearest neighbour / the mean distance to
+      it (≈0 = copies);
+    * ``correspondence`` — how often ``G(z)`` shows the same concept as ``G_source(z)``
+      (:func:`fewshot_lib.metrics.correspondence.correspondence_score`), with its ``correspondence_chance``.
+
+    Real-image features are computed once here; each call generates ``len(z)`` images.
+
+    Args:
+        source: the source generator (its images of ``z`` are computed once).
+        z: fixed latents ``[N, z_dim]`` (CPU).
+        shots: the ``k`` training images ``[k,3,H,W]``.
+        target_real: every image of the target style ``[M,3,H,W]``.
+        source_gallery, source_labels / target_gallery, target_labels: labelled real images of the source and
+            target styles for the correspondence score.
+        extractor: feature extractor name or object (default: the project's emoji network).
+    """
+
+    def __init__(self, source: nn.Module, z: torch.Tensor, shots: torch.Tensor, target_real: torch.Tensor,
+                 source_gallery: torch.Tensor, source_labels, target_gallery: torch.Tensor, target_labels,
+                 extractor: str = "emoji", device: str | torch.device = "cpu") -> None:
+        from ..metrics.result import resolve_extractor
+
+        self.device = torch.device(device)
+        self.ext = resolve_extractor(extractor, self.device)
+        self.z = z.cpu()
+        self.shots = shots.cpu()
+        self.shot_embedding = self.ext.distance_embedding(self.shots)
+        self.target_features = self.ext.features(target_real)
+        self.source_gallery = self.ext.features(source_gallery)
+        self.target_gallery = self.ext.features(target_gallery)
+        self.source_labels, self.target_labels = source_labels, target_labels
+        self.source_images = self.generate(source)
+        self.source_features = self.ext.features(self.source_images)
+
+    @torch.no_grad()
+    def generate(self, generator: nn.Module) -> torch.Tensor:
+        """``G(z)`` for the fixed latents → ``[N, 3, H, W]`` on the CPU (fresh noise maps)."""
+        dev = next(generator.parameters()).device
+        was_training = generator.training
+        generator.eval()
+        out = torch.cat([generate(generator, zb.to(dev)).cpu() for zb in self.z.split(128)])
+        generator.train(was_training)
+        return out
+
+    def __call__(self, generator: nn.Module, images: torch.Tensor | None = None) -> dict[str, float]:
+        """All scores of ``generator`` (or of precomputed ``images`` of the fixed latents) as plain floats."""
+        from ..metrics.correspondence import correspondence_score
+        from ..metrics.diversity import intra_cluster_lpips, nn_modes
+        from ..metrics.fid import fid
+
+        fake = self.generate(generator) if images is None else images
+        emb = self.ext.distance_embedding(fake)
+        f = fid(self.target_features, self.ext.features(fake), self.ext)
+        icl = intra_cluster_lpips(emb, self.shot_embedding, self.ext)
+        modes = nn_modes(emb, self.shot_embedding, self.ext)
+        corr = correspondence_score(self.source_features, self.ext.features(fake), self.source_gallery, self.source_labels,
+                                    self.target_gallery, self.target_labels, self.ext)
+        return {"fid": f.value, "intra_cluster_lpips": icl.value, "nn_modes": float(modes.value),
+                "nn_lpips": modes.details["nn_lpips"], "correspondence": corr.value,
+                "correspondence_chance": corr.details["chance"]}
+
+    @property
+    def extractor_name(self) -> str:
+        return self.ext.name
