@@ -247,3 +247,22 @@ def test_correspondence_score_perfect_random_and_chance():
         correspondence_score(src, tgt[:5], src_gallery, labels, tgt_gallery, labels, ext)
     with pytest.raises(ValueError, match="gallery_labels"):
         nearest_labels(src, src_gallery, labels[:3], ext)
+
+
+def test_evaluator_and_run_adaptation_curves():
+    from fewshot_lib.methods.baselines import AdaptationEvaluator, run_adaptation
+
+    ext = random_emoji_extractor(0)
+    real = torch.rand(12, 3, 32, 32) * 2 - 1
+    labels = np.array(list("aabbccddeeff"))
+    g = tiny_g(0)
+    ev = AdaptationEvaluator(g, torch.randn(8, 16), real[:4], real, real, labels, real, labels, extractor=ext)
+    scores = ev(g)
+    assert set(scores) == {"fid", "intra_cluster_lpips", "nn_modes", "nn_lpips", "correspondence",
+                           "correspondence_chance"}
+    assert all(np.isfinite(v) for v in scores.values())
+    no_labels = AdaptationEvaluator(g, torch.randn(8, 16), real[:4], real, extractor=ext)(g)
+    assert np.isnan(no_labels["correspondence"]) and np.isfinite(no_labels["fid"])
+    adapter, curve = run_adaptation(TGANAdapter, g, tiny_d(), real[:4], AdaptConfig(batch=2, r1=0), steps=2,
+                                    seed=0, evaluator=ev, eval_every=1, show_progress=False)
+    assert [c["step"] for c in curve] == [0, 1, 2] and adapter.steps_done == 2

@@ -394,12 +394,14 @@ class AdaptationEvaluator:
         shots: the ``k`` training images ``[k,3,H,W]``.
         target_real: every image of the target style ``[M,3,H,W]``.
         source_gallery, source_labels / target_gallery, target_labels: labelled real images of the source and
-            target styles for the correspondence score.
+            target styles for the correspondence score (``None``: no labels, e.g. your own image folder —
+            the correspondence entries are then NaN).
         extractor: feature extractor name or object (default: the project's emoji network).
     """
 
     def __init__(self, source: nn.Module, z: torch.Tensor, shots: torch.Tensor, target_real: torch.Tensor,
-                 source_gallery: torch.Tensor, source_labels, target_gallery: torch.Tensor, target_labels,
+                 source_gallery: torch.Tensor | None = None, source_labels=None,
+                 target_gallery: torch.Tensor | None = None, target_labels=None,
                  extractor: str = "emoji", device: str | torch.device = "cpu") -> None:
         from ..metrics.result import resolve_extractor
 
@@ -407,13 +409,17 @@ class AdaptationEvaluator:
         self.ext = resolve_extractor(extractor, self.device)
         self.z = z.cpu()
         self.shots = shots.cpu()
-        self.shot_embedding = self.ext.distance_embedding(self.shots)
-        self.target_features = self.ext.features(target_real)
-        self.source_gallery = self.ext.features(source_gallery)
-        self.target_gallery = self.ext.features(target_gallery)
+        quiet = dict(show_progress=False)
+        self.shot_embedding = self.ext.distance_embedding(self.shots, **quiet)
+        self.target_features = self.ext.features(target_real, **quiet)
+        self.has_labels = source_gallery is not None and target_gallery is not None
+        if self.has_labels and (source_labels is None or target_labels is None):
+            raise ValueError("source_gallery and target_gallery need source_labels and target_labels")
+        self.source_gallery = self.ext.features(source_gallery, **quiet) if self.has_labels else None
+        self.target_gallery = self.ext.features(target_gallery, **quiet) if self.has_labels else None
         self.source_labels, self.target_labels = source_labels, target_labels
         self.source_images = self.generate(source)
-        self.source_features = self.ext.features(self.source_images)
+        self.source_features = self.ext.features(self.source_images, **quiet)
 
     @torch.no_grad()
     def generate(self, generator: nn.Module) -> torch.Tensor:
@@ -432,16 +438,45 @@ class AdaptationEvaluator:
         from ..metrics.fid import fid
 
         fake = self.generate(generator) if images is None else images
-        emb = self.ext.distance_embedding(fake)
-        f = fid(self.target_features, self.ext.features(fake), self.ext)
+        emb = self.ext.distance_embedding(fake, show_progress=False)
+        fake_features = self.ext.features(fake, show_progress=False)
+        f = fid(self.target_features, fake_features, self.ext)
         icl = intra_cluster_lpips(emb, self.shot_embedding, self.ext)
         modes = nn_modes(emb, self.shot_embedding, self.ext)
-        corr = correspondence_score(self.source_features, self.ext.features(fake), self.source_gallery, self.source_labels,
-                                    self.target_gallery, self.target_labels, self.ext)
-        return {"fid": f.value, "intra_cluster_lpips": icl.value, "nn_modes": float(modes.value),
-                "nn_lpips": modes.details["nn_lpips"], "correspondence": corr.value,
-                "correspondence_chance": corr.details["chance"]}
+        scores = {"fid": f.value, "intra_cluster_lpips": icl.value, "nn_modes": float(modes.value),
+                  "nn_lpips": modes.details["nn_lpips"], "correspondence": float("nan"),
+                  "correspondence_chance": float("nan")}
+        if self.has_labels:
+            corr = correspondence_score(self.source_features, fake_features, self.source_gallery,
+                                        self.source_labels, self.target_gallery, self.target_labels, self.ext)
+            scores.update(correspondence=corr.value, correspondence_chance=corr.details["chance"])
+        return scores
 
     @property
     def extractor_name(self) -> str:
         return self.ext.name
+
+
+def run_adaptation(adapter_cls: type[Adapter], generator: nn.Module, discriminator: nn.Module,
+                   shots: torch.Tensor, config: AdaptConfig, steps: int, seed: int = 0,
+                   device: str | torch.device = "cpu", evaluator: AdaptationEvaluator | None = None,
+                   eval_every: int = 0, show_progress: bool = True) -> tuple[Adapter, list[dict[str, float]]]:
+    """Seed everything, adapt for ``steps`` iterations and (optionally) evaluate along the way.
+
+    Returns ``(adapter, curve)`` where ``curve`` holds ``{"step": s, **evaluator(G_ema)}`` at step 0 and every
+    ``eval_every`` steps (empty without an evaluator or with ``eval_every=0``).
+    """
+    from ..config import seed_everything
+
+    rng = seed_everything(seed)
+    adapter = adapter_cls(generator, discriminator, shots, config, rng, device)
+    curve: list[dict[str, float]] = []
+    if evaluator is not None and eval_every > 0:
+        curve.append({"step": 0, **evaluator(adapter.g_ema)})
+
+        def callback(a: Adapter, logs: dict) -> None:
+            curve.append({"step": a.steps_done, **evaluator(a.g_ema)})
+    else:
+        callback = None
+    adapter.train(steps, callback=callback, every=eval_every, show_progress=show_progress)
+    return adapter, curve
