@@ -1,0 +1,1001 @@
+"""StyleGAN2 (Karras et al., CVPR 2020) in one readable, pure-PyTorch file.
+
+**The idea.** A *mapping network* turns a Gaussian code ``z`` into an intermediate latent ``w`` that is free to
+follow the data's own (non-Gaussian) factors of variation. A *synthesis network* then starts from a learned
+constant ``4×4`` tensor and doubles the resolution block by block. Every convolution is **modulated** by ``w``:
+each input channel of the kernel is scaled by a per-sample "style" ``s = A(w)``; the kernel is then
+**demodulated** (each output channel's weights are rescaled to unit norm), which keeps activations at unit
+variance without StyleGAN1's AdaIN and removes its "droplet" artefacts. Per-pixel **noise** adds stochastic
+detail (hair, texture) that the styles need not encode. Each resolution adds an RGB image (``ToRGB``) to the
+up-sampled image of the previous resolution (the **skip** generator). The **discriminator** is a residual
+network with a **minibatch standard deviation** feature that lets it notice a collapsed (too uniform) batch.
+
+All weights use the **equalised learning rate**: they are stored as ``N(0, 1)`` and multiplied at run time by
+the He constant ``1/sqrt(fan_in)``, so Adam sees every layer at the same scale. The mapping network further
+multiplies its learning rate by ``lr_mul = 0.01`` (stored weights are divided by it).
+
+**Compatibility.** Module, parameter and buffer names and shapes follow rosinality/stylegan2-pytorch (the code
+base of CDC and MixDL), so its ``.pt`` checkpoints load here with ``strict=True`` through
+:func:`load_rosinality`, and our state dicts load there. The defaults at a given ``size`` are the official
+config-f architecture (``channel_multiplier=2``, 512-d latents, 8 mapping layers). For CPU labs the width is
+set with ``channel_base`` / ``channel_max`` (NVlabs' convention: ``channels(res) = min(channel_base // res,
+channel_max)``; ``channel_base = 16384·channel_multiplier`` reproduces rosinality's table exactly).
+
+No custom CUDA ops: blur, up- and down-sampling are depthwise convolutions, so the same code runs on CPU,
+CUDA and MPS, and supports double backward (needed by R1 and path-length regularisation).
+
+Shapes below use ``B`` = batch, ``C``/``I``/``O`` = channels, ``D`` = ``style_dim``, ``L`` = ``n_latent``.
+
+Taught in: ``notebooks/01_stylegan2_building_blocks.ipynb`` and ``02_stylegan2_training.ipynb``.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+SQRT2 = math.sqrt(2.0)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 1. Low-level ops: activation with bias, blur kernels, FIR up/down-sampling
+# ---------------------------------------------------------------------------------------------------------
+
+def fused_leaky_relu(x: torch.Tensor, bias: torch.Tensor | None = None, negative_slope: float = 0.2,
+                     scale: float = SQRT2) -> torch.Tensor:
+    """``lrelu(x + bias, 0.2) · √2`` with ``bias`` broadcast over channel dim 1.
+
+    The ``√2`` gain restores the variance that leaky-ReLU halves, so unit-variance inputs stay unit-variance.
+    Shapes: ``x`` ``[B, C, ...]``, ``bias`` ``[C]`` → ``[B, C, ...]``.
+    """
+    if bias is not None:
+        x = x + bias.view(1, -1, *([1] * (x.ndim - 2)))
+    return F.leaky_relu(x, negative_slope) * scale
+
+
+class FusedLeakyReLU(nn.Module):
+    """Bias + leaky-ReLU + ``√2`` gain. The bias lives here (key ``bias``), as in rosinality."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, ...] -> [B, C, ...]
+        return fused_leaky_relu(x, self.bias)
+
+
+def make_kernel(k: Sequence[float]) -> torch.Tensor:
+    """A normalised 2-D FIR kernel from a 1-D one: ``[1,3,3,1]`` → outer product / sum, shape ``[4, 4]``."""
+    k = torch.tensor(k, dtype=torch.float32)
+    if k.ndim == 1:
+        k = k[None, :] * k[:, None]
+    return k / k.sum()
+
+
+def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
+              pad: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    """Upsample by zero insertion, pad, filter with ``kernel``, downsample by striding — per channel.
+
+    This is the reference definition of the FIR resampling StyleGAN uses (``pad = (before, after)`` on both
+    axes, non-negative here). The kernel is flipped so that it is applied as a true convolution.
+    Shapes: ``x`` ``[B, C, H, W]``, ``kernel`` ``[kh, kw]`` →
+    ``[B, C, (H·up + p0 + p1 - kh) // down + 1, (W·up + p0 + p1 - kw) // down + 1]``.
+    """
+    b, c, h, w = x.shape
+    if up > 1:  # zero insertion: sample i lands at position i·up
+        z = x.new_zeros(b, c, h * up, w * up)
+        z[:, :, ::up, ::up] = x
+        x = z
+    p0, p1 = pad
+    if p0 or p1:
+        x = F.pad(x, [p0, p1, p0, p1])
+    weight = torch.flip(kernel, [0, 1]).to(x.dtype)[None, None].expand(c, 1, *kernel.shape)
+    return F.conv2d(x, weight, stride=down, groups=c)
+
+
+class Blur(nn.Module):
+    """Low-pass filter (a ``[4, 4]`` binomial kernel, buffer ``kernel``) with explicit padding.
+
+    Used after a transposed convolution (``upsample_factor=2``: the kernel is multiplied by 4 to keep the
+    image's mean, since zero insertion left 3 of 4 pixels empty) and before a strided one (anti-aliasing).
+    """
+
+    def __init__(self, kernel: Sequence[float], pad: tuple[int, int], upsample_factor: int = 1):
+        super().__init__()
+        self.register_buffer("kernel", make_kernel(kernel) * upsample_factor ** 2)
+        self.pad = pad
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, H, W] -> [B, C, H + p0 + p1 - 3, ...]
+        return upfirdn2d(x, self.kernel, pad=self.pad)
+
+
+class Upsample(nn.Module):
+    """×2 FIR up-sampling (used for the RGB skip path): ``[B, C, H, W]`` → ``[B, C, 2H, 2W]``."""
+
+    def __init__(self, kernel: Sequence[float], factor: int = 2):
+        super().__init__()
+        self.factor = factor
+        self.register_buffer("kernel", make_kernel(kernel) * factor ** 2)
+        p = self.kernel.shape[0] - factor
+        self.pad = ((p + 1) // 2 + factor - 1, p // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return upfirdn2d(x, self.kernel, up=self.factor, pad=self.pad)
+
+
+class Downsample(nn.Module):
+    """×2 FIR down-sampling: ``[B, C, H, W]`` → ``[B, C, H/2, W/2]``."""
+
+    def __init__(self, kernel: Sequence[float], factor: int = 2):
+        super().__init__()
+        self.factor = factor
+        self.register_buffer("kernel", make_kernel(kernel))
+        p = self.kernel.shape[0] - factor
+        self.pad = ((p + 1) // 2, p // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return upfirdn2d(x, self.kernel, down=self.factor, pad=self.pad)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 2. Equalised-learning-rate layers
+# ---------------------------------------------------------------------------------------------------------
+
+class PixelNorm(nn.Module):
+    """Normalise each latent vector to unit root-mean-square: ``[B, D]`` → ``[B, D]``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + 1e-8)
+
+
+class EqualLinear(nn.Module):
+    """Fully connected layer with equalised learning rate and a learning-rate multiplier.
+
+    Stored weight ``~ N(0, 1/lr_mul²)``; run-time weight ``W · lr_mul/√in``; run-time bias ``b · lr_mul``.
+    ``activation="fused_lrelu"`` adds the bias inside the leaky-ReLU (``√2`` gain).
+    Shapes: ``[B, in_dim]`` → ``[B, out_dim]``.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, bias: bool = True, bias_init: float = 0.0,
+                 lr_mul: float = 1.0, activation: str | None = None):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_dim, in_dim) / lr_mul)
+        self.bias = nn.Parameter(torch.full((out_dim,), float(bias_init))) if bias else None
+        self.scale = lr_mul / math.sqrt(in_dim)
+        self.lr_mul = lr_mul
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = self.bias * self.lr_mul if self.bias is not None else None
+        if self.activation:
+            return fused_leaky_relu(F.linear(x, self.weight * self.scale), bias)
+        return F.linear(x, self.weight * self.scale, bias)
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[1]}, {self.weight.shape[0]}, lr_mul={self.lr_mul}, act={self.activation}"
+
+
+class EqualConv2d(nn.Module):
+    """Convolution with equalised learning rate: run-time weight ``W / √(I·k²)``.
+
+    Shapes: ``[B, I, H, W]`` → ``[B, O, (H + 2p - k)/stride + 1, ...]``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 padding: int = 0, bias: bool = True):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        self.scale = 1 / math.sqrt(in_channels * kernel_size ** 2)
+        self.stride, self.padding = stride, padding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight * self.scale, self.bias, stride=self.stride, padding=self.padding)
+
+    def extra_repr(self) -> str:
+        o, i, k, _ = self.weight.shape
+        return f"{i}, {o}, k={k}, stride={self.stride}, padding={self.padding}"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 3. Generator blocks
+# ---------------------------------------------------------------------------------------------------------
+
+class ModulatedConv2d(nn.Module):
+    """The heart of StyleGAN2: a convolution whose kernel is modulated by a per-sample style.
+
+    1. **Modulate**: ``s = A(w)`` (an affine ``EqualLinear`` from ``D`` to ``I`` with bias 1, so styles
+       start near 1); ``W'[b,o,i] = W[o,i] · s[b,i] / √(I·k²)``.
+    2. **Demodulate**: ``W''[b,o] = W'[b,o] / ‖W'[b,o]‖`` — if the inputs have unit variance, so do the
+       outputs. This replaces AdaIN's normalisation of *activations* by one of *weights*.
+    3. Convolve each sample with its own kernel. ``fused=True`` does this as **one grouped convolution**
+       (``groups = B``) over a ``[1, B·I, H, W]`` input; ``fused=False`` scales the activations instead
+       (``x·s``, shared-weight conv, output ``·d``) — the same maths, one big GEMM, measured 1.1–1.6× faster
+       on CPU here. ``fused=None`` (default) picks the scaled form on CPU and the grouped one on GPUs.
+       Both are exact; tests check them against a per-sample loop.
+
+    ``upsample=True``: transposed conv with stride 2, then a ``[1,3,3,1]`` blur (doubles ``H, W``).
+    Shapes: ``x`` ``[B, I, H, W]``, ``style`` ``[B, D]`` → ``[B, O, H', W']``.
+    """
+
+    def __init__(self, in_channel: int, out_channel: int, kernel_size: int, style_dim: int,
+                 demodulate: bool = True, upsample: bool = False, blur_kernel: Sequence[float] = (1, 3, 3, 1),
+                 fused: bool | None = None):
+        super().__init__()
+        self.in_channel, self.out_channel, self.kernel_size = in_channel, out_channel, kernel_size
+        self.demodulate, self.upsample, self.fused = demodulate, upsample, fused
+        self.weight = nn.Parameter(torch.randn(1, out_channel, in_channel, kernel_size, kernel_size))
+        self.modulation = EqualLinear(style_dim, in_channel, bias_init=1.0)
+        self.scale = 1 / math.sqrt(in_channel * kernel_size ** 2)
+        self.padding = kernel_size // 2
+        if upsample:
+            factor = 2
+            p = (len(blur_kernel) - factor) - (kernel_size - 1)
+            self.blur = Blur(blur_kernel, pad=((p + 1) // 2 + factor - 1, p // 2 + 1), upsample_factor=factor)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channel}, {self.out_channel}, k={self.kernel_size}, upsample={self.upsample}, "
+                f"demodulate={self.demodulate}, fused={self.fused}")
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        b, i, h, w = x.shape
+        s = self.modulation(style)  # [B, I]
+        fused = self.fused if self.fused is not None else x.device.type != "cpu"
+        if fused:
+            return self._forward_grouped(x, s)
+        return self._forward_scaled(x, s)
+
+    def _forward_grouped(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        b, i, h, w = x.shape
+        o, k = self.out_channel, self.kernel_size
+        weight = self.scale * self.weight * s.view(b, 1, i, 1, 1)  # [B, O, I, k, k]
+        if self.demodulate:
+            demod = torch.rsqrt(weight.pow(2).sum([2, 3, 4]) + 1e-8)  # [B, O]
+            weight = weight * demod.view(b, o, 1, 1, 1)
+        x = x.reshape(1, b * i, h, w)
+        if self.upsample:
+            # conv_transpose2d wants [in, out/groups, k, k]: one group per sample
+            weight = weight.transpose(1, 2).reshape(b * i, o, k, k)
+            out = F.conv_transpose2d(x, weight, stride=2, padding=0, groups=b)  # [1, B·O, 2H+1, 2W+1]
+            out = self.blur(out.view(b, o, *out.shape[2:]))  # [B, O, 2H, 2W]
+            return out
+        out = F.conv2d(x, weight.reshape(b * o, i, k, k), padding=self.padding, groups=b)
+        return out.view(b, o, h, w)
+
+    def _forward_scaled(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        weight = self.scale * self.weight[0]  # [O, I, k, k]
+        x = x * s.view(b, -1, 1, 1)  # modulate the activations instead of the weights
+        if self.upsample:
+            out = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2, padding=0)  # [B, O, 2H+1, 2W+1]
+        else:
+            out = F.conv2d(x, weight, padding=self.padding)  # [B, O, H, W]
+        if self.demodulate:
+            # ‖W'[b,o]‖² = Σ_i s[b,i]² · Σ_k W[o,i,k]²  → [B, O]
+            demod = torch.rsqrt(s.pow(2) @ weight.pow(2).sum([2, 3]).t() + 1e-8)
+            out = out * demod.view(b, -1, 1, 1)
+        if self.upsample:
+            out = self.blur(out)  # per-channel and linear, so it commutes with the demodulation scale
+        return out
+
+
+class NoiseInjection(nn.Module):
+    """Add per-pixel Gaussian noise scaled by one learned strength (``weight``, starts at 0).
+
+    Shapes: ``x`` ``[B, C, H, W]``, ``noise`` ``[B or 1, 1, H, W]`` (drawn fresh when ``None``) → ``[B, C, H, W]``.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        if noise is None:
+            b, _, h, w = x.shape
+            noise = x.new_empty(b, 1, h, w).normal_()
+        return x + self.weight * noise
+
+
+class ConstantInput(nn.Module):
+    """The learned ``[1, C, 4, 4]`` tensor the synthesis network starts from, repeated over the batch."""
+
+    def __init__(self, channel: int, size: int = 4):
+        super().__init__()
+        self.input = nn.Parameter(torch.randn(1, channel, size, size))
+
+    def forward(self, batch: int) -> torch.Tensor:  # -> [B, C, 4, 4]
+        return self.input.repeat(batch, 1, 1, 1)
+
+
+class StyledConv(nn.Module):
+    """Modulated conv → noise → bias + leaky-ReLU. ``[B, I, H, W]`` → ``[B, O, H or 2H, W or 2W]``."""
+
+    def __init__(self, in_channel: int, out_channel: int, kernel_size: int, style_dim: int,
+                 upsample: bool = False, blur_kernel: Sequence[float] = (1, 3, 3, 1), demodulate: bool = True,
+                 fused: bool | None = None):
+        super().__init__()
+        self.conv = ModulatedConv2d(in_channel, out_channel, kernel_size, style_dim, demodulate=demodulate,
+                                    upsample=upsample, blur_kernel=blur_kernel, fused=fused)
+        self.noise = NoiseInjection()
+        self.activate = FusedLeakyReLU(out_channel)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        return self.activate(self.noise(self.conv(x, style), noise))
+
+
+class ToRGB(nn.Module):
+    """A 1×1 modulated conv (no demodulation) to RGB, plus the up-sampled RGB of the previous resolution.
+
+    Shapes: ``x`` ``[B, C, H, W]``, ``style`` ``[B, D]``, ``skip`` ``[B, 3, H/2, W/2]`` → ``[B, 3, H, W]``.
+    """
+
+    def __init__(self, in_channel: int, style_dim: int, upsample: bool = True,
+                 blur_kernel: Sequence[float] = (1, 3, 3, 1), fused: bool | None = None):
+        super().__init__()
+        if upsample:
+            self.upsample = Upsample(blur_kernel)
+        self.conv = ModulatedConv2d(in_channel, 3, 1, style_dim, demodulate=False, fused=fused)
+        self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.conv(x, style) + self.bias
+        if skip is not None:
+            out = out + self.upsample(skip)
+        return out
+
+
+def channel_table(size: int, channel_multiplier: int = 2, channel_base: int | None = None,
+                  channel_max: int = 512) -> dict[int, int]:
+    """Channels per resolution ``{4: .., 8: .., ..., size: ..}``: ``min(channel_base // res, channel_max)``.
+
+    ``channel_base=None`` means ``16384 · channel_multiplier``, which with ``channel_max=512`` is exactly
+    rosinality's (and the official config-e/f) table: 512 up to 32 px, then halving.
+    """
+    check_size(size)
+    base = 16384 * channel_multiplier if channel_base is None else channel_base
+    return {2 ** r: max(1, min(base // 2 ** r, channel_max)) for r in range(2, int(math.log2(size)) + 1)}
+
+
+def check_size(size: int) -> int:
+    """Raise ``ValueError`` unless ``size`` is a power of two ≥ 16 (a power of two ≥ 8 works but is untested)."""
+    if not isinstance(size, int) or size < 8 or size & (size - 1):
+        raise ValueError(f"size={size!r}: StyleGAN2 needs a power-of-two image size >= 16 (e.g. 32, 64, 256).")
+    return size
+
+
+class NoiseBuffers(nn.Module):
+    """Fixed noise maps ``noise_0 .. noise_{n-1}`` (buffers ``[1, 1, r, r]``) for ``randomize_noise=False``."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        n_layers = (int(math.log2(size)) - 2) * 2 + 1
+        for i in range(n_layers):
+            r = 2 ** ((i + 5) // 2)  # 4, 8, 8, 16, 16, ...
+            self.register_buffer(f"noise_{i}", torch.randn(1, 1, r, r))
+
+    def as_list(self) -> list[torch.Tensor]:
+        return [getattr(self, f"noise_{i}") for i in range(len(self._buffers))]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 4. Generator
+# ---------------------------------------------------------------------------------------------------------
+
+class Generator(nn.Module):
+    """StyleGAN2 generator: mapping network ``style`` (z → w) + skip synthesis network (w → image).
+
+    Args:
+        size: output resolution, a power of two ≥ 16.
+        style_dim: dimension ``D`` of z and w (512 official).
+        n_mlp: mapping depth (8 official).
+        channel_multiplier, channel_base, channel_max: width, see :func:`channel_table`.
+        lr_mlp: learning-rate multiplier of the mapping network (0.01).
+        fused: modulated-conv implementation: True = grouped conv, False = activation scaling, None = auto
+            (scaling on CPU, grouped on GPU). Same result either way.
+
+    Layers and latents: ``n_latent = 2·log2(size) - 2`` w's are consumed — ``conv1`` uses w[0], ``to_rgb1``
+    w[1], then each resolution's up-conv, conv and ToRGB use w[i], w[i+1], w[i+2] with ``i`` advancing by 2
+    (a ToRGB shares its w with the next block's first conv). ``num_layers = 2·log2(size) - 3`` noise maps.
+    """
+
+    def __init__(self, size: int, style_dim: int = 512, n_mlp: int = 8, channel_multiplier: int = 2,
+                 blur_kernel: Sequence[float] = (1, 3, 3, 1), lr_mlp: float = 0.01,
+                 channel_base: int | None = None, channel_max: int = 512, fused: bool | None = None):
+        super().__init__()
+        self.size, self.style_dim, self.n_mlp = check_size(size), style_dim, n_mlp
+        self._config = dict(size=size, style_dim=style_dim, n_mlp=n_mlp, channel_multiplier=channel_multiplier,
+                            blur_kernel=list(blur_kernel), lr_mlp=lr_mlp, channel_base=channel_base,
+                            channel_max=channel_max, fused=fused)
+        self.channels = channel_table(size, channel_multiplier, channel_base, channel_max)
+        self.style = nn.Sequential(PixelNorm(), *[
+            EqualLinear(style_dim, style_dim, lr_mul=lr_mlp, activation="fused_lrelu") for _ in range(n_mlp)])
+
+        ch = self.channels
+        self.input = ConstantInput(ch[4])
+        self.conv1 = StyledConv(ch[4], ch[4], 3, style_dim, blur_kernel=blur_kernel, fused=fused)
+        self.to_rgb1 = ToRGB(ch[4], style_dim, upsample=False, fused=fused)
+
+        self.log_size = int(math.log2(size))
+        self.num_layers = (self.log_size - 2) * 2 + 1
+        self.n_latent = self.log_size * 2 - 2
+        self.convs, self.to_rgbs = nn.ModuleList(), nn.ModuleList()
+        self.upsamples = nn.ModuleList()  # empty; kept so module names match rosinality
+        self.noises = NoiseBuffers(size)
+        in_ch = ch[4]
+        for r in range(3, self.log_size + 1):
+            out_ch = ch[2 ** r]
+            self.convs.append(StyledConv(in_ch, out_ch, 3, style_dim, upsample=True, blur_kernel=blur_kernel,
+                                         fused=fused))
+            self.convs.append(StyledConv(out_ch, out_ch, 3, style_dim, blur_kernel=blur_kernel, fused=fused))
+            self.to_rgbs.append(ToRGB(out_ch, style_dim, blur_kernel=blur_kernel, fused=fused))
+            in_ch = out_ch
+        self.latent_avg: torch.Tensor | None = None  # set by loaders / mean_latent; not in the state dict
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments (plain values), enough to rebuild this architecture."""
+        return dict(self._config)
+
+    def set_fused(self, fused: bool | None) -> "Generator":
+        """Switch every modulated conv between the grouped and the activation-scaling implementation."""
+        for m in self.modules():
+            if isinstance(m, ModulatedConv2d):
+                m.fused = fused
+        self._config["fused"] = fused
+        return self
+
+    # -- latents -----------------------------------------------------------------------------------------
+    def mapping(self, z: torch.Tensor) -> torch.Tensor:
+        """z ``[B, D]`` → w ``[B, D]``."""
+        return self.style(z)
+
+    get_latent = mapping  # rosinality's name
+
+    def make_noise(self, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+        """Fresh noise maps ``[1, 1, r, r]`` for every layer (drawn on CPU with ``generator``, then moved)."""
+        dev = self.input.input.device
+        return [torch.randn(n.shape, generator=generator).to(dev) for n in self.noises.as_list()]
+
+    @torch.no_grad()
+    def mean_latent(self, n_latent: int = 4096, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Average w of ``n_latent`` random z's, ``[1, D]`` (the centre used by the truncation trick).
+
+        Also stored in ``self.latent_avg`` so that ``truncation < 1`` works without passing it.
+        """
+        dev = self.input.input.device
+        z = torch.randn(n_latent, self.style_dim, generator=generator).to(dev)
+        w = self.style(z).mean(0, keepdim=True)
+        self.latent_avg = w
+        return w
+
+    def _latent_from(self, styles: list[torch.Tensor], inject_index: int | None) -> torch.Tensor:
+        """One or two w's (``[B, D]``) or one W+ (``[B, L, D]``) → per-layer latents ``[B, L, D]``."""
+        L = self.n_latent
+        if len(styles) == 1:
+            s = styles[0]
+            if s.ndim == 3:
+                if s.shape[1] != L:
+                    raise ValueError(f"W+ latent has {s.shape[1]} layers; this {self.size}px generator needs {L}.")
+                return s
+            return s.unsqueeze(1).expand(-1, L, -1)
+        if len(styles) == 2:  # style mixing: first inject_index layers from style 0, the rest from style 1
+            if inject_index is None:
+                inject_index = int(torch.randint(1, L, ()).item())
+            if not 0 <= inject_index <= L:
+                raise ValueError(f"inject_index={inject_index} must be in [0, {L}].")
+            a = styles[0].unsqueeze(1).expand(-1, inject_index, -1)
+            b = styles[1].unsqueeze(1).expand(-1, L - inject_index, -1)
+            return torch.cat([a, b], 1)
+        raise ValueError(f"Give one or two style tensors (style mixing), got {len(styles)}.")
+
+    def forward(self, styles: torch.Tensor | list[torch.Tensor], return_latents: bool = False,
+                inject_index: int | None = None, truncation: float = 1.0,
+                truncation_latent: torch.Tensor | None = None, input_is_latent: bool = False,
+                noise: list[torch.Tensor | None] | None = None, randomize_noise: bool = True,
+                return_features: bool = False):
+        """Generate images.
+
+        Args:
+            styles: z ``[B, D]`` (or a list of one or two, two = style mixing); with ``input_is_latent=True``
+                w ``[B, D]`` or W+ ``[B, L, D]``.
+            truncation, truncation_latent: ``w ← w_avg + ψ·(w - w_avg)`` when ``ψ < 1`` (``w_avg`` defaults
+                to ``self.latent_avg``).
+            noise: per-layer noise maps (``None`` entries are drawn fresh); ``randomize_noise=False`` uses the
+                fixed ``noises`` buffers.
+            return_features: also return the ``num_layers`` post-activation feature maps of the styled convs
+                (``[B, C_r, r, r]`` for r = 4, 8, 8, 16, 16, ...) — used by CDC and MixDL.
+
+        Returns:
+            ``(image [B, 3, size, size], latent [B, L, D] or None)`` and, with ``return_features``, a third
+            element: the feature list. Images are roughly in ``[-1, 1]`` and not clamped.
+        """
+        if isinstance(styles, torch.Tensor):
+            styles = [styles]
+        if not input_is_latent:
+            styles = [self.style(s) for s in styles]
+        if truncation < 1:
+            if truncation_latent is None:
+                truncation_latent = self.latent_avg
+            if truncation_latent is None:
+                raise ValueError("truncation < 1 needs truncation_latent=G.mean_latent(4096) (or a loaded latent_avg).")
+            tl = truncation_latent.to(styles[0].device)
+            tl = tl.view(1, 1, -1) if any(s.ndim == 3 for s in styles) else tl.view(1, -1)
+            styles = [tl + truncation * (s - tl) for s in styles]
+        if noise is None:
+            noise = self.noises.as_list() if not randomize_noise else [None] * self.num_layers
+        if len(noise) != self.num_layers:
+            raise ValueError(f"noise has {len(noise)} maps; this generator needs {self.num_layers}.")
+
+        latent = self._latent_from(styles, inject_index)  # [B, L, D]
+        feats: list[torch.Tensor] = []
+        out = self.input(latent.shape[0])  # [B, C4, 4, 4]
+        out = self.conv1(out, latent[:, 0], noise=noise[0])
+        feats.append(out)
+        skip = self.to_rgb1(out, latent[:, 1])  # [B, 3, 4, 4]
+        i = 1
+        for k, to_rgb in enumerate(self.to_rgbs):
+            out = self.convs[2 * k](out, latent[:, i], noise=noise[2 * k + 1])  # [B, C, 2r, 2r]
+            feats.append(out)
+            out = self.convs[2 * k + 1](out, latent[:, i + 1], noise=noise[2 * k + 2])
+            feats.append(out)
+            skip = to_rgb(out, latent[:, i + 2], skip)  # [B, 3, 2r, 2r]
+            i += 2
+        result = (skip, latent if return_latents else None)
+        return (*result, feats) if return_features else result
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 5. Discriminator
+# ---------------------------------------------------------------------------------------------------------
+
+class ConvLayer(nn.Sequential):
+    """[Blur →] EqualConv2d [→ bias + leaky-ReLU]; ``downsample=True`` blurs then convolves with stride 2.
+
+    A ``nn.Sequential`` so that keys read ``0.weight`` / ``1.bias`` (or ``0.kernel`` / ``1.weight`` /
+    ``2.bias`` when down-sampling), exactly as in rosinality.
+    """
+
+    def __init__(self, in_channel: int, out_channel: int, kernel_size: int, downsample: bool = False,
+                 blur_kernel: Sequence[float] = (1, 3, 3, 1), bias: bool = True, activate: bool = True):
+        layers: list[nn.Module] = []
+        if downsample:
+            p = (len(blur_kernel) - 2) + (kernel_size - 1)
+            layers.append(Blur(blur_kernel, pad=((p + 1) // 2, p // 2)))
+            stride, padding = 2, 0
+        else:
+            stride, padding = 1, kernel_size // 2
+        layers.append(EqualConv2d(in_channel, out_channel, kernel_size, stride=stride, padding=padding,
+                                  bias=bias and not activate))
+        if activate:
+            layers.append(FusedLeakyReLU(out_channel))
+        super().__init__(*layers)
+
+
+class ResBlock(nn.Module):
+    """Residual D block: two 3×3 convs (the second down-samples) + a 1×1 down-sampling skip, sum / √2.
+
+    Shapes: ``[B, I, H, W]`` → ``[B, O, H/2, W/2]``.
+    """
+
+    def __init__(self, in_channel: int, out_channel: int, blur_kernel: Sequence[float] = (1, 3, 3, 1)):
+        super().__init__()
+        self.conv1 = ConvLayer(in_channel, in_channel, 3)
+        self.conv2 = ConvLayer(in_channel, out_channel, 3, downsample=True, blur_kernel=blur_kernel)
+        self.skip = ConvLayer(in_channel, out_channel, 1, downsample=True, activate=False, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.conv2(self.conv1(x)) + self.skip(x)) / SQRT2
+
+
+def stddev_group_size(batch: int, group: int = 4) -> int:
+    """Group size for the minibatch-stddev feature that works for **any** batch size.
+
+    rosinality/NVlabs use ``min(batch, 4)`` and crash when ``batch > 4`` is not divisible by 4. Here: the
+    largest divisor of ``batch`` in ``[2, group]``; if none exists (a prime batch > ``group``) the whole batch
+    is one group. Identical to the official choice whenever that one works.
+    """
+    if batch <= group:
+        return batch
+    for g in range(group, 1, -1):
+        if batch % g == 0:
+            return g
+    return batch
+
+
+def minibatch_stddev(x: torch.Tensor, group: int = 4, n_feat: int = 1) -> torch.Tensor:
+    """Append the batch's standard deviation as extra channel(s): ``[B, C, H, W]`` → ``[B, C + n_feat, H, W]``.
+
+    The batch is split into groups; within each group the per-feature std is averaged over C, H, W. A
+    collapsed generator produces near-identical samples (low std), which the discriminator can now see.
+    """
+    b, c, h, w = x.shape
+    g = stddev_group_size(b, group)
+    y = x.view(g, b // g, n_feat, c // n_feat, h, w)
+    y = torch.sqrt(y.var(0, unbiased=False) + 1e-8)  # [B/g, F, C/F, H, W]
+    y = y.mean([2, 3, 4]).view(b // g, n_feat, 1, 1)  # [B/g, F, 1, 1]
+    y = y.repeat(g, 1, h, w)  # [B, F, H, W]; sample j belongs to group j mod (B/g)
+    return torch.cat([x, y], 1)
+
+
+class Discriminator(nn.Module):
+    """Residual StyleGAN2 discriminator: FromRGB → ResBlocks (size → 4) → mbstd → conv → 2 linear layers.
+
+    ``D(x)`` returns logits ``[B, 1]``. ``D(x, return_features=True)`` returns ``(logits, features)`` where
+    ``features`` lists the FromRGB output ``[B, C_size, size, size]``, each ResBlock output
+    ``[B, C_r, r, r]`` for r = size/2 .. 4, the ``final_conv`` output ``[B, C4, 4, 4]`` and, last, the
+    penultimate vector ``[B, C4]`` (input of the final linear layer; MixDL's projection head uses it).
+    """
+
+    def __init__(self, size: int, channel_multiplier: int = 2, blur_kernel: Sequence[float] = (1, 3, 3, 1),
+                 channel_base: int | None = None, channel_max: int = 512, stddev_group: int = 4):
+        super().__init__()
+        self.size = check_size(size)
+        self._config = dict(size=size, channel_multiplier=channel_multiplier, blur_kernel=list(blur_kernel),
+                            channel_base=channel_base, channel_max=channel_max, stddev_group=stddev_group)
+        ch = self.channels = channel_table(size, channel_multiplier, channel_base, channel_max)
+        log_size = int(math.log2(size))
+        self.convs = nn.ModuleList([ConvLayer(3, ch[size], 1)])
+        in_ch = ch[size]
+        for r in range(log_size, 2, -1):
+            self.convs.append(ResBlock(in_ch, ch[2 ** (r - 1)], blur_kernel))
+            in_ch = ch[2 ** (r - 1)]
+        self.stddev_group, self.stddev_feat = stddev_group, 1
+        self.final_conv = ConvLayer(in_ch + 1, ch[4], 3)
+        self.final_linear = nn.Sequential(EqualLinear(ch[4] * 4 * 4, ch[4], activation="fused_lrelu"),
+                                          EqualLinear(ch[4], 1))
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return dict(self._config)
+
+    def forward(self, x: torch.Tensor, return_features: bool = False):
+        if x.ndim != 4 or x.shape[1] != 3 or x.shape[-1] != self.size or x.shape[-2] != self.size:
+            raise ValueError(f"Discriminator({self.size}) expects images [B, 3, {self.size}, {self.size}], "
+                             f"got {list(x.shape)}.")
+        feats = []
+        out = x
+        for layer in self.convs:
+            out = layer(out)
+            feats.append(out)
+        out = minibatch_stddev(out, self.stddev_group, self.stddev_feat)  # [B, C4 + 1, 4, 4]
+        out = self.final_conv(out)  # [B, C4, 4, 4]
+        feats.append(out)
+        hidden = self.final_linear[0](out.flatten(1))  # [B, C4]
+        feats.append(hidden)
+        logits = self.final_linear[1](hidden)  # [B, 1]
+        return (logits, feats) if return_features else logits
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+@torch.no_grad()
+def accumulate(target: nn.Module, source: nn.Module, decay: float) -> None:
+    """EMA update ``target ← decay·target + (1-decay)·source`` for parameters; buffers are copied."""
+    for pt, ps in zip(target.parameters(), source.parameters()):
+        pt.lerp_(ps.detach(), 1.0 - decay)
+    for bt, bs in zip(target.buffers(), source.buffers()):
+        bt.copy_(bs)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 6. rosinality checkpoint compatibility
+# ---------------------------------------------------------------------------------------------------------
+
+PICKLE_HELP = (
+    "It holds pickled Python objects other than tensors and an argparse.Namespace, so it cannot be loaded "
+    "safely with weights_only=True. If you trust where it came from, call load_rosinality(path, "
+    "trust_pickle=True) once and save a clean copy with save_rosinality(...); or convert it yourself: "
+    "ck = torch.load(path, weights_only=False); torch.save({k: ck[k] for k in ('g', 'd', 'g_ema', "
+    "'latent_avg') if k in ck}, 'clean.pt').")
+
+
+def strip_module_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Remove a leading ``module.`` (from ``nn.DataParallel``, as in CDC's released models) from every key."""
+    if state and all(k.startswith("module.") for k in state):
+        return {k[len("module."):]: v for k, v in state.items()}
+    return dict(state)
+
+
+def infer_generator_config(state: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Read ``size``, ``style_dim``, ``n_mlp`` and the channel table off a generator state dict."""
+    state = strip_module_prefix(state)
+    try:
+        n_mlp = len({k.split(".")[1] for k in state if k.startswith("style.") and k.endswith(".weight")})
+        style_dim = state["style.1.weight"].shape[1]
+        n_rgbs = len({k.split(".")[1] for k in state if k.startswith("to_rgbs.")})
+        size = 2 ** (n_rgbs + 2)
+        channels = {4: state["input.input"].shape[1]}
+        for k in range(n_rgbs):
+            channels[2 ** (k + 3)] = state[f"convs.{2 * k}.conv.weight"].shape[1]
+    except KeyError as err:
+        raise ValueError(f"Not a StyleGAN2 (rosinality-layout) generator state dict: missing key {err}.") from None
+    return dict(size=size, style_dim=style_dim, n_mlp=n_mlp, channels=channels)
+
+
+def infer_discriminator_channels(state: dict[str, torch.Tensor]) -> dict[int, int]:
+    """Channel table of a discriminator state dict ``{res: channels}``."""
+    state = strip_module_prefix(state)
+    if "convs.0.0.weight" not in state:
+        raise ValueError("Not a StyleGAN2 (rosinality-layout) discriminator state dict: no 'convs.0.0.weight'.")
+    n_blocks = len({k.split(".")[1] for k in state if k.startswith("convs.")}) - 1
+    size = 2 ** (n_blocks + 2)
+    channels = {size: state["convs.0.0.weight"].shape[0]}
+    for i in range(1, n_blocks + 1):
+        channels[size // 2 ** i] = state[f"convs.{i}.conv2.1.weight"].shape[0]
+    return channels
+
+
+def _base_and_max(channels: dict[int, int]) -> tuple[int, int] | None:
+    """Find ``(channel_base, channel_max)`` reproducing a channel table exactly, or ``None``."""
+    cmax = max(channels.values())
+    for base in sorted({c * r for r, c in channels.items()}):
+        if all(min(base // r, cmax) == c for r, c in channels.items()):
+            return base, cmax
+    return None
+
+
+def generator_from_state(state: dict[str, torch.Tensor], **overrides: Any) -> "Generator":
+    """Build a :class:`Generator` whose architecture matches ``state`` (no weights loaded yet)."""
+    cfg = infer_generator_config(state)
+    bm = _base_and_max(cfg["channels"])
+    if bm is None:
+        raise ValueError(f"Unsupported channel table {cfg['channels']} (not min(base // res, max)).")
+    kw = dict(size=cfg["size"], style_dim=cfg["style_dim"], n_mlp=cfg["n_mlp"], channel_base=bm[0],
+              channel_max=bm[1])
+    kw.update(overrides)
+    return Generator(**kw)
+
+
+def discriminator_from_state(state: dict[str, torch.Tensor], **overrides: Any) -> "Discriminator":
+    channels = infer_discriminator_channels(state)
+    bm = _base_and_max(channels)
+    if bm is None:
+        raise ValueError(f"Unsupported discriminator channel table {channels}.")
+    kw = dict(size=max(channels), channel_base=bm[0], channel_max=bm[1])
+    kw.update(overrides)
+    return Discriminator(**kw)
+
+
+def load_state_strict(module: nn.Module, state: dict[str, torch.Tensor], what: str = "state dict") -> None:
+    """``load_state_dict(strict=True)`` with an error that lists missing, unexpected and mis-shaped keys."""
+    state = strip_module_prefix(state)
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                  for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or mismatched:
+        def show(items: list[str]) -> str:
+            return ", ".join(items[:8]) + (f" ... (+{len(items) - 8} more)" if len(items) > 8 else "")
+        parts = [f"{len(missing)} missing: {show(missing)}" if missing else "",
+                 f"{len(unexpected)} unexpected: {show(unexpected)}" if unexpected else "",
+                 f"{len(mismatched)} shape mismatches: {show(mismatched)}" if mismatched else ""]
+        raise ValueError(f"{what} does not match {type(module).__name__}"
+                         f"({getattr(module, 'size', '?')}px): " + "; ".join(p for p in parts if p)
+                         + ". Check size, channel_multiplier / channel_base, style_dim and n_mlp.")
+    module.load_state_dict(state, strict=True)
+
+
+def read_torch_file(path: str | os.PathLike, trust_pickle: bool = False) -> dict:
+    """``torch.load`` a checkpoint on CPU with ``weights_only=True`` (``argparse.Namespace`` allowed).
+
+    rosinality's ``train.py`` checkpoints pickle an ``argparse.Namespace`` under ``args``; that class is
+    harmless, so it is allow-listed. Anything else pickled is refused unless ``trust_pickle=True``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No checkpoint file at {path}.")
+    if path.stat().st_size == 0:
+        raise ValueError(f"Checkpoint {path} is empty (an interrupted download or copy?).")
+    if trust_pickle:
+        log.warning("Loading %s with weights_only=False (trust_pickle=True): only do this for trusted files.", path)
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    else:
+        try:
+            with torch.serialization.safe_globals([argparse.Namespace]):
+                obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            text = str(err)
+            if "Unsupported global" in text or "GLOBAL" in text or "weights_only" in text:
+                raise ValueError(f"{path}: {PICKLE_HELP} ({text.splitlines()[0][:160]})") from err
+            raise ValueError(f"Checkpoint {path} could not be read (truncated or corrupt?): {text[:300]}") from err
+    if not isinstance(obj, dict):
+        raise ValueError(f"Checkpoint {path} holds a {type(obj).__name__}, expected a dict of state dicts.")
+    return obj
+
+
+@dataclass
+class RosinalityCheckpoint:
+    """What :func:`load_rosinality` returns. ``g_ema`` is the generator to sample from."""
+
+    g_ema: Generator
+    g: Generator | None = None
+    d: Discriminator | None = None
+    latent_avg: torch.Tensor | None = None
+    keys: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def load_rosinality(path: str | os.PathLike, device: str | torch.device = "cpu", trust_pickle: bool = False,
+                    fused: bool | None = None) -> RosinalityCheckpoint:
+    """Load a rosinality/stylegan2-pytorch ``.pt`` (also CDC's and MixDL's) with ``strict=True``.
+
+    Accepted layouts: ``{"g_ema", "g"?, "d"?, "latent_avg"?, ...}`` from ``train.py`` / ``convert_weight.py``,
+    and CDC's adapted models whose keys start with ``module.``. The architecture (size, style_dim, n_mlp,
+    channels) is read off the tensors. A state dict that does not match raises ``ValueError`` listing the
+    missing / unexpected / mis-shaped keys — never a silent partial load. When ``g_ema`` is absent, ``g`` is
+    used for sampling. ``latent_avg`` is taken from the file, else computed with ``mean_latent(4096)``.
+    """
+    ck = read_torch_file(path, trust_pickle=trust_pickle)
+    over = {"fused": fused}
+    gen_state = ck.get("g_ema", ck.get("g"))
+    if gen_state is None:
+        raise ValueError(f"{path} has no 'g_ema' or 'g' entry (keys: {sorted(ck)[:10]}); not a StyleGAN2 checkpoint.")
+    g_ema = generator_from_state(gen_state, **over)
+    load_state_strict(g_ema, gen_state, f"{Path(path).name}['{'g_ema' if 'g_ema' in ck else 'g'}']")
+    g = None
+    if "g" in ck and "g_ema" in ck:
+        g = generator_from_state(ck["g"], **over)
+        load_state_strict(g, ck["g"], f"{Path(path).name}['g']")
+    d = None
+    if "d" in ck:
+        d_state = strip_module_prefix(ck["d"])
+        extra_d = {k: v for k, v in d_state.items() if k.startswith("sim_linear.")}  # MixDL's projection head
+        d_state = {k: v for k, v in d_state.items() if not k.startswith("sim_linear.")}
+        d = discriminator_from_state(d_state)
+        load_state_strict(d, d_state, f"{Path(path).name}['d']")
+    else:
+        extra_d = {}
+    latent_avg = ck.get("latent_avg")
+    g_ema = g_ema.to(device).eval()
+    if latent_avg is not None:
+        latent_avg = latent_avg.float().view(1, -1).to(device)
+        g_ema.latent_avg = latent_avg
+    else:
+        latent_avg = g_ema.mean_latent(4096, generator=torch.Generator().manual_seed(0))
+    extra = {k: v for k, v in ck.items() if k in ("ada_aug_p",)}
+    if extra_d:
+        extra["d_sim_linear"] = extra_d
+    return RosinalityCheckpoint(g_ema=g_ema, g=g.to(device) if g is not None else None,
+                                d=d.to(device) if d is not None else None, latent_avg=latent_avg,
+                                keys=sorted(ck), extra=extra)
+
+
+def save_rosinality(path: str | os.PathLike, g_ema: Generator, g: Generator | None = None,
+                    d: Discriminator | None = None, latent_avg: torch.Tensor | None = None) -> Path:
+    """Write ``{"g_ema", "g"?, "d"?, "latent_avg"?}`` (tensors only) that rosinality's code can load."""
+    from ..checkpoint import save_atomic
+
+    obj: dict[str, Any] = {"g_ema": g_ema.state_dict()}
+    if g is not None:
+        obj["g"] = g.state_dict()
+    if d is not None:
+        obj["d"] = d.state_dict()
+    if latent_avg is not None:
+        obj["latent_avg"] = latent_avg.detach().reshape(-1).cpu()
+    return save_atomic(obj, path)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 7. Convenience
+# ---------------------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def sample(G: Generator, n: int, seed: int = 0, truncation: float = 1.0, batch: int = 64,
+           noise_mode: str = "random") -> torch.Tensor:
+    """``n`` images ``[n, 3, size, size]`` (on CPU) from seeded z's; deterministic noise when ``noise_mode="const"``.
+
+    z's are drawn on the CPU from ``seed`` so the same seed gives the same images on any device.
+    """
+    if noise_mode not in ("random", "const"):
+        raise ValueError(f"noise_mode={noise_mode!r}; use 'random' or 'const'.")
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, G.style_dim, generator=gen)
+    dev = next(G.parameters()).device
+    outs = []
+    for i in range(0, n, batch):
+        zb = z[i:i + batch]
+        if noise_mode == "random":  # per-sample noise, also drawn from the seeded CPU generator
+            noise = [torch.randn(len(zb), 1, *m.shape[2:], generator=gen).to(dev) for m in G.noises.as_list()]
+        else:
+            noise = G.noises.as_list()
+        img, _ = G(zb.to(dev), truncation=truncation, noise=noise)
+        outs.append(img.cpu())
+    return torch.cat(outs)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 8. The project's shipped source model (data/checkpoints/<name>.pt + <name>.manifest.json)
+# ---------------------------------------------------------------------------------------------------------
+
+def file_sha256(path: str | os.PathLike) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def export_generator(g_ema: Generator, path: str | os.PathLike, half: bool = True,
+                     info: dict[str, Any] | None = None, n_mean: int = 4096) -> Path:
+    """Save an EMA generator for shipping: ``{"g_ema", "config", "latent_avg", "info"}`` (fp16 by default).
+
+    Half precision halves the file; :func:`load_generator` casts back to float32.
+    """
+    from ..checkpoint import save_atomic
+
+    g_ema = g_ema.eval()
+    latent_avg = g_ema.mean_latent(n_mean, generator=torch.Generator().manual_seed(0)).detach().cpu()
+    state = {k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu())
+             for k, v in g_ema.state_dict().items()}
+    return save_atomic({"g_ema": state, "config": g_ema.config, "latent_avg": latent_avg.float(),
+                        "info": dict(info or {})}, path)
+
+
+def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> Generator:
+    """Load a file written by :func:`export_generator` (strict) → EMA generator in eval mode, float32."""
+    from ..checkpoint import load_checkpoint
+
+    ck = load_checkpoint(path)
+    if "g_ema" not in ck or "config" not in ck:
+        raise ValueError(f"{path} is not an exported generator (needs 'g_ema' and 'config'); for rosinality "
+                         "files use load_rosinality().")
+    cfg = dict(ck["config"])
+    cfg["fused"] = None
+    G = Generator(**cfg)
+    load_state_strict(G, {k: v.float() for k, v in ck["g_ema"].items()}, f"{Path(path).name}['g_ema']")
+    G = G.to(device).eval()
+    if ck.get("latent_avg") is not None:
+        G.latent_avg = ck["latent_avg"].float().view(1, -1).to(device)
+    return G
+
+
+def source_model_paths(name: str = "stylegan2_noto32") -> tuple[Path, Path]:
+    """``(checkpoint, manifest)`` paths of a shipped model under ``data/checkpoints``."""
+    from ..config import data_dir
+
+    folder = data_dir() / "checkpoints"
+    return folder / f"{name}.pt", folder / f"{name}.manifest.json"
+
+
+def source_model_available(name: str = "stylegan2_noto32") -> bool:
+    return all(p.is_file() for p in source_model_paths(name))
+
+
+def load_source_model(name: str = "stylegan2_noto32", device: str | torch.device = "cpu",
+                      verify: bool = True) -> Generator:
+    """The project-trained source generator (EMA weights), e.g. 32 px on all ``noto`` emoji.
+
+    Checks the file's sha256 against its manifest (``verify=True``) so that a truncated or swapped file is
+    caught. Raises ``FileNotFoundError`` (with the command that trains it) when it is not there.
+    """
+    import json
+
+    ckpt, manifest = source_model_paths(name)
+    if not ckpt.is_file() or not manifest.is_file():
+        raise FileNotFoundError(
+            f"Shipped model {name!r} not found under data/checkpoints ({ckpt.name}, {manifest.name}). Train it with "
+            "`python scripts/train_source_model.py` (see its --help), or train a small one in the notebook.")
+    meta = json.loads(manifest.read_text())
+    if verify:
+        digest = file_sha256(ckpt)
+        if digest != meta.get("sha256"):
+            raise ValueError(f"{ckpt.name}: sha256 {digest[:12]}… does not match its manifest "
+                             f"({str(meta.get('sha256'))[:12]}…). The file is corrupt or was replaced; re-export it "
+                             "with scripts/train_source_model.py --export-only.")
+    return load_generator(ckpt, device=device)

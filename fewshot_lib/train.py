@@ -1,0 +1,424 @@
+"""A generic, readable GAN training loop (StyleGAN2 recipe) with hooks for few-shot methods.
+
+One iteration (the rosinality order):
+
+1. **D step**: fake = G(z) (no grad to G); ``L_D = softplus(D(aug(fake))) + softplus(-D(aug(real)))`` (+ hook
+   term); every ``r1_every`` steps the lazy R1 penalty ``γ/2 · ‖∇ D(real)‖² · r1_every``.
+2. **G step**: ``L_G = softplus(-D(aug(G(z))))`` (+ hook term); every ``pl_every`` steps the lazy path-length
+   penalty ``pl_weight · pl_every · (‖J_wᵀy‖ - a)²`` on a smaller batch.
+3. **EMA**: ``G_ema ← β·G_ema + (1-β)·G`` with ``β = 0.5^(batch / half_life_images)`` — the half-life is in
+   *images*, so it means the same at every batch size (10k images in the paper).
+
+z's use style mixing (two z's with probability 0.9). Augmentation (DiffAugment, optionally ADA-adaptive) is
+applied to everything D sees. Optimisers are Adam(β=(0, 0.99)) with the lazy-regularisation correction.
+
+**Hooks** let CDC / MixDL add their pieces without copying the loop (see :class:`GANHook`): the latent
+sampler, the way D scores images (e.g. CDC's patch-level logits), extra D and G loss terms, extra trainable
+modules (optimised with D's or G's Adam) and extra state to checkpoint.
+
+**Checkpoints** (``run_dir/checkpoint.pt``, written atomically) hold everything needed to continue *exactly*:
+G, D, G_ema (rosinality key names), both optimisers, step, path-length mean, ADA state, loss history, hook
+state and every RNG (torch global, the trainer's CPU generator, Python, NumPy). ``resume=True`` continues
+bit-for-bit (tested). A non-finite loss stops training with a ``FloatingPointError`` naming the step and term.
+
+Taught in: ``notebooks/02_stylegan2_training.ipynb``.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .augment import AdaptiveAugment, diff_augment, parse_policy
+from .checkpoint import load_checkpoint, save_atomic
+from .methods.stylegan2_losses import (PathLengthState, d_logistic_loss, g_nonsaturating_loss, lazy_adam_params,
+                                       mixing_noise, path_length_penalty, r1_penalty)
+from .models.stylegan2 import accumulate, load_state_strict
+from .progress import progress
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of :class:`GANTrainer` (defaults: StyleGAN2 config-f, except the EMA half-life)."""
+
+    steps: int = 1000                 # total iterations (a resumed run continues up to this number)
+    batch: int = 16
+    lr: float = 0.002
+    betas: tuple[float, float] = (0.0, 0.99)
+    r1_gamma: float = 10.0            # R1 weight γ (penalty γ/2·‖∇D‖²); 0 disables
+    r1_every: int = 16                # lazy R1 interval
+    pl_weight: float = 2.0            # path-length weight; 0 disables
+    pl_every: int = 4                 # lazy path-length interval
+    pl_batch_shrink: int = 2          # PL batch = batch // shrink
+    mixing: float = 0.9               # style-mixing probability
+    ema_half_life_images: float = 10_000.0
+    ema_rampup: float | None = None   # NVlabs ramp-up: half-life ≤ rampup · images seen so far (e.g. 0.05)
+    augment: str | None = "color,translation,cutout"  # DiffAugment policy; None/"" = no augmentation
+    augment_p: float = 1.0            # fixed probability per op (ignored when ada_target is set)
+    ada_target: float | None = None   # set (e.g. 0.6) to adapt p ADA-style, starting from 0
+    ada_speed_images: int = 20_000
+    xflip: bool = False               # random horizontal flips of the real images
+    sample_every: int = 0             # save a G_ema sample grid every N steps (0 = only at the end)
+    n_sample: int = 16
+    checkpoint_every: int = 0         # 0 = only at the end
+    log_every: int = 10               # progress-bar postfix refresh
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)
+        for name in ("steps", "batch"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"TrainConfig.{name}={getattr(self, name)} must be >= 1.")
+        parse_policy(self.augment)  # fail early on a typo
+
+
+@dataclass
+class StepContext:
+    """What hooks see in one iteration: the step, the modules, the batch and the current fakes/latents."""
+
+    step: int
+    trainer: "GANTrainer"
+    real: torch.Tensor                       # [B, 3, H, W] on device
+    z: list[torch.Tensor] | None = None      # latents used for this phase
+    fake: torch.Tensor | None = None         # [B, 3, H, W]
+    real_logits: torch.Tensor | None = None
+    fake_logits: torch.Tensor | None = None
+
+
+class GANHook:
+    """Override any method to add a method's pieces to the plain StyleGAN2 loop. All defaults are no-ops.
+
+    * ``sample_z(step, batch)`` → list of one or two ``[B, D]`` z's (default: style-mixing noise);
+    * ``discriminate(D, images, step, phase)`` → logits of any shape (default ``D(images)``);
+    * ``d_extra(ctx)`` / ``g_extra(ctx)`` → a scalar added to D's / G's loss (``None`` = nothing);
+    * ``d_modules()`` / ``g_modules()`` → extra ``nn.Module`` s trained with D's / G's optimiser;
+    * ``state_dict()`` / ``load_state_dict()`` → extra state saved in checkpoints.
+    """
+
+    def sample_z(self, trainer: "GANTrainer", step: int, batch: int) -> list[torch.Tensor] | None:
+        return None
+
+    def discriminate(self, D: nn.Module, images: torch.Tensor, step: int, phase: str) -> torch.Tensor:
+        return D(images)
+
+    def d_extra(self, ctx: StepContext) -> torch.Tensor | None:
+        return None
+
+    def g_extra(self, ctx: StepContext) -> torch.Tensor | None:
+        return None
+
+    def d_modules(self) -> list[nn.Module]:
+        return []
+
+    def g_modules(self) -> list[nn.Module]:
+        return []
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+@dataclass
+class TrainResult:
+    """What :meth:`GANTrainer.train` returns."""
+
+    history: dict[str, list[float]]
+    checkpoint: Path | None
+    steps: int
+    seconds: float
+    samples: list[Path] = field(default_factory=list)
+
+
+def _requires_grad(module: nn.Module, flag: bool) -> None:
+    for p in module.parameters():
+        p.requires_grad_(flag)
+
+
+def _check_finite(value: torch.Tensor, name: str, step: int, checkpoint: Path | None) -> None:
+    if not torch.isfinite(value).all():
+        where = f" The last good checkpoint is {checkpoint.name}." if checkpoint and checkpoint.exists() else ""
+        raise FloatingPointError(
+            f"Non-finite {name} ({value.detach().flatten()[0].item()}) at step {step}. The GAN diverged: lower the "
+            f"learning rate, raise r1_gamma, or check the data for NaNs/[-1,1] range.{where}")
+
+
+class GANTrainer:
+    """Trains ``G`` / ``D`` on ``images`` ``[N, 3, H, W]`` in ``[-1, 1]`` (kept on CPU, batches moved to device).
+
+    ``run_dir``: where ``checkpoint.pt`` and ``samples/step_XXXXXX.png`` go (``None`` = nothing written).
+    ``sample_callback(step, images)`` is called with each G_ema sample grid (e.g. to plot in a notebook).
+    """
+
+    def __init__(self, G: nn.Module, D: nn.Module, images: torch.Tensor, config: TrainConfig | None = None,
+                 run_dir: str | Path | None = None, device: str | torch.device = "cpu",
+                 hook: GANHook | None = None, g_ema: nn.Module | None = None,
+                 sample_callback: Callable[[int, torch.Tensor], None] | None = None):
+        self.cfg = config or TrainConfig()
+        if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be a [N, 3, H, W] tensor, got "
+                             f"{tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__}.")
+        if images.shape[-1] != G.size:
+            raise ValueError(f"images are {images.shape[-1]} px but the generator makes {G.size} px.")
+        self.device = torch.device(device)
+        self.images = images.float().cpu()
+        self.G, self.D = G.to(self.device), D.to(self.device)
+        self.g_ema = (g_ema if g_ema is not None else copy.deepcopy(G)).to(self.device).eval()
+        _requires_grad(self.g_ema, False)
+        self.hook = hook or GANHook()
+        self.run_dir = Path(run_dir) if run_dir else None
+        self.sample_callback = sample_callback
+
+        c = self.cfg
+        g_lr, g_betas = lazy_adam_params(c.lr, c.betas, c.pl_every if c.pl_weight > 0 else 0)
+        d_lr, d_betas = lazy_adam_params(c.lr, c.betas, c.r1_every if c.r1_gamma > 0 else 0)
+        g_params = list(G.parameters()) + [p for m in self.hook.g_modules() for p in m.parameters()]
+        d_params = list(D.parameters()) + [p for m in self.hook.d_modules() for p in m.parameters()]
+        self.g_optim = torch.optim.Adam(g_params, lr=g_lr, betas=g_betas, eps=1e-8)
+        self.d_optim = torch.optim.Adam(d_params, lr=d_lr, betas=d_betas, eps=1e-8)
+
+        self.gen = torch.Generator().manual_seed(c.seed)  # data order, latents, augmentation, PL noise
+        self.sample_z = torch.randn(c.n_sample, G.style_dim, generator=torch.Generator().manual_seed(c.seed + 1))
+        self.pl_state = PathLengthState()
+        self.ada = AdaptiveAugment(c.ada_target, c.ada_speed_images) if c.ada_target else None
+        self.step = 0
+        self.history: dict[str, list[float]] = {}
+        self.samples: list[Path] = []
+        self.seconds = 0.0
+
+    # -- pieces --------------------------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return self.run_dir / "checkpoint.pt" if self.run_dir else None
+
+    @property
+    def augment_p(self) -> float:
+        return self.ada.p if self.ada is not None else self.cfg.augment_p
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        return diff_augment(x, self.cfg.augment, self.augment_p, self.gen) if self.cfg.augment else x
+
+    def real_batch(self) -> torch.Tensor:
+        idx = torch.randint(0, len(self.images), (self.cfg.batch,), generator=self.gen)
+        x = self.images[idx]
+        if self.cfg.xflip:
+            flip = torch.rand(len(x), generator=self.gen) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        return x.to(self.device)
+
+    def latents(self, batch: int) -> list[torch.Tensor]:
+        z = self.hook.sample_z(self, self.step, batch)
+        return z if z is not None else mixing_noise(batch, self.G.style_dim, self.cfg.mixing, self.gen, self.device)
+
+    def ema_decay(self) -> float:
+        hl = self.cfg.ema_half_life_images
+        if self.cfg.ema_rampup is not None:
+            hl = min(hl, (self.step + 1) * self.cfg.batch * self.cfg.ema_rampup)
+        return 0.5 ** (self.cfg.batch / max(hl, 1e-8))
+
+    def _log(self, **values: float) -> None:
+        for k, v in values.items():
+            self.history.setdefault(k, []).append(float(v))
+
+    # -- one iteration -------------------------------------------------------------------------------------
+    def d_step(self, real: torch.Tensor) -> dict[str, float]:
+        c, step, ck = self.cfg, self.step, self.checkpoint_path
+        _requires_grad(self.G, False)
+        _requires_grad(self.D, True)
+        z = self.latents(c.batch)
+        with torch.no_grad():
+            fake, _ = self.G(z)
+        fake_logits = self.hook.discriminate(self.D, self.augment(fake), step, "d")
+        real_logits = self.hook.discriminate(self.D, self.augment(real), step, "d")
+        loss = d_logistic_loss(real_logits, fake_logits)
+        extra = self.hook.d_extra(StepContext(step, self, real, z, fake, real_logits, fake_logits))
+        if extra is not None:
+            loss = loss + extra
+        _check_finite(loss, "discriminator loss", step, ck)
+        self.d_optim.zero_grad(set_to_none=True)
+        loss.backward()
+        self.d_optim.step()
+        out = {"d_loss": loss.item(), "real_score": real_logits.mean().item(), "fake_score": fake_logits.mean().item()}
+        if self.ada is not None:
+            out["ada_p"] = self.ada.update(real_logits)
+        if c.r1_gamma > 0 and c.r1_every > 0 and step % c.r1_every == 0:
+            real_req = real.detach().requires_grad_(True)  # gradient w.r.t. the clean image (through the aug)
+            logits = self.D(self.augment(real_req))
+            r1 = r1_penalty(logits, real_req)
+            _check_finite(r1, "R1 penalty", step, ck)
+            self.d_optim.zero_grad(set_to_none=True)
+            (c.r1_gamma / 2 * r1 * c.r1_every + 0 * logits.flatten()[0]).backward()
+            self.d_optim.step()
+            out["r1"] = r1.item()
+        return out
+
+    def g_step(self, real: torch.Tensor) -> dict[str, float]:
+        c, step, ck = self.cfg, self.step, self.checkpoint_path
+        _requires_grad(self.G, True)
+        _requires_grad(self.D, False)
+        z = self.latents(c.batch)
+        fake, _ = self.G(z)
+        fake_logits = self.hook.discriminate(self.D, self.augment(fake), step, "g")
+        loss = g_nonsaturating_loss(fake_logits)
+        extra = self.hook.g_extra(StepContext(step, self, real, z, fake, None, fake_logits))
+        if extra is not None:
+            loss = loss + extra
+        _check_finite(loss, "generator loss", step, ck)
+        self.g_optim.zero_grad(set_to_none=True)
+        loss.backward()
+        self.g_optim.step()
+        out = {"g_loss": loss.item()}
+        if c.pl_weight > 0 and c.pl_every > 0 and step % c.pl_every == 0:
+            pb = max(1, c.batch // c.pl_batch_shrink)
+            fake, latents = self.G(self.latents(pb), return_latents=True)
+            pl, lengths = path_length_penalty(fake, latents, self.pl_state, self.gen)
+            _check_finite(pl, "path-length penalty", step, ck)
+            self.g_optim.zero_grad(set_to_none=True)
+            (c.pl_weight * c.pl_every * pl + 0 * fake.flatten()[0]).backward()
+            self.g_optim.step()
+            out.update(pl=pl.item(), path_length=lengths.mean().item())
+        _requires_grad(self.D, True)
+        return out
+
+    def train_step(self) -> dict[str, float]:
+        real = self.real_batch()
+        logs = self.d_step(real)
+        logs.update(self.g_step(real))
+        accumulate(self.g_ema, self.G, self.ema_decay())
+        return logs
+
+    # -- samples & checkpoints -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample_images(self) -> torch.Tensor:
+        """G_ema on the fixed sample z's with the fixed noise buffers: ``[n_sample, 3, H, W]`` on CPU."""
+        img, _ = self.g_ema(self.sample_z.to(self.device), randomize_noise=False)
+        return img.cpu()
+
+    def save_samples(self) -> torch.Tensor:
+        images = self.sample_images()
+        if self.run_dir:
+            from .viz import save_grid
+
+            path = self.run_dir / "samples" / f"step_{self.step:06d}.png"
+            save_grid(images, path, nrow=int(math.ceil(math.sqrt(len(images)))))
+            self.samples.append(path)
+        if self.sample_callback is not None:
+            self.sample_callback(self.step, images)
+        return images
+
+    def state_dict(self) -> dict[str, Any]:
+        np_state = np.random.get_state()
+        return {
+            "g": self.G.state_dict(), "d": self.D.state_dict(), "g_ema": self.g_ema.state_dict(),
+            "g_optim": self.g_optim.state_dict(), "d_optim": self.d_optim.state_dict(),
+            "g_config": getattr(self.G, "config", {}), "d_config": getattr(self.D, "config", {}),
+            "train_config": asdict(self.cfg), "step": self.step, "seconds": self.seconds,
+            "pl_state": self.pl_state.state_dict(), "ada": self.ada.state_dict() if self.ada else None,
+            "history": self.history,
+            "hook": self.hook.state_dict(),
+            "hook_modules": {"d": [m.state_dict() for m in self.hook.d_modules()],
+                             "g": [m.state_dict() for m in self.hook.g_modules()]},
+            "rng": {"torch": torch.get_rng_state(), "trainer": self.gen.get_state(),
+                    "python": random.getstate(),
+                    "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        }
+
+    def save(self, path: str | Path | None = None) -> Path:
+        path = Path(path) if path else self.checkpoint_path
+        if path is None:
+            raise ValueError("GANTrainer.save needs a path (or a run_dir).")
+        return save_atomic(self.state_dict(), path)
+
+    def load(self, path: str | Path) -> None:
+        """Restore a checkpoint written by :meth:`save` (strict: the architecture must match)."""
+        ck = load_checkpoint(path)
+        for key in ("g", "d", "g_ema", "g_optim", "d_optim", "step", "rng"):
+            if key not in ck:
+                raise ValueError(f"{path} is not a GANTrainer checkpoint (missing {key!r}).")
+        if ck.get("g_config") and getattr(self.G, "config", None) and \
+                {k: v for k, v in ck["g_config"].items() if k != "fused"} != \
+                {k: v for k, v in self.G.config.items() if k != "fused"}:
+            raise ValueError(f"{path} was trained with generator config {ck['g_config']}, "
+                             f"but this trainer's generator is {self.G.config}. Use another run_dir or resume=False.")
+        load_state_strict(self.G, ck["g"], f"{Path(path).name}['g']")
+        load_state_strict(self.D, ck["d"], f"{Path(path).name}['d']")
+        load_state_strict(self.g_ema, ck["g_ema"], f"{Path(path).name}['g_ema']")
+        self.g_optim.load_state_dict(ck["g_optim"])
+        self.d_optim.load_state_dict(ck["d_optim"])
+        self.step, self.seconds = int(ck["step"]), float(ck.get("seconds", 0.0))
+        self.pl_state.load_state_dict(ck["pl_state"])
+        if self.ada is not None and ck.get("ada"):
+            self.ada.load_state_dict(ck["ada"])
+        self.history = {k: list(v) for k, v in ck.get("history", {}).items()}
+        self.hook.load_state_dict(ck.get("hook", {}))
+        for m, s in zip(self.hook.d_modules(), ck.get("hook_modules", {}).get("d", [])):
+            m.load_state_dict(s)
+        for m, s in zip(self.hook.g_modules(), ck.get("hook_modules", {}).get("g", [])):
+            m.load_state_dict(s)
+        rng = ck["rng"]
+        torch.set_rng_state(rng["torch"])
+        self.gen.set_state(rng["trainer"])
+        py = rng["python"]
+        random.setstate((py[0], tuple(py[1]), py[2]))
+        npst = rng["numpy"]
+        np.random.set_state((npst[0], npst[1].numpy().astype(np.uint32), *npst[2:]))
+        if rng.get("cuda") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        log.info("Resumed from %s at step %d", path, self.step)
+
+    # -- the loop ------------------------------------------------------------------------------------------
+    def train(self, steps: int | None = None, resume: bool = True, show_progress: bool = True) -> TrainResult:
+        """Train until ``steps`` total iterations (default ``config.steps``); resume from ``run_dir`` if asked."""
+        total = int(steps if steps is not None else self.cfg.steps)
+        ck = self.checkpoint_path
+        if resume and ck is not None and ck.exists() and self.step == 0:
+            self.load(ck)
+        c = self.cfg
+        self.G.train()
+        self.D.train()
+        bar = progress(total=total, initial=self.step, desc="train", disable=not show_progress)
+        t0 = time.perf_counter()
+        try:
+            while self.step < total:
+                logs = self.train_step()
+                self._log(**logs)
+                self.step += 1
+                bar.update(1)
+                if self.step % max(1, c.log_every) == 0:
+                    bar.set_postfix({k: f"{logs[k]:.3f}" for k in ("d_loss", "g_loss") if k in logs}, refresh=False)
+                if c.sample_every and self.step % c.sample_every == 0 and self.step < total:
+                    self.save_samples()
+                if c.checkpoint_every and ck is not None and self.step % c.checkpoint_every == 0 \
+                        and self.step < total:
+                    self.seconds += time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    self.save()
+        finally:
+            bar.close()
+        self.seconds += time.perf_counter() - t0
+        self.save_samples()
+        if ck is not None:
+            self.save()
+        return TrainResult(history=self.history, checkpoint=ck if ck is not None and ck.exists() else None,
+                           steps=self.step, seconds=self.seconds, samples=list(self.samples))
+
+
+def train_gan(G: nn.Module, D: nn.Module, images: torch.Tensor, config: TrainConfig | None = None,
+              run_dir: str | Path | None = None, device: str | torch.device = "cpu", resume: bool = True,
+              hook: GANHook | None = None, **kwargs: Any) -> tuple[GANTrainer, TrainResult]:
+    """Build a :class:`GANTrainer` and run it; returns ``(trainer, result)`` (``trainer.g_ema`` is the model)."""
+    trainer = GANTrainer(G, D, images, config, run_dir=run_dir, device=device, hook=hook, **kwargs)
+    return trainer, trainer.train(resume=resume)
