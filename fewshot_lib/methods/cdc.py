@@ -38,6 +38,9 @@ each other* — while letting their appearance move to the target domain:
   leaky ReLU, which makes negative patch logits 5× smaller than positive ones for no stated reason.
 * ``mode="image" | "patch"`` is an explicit argument (the reference and MixDL use opposite integer flags).
 * The per-pair Python loops are one normalised matrix product.
+* The shared loop (:class:`~.baselines.Adapter`) has no path-length regulariser (the reference keeps it on,
+  weight 2 every 4 steps, with a running mean that restarts at 0) and no ADA; every method here is treated
+  the same way, so the comparison stays fair.
 
 Taught in: ``notebooks/04_cdc.ipynb``.
 """
