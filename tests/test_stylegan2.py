@@ -385,3 +385,23 @@ def test_trainer_rejects_bad_inputs():
         GANTrainer(G, D, torch.zeros(4, 16, 16))
     with pytest.raises(ValueError, match="batch"):
         TrainConfig(batch=0)
+
+
+# ---------------------------------------------------------------------------------------------- projector
+def test_projector_w_and_w_plus_reduce_error():
+    from fewshot_lib.projector import project
+
+    G, _ = tiny(16)
+    with torch.no_grad():
+        target, _ = G(torch.randn(2, 32, generator=torch.Generator().manual_seed(5)), randomize_noise=False)
+        start, _ = G(G.mean_latent(512).expand(2, -1), input_is_latent=True, randomize_noise=False)
+    start_mse = (start - target).pow(2).flatten(1).mean(1)
+    w = project(G, target, steps=60, n_mean=512)
+    wp = project(G, target, steps=60, w_plus=True, n_mean=512, optimize_noise=True,
+                 feature_loss=lambda x, y: (x - y).abs().flatten(1).mean(1))
+    assert w.latents.shape == (2, 32) and wp.latents.shape == (2, G.n_latent, 32)
+    assert (w.pixel_mse < 0.5 * start_mse).all(), (w.pixel_mse, start_mse)
+    assert (wp.pixel_mse < 0.5 * start_mse).all()
+    assert all(p.requires_grad for p in G.parameters())
+    with pytest.raises(ValueError, match="target"):
+        project(G, torch.zeros(1, 3, 8, 8))
