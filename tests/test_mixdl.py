@@ -11,6 +11,15 @@ from fewshot_lib.methods import mixdl as M
 from fewshot_lib.models.stylegan2 import Discriminator, Generator
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread; two threads on a busy 2-core machine spin-wait badly."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def tiny_models(seed: int = 0) -> tuple[Generator, Discriminator]:
     torch.manual_seed(seed)
     g = Generator(16, style_dim=16, n_mlp=2, channel_base=16 * 8, channel_max=8)
@@ -146,3 +155,48 @@ def test_projection_head_trains():
 def test_bad_target_name():
     with pytest.raises(ValueError, match="target"):
         M.target_distribution(torch.ones(1, 2) / 2, "paper")
+
+
+# ----------------------------------------------------------------------------------------------- with the trainer
+@pytest.mark.parametrize("use_d", [True, False])
+def test_short_training_run_with_the_hook(use_d, tmp_path):
+    from fewshot_lib.train import GANTrainer, TrainConfig
+
+    g, d = tiny_models()
+    images = torch.rand(10, 3, 16, 16) * 2 - 1
+    hook = M.MixDLHook(d, M.MixDLConfig(use_d=use_d))
+    cfg = TrainConfig(steps=6, batch=4, augment=None, pl_every=4, r1_every=4, seed=0)
+    trainer = GANTrainer(g, d, images, cfg, run_dir=tmp_path, hook=hook)
+    head_before = hook.head.linear.weight.detach().clone()
+    result = trainer.train(show_progress=False)
+    h = result.history
+    assert result.steps == 6 and len(h["g_loss"]) == 6
+    assert len(h["mixdl_g_dist"]) == 3                                # steps 0, 2, 4
+    assert all(math.isfinite(v) and v >= 0 for v in h["mixdl_g_dist"])
+    if use_d:
+        assert len(h["mixdl_d_dist"]) == 3 and len(h["mixdl_g_mix"]) == 3
+        assert not torch.equal(head_before, hook.head.linear.weight)  # the head is optimised with D
+    else:
+        assert "mixdl_d_dist" not in h
+        assert torch.equal(head_before, hook.head.linear.weight)
+    # the checkpoint holds the hook's modules and resumes
+    ck = torch.load(result.checkpoint, weights_only=True)
+    assert len(ck["hook_modules"]["d"]) == (2 if use_d else 0)
+    assert ck["hook"]["config"]["use_d"] is use_d
+
+
+def test_discriminate_switches_to_patches_on_mixup_steps_only():
+    _, d = tiny_models()
+    hook = M.MixDLHook(d, M.MixDLConfig(patch_resolution=8))
+    x = torch.randn(4, 3, 16, 16)
+    assert hook.discriminate(d, x, step=0, phase="d").shape == (4, 1, 8, 8)
+    assert hook.discriminate(d, x, step=1, phase="d").shape == (4, 1)
+    g_only = M.MixDLHook(d, M.MixDLConfig(use_d=False))
+    assert g_only.discriminate(d, x, step=0, phase="d").shape == (4, 1)
+
+
+@pytest.mark.parametrize("kwargs", [dict(mixup_every=0), dict(lambda_g=-1.0), dict(n_anchors=1),
+                                    dict(alpha=0.0), dict(target="paper")])
+def test_config_rejects_bad_values(kwargs):
+    with pytest.raises(ValueError):
+        M.MixDLConfig(**kwargs)

@@ -61,6 +61,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..models.stylegan2 import EqualLinear
+from ..train import GANHook, GANTrainer, StepContext
 from .cdc import PatchDiscriminator, kl_from_logits, similarity_logits
 
 log = logging.getLogger(__name__)
@@ -225,3 +226,165 @@ def discriminator_distance_loss(discriminator: nn.Module, head: ProjectionHead, 
     k = anchor_images.shape[0]
     h = head(penultimate_features(discriminator, torch.cat([anchor_images, mix_images])))  # [K + B, P]
     return mixup_distance_loss(h[k:], h[:k], coeffs, target, reduction)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 3. MixDL as an add-on (hook) to the StyleGAN2 trainer
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class MixDLConfig:
+    """MixDL's knobs (reference values in brackets).
+
+    Attributes:
+        alpha: Dirichlet concentration of the mixup coefficients [1.0 = uniform on the simplex].
+        lambda_g: weight of the generator distance loss [1000].
+        lambda_d: weight of the discriminator distance loss [1.0].
+        mixup_every: every ``mixup_every``-th iteration is a mixup iteration [2].
+        use_d: ``True`` = full MixDL (D alignment through the projection head, patch-level realism on mixup
+            iterations); ``False`` = "MixDL-G only": the ordinary StyleGAN2 iteration plus the generator
+            distance loss on mixup iterations.
+        n_anchors: anchors (= mixups) per mixup iteration; ``0`` = the training batch size [batch = 4].
+        target: ``"softmax"`` (reference: ``softmax(c)``) or ``"coefficients"`` (the paper: ``c``).
+        patch_resolution: side of the discriminator map judged patch by patch (``None``: CDC's default,
+            ``max(size // 8, 8)``).
+    """
+
+    alpha: float = 1.0
+    lambda_g: float = 1000.0
+    lambda_d: float = 1.0
+    mixup_every: int = 2
+    use_d: bool = True
+    n_anchors: int = 0
+    target: str = "softmax"
+    patch_resolution: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.mixup_every < 1:
+            raise ValueError(f"mixup_every must be ≥ 1, got {self.mixup_every}")
+        if self.lambda_g < 0 or self.lambda_d < 0:
+            raise ValueError(f"lambda_g and lambda_d must be ≥ 0, got {self.lambda_g}, {self.lambda_d}")
+        if self.n_anchors == 1 or self.n_anchors < 0:
+            raise ValueError(f"n_anchors must be 0 (= batch) or ≥ 2, got {self.n_anchors}")
+        if not self.alpha > 0:
+            raise ValueError(f"alpha must be > 0, got {self.alpha}")
+        target_distribution(torch.ones(1, 2) / 2, self.target)  # validates the name
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def synthesize(generator: nn.Module, w: torch.Tensor, return_features: bool = False):
+    """``w [B, w_dim]`` → images ``[B, 3, H, W]`` (and, with ``return_features``, the per-layer feature list)."""
+    out = generator(w, input_is_latent=True, return_features=return_features)
+    return (out[0], out[-1]) if return_features else out[0]
+
+
+class MixDLHook(GANHook):
+    """MixDL added to :class:`fewshot_lib.train.GANTrainer` without copying its loop.
+
+    On ordinary iterations nothing changes. On mixup iterations (``step % mixup_every == 0``):
+
+    * ``g_extra``: ``λ_G · L_G^dist`` on ``n`` fresh anchors and their Dirichlet mixups (always), and, for full
+      MixDL, the patch-level non-saturating loss of the mixup images;
+    * full MixDL only — ``discriminate`` switches D to patch-level logits (real and generated images), and
+      ``d_extra`` adds ``softplus(D_patch(x_mix))`` for the mixup images plus ``λ_D · L_D^dist`` through the
+      projection head.
+
+    **Difference from the reference schedule.** There, a mixup iteration *replaces* the ordinary fakes by the
+    mixup images; the trainer's hooks can only *add* terms, so here the ordinary fakes stay (judged patch by
+    patch, like the mixups) and the mixups come on top. Both variants ask mixups to be locally realistic
+    and keep whole-image realism on the other iterations.
+
+    The new discriminator parts (patch heads, projection head) are returned by ``d_modules`` so the trainer
+    optimises them with D and checkpoints them. The loss components are appended to ``trainer.history``
+    (``mixdl_g_dist``, ``mixdl_d_dist``, ``mixdl_d_mix``, ``mixdl_g_mix``).
+
+    Args:
+        discriminator: the trainer's StyleGAN2 ``Discriminator`` (shared, not copied).
+        config: :class:`MixDLConfig`.
+    """
+
+    def __init__(self, discriminator: nn.Module, config: MixDLConfig | None = None) -> None:
+        self.config = config or MixDLConfig()
+        if not hasattr(discriminator, "final_linear"):
+            raise ValueError("discriminator must be a StyleGAN2 Discriminator (with final_linear): MixDL's "
+                             f"projection head reads its penultimate features; got {type(discriminator).__name__}")
+        self.discriminator = discriminator
+        self.patch_d = PatchDiscriminator(discriminator, patch_resolution=self.config.patch_resolution)
+        self.head = ProjectionHead(discriminator.final_linear[0].weight.shape[0])
+        p = next(discriminator.parameters())
+        self.patch_d.heads.to(p.device)
+        self.head.to(p.device)
+
+    # -- schedule ----------------------------------------------------------------------------------------
+    def is_mixup_step(self, step: int) -> bool:
+        return step % self.config.mixup_every == 0
+
+    def _patch_step(self, step: int) -> bool:
+        return self.config.use_d and self.is_mixup_step(step)
+
+    def _draw(self, trainer: GANTrainer, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Coefficients ``[n, n]`` and anchor latents ``w [n, w_dim]`` (z drawn on the trainer's CPU generator)."""
+        c = dirichlet_coefficients(n, n, self.config.alpha, trainer.gen).to(trainer.device)
+        z = torch.randn(n, trainer.G.style_dim, generator=trainer.gen).to(trainer.device)
+        return c, trainer.G.mapping(z)
+
+    def _n(self, trainer: GANTrainer) -> int:
+        return self.config.n_anchors or max(2, trainer.cfg.batch)
+
+    # -- GANHook -----------------------------------------------------------------------------------------
+    def discriminate(self, D: nn.Module, images: torch.Tensor, step: int, phase: str) -> torch.Tensor:
+        """``[B, 1]`` image logits, or ``[B, 1, h, w]`` patch logits on full-MixDL mixup iterations."""
+        if self._patch_step(step):
+            return self.patch_d(images, mode="patch")
+        return D(images)
+
+    def d_extra(self, ctx: StepContext) -> torch.Tensor | None:
+        if not self._patch_step(ctx.step):
+            return None
+        tr = ctx.trainer
+        n = self._n(tr)
+        with torch.no_grad():
+            c, w = self._draw(tr, n)
+            x_anchor = synthesize(tr.G, w)                                    # [n, 3, H, W]
+            x_mix = synthesize(tr.G, mix_latents(w, c))                        # [n, 3, H, W]
+        d_mix = F.softplus(self.patch_d(tr.augment(x_mix), mode="patch")).mean()
+        d_dist = discriminator_distance_loss(self.discriminator, self.head, x_anchor, x_mix, c, self.config.target)
+        tr._log(mixdl_d_mix=d_mix.item(), mixdl_d_dist=d_dist.item())
+        return d_mix + self.config.lambda_d * d_dist
+
+    def g_extra(self, ctx: StepContext) -> torch.Tensor | None:
+        if not self.is_mixup_step(ctx.step):
+            return None
+        tr = ctx.trainer
+        n = self._n(tr)
+        c, w = self._draw(tr, n)
+        total = torch.zeros((), device=tr.device)
+        if self.config.use_d:
+            x_mix = synthesize(tr.G, mix_latents(w, c))
+            g_mix = F.softplus(-self.patch_d(tr.augment(x_mix), mode="patch")).mean()
+            tr._log(mixdl_g_mix=g_mix.item())
+            total = total + g_mix
+            # the distance term uses the same coefficients on new anchors, as the reference
+            w = tr.G.mapping(torch.randn(n, tr.G.style_dim, generator=tr.gen).to(tr.device))
+        if self.config.lambda_g > 0:
+            _, anchor_feats = synthesize(tr.G, w, return_features=True)          # list of [n, C_l, H_l, W_l]
+            _, mix_feats = synthesize(tr.G, mix_latents(w, c), return_features=True)
+            layers = sample_mixup_layers(n, len(anchor_feats), tr.gen)
+            g_dist = generator_distance_loss(mix_feats, anchor_feats, c, layers, self.config.target)
+            tr._log(mixdl_g_dist=g_dist.item())
+            total = total + self.config.lambda_g * g_dist
+        return total
+
+    def d_modules(self) -> list[nn.Module]:
+        return [self.patch_d.heads, self.head] if self.config.use_d else []
+
+    def state_dict(self) -> dict:
+        return {"config": self.config.as_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        saved = state.get("config")
+        if saved and saved != self.config.as_dict():
+            raise ValueError(f"checkpoint was trained with MixDL config {saved}, this hook has {self.config.as_dict()}")
