@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from fewshot_lib.methods.baselines import (AdaptConfig, EWCAdapter, FreezeDAdapter, TGANAdapter,
-                                           freeze_discriminator_blocks, generate_with_features)
-from fewshot_lib.methods.cdc import (AnchorSampler, CDCAdapter, CDCConfig, PatchDiscriminator,
+from fewshot_lib.methods.baselines import (AdaptationEvaluator, EWCHook, adaptation_config, frozen_block_parameters,
+                                           generate_with_features, make_adapter, run_adaptation)
+from fewshot_lib.methods.cdc import (AnchorSampler, CDCHook, PatchDiscriminator,
                                      cross_domain_consistency, default_patch_resolution,
                                      distance_consistency_loss, kl_from_logits, sample_layers, similarity_kl,
                                      similarity_logits, similarity_probs)
@@ -95,20 +95,17 @@ def test_mixed_layer_loss_reduces_to_single_layer_and_sums_for_lists():
 
 def test_generator_loss_zero_for_identical_g_positive_otherwise_and_grad_only_to_adapted():
     source = tiny_g(0)
-    target = torch.rand(4, 3, 32, 32) * 2 - 1
-    cfg = CDCConfig(batch=2, feat_batch=4)
-    same = CDCAdapter(source, tiny_d(), target, cfg, torch.Generator().manual_seed(0))
+    hook = CDCHook(source, tiny_d(), feat_batch=4)
     # fresh generators have noise strength 0, so the independent noise maps do not matter
-    assert same.distance_loss().abs() < 1e-5
-    adapted = CDCAdapter(source, tiny_d(), target, cfg, torch.Generator().manual_seed(0))
-    adapted.g.load_state_dict(perturbed_copy(source).state_dict())
-    loss = adapted.distance_loss()
+    assert hook.distance_loss(tiny_g(0), torch.Generator().manual_seed(0)).abs() < 1e-5
+    adapted = perturbed_copy(source)
+    loss = hook.distance_loss(adapted, torch.Generator().manual_seed(0))
     assert loss > 1e-4
     loss.backward()
-    grads = [p.grad for p in adapted.g.parameters()]
-    assert any(g is not None and g.abs().sum() > 0 for g in grads)
-    assert all(p.grad is None for p in adapted.source.parameters())
-    assert all(not p.requires_grad for p in adapted.source.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in adapted.parameters())
+    assert all(p.grad is None and not p.requires_grad for p in hook.source.parameters())
+    assert all(p.grad is None for p in source.parameters())                # the caller's model is untouched
+    assert hook.distance_loss(adapted, torch.Generator().manual_seed(0)).shape == ()
 
 
 def test_generator_features_are_one_per_styled_conv():
@@ -165,7 +162,7 @@ def test_anchor_sampling():
         AnchorSampler(3, 8, sigma=-1)
 
 
-# ------------------------------------------------------------------ training loops
+# ------------------------------------------------------------------ training on the shared trainer
 def _params(m: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in m.named_parameters()}
 
@@ -174,58 +171,62 @@ def test_cdc_training_smoke_run_follows_the_schedule():
     source_g, source_d = tiny_g(0), tiny_d(0)
     before = _params(source_g)
     target = torch.rand(6, 3, 32, 32) * 2 - 1
-    a = CDCAdapter(source_g, source_d, target, CDCConfig(batch=2, feat_batch=4, n_anchors=6),
-                   torch.Generator().manual_seed(0))
-    assert a.discriminate(target[:2], 0).shape == (2, 1)                  # anchor step: image level
-    assert a.discriminate(target[:2], 1).shape == (2, 1, 8, 8)            # patch step: 8×8 patches at 32 px
-    head_before = a.patch_d.heads[0].weight.detach().clone()
-    history = a.train(5, show_progress=False)
-    assert len(history) == 5 and all(np.isfinite(v) for h in history for v in h.values())
-    assert "dist" in history[0] and "r1" in history[0]
-    assert all(torch.equal(before[k], v) for k, v in _params(source_g).items())   # source untouched
-    assert any(not torch.equal(before[k], v) for k, v in _params(a.g).items())
-    assert not torch.equal(head_before, a.patch_d.heads[0].weight)        # patch heads are trained
-    samples = a.sample(torch.randn(5, 16))
-    assert samples.shape == (5, 3, 32, 32) and torch.isfinite(samples).all()
-    assert set(a.state_dict()) >= {"g", "g_ema", "d", "config", "steps"}
-    assert any(k.startswith("heads.") for k in a.state_dict()["d"])
+    trainer = make_adapter("cdc", source_g, source_d, target, adaptation_config(5, batch=2, pl_every=2),
+                           feat_batch=4, n_anchors=6)
+    hook = trainer.hook
+    assert hook.discriminate(trainer.D, target[:2], 0, "d").shape == (2, 1)            # anchor step: image level
+    assert hook.discriminate(trainer.D, target[:2], 1, "d").shape == (2, 1, 8, 8)      # patch step: 8×8 at 32 px
+    head_before = hook.patch_d.heads[0].weight.detach().clone()
+    result = trainer.train(show_progress=False)
+    assert result.steps == 5 and len(trainer.history["dist"]) == 5 and "r1" in trainer.history
+    assert all(np.isfinite(v) for values in trainer.history.values() for v in values)
+    z, _ = hook.anchors.sample(3)
+    assert hook.anchors.anchors.shape == (6, 16) and z.shape == (3, 16)
+    assert all(torch.equal(before[k], v) for k, v in _params(source_g).items())      # source untouched
+    assert all(torch.equal(before[k], v) for k, v in _params(hook.source).items())   # frozen copy too
+    assert any(not torch.equal(before[k], v) for k, v in _params(trainer.G).items())
+    assert not torch.equal(head_before, hook.patch_d.heads[0].weight)                # heads are trained
+    assert hook.patch_d.discriminator is trainer.D                                  # ... on the trainer's D
 
 
 def test_baselines_freeze_the_right_parameters():
     target = torch.rand(4, 3, 32, 32) * 2 - 1
-    tgan = TGANAdapter(tiny_g(), tiny_d(), target, AdaptConfig(batch=2), torch.Generator().manual_seed(0))
-    fz = FreezeDAdapter(tiny_g(), tiny_d(), target, None, torch.Generator().manual_seed(0))
-    assert fz.config.freeze_d == 2 and tgan.frozen_d == []
-    d_before = {"tgan": _params(tgan.d), "freezed": _params(fz.d)}
-    for a in (tgan, fz):
-        a.train(2, show_progress=False)
-    changed = {name: {k for k, v in _params(a.d).items() if not torch.equal(v, d_before[name][k])}
-               for name, a in (("tgan", tgan), ("freezed", fz))}
-    frozen = {k for k in d_before["freezed"] if k.startswith(("convs.0.", "convs.1."))}
-    assert frozen and set(fz.frozen_d) == frozen
-    assert not (changed["freezed"] & frozen)                              # FreezeD: early blocks untouched
-    assert changed["freezed"]                                             # ... while the rest trains
+    cfg = adaptation_config(2, batch=2)
+    tgan = make_adapter("tgan", tiny_g(), tiny_d(), target, cfg)
+    fz = make_adapter("freezed", tiny_g(), tiny_d(), target, cfg, freeze_d=2)
+    frozen = {k for k in _params(fz.D) if k.startswith(("convs.0.", "convs.1."))}
+    assert tgan.frozen == [] and frozen and set(fz.frozen) == frozen
+    d_before = {"tgan": _params(tgan.D), "freezed": _params(fz.D)}
+    for t in (tgan, fz):
+        t.train(show_progress=False)
+    changed = {name: {k for k, v in _params(t.D).items() if not torch.equal(v, d_before[name][k])}
+               for name, t in (("tgan", tgan), ("freezed", fz))}
+    assert not (changed["freezed"] & frozen) and changed["freezed"]      # early blocks untouched, the rest trains
     assert frozen <= changed["tgan"]                                      # TGAN trains them
-    with pytest.raises(ValueError, match="freeze_d"):
-        FreezeDAdapter(tiny_g(), tiny_d(), target, AdaptConfig(freeze_d=0))
     with pytest.raises(ValueError, match="blocks"):
-        freeze_discriminator_blocks(tiny_d(), 99)
+        frozen_block_parameters(tiny_d(), 99)
 
 
 def test_ewc_penalty_pulls_towards_source():
     target = torch.rand(4, 3, 32, 32) * 2 - 1
-    a = EWCAdapter(tiny_g(), tiny_d(), target, AdaptConfig(batch=2, ewc=1.0), torch.Generator().manual_seed(0))
-    a.estimate_fisher(n_batches=1)
-    assert a.ewc_penalty().item() == 0.0                                  # at the source weights
-    a.g.load_state_dict(perturbed_copy(a.source).state_dict())
-    assert a.ewc_penalty().item() > 0
+    t = make_adapter("ewc", tiny_g(), tiny_d(), target, adaptation_config(1, batch=2), ewc_weight=1.0)
+    hook: EWCHook = t.hook
+    hook.n_batches = 1
+    hook.estimate_fisher(t)
+    assert hook.penalty(t.G).item() == 0.0                                # at the source weights
+    assert hook.penalty(perturbed_copy(t.G)).item() > 0
 
 
 def test_bad_inputs_raise_clear_errors():
-    with pytest.raises(ValueError, match="target"):
-        TGANAdapter(tiny_g(), tiny_d(), torch.rand(4, 32, 32))
+    cfg = adaptation_config(1, batch=2)
+    with pytest.raises(ValueError, match="shots"):
+        make_adapter("tgan", tiny_g(), tiny_d(), torch.rand(4, 32, 32), cfg)
+    with pytest.raises(ValueError, match="method"):
+        make_adapter("mixup", tiny_g(), tiny_d(), torch.rand(4, 3, 32, 32), cfg)
     with pytest.raises(ValueError, match="layer_mode"):
-        CDCAdapter(tiny_g(), tiny_d(), torch.rand(4, 3, 32, 32), CDCConfig(layer_mode="some"))
+        make_adapter("cdc", tiny_g(), tiny_d(), torch.rand(4, 3, 32, 32), cfg, layer_mode="some")
+    with pytest.raises(ValueError, match="CDC"):
+        make_adapter("tgan", tiny_g(), tiny_d(), torch.rand(4, 3, 32, 32), cfg, kl_weight=1.0)
 
 
 # ------------------------------------------------------------------ correspondence score
@@ -249,9 +250,8 @@ def test_correspondence_score_perfect_random_and_chance():
         nearest_labels(src, src_gallery, labels[:3], ext)
 
 
+@pytest.mark.filterwarnings("ignore:Matrix is singular")
 def test_evaluator_and_run_adaptation_curves():
-    from fewshot_lib.methods.baselines import AdaptationEvaluator, run_adaptation
-
     ext = random_emoji_extractor(0)
     real = torch.rand(12, 3, 32, 32) * 2 - 1
     labels = np.array(list("aabbccddeeff"))
@@ -263,6 +263,9 @@ def test_evaluator_and_run_adaptation_curves():
     assert all(np.isfinite(v) for v in scores.values())
     no_labels = AdaptationEvaluator(g, torch.randn(8, 16), real[:4], real, extractor=ext)(g)
     assert np.isnan(no_labels["correspondence"]) and np.isfinite(no_labels["fid"])
-    adapter, curve = run_adaptation(TGANAdapter, g, tiny_d(), real[:4], AdaptConfig(batch=2, r1=0), steps=2,
-                                    seed=0, evaluator=ev, eval_every=1, show_progress=False)
-    assert [c["step"] for c in curve] == [0, 1, 2] and adapter.steps_done == 2
+    trainer, curve = run_adaptation("tgan", g, tiny_d(), real[:4], adaptation_config(3, batch=2, r1_gamma=0),
+                                    evaluator=ev, eval_every=2, show_progress=False)
+    assert [c["step"] for c in curve] == [0, 2, 3] and trainer.step == 3
+    trainer, curve = run_adaptation("tgan", g, tiny_d(), real[:4], adaptation_config(1, batch=2, r1_gamma=0),
+                                    show_progress=False)
+    assert curve == [] and trainer.step == 1

@@ -1,374 +1,182 @@
-"""Few-shot adaptation of a pretrained StyleGAN2: the shared loop and the classic baselines.
+"""Few-shot adaptation of a pretrained StyleGAN2: the classic baselines, set-up shared with CDC, evaluation.
 
-Every adaptation method in this package starts from a generator/discriminator pair trained on a large
-*source* domain (here: all noto emoji) and continues training on ``k ≈ 10`` *target* images. They differ only
-in a few decisions, which :class:`Adapter` exposes as overridable methods:
+Every adaptation method here starts from a generator/discriminator pair trained on a large *source* domain
+(here: all noto emoji) and continues training on ``k ≈ 10`` *target* images. They all run on the project's
+one GAN loop, :class:`fewshot_lib.train.GANTrainer` (StyleGAN2 losses, lazy R1, path-length regularisation,
+style mixing, G EMA), and differ only in what they plug into it:
 
 ==================  ================================================================================
 method              what changes
 ==================  ================================================================================
 TGAN                nothing — plain fine-tuning of G and D (Wang et al., "Transferring GANs", 2018)
-FreezeD             the first ``n`` discriminator blocks (the high-resolution, "low-level" layers)
-                    keep their source weights (Mo et al., 2020): D can only re-learn its later layers
-EWC (optional)      a quadratic penalty pulling G's weights towards the source, weighted by each
-                    weight's Fisher information (Li et al., "Few-shot image generation with EWC", 2020)
-CDC                 (``cdc.py``) distance consistency + anchors/patch D (subclass :class:`~.cdc.CDCAdapter`)
+FreezeD             the first ``n`` discriminator blocks (FromRGB and the high-resolution blocks, the
+                    "low-level" features) keep their source weights (Mo et al., 2020): only the later
+                    blocks and the epilogue re-learn
+EWC (optional)      a quadratic penalty pulling G's weights towards the source, weighted by each weight's
+                    (diagonal) Fisher information (Li et al., "Few-shot image generation with EWC", 2020)
+CDC                 ``cdc.CDCHook``: distance consistency on G, anchors and a patch-level D
 ==================  ================================================================================
 
-Every method sees the same data, the same optimiser (Adam, ``β = (0, 0.99)``, lazy R1 every 16 steps with the
-StyleGAN2 learning-rate correction) and the same G EMA, so their results differ because of the method alone.
-Differences from rosinality/CDC's training script, for speed on a CPU: no path-length regulariser and no
-style mixing (both optional refinements that do not change what the methods do).
-
-One iteration (:meth:`Adapter.step`):
-
-1. **D step.** ``x_real [B,3,H,W]`` (random shots, horizontal flips), ``x_fake = G(z)``; logistic loss
-   ``softplus(-D(x_real)) + softplus(D(x_fake))`` (averaged over images — or over patches for a patch D);
-   every ``d_reg_every`` steps the R1 penalty ``γ/2·‖∇_x D(x_real)‖²`` on the image-level D.
-2. **G step.** Non-saturating ``softplus(-D(G(z)))`` plus :meth:`Adapter.extra_generator_loss` (CDC: its
-   distance consistency; EWC: the penalty).
-3. **EMA.** ``G_ema ← β·G_ema + (1-β)·G``; evaluation uses ``G_ema``.
+:func:`make_adapter` builds the trainer for any of them from the same source models, shots and
+:func:`adaptation_config`, so differences in the results come from the method alone.
+:class:`AdaptationEvaluator` scores the adapted generators identically.
 """
 from __future__ import annotations
 
 import copy
 import logging
-import math
-from dataclasses import asdict, dataclass
 from typing import Callable
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+
+from ..train import GANHook, GANTrainer, StepContext, TrainConfig
 
 log = logging.getLogger(__name__)
 
-
-# ---------------------------------------------------------------------------------------------------------
-# The generator interface these methods rely on
-# ---------------------------------------------------------------------------------------------------------
+METHODS = ("tgan", "freezed", "ewc", "cdc")
 
 
-def latent_dim(generator: nn.Module) -> int:
-    """The size of ``z`` for a ``fewshot_lib.models.stylegan2.Generator`` (its ``style_dim``)."""
-    for name in ("z_dim", "style_dim"):
-        if hasattr(generator, name):
-            return int(getattr(generator, name))
-    raise ValueError(f"cannot tell the latent size of {type(generator).__name__}: no z_dim/style_dim attribute")
-
-
-Latents = torch.Tensor | list[torch.Tensor]
-
-
-def generate(generator: nn.Module, z: Latents) -> torch.Tensor:
+def generate(generator: nn.Module, z: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
     """``z [B, z_dim]`` (or a list of two for style mixing) → images ``[B, 3, H, W]`` (fresh noise maps)."""
-    out = generator(z)
-    return out[0] if isinstance(out, (tuple, list)) else out
+    return generator(z)[0]
 
 
 def generate_with_features(generator: nn.Module, z: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """``z [B, z_dim]`` → ``(images [B,3,H,W], features)``: one ``[B, C_l, H_l, W_l]`` per synthesis conv."""
-    out = generator(z, return_features=True)
-    if not (isinstance(out, (tuple, list)) and len(out) >= 2):
-        raise ValueError("generator(z, return_features=True) must return (images, features)")
-    return out[0], list(out[-1])
+    """``z [B, z_dim]`` → ``(images [B,3,H,W], features)``: one ``[B, C_l, H_l, W_l]`` per styled conv."""
+    image, _, features = generator(z, return_features=True)
+    return image, list(features)
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Configuration and the shared loop
-# ---------------------------------------------------------------------------------------------------------
+def adaptation_config(steps: int, batch: int = 4, seed: int = 0, **overrides) -> TrainConfig:
+    """:class:`~fewshot_lib.train.TrainConfig` for few-shot adaptation, the CDC reference's settings.
 
-
-@dataclass
-class AdaptConfig:
-    """Hyper-parameters shared by every adaptation method (reference values in brackets).
-
-    Attributes:
-        batch: images per D/G step [4].
-        lr: Adam learning rate [0.002].
-        r1: R1 weight γ [10]; applied every ``d_reg_every`` [16] steps with the lazy-regularisation factor.
-        ema_half_life: G EMA half-life in iterations [312.5 = rosinality's ``0.5^(32/10000)`` per step];
-            ``0`` = a tenth of the run's steps (short CPU runs would otherwise evaluate a G that barely
-            moved).
-        flip: random horizontal flips of the target shots [on].
-        freeze_d: FreezeD — number of leading discriminator blocks (``convs[0..n-1]``: FromRGB, then the
-            highest-resolution blocks) kept frozen [0 = TGAN].
-        mixing: probability of style mixing (two latents, a random cross-over layer) for the adversarial
-            latents [0.9]. Needs a generator that accepts a list of two latents.
-        ewc: EWC weight (0 = off).
+    Batch 4, lr 0.002, R1 γ = 10 every 16 steps, path length 2 every 4, style mixing 0.9, horizontal flips of
+    the shots, no augmentation (the reference's default). The G EMA half-life is a tenth of the run's images
+    (the reference's ``0.5^(32/10000)`` per step is a 312-step half-life, too slow for a short CPU run: the EMA
+    generator would still be mostly the source).
     """
-
-    batch: int = 4
-    lr: float = 0.002
-    r1: float = 10.0
-    d_reg_every: int = 16
-    ema_half_life: float = 0.0
-    flip: bool = True
-    freeze_d: int = 0
-    mixing: float = 0.9
-    ewc: float = 0.0
-
-    def as_dict(self) -> dict:
-        return asdict(self)
+    if steps < 1:
+        raise ValueError(f"steps must be ≥ 1, got {steps}")
+    values = dict(steps=steps, batch=batch, seed=seed, lr=0.002, r1_gamma=10.0, r1_every=16, pl_weight=2.0,
+                  pl_every=4, mixing=0.9, xflip=True, augment=None, ema_half_life_images=max(steps * batch / 10, 1.0),
+                  sample_every=0, checkpoint_every=0, n_sample=16)
+    values.update(overrides)
+    return TrainConfig(**values)
 
 
-def freeze_discriminator_blocks(discriminator: nn.Module, n_blocks: int) -> list[str]:
-    """FreezeD: set ``requires_grad=False`` on ``discriminator.convs[:n_blocks]``; returns the frozen names."""
+# ---------------------------------------------------------------------------------------------------------
+# FreezeD and EWC
+# ---------------------------------------------------------------------------------------------------------
+
+
+def frozen_block_parameters(discriminator: nn.Module, n_blocks: int) -> list[str]:
+    """Names of the parameters in ``discriminator.convs[:n_blocks]`` (FromRGB, then the highest resolutions)."""
     if n_blocks < 0:
         raise ValueError(f"n_blocks must be ≥ 0, got {n_blocks}")
     if not hasattr(discriminator, "convs"):
         raise ValueError(f"{type(discriminator).__name__} has no .convs blocks to freeze")
-    blocks = list(discriminator.convs)
-    if n_blocks >= len(blocks):
-        raise ValueError(f"cannot freeze {n_blocks} blocks: the discriminator has {len(blocks)} (leave at least one "
-                         "block and the epilogue trainable)")
-    frozen = []
-    for i, block in enumerate(blocks[:n_blocks]):
-        for name, p in block.named_parameters():
-            p.requires_grad_(False)
-            frozen.append(f"convs.{i}.{name}")
-    return frozen
+    if n_blocks >= len(discriminator.convs):
+        raise ValueError(f"cannot freeze {n_blocks} blocks: the discriminator has {len(discriminator.convs)} "
+                         "(leave at least one block and the epilogue trainable)")
+    return [f"convs.{i}.{name}" for i in range(n_blocks) for name, _ in discriminator.convs[i].named_parameters()]
 
 
-def r1_penalty(logits_fn: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor) -> torch.Tensor:
-    """``E ‖∇_x D(x)‖²`` over real images ``[B,3,H,W]`` (summed over pixels, mean over the batch)."""
-    real = real.detach().requires_grad_(True)
-    logits = logits_fn(real)
-    (grad,) = torch.autograd.grad(logits.sum(), real, create_graph=True)
-    return grad.pow(2).flatten(1).sum(1).mean()
+def freeze_discriminator(trainer: GANTrainer, n_blocks: int) -> list[str]:
+    """FreezeD: rebuild ``trainer.d_optim`` without the first ``n_blocks`` D blocks; returns their names.
+
+    The trainer switches ``requires_grad`` on for all of D every step, so freezing is done where it cannot be
+    undone: the frozen weights are simply not in D's optimiser (R1 and the loss still flow *through* them).
+    """
+    frozen = set(frozen_block_parameters(trainer.D, n_blocks))
+    keep = [p for name, p in trainer.D.named_parameters() if name not in frozen]
+    keep += [p for m in trainer.hook.d_modules() for p in m.parameters()]
+    group = trainer.d_optim.param_groups[0]
+    trainer.d_optim = torch.optim.Adam(keep, lr=group["lr"], betas=group["betas"], eps=group["eps"])
+    return sorted(frozen)
 
 
-class Adapter:
-    """The few-shot adaptation loop shared by TGAN, FreezeD, EWC and CDC.
+class EWCHook(GANHook):
+    """EWC: ``g_extra = weight · Σ_θ F_θ (θ − θ_source)²`` with the diagonal Fisher ``F`` of the source G.
 
-    Args:
-        generator, discriminator: the *source* models (copied; the originals are never modified).
-        target: the ``k`` target images ``[k, 3, H, W]`` in [-1, 1].
-        config: :class:`AdaptConfig`.
-        generator_rng: seeded CPU ``torch.Generator`` for every random draw of the loop (latents, shots,
-            flips), so a seed gives the same run on every device.
-        device: where to train.
-
-    Subclasses override :meth:`sample_latents`, :meth:`discriminate` and :meth:`extra_generator_loss`.
+    ``F_θ = E_z[(∂ L_G / ∂θ)²]`` is estimated once, at the source weights, from the source D's generator loss
+    on ``n_batches`` batches of latents — weights the source's realism depends on most move least.
     """
 
-    name = "tgan"
+    def __init__(self, weight: float, n_batches: int = 4) -> None:
+        if weight <= 0:
+            raise ValueError(f"EWC weight must be > 0, got {weight}")
+        self.weight, self.n_batches = float(weight), n_batches
+        self.fisher: dict[str, torch.Tensor] = {}
+        self.anchor: dict[str, torch.Tensor] = {}
 
-    def __init__(self, generator: nn.Module, discriminator: nn.Module, target: torch.Tensor,
-                 config: AdaptConfig | None = None, generator_rng: torch.Generator | None = None,
-                 device: str | torch.device = "cpu") -> None:
-        if target.dim() != 4 or target.shape[1] != 3:
-            raise ValueError(f"target must be images [k, 3, H, W], got shape {tuple(target.shape)}")
-        if len(target) < 1:
-            raise ValueError("target is empty: adaptation needs at least one image")
-        self.config = config or AdaptConfig()
-        self.device = torch.device(device)
-        self.rng = generator_rng or torch.Generator().manual_seed(0)
-        self.target = target.to(self.device)
-        self.source = copy.deepcopy(generator).to(self.device).eval().requires_grad_(False)
-        self.g = copy.deepcopy(generator).to(self.device).train().requires_grad_(True)
-        self.g_ema = copy.deepcopy(generator).to(self.device).eval().requires_grad_(False)
-        self.d = copy.deepcopy(discriminator).to(self.device).train().requires_grad_(True)
-        self.z_dim = latent_dim(generator)
-        self.frozen_d = freeze_discriminator_blocks(self.d, self.config.freeze_d) if self.config.freeze_d else []
-        self.ewc_fisher: dict[str, torch.Tensor] = {}
-        self.steps_done = 0
-        self.history: list[dict[str, float]] = []
-        self.setup()
-        self._d_trainable = [p for p in self.d_modules().parameters() if p.requires_grad]
-        self._build_optimisers()
-
-    # -- pieces subclasses change ----------------------------------------------------------------------
-    def setup(self) -> None:
-        """Build method-specific modules (called once, before the optimisers are created)."""
-
-    def d_modules(self) -> nn.Module:
-        """The module holding every discriminator-side parameter (CDC: D plus its patch heads)."""
-        return self.d
-
-    def d_parameters(self) -> list[nn.Parameter]:
-        """Trainable discriminator-side parameters (FreezeD's frozen blocks excluded)."""
-        return self._d_trainable
-
-    def begin_step(self, step: int) -> None:
-        """Per-iteration decisions shared by the D and G steps (CDC: which patch head)."""
-
-    def _build_optimisers(self) -> None:
-        c = self.config.d_reg_every / (self.config.d_reg_every + 1)  # StyleGAN2 lazy-regularisation factor
-        self.g_opt = torch.optim.Adam(self.g.parameters(), lr=self.config.lr, betas=(0.0, 0.99))
-        self.d_opt = torch.optim.Adam(self.d_parameters(), lr=self.config.lr * c, betas=(0.0, 0.99 ** c))
-
-    def sample_latents(self, step: int) -> Latents:
-        """Latents for this step's adversarial terms, on ``self.device``: ``[B, z_dim]``, or with probability
-        ``config.mixing`` a list of two (style mixing). Drawn on the CPU from ``self.rng``."""
-        return self.mixing_latents()
-
-    def mixing_latents(self) -> Latents:
-        b = self.config.batch
-        if self.config.mixing > 0 and float(torch.rand((), generator=self.rng)) < self.config.mixing:
-            return [torch.randn(b, self.z_dim, generator=self.rng).to(self.device) for _ in range(2)]
-        return torch.randn(b, self.z_dim, generator=self.rng).to(self.device)
-
-    def discriminate(self, images: torch.Tensor, step: int) -> torch.Tensor:
-        """Discriminator logits for this step (``[B, 1]``, or ``[B, 1, h, w]`` for a patch D)."""
-        return self.d(images)
-
-    def image_logits(self, images: torch.Tensor) -> torch.Tensor:
-        """Image-level logits ``[B, 1]`` (used by R1)."""
-        return self.d(images)
-
-    def extra_generator_loss(self, step: int) -> dict[str, torch.Tensor]:
-        """Method-specific G loss terms (already weighted); summed into the G loss and logged by name."""
-        if self.config.ewc > 0:
-            return {"ewc": self.config.ewc * self.ewc_penalty()}
-        return {}
-
-    # -- EWC ---------------------------------------------------------------------------------------------
-    def estimate_fisher(self, n_batches: int = 4) -> None:
-        """EWC: diagonal Fisher information of G's weights at the source, ``F = E[(∂ log D(G(z)) / ∂θ)²]``."""
-        fisher = {n: torch.zeros_like(p) for n, p in self.source.named_parameters()}
-        src = copy.deepcopy(self.source).requires_grad_(True)
-        for _ in range(n_batches):
-            z = torch.randn(self.config.batch, self.z_dim, generator=self.rng).to(self.device)
-            loss = F.softplus(-self.image_logits(generate(src, z))).mean()
-            grads = torch.autograd.grad(loss, list(src.parameters()), allow_unused=True)
-            for (n, _), g in zip(src.named_parameters(), grads):
+    def estimate_fisher(self, trainer: GANTrainer) -> None:
+        G, D = trainer.G, trainer.D
+        params = dict(G.named_parameters())
+        self.anchor = {n: p.detach().clone() for n, p in params.items()}
+        self.fisher = {n: torch.zeros_like(p) for n, p in params.items()}
+        for _ in range(self.n_batches):
+            z = torch.randn(trainer.cfg.batch, G.style_dim, generator=trainer.gen).to(trainer.device)
+            loss = nn.functional.softplus(-D(generate(G, z))).mean()
+            grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+            for (n, _), g in zip(params.items(), grads):
                 if g is not None:
-                    fisher[n] += g.detach().pow(2) / n_batches
-        self.ewc_fisher = fisher
+                    self.fisher[n] += g.detach().pow(2) / self.n_batches
 
-    def ewc_penalty(self) -> torch.Tensor:
-        if not self.ewc_fisher:
-            self.estimate_fisher()
-        src = dict(self.source.named_parameters())
-        return sum((self.ewc_fisher[n] * (p - src[n]).pow(2)).sum() for n, p in self.g.named_parameters())
+    def penalty(self, G: nn.Module) -> torch.Tensor:
+        return sum((self.fisher[n] * (p - self.anchor[n]).pow(2)).sum() for n, p in G.named_parameters())
 
-    # -- the loop ----------------------------------------------------------------------------------------
-    def real_batch(self) -> torch.Tensor:
-        """``[B, 3, H, W]``: shots drawn with replacement, randomly flipped."""
-        idx = torch.randint(0, len(self.target), (self.config.batch,), generator=self.rng)
-        x = self.target[idx.to(self.device)]
-        if self.config.flip:
-            flip = (torch.rand(self.config.batch, generator=self.rng) < 0.5).to(self.device)
-            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-        return x
-
-    def ema_beta(self, total_steps: int) -> float:
-        half_life = self.config.ema_half_life or max(1.0, total_steps / 10)
-        return 0.5 ** (1.0 / half_life)
-
-    @torch.no_grad()
-    def update_ema(self, beta: float) -> None:
-        for p_ema, p in zip(self.g_ema.parameters(), self.g.parameters()):
-            p_ema.lerp_(p, 1.0 - beta)
-        for b_ema, b in zip(self.g_ema.buffers(), self.g.buffers()):
-            b_ema.copy_(b)
-
-    def step(self, total_steps: int) -> dict[str, float]:
-        """One D step, one G step and the EMA update; returns the logged losses."""
-        i = self.steps_done
-        cfg = self.config
-        logs: dict[str, float] = {}
-        self.begin_step(i)
-
-        # D step: real shots vs G(z)
-        self.g.requires_grad_(False)
-        z = self.sample_latents(i)
-        with torch.no_grad():
-            fake = generate(self.g, z)
-        real = self.real_batch()
-        d_real, d_fake = self.discriminate(real, i), self.discriminate(fake, i)
-        d_loss = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
-        if cfg.r1 > 0 and i % cfg.d_reg_every == 0:
-            r1 = r1_penalty(self.image_logits, real)
-            d_loss = d_loss + cfg.r1 / 2 * r1 * cfg.d_reg_every
-            logs["r1"] = r1.item()
-        self.d_opt.zero_grad(set_to_none=True)
-        d_loss.backward()
-        self.d_opt.step()
-        logs.update(d_loss=d_loss.item(), d_real=d_real.mean().item(), d_fake=d_fake.mean().item())
-
-        # G step: non-saturating adversarial loss + the method's terms
-        self.g.requires_grad_(True)
-        for p in self.d_parameters():
-            p.requires_grad_(False)
-        z = self.sample_latents(i)
-        g_adv = F.softplus(-self.discriminate(generate(self.g, z), i)).mean()
-        extras = self.extra_generator_loss(i)
-        g_loss = g_adv + sum(extras.values()) if extras else g_adv
-        self.g_opt.zero_grad(set_to_none=True)
-        g_loss.backward()
-        self.g_opt.step()
-        for p in self.d_parameters():
-            p.requires_grad_(True)
-        logs["g_adv"] = g_adv.item()
-        logs.update({k: v.item() for k, v in extras.items()})
-
-        self.update_ema(self.ema_beta(total_steps))
-        self.steps_done += 1
-        logs["step"] = self.steps_done
-        self.history.append(logs)
-        return logs
-
-    def train(self, steps: int, callback: Callable[["Adapter", dict], None] | None = None,
-              every: int = 0, show_progress: bool = True) -> list[dict[str, float]]:
-        """Run ``steps`` iterations; ``callback(self, logs)`` every ``every`` steps (and at the end)."""
-        from ..progress import progress
-
-        if steps < 0:
-            raise ValueError(f"steps must be ≥ 0, got {steps}")
-        bar = progress(range(steps), desc=self.name, disable=not show_progress)
-        for k in bar:
-            logs = self.step(steps)
-            if callback is not None and every and ((k + 1) % every == 0 or k + 1 == steps):
-                callback(self, logs)
-        return self.history
-
-    @torch.no_grad()
-    def sample(self, z: torch.Tensor, ema: bool = True) -> torch.Tensor:
-        """Images of the adapted generator for ``z [N, z_dim]`` (batched) → ``[N, 3, H, W]`` on the CPU."""
-        g = self.g_ema if ema else self.g
-        return torch.cat([generate(g, zb.to(self.device)).cpu() for zb in z.split(64)])
-
-    def state_dict(self) -> dict:
-        """Everything needed to evaluate or resume (tensors and plain values only: ``weights_only`` loads)."""
-        return {"method": self.name, "config": self.config.as_dict(), "steps": self.steps_done,
-                "g": self.g.state_dict(), "g_ema": self.g_ema.state_dict(),
-                "d": self.d_modules().state_dict()}
+    def g_extra(self, ctx: StepContext) -> torch.Tensor:
+        if not self.fisher:
+            self.estimate_fisher(ctx.trainer)
+        value = self.weight * self.penalty(ctx.trainer.G)
+        ctx.trainer._log(ewc=value.item())
+        return value
 
 
-class TGANAdapter(Adapter):
-    """TGAN: plain fine-tuning of G and D on the target shots (the baseline every method must beat)."""
-
-    name = "tgan"
-
-
-class FreezeDAdapter(Adapter):
-    """FreezeD: fine-tuning with the first ``config.freeze_d`` discriminator blocks frozen (default 2)."""
-
-    name = "freezed"
-
-    def __init__(self, generator: nn.Module, discriminator: nn.Module, target: torch.Tensor,
-                 config: AdaptConfig | None = None, generator_rng: torch.Generator | None = None,
-                 device: str | torch.device = "cpu") -> None:
-        config = config or AdaptConfig(freeze_d=2)
-        if config.freeze_d < 1:
-            raise ValueError(f"FreezeD needs config.freeze_d ≥ 1 (got {config.freeze_d}); freeze_d=0 is TGAN")
-        super().__init__(generator, discriminator, target, config, generator_rng, device)
+# ---------------------------------------------------------------------------------------------------------
+# One constructor for every method
+# ---------------------------------------------------------------------------------------------------------
 
 
-class EWCAdapter(Adapter):
-    """EWC: fine-tuning with an elastic penalty towards the source weights (``config.ewc`` > 0)."""
+def make_adapter(method: str, generator: nn.Module, discriminator: nn.Module, shots: torch.Tensor,
+                 config: TrainConfig, device: str | torch.device = "cpu", freeze_d: int = 2,
+                 ewc_weight: float = 5e8, **cdc_options) -> GANTrainer:
+    """A :class:`~fewshot_lib.train.GANTrainer` that adapts copies of the source models to ``shots``.
 
-    name = "ewc"
+    Args:
+        method: ``"tgan"``, ``"freezed"``, ``"ewc"`` or ``"cdc"``.
+        generator, discriminator: the source models (copied; never modified). The generator should be the
+            source's EMA generator; it starts G, G_ema and (for CDC) the frozen source copy.
+        shots: the ``k`` target images ``[k, 3, H, W]`` in [-1, 1].
+        config: e.g. :func:`adaptation_config`.
+        freeze_d: FreezeD's number of frozen D blocks; ``ewc_weight``: EWC's penalty weight.
+        cdc_options: keyword arguments of :class:`~.cdc.CDCHook` (``kl_weight``, ``n_anchors``, ...).
 
-    def __init__(self, generator: nn.Module, discriminator: nn.Module, target: torch.Tensor,
-                 config: AdaptConfig | None = None, generator_rng: torch.Generator | None = None,
-                 device: str | torch.device = "cpu") -> None:
-        config = config or AdaptConfig(ewc=5e8)
-        if config.ewc <= 0:
-            raise ValueError(f"EWC needs config.ewc > 0 (got {config.ewc})")
-        super().__init__(generator, discriminator, target, config, generator_rng, device)
+    ``trainer.hook.method`` names the method; ``trainer.frozen`` lists FreezeD's frozen parameters.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if not isinstance(shots, torch.Tensor) or shots.dim() != 4 or shots.shape[1] != 3 or len(shots) == 0:
+        raise ValueError(f"shots must be images [k, 3, H, W] with k ≥ 1, got "
+                         f"{tuple(shots.shape) if isinstance(shots, torch.Tensor) else type(shots).__name__}")
+    if cdc_options and method != "cdc":
+        raise ValueError(f"options {sorted(cdc_options)} are CDC's; method is {method!r}")
+    device = torch.device(device)
+    G = copy.deepcopy(generator).to(device)
+    D = copy.deepcopy(discriminator).to(device)
+    if method == "cdc":
+        from .cdc import CDCHook
+
+        hook: GANHook = CDCHook(generator, D, device=device, **cdc_options)
+    elif method == "ewc":
+        hook = EWCHook(ewc_weight)
+    else:
+        hook = GANHook()
+    hook.method = method
+    trainer = GANTrainer(G, D, shots, config, device=device, hook=hook, g_ema=copy.deepcopy(generator))
+    trainer.frozen = freeze_discriminator(trainer, freeze_d) if method == "freezed" else []
+    return trainer
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -425,11 +233,7 @@ class AdaptationEvaluator:
     def generate(self, generator: nn.Module) -> torch.Tensor:
         """``G(z)`` for the fixed latents → ``[N, 3, H, W]`` on the CPU (fresh noise maps)."""
         dev = next(generator.parameters()).device
-        was_training = generator.training
-        generator.eval()
-        out = torch.cat([generate(generator, zb.to(dev)).cpu() for zb in self.z.split(128)])
-        generator.train(was_training)
-        return out
+        return torch.cat([generate(generator, zb.to(dev)).cpu() for zb in self.z.split(128)])
 
     def __call__(self, generator: nn.Module, images: torch.Tensor | None = None) -> dict[str, float]:
         """All scores of ``generator`` (or of precomputed ``images`` of the fixed latents) as plain floats."""
@@ -457,26 +261,26 @@ class AdaptationEvaluator:
         return self.ext.name
 
 
-def run_adaptation(adapter_cls: type[Adapter], generator: nn.Module, discriminator: nn.Module,
-                   shots: torch.Tensor, config: AdaptConfig, steps: int, seed: int = 0,
-                   device: str | torch.device = "cpu", evaluator: AdaptationEvaluator | None = None,
-                   eval_every: int = 0, show_progress: bool = True) -> tuple[Adapter, list[dict[str, float]]]:
-    """Seed everything, adapt for ``steps`` iterations and (optionally) evaluate along the way.
+def run_adaptation(method: str, generator: nn.Module, discriminator: nn.Module, shots: torch.Tensor,
+                   config: TrainConfig, device: str | torch.device = "cpu",
+                   evaluator: AdaptationEvaluator | None = None, eval_every: int = 0, show_progress: bool = True,
+                   **method_options) -> tuple[GANTrainer, list[dict[str, float]]]:
+    """Seed everything with ``config.seed``, adapt for ``config.steps`` iterations, evaluate along the way.
 
-    Returns ``(adapter, curve)`` where ``curve`` holds ``{"step": s, **evaluator(G_ema)}`` at step 0 and every
-    ``eval_every`` steps (empty without an evaluator or with ``eval_every=0``).
+    Returns ``(trainer, curve)``; ``trainer.g_ema`` is the adapted generator and ``curve`` holds
+    ``{"step": s, **evaluator(G_ema)}`` at step 0 and every ``eval_every`` steps (empty without an evaluator
+    or with ``eval_every=0``). ``method_options`` go to :func:`make_adapter`.
     """
     from ..config import seed_everything
 
-    rng = seed_everything(seed)
-    adapter = adapter_cls(generator, discriminator, shots, config, rng, device)
+    seed_everything(config.seed)
+    trainer = make_adapter(method, generator, discriminator, shots, config, device, **method_options)
     curve: list[dict[str, float]] = []
+    checkpoints = list(range(eval_every, config.steps, eval_every)) if evaluator is not None and eval_every > 0 else []
     if evaluator is not None and eval_every > 0:
-        curve.append({"step": 0, **evaluator(adapter.g_ema)})
-
-        def callback(a: Adapter, logs: dict) -> None:
-            curve.append({"step": a.steps_done, **evaluator(a.g_ema)})
-    else:
-        callback = None
-    adapter.train(steps, callback=callback, every=eval_every, show_progress=show_progress)
-    return adapter, curve
+        curve.append({"step": 0, **evaluator(trainer.g_ema)})
+    for stop in checkpoints + [config.steps]:
+        trainer.train(stop, resume=False, show_progress=show_progress)
+        if evaluator is not None and eval_every > 0:
+            curve.append({"step": trainer.step, **evaluator(trainer.g_ema)})
+    return trainer, curve

@@ -38,23 +38,24 @@ each other* — while letting their appearance move to the target domain:
   leaky ReLU, which makes negative patch logits 5× smaller than positive ones for no stated reason.
 * ``mode="image" | "patch"`` is an explicit argument (the reference and MixDL use opposite integer flags).
 * The per-pair Python loops are one normalised matrix product.
-* The shared loop (:class:`~.baselines.Adapter`) has no path-length regulariser (the reference keeps it on,
-  weight 2 every 4 steps, with a running mean that restarts at 0) and no ADA; every method here is treated
-  the same way, so the comparison stays fair.
+* CDC runs as a hook (:class:`CDCHook`) of the project's one GAN loop, :class:`fewshot_lib.train.GANTrainer`,
+  like the baselines in ``baselines.py``; G, G_ema and the frozen source all start from the source's EMA
+  generator (the reference starts G from the raw ``g``).
 
 Taught in: ``notebooks/04_cdc.ipynb``.
 """
 from __future__ import annotations
 
+import copy
 import logging
-from dataclasses import dataclass
 from typing import Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .baselines import AdaptConfig, Adapter, Latents, generate_with_features
+from ..train import GANHook, GANTrainer, StepContext
+from .baselines import generate_with_features
 
 log = logging.getLogger(__name__)
 
@@ -340,109 +341,104 @@ class AnchorSampler:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# 5. The CDC adaptation loop
+# 5. CDC as a hook of the shared GAN trainer
 # ---------------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class CDCConfig(AdaptConfig):
-    """:class:`~.baselines.AdaptConfig` plus CDC's knobs (reference defaults in brackets).
+class CDCHook(GANHook):
+    """CDC's pieces for :class:`fewshot_lib.train.GANTrainer` (build it with ``baselines.make_adapter("cdc", ...)``).
 
-    Attributes:
-        kl_weight: λ of the distance-consistency loss [1000, with ``reduction="mean"``].
-        feat_batch: ``N`` latents for the distance-consistency loss [4].
-        layer_mode: ``"random"`` — one random generator layer per sample, as the reference; ``"all"`` — the
-            paper's sum over every layer except the 4×4 one.
-        reduction: KL reduction [``"mean"``]; ``"batchmean"`` needs ``kl_weight / (N-1)`` for the same loss.
-        n_anchors: number of anchor latents [10 = number of shots].
-        anchor_sigma: anchor neighbourhood std [0.1].
-        image_every: one iteration in ``image_every`` uses anchors and the image-level D [4].
-        patch_resolution: side of the patch D's feature map (0 = :func:`default_patch_resolution`).
-        n_heads: patch heads, one drawn per iteration [1].
+    Iteration ``i`` (reference defaults in brackets):
+
+    * ``i % image_every == 0`` [4] — *anchor step*: the adversarial latents are ``z = anchor + σ·ε`` near one of
+      ``n_anchors`` [10] fixed anchors (``σ = anchor_sigma`` [0.1], no style mixing), judged by the
+      image-level D (``[B, 1]`` logits);
+    * otherwise — *patch step*: ordinary latents (the trainer's style mixing), judged by the patch D
+      (``[B, 1, h, w]``);
+    * every step: ``kl_weight · cross_domain_consistency`` [1000] on ``feat_batch`` [4] fresh latents is
+      added to G's loss (logged as ``dist``).
+
+    R1 stays on the image-level D (the trainer calls ``D`` directly; in the reference R1 steps are always
+    anchor steps too). The path-length batch uses ordinary latents, as in the reference.
+
+    Args:
+        source_generator: the source G (copied and frozen: the target of the distance consistency).
+        discriminator: the trainer's D (shared, *not* copied: the patch heads sit on its feature maps).
+        layer_mode: ``"random"`` (a random layer per sample, the reference) or ``"all"`` (the paper's sum over
+            every layer but the 4×4 one).
+        reduction: KL reduction [``"mean"``] — see :func:`similarity_kl` for the λ it implies.
+        patch_resolution, n_heads: see :class:`PatchDiscriminator` (0/None = default resolution).
     """
 
-    kl_weight: float = 1000.0
-    feat_batch: int = 4
-    layer_mode: str = "random"
-    reduction: str = "mean"
-    n_anchors: int = 10
-    anchor_sigma: float = 0.1
-    image_every: int = 4
-    patch_resolution: int = 0
-    n_heads: int = 1
-
-
-class CDCAdapter(Adapter):
-    """CDC on the shared adaptation loop: distance consistency on G, anchors + image/patch D schedule.
-
-    Iteration ``i``:
-
-    * ``i % image_every == 0`` (*anchor step*): adversarial latents ``z = anchor + σ·ε`` (no mixing), judged by
-      the image-level D (``[B, 1]`` logits);
-    * otherwise (*patch step*): ordinary latents (style mixing), judged by the patch D (``[B, 1, h, w]``).
-    * every step: ``λ · cross_domain_consistency`` on ``feat_batch`` fresh latents, added to the G loss.
-
-    """
-
-    name = "cdc"
-    config: CDCConfig
-
-    def __init__(self, generator: nn.Module, discriminator: nn.Module, target: torch.Tensor,
-                 config: CDCConfig | None = None, generator_rng: torch.Generator | None = None,
-                 device: str | torch.device = "cpu") -> None:
-        config = config or CDCConfig()
-        if not isinstance(config, CDCConfig):
-            raise ValueError(f"CDCAdapter needs a CDCConfig, got {type(config).__name__}")
-        if config.layer_mode not in ("random", "all"):
-            raise ValueError(f"layer_mode must be 'random' or 'all', got {config.layer_mode!r}")
-        if config.image_every < 1:
-            raise ValueError(f"image_every must be ≥ 1, got {config.image_every}")
-        self._head = 0
-        super().__init__(generator, discriminator, target, config, generator_rng, device)
-
-    def setup(self) -> None:
-        self.patch_d = PatchDiscriminator(self.d, patch_resolution=self.config.patch_resolution or None,
-                                          n_heads=self.config.n_heads).to(self.device)
-        self.anchors = AnchorSampler(self.config.n_anchors, self.z_dim, self.config.anchor_sigma, self.rng)
-
-    def d_modules(self) -> nn.Module:
-        return self.patch_d
+    def __init__(self, source_generator: nn.Module, discriminator: nn.Module, kl_weight: float = 1000.0,
+                 feat_batch: int = 4, layer_mode: str = "random", reduction: Reduction = "mean",
+                 n_anchors: int = 10, anchor_sigma: float = 0.1, image_every: int = 4,
+                 patch_resolution: int | None = None, n_heads: int = 1, device: str | torch.device = "cpu") -> None:
+        if layer_mode not in ("random", "all"):
+            raise ValueError(f"layer_mode must be 'random' or 'all', got {layer_mode!r}")
+        if image_every < 1:
+            raise ValueError(f"image_every must be ≥ 1, got {image_every}")
+        if kl_weight < 0:
+            raise ValueError(f"kl_weight must be ≥ 0, got {kl_weight}")
+        self.device = torch.device(device)
+        self.source = copy.deepcopy(source_generator).to(self.device).eval().requires_grad_(False)
+        self.patch_d = PatchDiscriminator(discriminator, patch_resolution=patch_resolution or None,
+                                          n_heads=n_heads).to(self.device)
+        self.kl_weight, self.feat_batch, self.layer_mode, self.reduction = kl_weight, feat_batch, layer_mode, reduction
+        self.n_anchors, self.anchor_sigma, self.image_every = n_anchors, anchor_sigma, image_every
+        self.anchors: AnchorSampler | None = None  # drawn from the trainer's seeded generator at step 0
+        self._head = (-1, 0)                        # (step, head) — one head per iteration
 
     def is_image_step(self, step: int) -> bool:
-        return step % self.config.image_every == 0
+        return step % self.image_every == 0
 
-    def begin_step(self, step: int) -> None:
-        self._head = int(torch.randint(0, self.config.n_heads, (), generator=self.rng))
+    def sample_z(self, trainer: GANTrainer, step: int, batch: int) -> list[torch.Tensor] | None:
+        if self.anchors is None:
+            self.anchors = AnchorSampler(self.n_anchors, trainer.G.style_dim, self.anchor_sigma, trainer.gen)
+        if not self.is_image_step(step) or batch != trainer.cfg.batch:  # patch step, or the path-length batch
+            return None
+        return [self.anchors.sample(batch, trainer.gen)[0].to(self.device)]
 
-    def sample_latents(self, step: int) -> Latents:
+    def head_for(self, step: int) -> int:
+        if self._head[0] != step:
+            self._head = (step, int(torch.randint(0, len(self.patch_d.heads), ())))
+        return self._head[1]
+
+    def discriminate(self, D: nn.Module, images: torch.Tensor, step: int, phase: str) -> torch.Tensor:
         if self.is_image_step(step):
-            return self.anchors.sample(self.config.batch, self.rng)[0].to(self.device)
-        return self.mixing_latents()
+            return self.patch_d(images, mode="image")                       # [B, 1]
+        return self.patch_d(images, mode="patch", head=self.head_for(step))  # [B, 1, h, w]
 
-    def discriminate(self, images: torch.Tensor, step: int) -> torch.Tensor:
-        if self.is_image_step(step):
-            return self.patch_d(images, mode="image")                 # [B, 1]
-        return self.patch_d(images, mode="patch", head=self._head)   # [B, 1, h, w]
+    def d_modules(self) -> list[nn.Module]:
+        return [self.patch_d.heads]
 
-    def image_logits(self, images: torch.Tensor) -> torch.Tensor:
-        return self.patch_d(images, mode="image")
+    def distance_loss(self, G: nn.Module, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``cross_domain_consistency`` (without λ) between ``G`` and the source on ``feat_batch`` fresh latents.
 
-    def distance_loss(self) -> torch.Tensor:
-        """``cross_domain_consistency`` (without λ) on ``feat_batch`` fresh latents (independent noise maps)."""
-        cfg = self.config
-        z = torch.randn(cfg.feat_batch, self.z_dim, generator=self.rng).to(self.device)
+        The two passes draw independent noise maps, as in the reference.
+        """
+        z = torch.randn(self.feat_batch, self.source.style_dim, generator=generator).to(self.device)
         with torch.no_grad():
             _, source_feats = generate_with_features(self.source, z)
-        _, adapted_feats = generate_with_features(self.g, z)
-        if cfg.layer_mode == "all":
+        _, adapted_feats = generate_with_features(G, z)
+        if self.layer_mode == "all":
             return cross_domain_consistency(adapted_feats, source_feats, layers=list(range(1, len(adapted_feats))),
-                                            reduction=cfg.reduction)
-        layer_per_sample = sample_layers(cfg.feat_batch, len(adapted_feats), self.rng)
+                                            reduction=self.reduction)
+        layer_per_sample = sample_layers(self.feat_batch, len(adapted_feats), generator)
         return cross_domain_consistency(adapted_feats, source_feats, layer_per_sample=layer_per_sample,
-                                        reduction=cfg.reduction)
+                                        reduction=self.reduction)
 
-    def extra_generator_loss(self, step: int) -> dict[str, torch.Tensor]:
-        extras = super().extra_generator_loss(step)
-        if self.config.kl_weight > 0:
-            extras["dist"] = self.config.kl_weight * self.distance_loss()
-        return extras
+    def g_extra(self, ctx: StepContext) -> torch.Tensor | None:
+        if self.kl_weight == 0:
+            return None
+        loss = self.kl_weight * self.distance_loss(ctx.trainer.G, ctx.trainer.gen)
+        ctx.trainer._log(dist=loss.item())
+        return loss
+
+    def state_dict(self) -> dict:
+        return {"anchors": self.anchors.anchors if self.anchors is not None else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("anchors") is not None:
+            self.anchors = AnchorSampler(1, 1, self.anchor_sigma)
+            self.anchors.anchors = state["anchors"].cpu()
