@@ -27,7 +27,7 @@ from .diversity import intra_cluster_lpips, nn_modes, pairwise_lpips
 from .features import FeatureExtractor
 from .fid import fid, kid
 from .pr import density_coverage, precision_recall
-from .result import MetricResult, resolve_extractor
+from .result import MetricResult, as_features, resolve_extractor
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,7 @@ def evaluate_against_set(fake: torch.Tensor, real: torch.Tensor, train: torch.Te
     """CDC/MixDL protocol: ``fake [N,3,H,W]`` vs the whole target set ``real [M,3,H,W]`` and the shots ``train``.
 
     ``metrics`` picks from ``SET_METRICS``; the shot-based ones (intra-cluster LPIPS, NN-modes) need ``train``.
+    ``real`` may also be precomputed features ``[M, D]`` (``extractor.features(real)``), reused across calls.
     """
     ext = resolve_extractor(extractor, device)
     metrics = list(metrics)
@@ -55,7 +56,7 @@ def evaluate_against_set(fake: torch.Tensor, real: torch.Tensor, train: torch.Te
         raise ValueError(f"Unknown metric(s) {unknown}; choose from {SET_METRICS}")
     out: dict[str, MetricResult] = {}
     if {"fid", "kid", "precision_recall", "density_coverage"} & set(metrics):
-        fr, ff = ext.features(real), ext.features(fake)
+        fr, ff = as_features(real, ext, "real"), as_features(fake, ext, "fake")
         if "fid" in metrics:
             out["fid"] = fid(fr, ff, ext)
         if "kid" in metrics:
