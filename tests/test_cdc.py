@@ -269,3 +269,28 @@ def test_evaluator_and_run_adaptation_curves():
     trainer, curve = run_adaptation("tgan", g, tiny_d(), real[:4], adaptation_config(1, batch=2, r1_gamma=0),
                                     show_progress=False)
     assert curve == [] and trainer.step == 1
+
+
+def test_source_discriminator_export_and_load(tmp_path, monkeypatch):
+    import importlib.util
+
+    from fewshot_lib.checkpoint import save_atomic
+    from fewshot_lib.config import repo_root
+    from fewshot_lib.methods.baselines import load_source_discriminator, source_discriminator_paths
+
+    monkeypatch.setenv("FEWSHOT_DATA", str(tmp_path / "data"))
+    with pytest.raises(FileNotFoundError, match="export_source_discriminator"):
+        load_source_discriminator("tiny")
+    d = tiny_d(3)
+    save_atomic({"d": d.state_dict(), "d_config": d.config, "step": 7}, tmp_path / "run" / "checkpoint.pt")
+    spec = importlib.util.spec_from_file_location("export_d", repo_root() / "scripts" / "export_source_discriminator.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(["--name", "tiny", "--run-dir", str(tmp_path / "run")])
+    loaded = load_source_discriminator("tiny")
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert torch.allclose(loaded(x), d.eval()(x), atol=1e-2)             # fp16 weights
+    path, _ = source_discriminator_paths("tiny")
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(ValueError, match="sha256"):
+        load_source_discriminator("tiny")

@@ -224,7 +224,10 @@ class AdaptationEvaluator:
         if self.has_labels and (source_labels is None or target_labels is None):
             raise ValueError("source_gallery and target_gallery need source_labels and target_labels")
         self.source_gallery = self.ext.features(source_gallery, **quiet) if self.has_labels else None
-        self.target_gallery = self.ext.features(target_gallery, **quiet) if self.has_labels else None
+        self.target_gallery = None
+        if self.has_labels:  # usually the same images as target_real: do not extract them twice
+            self.target_gallery = (self.target_features if target_gallery is target_real
+                                   else self.ext.features(target_gallery, **quiet))
         self.source_labels, self.target_labels = source_labels, target_labels
         self.source_images = self.generate(source)
         self.source_features = self.ext.features(self.source_images, **quiet)
@@ -284,3 +287,54 @@ def run_adaptation(method: str, generator: nn.Module, discriminator: nn.Module, 
         if evaluator is not None and eval_every > 0:
             curve.append({"step": trainer.step, **evaluator(trainer.g_ema)})
     return trainer, curve
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The shipped source discriminator
+# ---------------------------------------------------------------------------------------------------------
+
+
+def source_discriminator_paths(name: str = "stylegan2_noto32") -> tuple["Path", "Path"]:
+    """``data/checkpoints/<name>_d.pt`` and its manifest ``<name>_d.manifest.json``."""
+    from ..config import data_dir
+
+    folder = data_dir() / "checkpoints"
+    return folder / f"{name}_d.pt", folder / f"{name}_d.manifest.json"
+
+
+def load_source_discriminator(name: str = "stylegan2_noto32", device: str | torch.device = "cpu",
+                              verify: bool = True) -> nn.Module:
+    """The discriminator trained together with the shipped source generator ``name`` (float32, eval mode).
+
+    Adaptation fine-tunes the *pretrained* D as well (FreezeD even keeps part of it), so the shipped generator
+    alone is not enough. The file is written by ``scripts/export_source_discriminator.py`` from the source
+    run's trainer checkpoint. ``verify`` checks its sha256 against the manifest and warns (``logging``) when
+    it comes from a different training step than the shipped generator's manifest.
+    """
+    import json
+
+    from ..checkpoint import load_checkpoint
+    from ..models.stylegan2 import Discriminator, file_sha256, load_state_strict, source_model_paths
+
+    path, manifest_path = source_discriminator_paths(name)
+    if not path.is_file() or not manifest_path.is_file():
+        raise FileNotFoundError(
+            f"No source discriminator {path.name} (with {manifest_path.name}) under data/checkpoints. Export it "
+            f"from the source run with `python scripts/export_source_discriminator.py --name {name}`.")
+    meta = json.loads(manifest_path.read_text())
+    if verify and file_sha256(path) != meta.get("sha256"):
+        raise ValueError(f"{path.name}: sha256 does not match {manifest_path.name}; the file is corrupt or was "
+                         "replaced. Re-export it with scripts/export_source_discriminator.py.")
+    ck = load_checkpoint(path)
+    for key in ("d", "config"):
+        if key not in ck:
+            raise ValueError(f"{path.name} is not an exported discriminator (missing {key!r})")
+    D = Discriminator(**ck["config"])
+    load_state_strict(D, {k: v.float() for k, v in ck["d"].items()}, f"{path.name}['d']")
+    _, g_manifest = source_model_paths(name)
+    if verify and g_manifest.is_file():
+        g_steps = json.loads(g_manifest.read_text()).get("steps")
+        if g_steps is not None and g_steps != meta.get("steps"):
+            log.warning("%s is from step %s but the shipped generator %s is from step %s; re-export the "
+                        "discriminator so that the pair matches", path.name, meta.get("steps"), name, g_steps)
+    return D.to(device).eval()
