@@ -200,3 +200,27 @@ def test_discriminate_switches_to_patches_on_mixup_steps_only():
 def test_config_rejects_bad_values(kwargs):
     with pytest.raises(ValueError):
         M.MixDLConfig(**kwargs)
+
+
+def test_variants_change_one_thing_each():
+    _, d = tiny_models()
+    assert M.variant_hook("stylegan2", d) == (None, None)
+    assert M.variant_hook("diffaugment", d) == (None, M.DIFFAUGMENT_POLICY)
+    g_only, aug = M.variant_hook("mixdl_g", d, M.MixDLConfig(lambda_g=5.0))
+    assert aug is None and not g_only.config.use_d and g_only.config.lambda_g == 5.0
+    full, aug = M.variant_hook("mixdl", d)
+    assert aug is None and full.config.use_d
+    with pytest.raises(ValueError, match="variant"):
+        M.variant_hook("mixup", d)
+
+
+def test_interpolation_walk_endpoints_and_step_distances():
+    from fewshot_lib.metrics.features import random_emoji_extractor
+
+    g, _ = tiny_models()
+    w = g.mapping(torch.randn(2, 16))
+    images, steps = M.interpolation_walk(g, w[0], w[1], n_steps=4, extractor=random_emoji_extractor())
+    assert images.shape == (5, 3, 16, 16) and steps.shape == (4,) and (steps >= 0).all()
+    synth = M.fixed_noise_synthesis(g)
+    torch.testing.assert_close(images[0], synth(w[:1])[0])
+    torch.testing.assert_close(images[-1], synth(w[1:])[0])

@@ -60,8 +60,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..models.stylegan2 import EqualLinear
-from ..train import GANHook, GANTrainer, StepContext
+from ..models.stylegan2 import Discriminator, EqualLinear, Generator
+from ..train import GANHook, GANTrainer, StepContext, TrainConfig
 from .cdc import PatchDiscriminator, kl_from_logits, similarity_logits
 
 log = logging.getLogger(__name__)
@@ -388,3 +388,112 @@ class MixDLHook(GANHook):
         saved = state.get("config")
         if saved and saved != self.config.as_dict():
             raise ValueError(f"checkpoint was trained with MixDL config {saved}, this hook has {self.config.as_dict()}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 4. The comparison of notebook 05: four variants trained from scratch on k shots, and their evaluation
+# ---------------------------------------------------------------------------------------------------------
+
+VARIANTS = ("stylegan2", "diffaugment", "mixdl_g", "mixdl")
+"""Plain StyleGAN2; + DiffAugment; + MixDL's generator loss only; full MixDL (G loss, D alignment, patches)."""
+
+DIFFAUGMENT_POLICY = "color,translation,cutout"
+
+
+def variant_hook(variant: str, discriminator: nn.Module, config: MixDLConfig | None = None
+                 ) -> tuple[MixDLHook | None, str | None]:
+    """``(hook, augmentation policy)`` for one of :data:`VARIANTS`.
+
+    The MixDL variants use no augmentation, as the reference ``train_mixdl.py`` (its ADA is off by default),
+    so that each one changes a single thing relative to plain StyleGAN2.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    if variant == "stylegan2":
+        return None, None
+    if variant == "diffaugment":
+        return None, DIFFAUGMENT_POLICY
+    base = asdict(config or MixDLConfig())
+    base["use_d"] = variant == "mixdl"
+    return MixDLHook(discriminator, MixDLConfig(**base)), None
+
+
+def train_variant(variant: str, shots: torch.Tensor, model_kwargs: dict, train_config: TrainConfig,
+                  mixdl_config: MixDLConfig | None = None, device: str | torch.device = "cpu",
+                  sample_callback=None, show_progress: bool = True) -> GANTrainer:
+    """Build a fresh G/D (seeded by ``train_config.seed``) and train one variant on ``shots [k, 3, H, W]``.
+
+    ``model_kwargs`` go to both :class:`Generator` (``size``, ``style_dim``, ``n_mlp``, ``channel_base``,
+    ``channel_max``) and, where they apply, :class:`Discriminator`. Returns the trainer (``trainer.g_ema`` is
+    the model to evaluate, ``trainer.history`` the losses, ``trainer.seconds`` the training time).
+    ``sample_callback(step, images)`` also receives the untrained generator's samples at step 0.
+    """
+    torch.manual_seed(train_config.seed)
+    g = Generator(**model_kwargs)
+    d_kwargs = {k: v for k, v in model_kwargs.items() if k in ("size", "channel_base", "channel_max",
+                                                              "channel_multiplier")}
+    d = Discriminator(**d_kwargs).to(device)
+    hook, policy = variant_hook(variant, d, mixdl_config)
+    cfg = TrainConfig(**{**asdict(train_config), "augment": policy})
+    trainer = GANTrainer(g, d, shots, cfg, device=device, hook=hook, sample_callback=sample_callback)
+    if sample_callback is not None:
+        sample_callback(0, trainer.sample_images())
+    trainer.train(show_progress=show_progress)
+    return trainer
+
+
+def fixed_noise_synthesis(generator: nn.Module):
+    """A deterministic ``w [B, w_dim] → images [B, 3, H, W]`` (fixed noise buffers), for latent walks and PPL."""
+    def synth(w: torch.Tensor) -> torch.Tensor:
+        dev = next(generator.parameters()).device
+        with torch.no_grad():
+            return generator(w.to(dev), input_is_latent=True, randomize_noise=False)[0].cpu()
+    return synth
+
+
+@torch.no_grad()
+def evaluate_generator(generator: nn.Module, shots: torch.Tensor, reference: torch.Tensor, n_fake: int = 500,
+                       n_paths: int = 64, seed: int = 0, extractor: str = "emoji") -> dict[str, float]:
+    """The notebook's numbers for one trained generator (all through ``extractor``).
+
+    * ``fid``: FID of ``n_fake`` samples against the ``reference`` set (the category's images minus the shots);
+    * ``lpips_diversity``: mean pairwise LPIPS of the samples;
+    * ``nn_modes`` / ``nn_lpips``: how many shots are someone's nearest neighbour, mean distance to it;
+    * ``ppl_mean`` / ``ppl_std`` / ``ppl_end``: PPL-uniformity over ``n_paths`` 10-step walks in W (mean step
+      distance ÷ step², its std across the 10 steps, endpoint distance ÷ step²); ``ppl_rel_std``: the std
+      divided by the mean, per walk — uniformity that does not grow with how much the walk changes overall.
+
+    Latents are seeded (``seed``); the noise inputs are the generator's fixed buffers.
+    """
+    from .. import metrics as M
+
+    gen = torch.Generator().manual_seed(seed)
+    dev = next(generator.parameters()).device
+    z = torch.randn(n_fake, generator.style_dim, generator=gen)
+    fake = torch.cat([generator(zb.to(dev), randomize_noise=False)[0].cpu() for zb in z.split(250)])
+    res = M.evaluate_against_set(fake, reference, train=shots, extractor=extractor,
+                                 metrics=("fid", "pairwise_lpips", "nn_modes"), seed=seed)
+    w0 = generator.mapping(torch.randn(n_paths, generator.style_dim, generator=gen).to(dev))
+    w1 = generator.mapping(torch.randn(n_paths, generator.style_dim, generator=gen).to(dev))
+    ppl = M.ppl_uniformity(fixed_noise_synthesis(generator), w0, w1, extractor=extractor)
+    return {"fid": res["fid"].value, "lpips_diversity": res["pairwise_lpips"].value,
+            "nn_modes": float(res["nn_modes"].value), "nn_lpips": res["nn_modes"].details["nn_lpips"],
+            "ppl_mean": ppl.value, "ppl_std": ppl.details["uniformity"], "ppl_end": ppl.details["endpoint"],
+            "ppl_rel_std": ppl.details["relative_uniformity"],
+            "n_fake": n_fake, "n_reference": len(reference), "n_paths": n_paths, "extractor": res["fid"].extractor}
+
+
+@torch.no_grad()
+def interpolation_walk(generator: nn.Module, w0: torch.Tensor, w1: torch.Tensor, n_steps: int = 10,
+                       extractor: str = "emoji") -> tuple[torch.Tensor, torch.Tensor]:
+    """Images along ``lerp(w0, w1, t)``, ``t = 0, 1/n, …, 1`` and the LPIPS of each step.
+
+    ``w0, w1 [w_dim]`` → ``(images [n_steps + 1, 3, H, W], step_lpips [n_steps])``. A smooth generator changes
+    a little at every step; an over-fitted one changes almost nothing, then jumps (a "staircase").
+    """
+    from ..metrics.result import resolve_extractor
+
+    ts = torch.linspace(0, 1, n_steps + 1, device=w0.device)[:, None]
+    images = fixed_noise_synthesis(generator)(w0[None] + (w1 - w0)[None] * ts)
+    emb = resolve_extractor(extractor).distance_embedding(images, show_progress=False)
+    return images, (emb[1:] - emb[:-1]).pow(2).sum(1)
