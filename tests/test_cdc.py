@@ -116,7 +116,7 @@ def test_generator_features_are_one_per_styled_conv():
 
 
 # ------------------------------------------------------------------ patch discriminator
-@pytest.mark.parametrize("size,expected", [(32, 8), (256, 32)])
+@pytest.mark.parametrize("size,expected", [(32, 16), (256, 32)])
 def test_patch_discriminator_shapes(size, expected):
     torch.manual_seed(0)
     d = Discriminator(size, channel_base=64, channel_max=4)               # narrow: fast even at 256 px
@@ -132,9 +132,10 @@ def test_patch_discriminator_shapes(size, expected):
 def test_patch_discriminator_patches_are_local_and_errors_are_clear():
     pd = PatchDiscriminator(tiny_d())
     x = torch.zeros(1, 3, 32, 32, requires_grad=True)
-    pd(x, mode="patch")[0, 0, 0, 0].backward()                             # top-left patch
-    influence = x.grad.abs().sum(dim=(0, 1))
-    assert influence[:8, :8].sum() > 0 and influence[24:, 24:].sum() == 0  # it cannot see the far corner
+    pd(x, mode="patch")[0, 0, 8, 8].backward()                             # a central patch
+    seen = x.grad.abs().sum(dim=(0, 1)) > 0
+    assert seen[16, 16] and not seen[0, 0] and not seen[31, 31]           # it cannot see the corners
+    assert 0.05 < seen.float().mean() < 0.3                               # a 12×12 region of 32×32
     with pytest.raises(ValueError, match="mode"):
         pd(x, mode="pixel")
     with pytest.raises(ValueError, match="head"):
@@ -175,7 +176,7 @@ def test_cdc_training_smoke_run_follows_the_schedule():
                            feat_batch=4, n_anchors=6)
     hook = trainer.hook
     assert hook.discriminate(trainer.D, target[:2], 0, "d").shape == (2, 1)            # anchor step: image level
-    assert hook.discriminate(trainer.D, target[:2], 1, "d").shape == (2, 1, 8, 8)      # patch step: 8×8 at 32 px
+    assert hook.discriminate(trainer.D, target[:2], 1, "d").shape == (2, 1, 16, 16)    # patch step: 16×16 at 32 px
     head_before = hook.patch_d.heads[0].weight.detach().clone()
     result = trainer.train(show_progress=False)
     assert result.steps == 5 and len(trainer.history["dist"]) == 5 and "r1" in trainer.history

@@ -31,8 +31,9 @@ each other* — while letting their appearance move to the target domain:
 
 * *Patches at every resolution.* The reference keeps D feature maps that have 512 channels and a 32 or 16 px
   spatial size; below 64 px input none exists and its "patch" call silently returns image-level logits.
-  Here the patch map is chosen by relative depth (default: ``max(size // 8, 8)`` px, i.e. 32×32 at 256 px
-  as in the reference and 8×8 at 32 px), so a 32 px model really is judged on patches.
+  Here the patch map is chosen by size (default :func:`default_patch_resolution`: 32×32 at 256 px as in
+  the reference, 16×16 at 32 px, where one logit sees a 12×12 region), so a 32 px model really is judged
+  on patches.
 * The patch map is the output of a whole discriminator block (after its residual sum); the reference taps
   the main branch just before the sum. The head is a linear 3×3 convolution; the reference's head ends in a
   leaky ReLU, which makes negative patch logits 5× smaller than positive ones for no stated reason.
@@ -166,12 +167,13 @@ def distance_consistency_loss(adapted_features: torch.Tensor, source_features: t
 
 
 def default_patch_resolution(size: int) -> int:
-    """The patch map's side length: ``max(size // 8, 8)``, capped at ``size // 2``.
+    """The patch map's side length: ``max(size // 8, 16)``, capped at ``size // 2``.
 
-    At 256 px this is 32 (the reference's map); at 32 px it is 8 — 64 patches whose receptive fields each
-    cover part of the image, instead of the reference's silent fall-back to one image-level logit.
+    At 256 px this is 32 — the reference's map, where one patch logit sees about 7 % of the image. At 32 px
+    it is 16: each logit sees a 12×12 region (14 % of the image). The next coarser map (8×8) would see 82 %,
+    i.e. almost the whole emoji, and "patch-level realism" would be image-level realism again.
     """
-    return max(1, min(max(size // 8, 8), size // 2))
+    return max(1, min(max(size // 8, 16), size // 2))
 
 
 class PatchDiscriminator(nn.Module):
