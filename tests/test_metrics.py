@@ -316,3 +316,14 @@ def test_bad_inputs_raise_clear_errors():
         M.ppl_uniformity(lambda w: w, torch.zeros(2, 3), torch.zeros(3, 3), PixelExtractor())
     with pytest.raises(ValueError, match=r"\[N, 3, H, W\]"):
         M.get_extractor("emoji").features(torch.zeros(2, 1, 32, 32))
+
+
+def test_kid_kernel_reuse_matches_per_subset_estimates():
+    a, b = gaussian(300, 16, seed=8).float(), gaussian(200, 16, mean=0.2, seed=9).float()
+    r = M.kid(a, b, PixelExtractor(), n_subsets=20, subset_size=100, seed=0)
+    g = torch.Generator().manual_seed(0)
+    explicit = []
+    for _ in range(20):
+        ir, i_f = torch.randperm(300, generator=g)[:100], torch.randperm(200, generator=g)[:100]
+        explicit.append(M.polynomial_mmd_unbiased(a[ir], b[i_f]))
+    assert r.value == pytest.approx(np.mean(explicit), rel=1e-9) and r.std == pytest.approx(np.std(explicit, ddof=1))
