@@ -1,0 +1,389 @@
+"""LoFGAN training: losses, one training step, a small resumable loop, generation, emoji episode classes.
+
+One iteration (the reference order) on one batch of episodes ``shots [B, k, 3, S, S]`` with labels ``y [B]``:
+
+* **D step** — hinge on the real shots ``relu(1 - D(x))`` and on one fake per episode ``relu(1 + D(G(x)))``;
+  ACGAN cross-entropy of the class head on the real shots; a gradient penalty ``w_gp · Σ‖∇_x s_y(x)‖² / B`` on
+  the *true-class logit* (FUNIT's penalty, inherited by LoFGAN — not on the real/fake logit).
+* **G step** — ``w_adv · -D(x̂) + w_cls · CE(class head(x̂), y) + w_recon · L_rec``.
+  For LoFGAN ``L_rec`` is the **local reconstruction loss**: the fusion the LFM did on features is replayed on
+  pixels of ``s×s`` thumbnails of the shots (``s`` = the feature map's side, so each feature position is one
+  thumbnail pixel), and the fake's thumbnail must match that target (L1). For the global-fusion baseline it is
+  L1 to the α-blended image ``Σ_k α_k x_k`` at full resolution.
+
+Reference defaults (LoFGAN configs; all are :class:`LoFGANConfig` fields): Adam(lr 1e-4, betas (0.9, 0.999),
+weight decay 1e-4) for G and D; LR constant for the first half, then linear decay to 0 (100k iterations:
+decay from 50k); ``w_adv = 1``, ``w_cls = 1``, ``w_recon = 0.5``, ``w_gp = 10``, η = 0.5, batch 8 episodes,
+k = 3, 128 px. The reference's ``set_detect_anomaly(True)`` is left out (it only slows training).
+
+The reference down-samples with *nearest* (pixel subsampling) and hard-codes an 8×8 grid; here the grid
+comes from the record's feature size, and ``recon_mode="area"`` (average pooling) is available as a variant.
+
+Taught in: ``notebooks/06_lofgan.ipynb``.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..checkpoint import load_checkpoint, save_atomic
+from ..data.fewshot import EpisodeSampler, class_split, class_tensors
+from ..models.lofgan import (FusionRecord, LoFGANDiscriminator, LoFGANGenerator, gather_shots, init_kaiming,
+                             local_replacement)
+from ..progress import progress
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "LoFGANConfig", "thumbnails", "local_target", "local_reconstruction_loss", "global_reconstruction_loss",
+    "hinge_d_loss", "hinge_g_loss", "class_loss", "class_logit_gradient_penalty", "lr_at", "make_optimizers",
+    "d_step", "g_step", "train_step", "LoFGANTrainer", "generate", "emoji_episode_classes",
+]
+
+
+@dataclass
+class LoFGANConfig:
+    """Hyper-parameters; defaults are the reference's (128 px, 100k iterations). Shrink for CPU runs."""
+    size: int = 128
+    feature_size: int = 8
+    nf: int = 32                 # G stem width
+    nf_d: int = 64               # D stem width
+    max_nf_d: int = 1024         # D width cap
+    fusion: str = "local"        # "local" (LoFGAN) or "global" (baseline)
+    rate: float = 0.5            # LFM selection rate eta
+    k: int = 3                   # shots per episode
+    batch: int = 8               # episodes per step
+    steps: int = 100_000
+    decay_start: int = 50_000    # LR constant until here, then linear to 0 at `steps`
+    lr_g: float = 1e-4
+    lr_d: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 1e-4
+    w_adv: float = 1.0
+    w_cls: float = 1.0
+    w_recon: float = 0.5
+    w_gp: float = 10.0
+    gp_every: int = 1            # apply the penalty every n-th D step, scaled by n (lazy, as StyleGAN2); reference: 1
+    recon_mode: str = "nearest"  # thumbnail down-sampling for the local loss: "nearest" (reference) or "area"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Reconstruction losses
+# ----------------------------------------------------------------------------------------------------------
+
+def thumbnails(images: torch.Tensor, grid: int, mode: str = "nearest") -> torch.Tensor:
+    """``[..., 3, S, S] → [..., 3, grid, grid]``; ``nearest`` keeps one pixel per cell (the reference), ``area``
+    averages the cell."""
+    if mode not in ("nearest", "area"):
+        raise ValueError(f"mode must be 'nearest' or 'area', got {mode!r}")
+    lead = images.shape[:-3]
+    x = F.interpolate(images.reshape(-1, *images.shape[-3:]), size=(grid, grid), mode=mode)
+    return x.view(*lead, *x.shape[-3:])
+
+
+def local_target(shots: torch.Tensor, record: FusionRecord, mode: str = "nearest") -> torch.Tensor:
+    """The image-level counterpart of a local fusion: ``shots [B, k, 3, S, S]`` → target ``[B, 3, s, s]``.
+
+    The thumbnails (``s`` = ``record.feature_size``, one pixel per feature position) are reordered base-first and
+    passed through the *same* :func:`local_replacement` as the features, with the recorded positions and α.
+    """
+    if record.positions is None:
+        raise ValueError("local_target needs a FusionRecord from local fusion (positions recorded)")
+    s = record.feature_size
+    small = gather_shots(thumbnails(shots, s, mode), record.order).flatten(3)   # [B, k, 3, s·s]
+    fused = local_replacement(small[:, 0], small[:, 1:], record.positions, record.ref_positions, record.alpha)
+    return fused.view(shots.shape[0], 3, s, s)
+
+
+def local_reconstruction_loss(fake: torch.Tensor, shots: torch.Tensor, record: FusionRecord,
+                              mode: str = "nearest") -> torch.Tensor:
+    """L1 between the fake's ``s×s`` thumbnail and :func:`local_target` (a scalar). ``fake [B, 3, S, S]``."""
+    target = local_target(shots, record, mode)
+    return (thumbnails(fake, record.feature_size, mode) - target).abs().mean()
+
+
+def global_reconstruction_loss(fake: torch.Tensor, shots: torch.Tensor, record: FusionRecord) -> torch.Tensor:
+    """L1 between the fake ``[B, 3, S, S]`` and the α-blended shots ``Σ_k α_k x_k`` (global-fusion baseline)."""
+    alpha = record.alpha.to(shots.dtype)
+    blended = (alpha[:, :, None, None, None] * gather_shots(shots, record.order)).sum(dim=1)
+    return (fake - blended).abs().mean()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Adversarial / class losses and the penalty
+# ----------------------------------------------------------------------------------------------------------
+
+def hinge_d_loss(real_adv: torch.Tensor, fake_adv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(mean relu(1 - D(real)), mean relu(1 + D(fake)))``."""
+    return F.relu(1 - real_adv).mean(), F.relu(1 + fake_adv).mean()
+
+
+def hinge_g_loss(fake_adv: torch.Tensor) -> torch.Tensor:
+    """``mean -D(fake)``."""
+    return -fake_adv.mean()
+
+
+def class_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """ACGAN class term: cross-entropy of the class head ``[N, classes]`` against ``labels [N]``."""
+    return F.cross_entropy(logits, labels)
+
+
+def class_logit_gradient_penalty(real_cls_logits: torch.Tensor, real: torch.Tensor, labels: torch.Tensor,
+                                 n_episodes: int) -> torch.Tensor:
+    """R1-style penalty on the true-class logit: ``Σ ‖∂ mean(s_y) / ∂x‖² / B`` (B = episodes, as the reference).
+
+    ``real`` must require grad and be the input that produced ``real_cls_logits [N, classes]``.
+    """
+    s = real_cls_logits.gather(1, labels[:, None]).mean()
+    (grad,) = torch.autograd.grad(s, real, create_graph=True)
+    return grad.pow(2).sum() / n_episodes
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Optimisation
+# ----------------------------------------------------------------------------------------------------------
+
+def lr_at(step: int, base_lr: float, steps: int, decay_start: int) -> float:
+    """Constant ``base_lr`` until ``decay_start``, then linear to 0 at ``steps``."""
+    if step < decay_start or steps <= decay_start:
+        return base_lr
+    return base_lr * max(0.0, (steps - step) / (steps - decay_start))
+
+
+def make_optimizers(g: torch.nn.Module, d: torch.nn.Module, cfg: LoFGANConfig
+                    ) -> tuple[torch.optim.Adam, torch.optim.Adam]:
+    """Adam for G and D with the reference's betas and weight decay."""
+    return (torch.optim.Adam(g.parameters(), cfg.lr_g, betas=cfg.betas, weight_decay=cfg.weight_decay),
+            torch.optim.Adam(d.parameters(), cfg.lr_d, betas=cfg.betas, weight_decay=cfg.weight_decay))
+
+
+def d_step(g: LoFGANGenerator, d: LoFGANDiscriminator, opt_d: torch.optim.Optimizer, shots: torch.Tensor,
+           labels: torch.Tensor, cfg: LoFGANConfig, generator: torch.Generator | None = None,
+           step: int = 0) -> dict[str, float]:
+    """One D update on ``shots [B, k, 3, S, S]``, ``labels [B]``. Returns the loss terms as floats.
+
+    The penalty runs when ``step % cfg.gp_every == 0``, weighted ``w_gp · gp_every`` (lazy regularisation).
+    """
+    b, k = shots.shape[:2]
+    use_gp = cfg.w_gp > 0 and step % max(1, cfg.gp_every) == 0
+    real = shots.flatten(0, 1).detach().requires_grad_(use_gp)          # [B·k, 3, S, S]
+    y_real = labels.repeat_interleave(k)                                 # [B·k]
+    with torch.no_grad():
+        fake, _ = g(shots, generator=generator)                          # [B, 3, S, S]
+    real_adv, real_cls = d(real)
+    fake_adv, _ = d(fake)
+    l_real, l_fake = hinge_d_loss(real_adv, fake_adv)
+    l_cls = class_loss(real_cls, y_real)
+    l_gp = class_logit_gradient_penalty(real_cls, real, y_real, b) if use_gp else real_adv.new_zeros(())
+    loss = cfg.w_adv * (l_real + l_fake) + cfg.w_cls * l_cls + cfg.w_gp * max(1, cfg.gp_every) * l_gp
+    opt_d.zero_grad(set_to_none=True)
+    loss.backward()
+    opt_d.step()
+    return {"d_real": l_real.item(), "d_fake": l_fake.item(), "d_cls": l_cls.item(), "d_gp": l_gp.item()}
+
+
+def g_step(g: LoFGANGenerator, d: LoFGANDiscriminator, opt_g: torch.optim.Optimizer, shots: torch.Tensor,
+           labels: torch.Tensor, cfg: LoFGANConfig, generator: torch.Generator | None = None) -> dict[str, float]:
+    """One G update: adversarial + class + reconstruction (local for LoFGAN, α-blend L1 for global fusion)."""
+    fake, record = g(shots, generator=generator)                       # [B, 3, S, S]
+    fake_adv, fake_cls = d(fake)
+    l_adv = hinge_g_loss(fake_adv)
+    l_cls = class_loss(fake_cls, labels)
+    if g.fusion_kind == "local":
+        l_rec = local_reconstruction_loss(fake, shots, record, cfg.recon_mode)
+    else:
+        l_rec = global_reconstruction_loss(fake, shots, record)
+    loss = cfg.w_adv * l_adv + cfg.w_cls * l_cls + cfg.w_recon * l_rec
+    opt_g.zero_grad(set_to_none=True)
+    loss.backward()
+    opt_g.step()
+    return {"g_adv": l_adv.item(), "g_cls": l_cls.item(), "g_rec": l_rec.item()}
+
+
+def train_step(g, d, opt_g, opt_d, shots: torch.Tensor, labels: torch.Tensor, cfg: LoFGANConfig,
+               generator: torch.Generator | None = None, step: int = 0) -> dict[str, float]:
+    """``d_step`` then ``g_step`` on the same episodes (the reference order). Raises on a non-finite loss."""
+    losses = d_step(g, d, opt_d, shots, labels, cfg, generator, step)
+    losses.update(g_step(g, d, opt_g, shots, labels, cfg, generator))
+    bad = {k: v for k, v in losses.items() if not np.isfinite(v)}
+    if bad:
+        raise FloatingPointError(f"non-finite LoFGAN loss terms: {bad}")
+    return losses
+
+
+# ----------------------------------------------------------------------------------------------------------
+# A small resumable loop
+# ----------------------------------------------------------------------------------------------------------
+
+class LoFGANTrainer:
+    """G, D, their optimisers, the episode sampler and the randomness, with atomic resumable checkpoints.
+
+    Args:
+        images_by_class: ``{class: [n, 3, S, S]}`` for the *seen* classes only (labels are their order).
+        cfg: :class:`LoFGANConfig`.
+        seed: seeds the weights, the episodes and the fusion randomness (each its own CPU generator).
+        device: where G and D live; episodes are drawn on CPU and moved there.
+        checkpoint: path of ``checkpoint.pt``; :meth:`train` saves to it and ``resume=True`` continues from it.
+    """
+
+    def __init__(self, images_by_class: dict[str, torch.Tensor], cfg: LoFGANConfig, seed: int = 0,
+                 device: str | torch.device = "cpu", checkpoint: str | Path | None = None):
+        self.cfg, self.device = cfg, torch.device(device)
+        self.classes = list(images_by_class)
+        sizes = {x.shape[-1] for x in images_by_class.values()}
+        if sizes != {cfg.size}:
+            raise ValueError(f"images_by_class holds sizes {sorted(sizes)}; cfg.size is {cfg.size}")
+        torch.manual_seed(seed)
+        self.g = LoFGANGenerator(cfg.size, cfg.feature_size, cfg.nf, cfg.fusion, cfg.rate).to(self.device)
+        self.d = LoFGANDiscriminator(len(self.classes), cfg.size, cfg.feature_size, cfg.nf_d,
+                                     cfg.max_nf_d).to(self.device)
+        init_kaiming(self.g)
+        init_kaiming(self.d)
+        self.opt_g, self.opt_d = make_optimizers(self.g, self.d, cfg)
+        self.sampler = EpisodeSampler(images_by_class, cfg.k, cfg.batch, torch.Generator().manual_seed(seed))
+        self.fusion_rng = torch.Generator().manual_seed(seed + 1)
+        self.step = 0
+        self.history: dict[str, list[float]] = {}
+        self.checkpoint = Path(checkpoint) if checkpoint else None
+
+    def state_dict(self) -> dict:
+        return {"g": self.g.state_dict(), "d": self.d.state_dict(), "opt_g": self.opt_g.state_dict(),
+                "opt_d": self.opt_d.state_dict(), "step": self.step, "history": self.history,
+                "cfg": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.cfg).items()},
+                "classes": self.classes, "sampler_rng": self.sampler.generator.get_state(),
+                "fusion_rng": self.fusion_rng.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if list(state["classes"]) != self.classes:
+            raise ValueError("checkpoint was trained on different classes than this trainer's images_by_class")
+        self.g.load_state_dict(state["g"])
+        self.d.load_state_dict(state["d"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.step = int(state["step"])
+        self.history = {k: list(v) for k, v in state["history"].items()}
+        self.sampler.generator.set_state(state["sampler_rng"])
+        self.fusion_rng.set_state(state["fusion_rng"])
+
+    def save(self) -> Path:
+        if self.checkpoint is None:
+            raise ValueError("no checkpoint path given to LoFGANTrainer")
+        return save_atomic(self.state_dict(), self.checkpoint)
+
+    def resume(self) -> bool:
+        """Load ``self.checkpoint`` if it exists; returns whether it did."""
+        if self.checkpoint is None or not self.checkpoint.is_file():
+            return False
+        self.load_state_dict(load_checkpoint(self.checkpoint, map_location=self.device))
+        log.info("resumed LoFGAN training at step %d", self.step)
+        return True
+
+    def train(self, steps: int | None = None, save_every: int = 500, show_progress: bool = True
+              ) -> dict[str, list[float]]:
+        """Train until ``steps`` total iterations (default ``cfg.steps``); returns the loss history."""
+        steps = self.cfg.steps if steps is None else steps
+        self.g.train()
+        self.d.train()
+        t0, start = time.perf_counter(), self.step
+        bar = progress(total=steps, initial=self.step, desc=f"LoFGAN ({self.cfg.fusion} fusion)",
+                       disable=not show_progress)
+        while self.step < steps:
+            for opt, lr in ((self.opt_g, self.cfg.lr_g), (self.opt_d, self.cfg.lr_d)):
+                for group in opt.param_groups:
+                    group["lr"] = lr_at(self.step, lr, self.cfg.steps, self.cfg.decay_start)
+            shots, labels = self.sampler.sample()
+            losses = train_step(self.g, self.d, self.opt_g, self.opt_d, shots.to(self.device),
+                                labels.to(self.device), self.cfg, self.fusion_rng, self.step)
+            for key, v in losses.items():
+                self.history.setdefault(key, []).append(v)
+            self.step += 1
+            bar.update(1)
+            if self.checkpoint is not None and (self.step % save_every == 0 or self.step == steps):
+                self.save()
+        bar.close()
+        done = self.step - start
+        if done:
+            log.info("%d LoFGAN steps in %.1f s", done, time.perf_counter() - t0)
+        return self.history
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Generation
+# ----------------------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def generate(g: LoFGANGenerator, shots: torch.Tensor, n: int, eta: float | None = None,
+             generator: torch.Generator | None = None, batch: int = 64, eval_mode: bool = True) -> torch.Tensor:
+    """``n`` new images from ``shots [k, 3, S, S]`` of one (unseen) class → ``[n, 3, S, S]`` in ``[-1, 1]``.
+
+    Each image draws its own base shot, α and selected positions; ``eta`` overrides the selection rate.
+    ``eval_mode`` uses BatchNorm running statistics (as the reference's test scripts); G's mode is restored.
+    """
+    if shots.dim() != 4:
+        raise ValueError(f"shots must be [k, 3, S, S] images of one class, got {tuple(shots.shape)}")
+    was_training = g.training
+    g.train(not eval_mode)
+    dev = next(g.parameters()).device
+    out = []
+    try:
+        for s in range(0, n, batch):
+            m = min(batch, n - s)
+            x = shots.to(dev).unsqueeze(0).expand(m, *shots.shape)
+            out.append(g(x, rate=eta, generator=generator)[0].cpu())
+    finally:
+        g.train(was_training)
+    return torch.cat(out) if out else shots.new_zeros(0, *shots.shape[1:])
+
+
+def episode_generate_fn(g: LoFGANGenerator, eta: float | None = None, generator: torch.Generator | None = None):
+    """``shots [B, k, 3, S, S] → [B, 3, S, S]`` (eval-mode G) for :func:`fewshot_lib.metrics.evaluate_per_class`."""
+    def fn(shots: torch.Tensor) -> torch.Tensor:
+        was = g.training
+        g.eval()
+        try:
+            with torch.no_grad():
+                return g(shots.to(next(g.parameters()).device), rate=eta, generator=generator)[0]
+        finally:
+            g.train(was)
+    return fn
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Emoji classes for episodic training
+# ----------------------------------------------------------------------------------------------------------
+
+def emoji_episode_classes(data, styles: tuple[str, ...] = ("noto", "twemoji"), min_count: int = 10,
+                          n_unseen: int = 20) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Seen and unseen classes for k-shot training on the embedded emoji: a class is *one subcategory drawn in
+    one style* (``"noto/animal-mammal"``).
+
+    Why this definition: inside such a class the images share a drawing style and a theme — like a flower
+    species — so "new member of the class" is well defined; pooling styles into one class would make an
+    episode mix a flat Noto dog with a 3-D Fluent cat. The split is made on *subcategories* with the project's
+    fixed :func:`~fewshot_lib.data.fewshot.class_split` (on the pooled styles), so an unseen subcategory is
+    unseen in every style — no concept leaks from training into evaluation through another style.
+    Classes with fewer than ``min_count`` images in a style are dropped.
+
+    Returns ``(seen, unseen)``: ``{"style/subcategory": [n, 3, H, W] in [-1, 1]}``.
+    """
+    pooled = data.select(styles=list(styles))
+    seen_subs, unseen_subs = class_split(pooled, by="subcategory", min_count=min_count, n_unseen=n_unseen)
+    seen: dict[str, torch.Tensor] = {}
+    unseen: dict[str, torch.Tensor] = {}
+    for style in styles:
+        one = data.select(styles=[style])
+        eligible = set(one.classes("subcategory", min_count=min_count))
+        for subs, out in ((seen_subs, seen), (unseen_subs, unseen)):
+            keep = [c for c in subs if c in eligible]
+            for c, x in class_tensors(one, keep, "subcategory").items():
+                out[f"{style}/{c}"] = x
+    if not seen or not unseen:
+        raise ValueError(f"styles {styles} with min_count={min_count} leave {len(seen)} seen and "
+                         f"{len(unseen)} unseen classes")
+    return seen, unseen
