@@ -161,6 +161,8 @@ def test_anchor_sampling():
     assert torch.equal(z0, exact.anchors[idx0])                           # σ = 0: the anchors themselves
     with pytest.raises(ValueError, match="sigma"):
         AnchorSampler(3, 8, sigma=-1)
+    restored = AnchorSampler.from_anchors(s.anchors, 0.1)
+    assert torch.equal(restored.anchors, s.anchors) and restored.sigma == 0.1
 
 
 # ------------------------------------------------------------------ training on the shared trainer
@@ -188,6 +190,9 @@ def test_cdc_training_smoke_run_follows_the_schedule():
     assert any(not torch.equal(before[k], v) for k, v in _params(trainer.G).items())
     assert not torch.equal(head_before, hook.patch_d.heads[0].weight)                # heads are trained
     assert hook.patch_d.discriminator is trainer.D                                  # ... on the trainer's D
+    other = CDCHook(source_g, tiny_d())
+    other.load_state_dict(hook.state_dict())                                        # anchors are checkpointed
+    assert torch.equal(other.anchors.anchors, hook.anchors.anchors)
 
 
 def test_baselines_freeze_the_right_parameters():

@@ -105,14 +105,10 @@ def similarity_kl(features: torch.Tensor, target_probs: torch.Tensor, keys: torc
     ``target_probs [N, M]`` are fixed probabilities (CDC: the source generator's ``p``; MixDL: the mixup
     coefficients). The result equals ``nn.KLDivLoss(reduction)(log p, target_probs)``:
 
-    ========== ========================================================= ===========================
-    reduction  value                                                     used by
-    ========== ========================================================= ===========================
-    ``mean``   ``Σ_ij t_ij (log t_ij − log p_ij) / (N·M)``                CDC, MixDL (with λ = 1000)
-    ``batchmean`` ``Σ_ij … / N`` (the mathematically proper KL mean)      ×M of ``mean``
-    ``sum``    ``Σ_ij …``
-    ``none``   per-row KL ``[N]``
-    ========== ========================================================= ===========================
+    * ``"mean"``: ``Σ_ij t_ij (log t_ij − log p_ij) / (N·M)`` — what CDC and MixDL use, with λ = 1000;
+    * ``"batchmean"``: ``Σ_ij … / N``, the textbook KL averaged over samples (= ``M`` × ``"mean"``);
+    * ``"sum"``: ``Σ_ij …``;
+    * ``"none"``: the per-row KL, ``[N]``.
 
     Gradients flow into ``features`` (and ``keys``) only; ``target_probs`` is treated as a constant.
     """
@@ -335,6 +331,15 @@ class AnchorSampler:
         self.anchors = torch.randn(k, z_dim, generator=generator)    # [k, z_dim], CPU
         self.sigma = float(sigma)
 
+    @classmethod
+    def from_anchors(cls, anchors: torch.Tensor, sigma: float = 0.1) -> "AnchorSampler":
+        """A sampler around given anchors ``[k, z_dim]`` (e.g. restored from a checkpoint)."""
+        if anchors.dim() != 2:
+            raise ValueError(f"anchors must be [k, z_dim], got shape {tuple(anchors.shape)}")
+        sampler = cls(1, 1, sigma)
+        sampler.anchors = anchors.detach().cpu().clone()
+        return sampler
+
     def sample(self, batch: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``batch`` latents near anchors chosen with replacement → ``(z [batch, z_dim], anchor_index [batch])``."""
         idx = torch.randint(0, len(self.anchors), (batch,), generator=generator)
@@ -442,5 +447,4 @@ class CDCHook(GANHook):
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("anchors") is not None:
-            self.anchors = AnchorSampler(1, 1, self.anchor_sigma)
-            self.anchors.anchors = state["anchors"].cpu()
+            self.anchors = AnchorSampler.from_anchors(state["anchors"], self.anchor_sigma)
