@@ -405,3 +405,30 @@ def test_projector_w_and_w_plus_reduce_error():
     assert all(p.requires_grad for p in G.parameters())
     with pytest.raises(ValueError, match="target"):
         project(G, torch.zeros(1, 3, 8, 8))
+
+
+def test_load_source_model_checks_sha256(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setenv("FEWSHOT_DATA", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="train_source_model"):
+        sg.load_source_model("tiny")
+    G, _ = tiny(16)
+    ckpt, manifest = sg.source_model_paths("tiny")
+    sg.export_generator(G, ckpt, n_mean=64)
+    manifest.write_text(json.dumps({"sha256": sg.file_sha256(ckpt)}))
+    G2 = sg.load_source_model("tiny")
+    assert G2.size == 16 and not G2.training
+    manifest.write_text(json.dumps({"sha256": "0" * 64}))
+    with pytest.raises(ValueError, match="sha256"):
+        sg.load_source_model("tiny")
+
+
+def test_shipped_source_model_if_present():
+    """The shipped model (when committed) loads, matches its manifest and makes varied 32 px images."""
+    if not sg.source_model_available():
+        pytest.skip("no shipped source model in data/checkpoints")
+    G = sg.load_source_model()
+    imgs = sg.sample(G, 16, seed=0)
+    assert imgs.shape == (16, 3, 32, 32) and torch.isfinite(imgs).all()
+    assert (imgs[:8] - imgs[8:]).abs().mean() > 0.05  # not one image repeated
