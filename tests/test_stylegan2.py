@@ -432,3 +432,54 @@ def test_shipped_source_model_if_present():
     imgs = sg.sample(G, 16, seed=0)
     assert imgs.shape == (16, 3, 32, 32) and torch.isfinite(imgs).all()
     assert (imgs[:8] - imgs[8:]).abs().mean() > 0.05  # not one image repeated
+
+
+def test_hooks_are_called_and_extra_modules_trained(tmp_path):
+    from fewshot_lib.train import GANHook
+
+    class Probe(GANHook):
+        def __init__(self):
+            self.head = torch.nn.Linear(3, 1)
+            self.calls = {"z": 0, "disc": 0, "d": 0, "g": 0}
+            self.counter = 0
+
+        def sample_z(self, trainer, step, batch):
+            self.calls["z"] += 1
+            return [torch.randn(batch, 32, generator=trainer.gen)]
+
+        def discriminate(self, D, images, step, phase):
+            self.calls["disc"] += 1
+            return D(images)
+
+        def d_extra(self, ctx):
+            self.calls["d"] += 1
+            return self.head(ctx.real.mean((2, 3))).pow(2).mean()
+
+        def g_extra(self, ctx):
+            self.calls["g"] += 1
+            assert ctx.fake is not None and ctx.fake_logits is not None
+            return None
+
+        def d_modules(self):
+            return [self.head]
+
+        def state_dict(self):
+            return {"counter": self.counter + 1}
+
+        def load_state_dict(self, state):
+            self.counter = state["counter"]
+
+    G, D = tiny(16)
+    hook = Probe()
+    before = hook.head.weight.detach().clone()
+    images = torch.rand(8, 3, 16, 16) * 2 - 1
+    tr = GANTrainer(G, D, images, TrainConfig(steps=2, batch=4, r1_gamma=0, pl_weight=0, augment=None),
+                    run_dir=tmp_path, hook=hook)
+    tr.train(show_progress=False)
+    assert hook.calls["z"] == 4 and hook.calls["d"] == 2 and hook.calls["g"] == 2 and hook.calls["disc"] == 6
+    assert not torch.equal(before, hook.head.weight)  # optimised with D's Adam
+    hook2 = Probe()
+    tr2 = GANTrainer(*tiny(16), images, TrainConfig(steps=2, batch=4, r1_gamma=0, pl_weight=0, augment=None),
+                     run_dir=tmp_path, hook=hook2)
+    tr2.load(tmp_path / "checkpoint.pt")
+    assert hook2.counter == 1 and torch.equal(hook2.head.weight, hook.head.weight)
