@@ -247,8 +247,8 @@ class MixDLConfig:
             distance loss on mixup iterations.
         n_anchors: anchors (= mixups) per mixup iteration; ``0`` = the training batch size [batch = 4].
         target: ``"softmax"`` (reference: ``softmax(c)``) or ``"coefficients"`` (the paper: ``c``).
-        patch_resolution: side of the discriminator map judged patch by patch (``None``: CDC's default,
-            ``max(size // 8, 8)``).
+        patch_resolution: side of the discriminator map judged patch by patch (``None``: CDC's
+            :func:`~fewshot_lib.methods.cdc.default_patch_resolution`).
     """
 
     alpha: float = 1.0
