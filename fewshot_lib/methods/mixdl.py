@@ -335,9 +335,16 @@ class MixDLHook(GANHook):
         return self.config.n_anchors or max(2, trainer.cfg.batch)
 
     # -- GANHook -----------------------------------------------------------------------------------------
+    def _follow(self, device: torch.device) -> None:
+        """Keep the added modules on the discriminator's device (the trainer moves D, not the hook)."""
+        if self.head.linear.weight.device != device:
+            self.patch_d.heads.to(device)
+            self.head.to(device)
+
     def discriminate(self, D: nn.Module, images: torch.Tensor, step: int, phase: str) -> torch.Tensor:
         """``[B, 1]`` image logits, or ``[B, 1, h, w]`` patch logits on full-MixDL mixup iterations."""
         if self._patch_step(step):
+            self._follow(images.device)
             return self.patch_d(images, mode="patch")
         return D(images)
 
@@ -345,6 +352,7 @@ class MixDLHook(GANHook):
         if not self._patch_step(ctx.step):
             return None
         tr = ctx.trainer
+        self._follow(tr.device)
         n = self._n(tr)
         with torch.no_grad():
             c, w = self._draw(tr, n)
