@@ -45,6 +45,8 @@ building block (:func:`fewshot_lib.methods.cdc.similarity_kl`):
 * Patch logits come from CDC's :class:`PatchDiscriminator` (a map chosen by relative depth, so 32 px models
   really have patches; one head by default — the reference samples one of four maps at 256 px).
 * ``target="coefficients"`` selects the paper's form (the coefficients themselves as the target).
+* As an add-on to the shared trainer (:class:`MixDLHook`), a mixup iteration *adds* the mixup terms to the
+  ordinary ones (whose fakes are then also judged by patches) instead of replacing the ordinary fakes.
 * Every loop over pairs is a matrix product; everything runs on CPU, CUDA or MPS.
 
 Taught in: ``notebooks/05_mixdl.ipynb``.
