@@ -230,6 +230,8 @@ def test_ewc_penalty_pulls_towards_source():
     hook.estimate_fisher(t)
     assert hook.penalty(t.G).item() == 0.0                                # at the source weights
     assert hook.penalty(perturbed_copy(t.G)).item() > 0
+    t.train(show_progress=False)                                          # runs inside the shared trainer
+    assert "ewc" in t.history and np.isfinite(t.history["ewc"]).all()
 
 
 def test_bad_inputs_raise_clear_errors():
