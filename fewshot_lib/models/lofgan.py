@@ -359,7 +359,8 @@ class LoFGANDiscriminator(nn.Module):
     heads. At 128 px with ``nf_d=64``: 64→128→256→512→1024 channels, 8×8 before pooling (the reference).
 
     ``forward(x [N, 3, S, S] or [B, k, 3, S, S])`` → ``(adv [N], class_logits [N, num_classes])`` (5-D inputs are
-    flattened to ``N = B·k``).
+    flattened to ``N = B·k``). One small deviation: a LeakyReLU before the pooling (the reference pools the raw
+    residual output), so the heads see rectified features as in BigGAN/StyleGAN-style discriminators.
     """
 
     def __init__(self, num_classes: int, size: int = 128, feature_size: int = 8, nf_d: int = 64,
