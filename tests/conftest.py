@@ -3,8 +3,9 @@ import os
 import pytest
 import torch
 
-# Tests are small; two intra-op threads is what CI has.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Unit tests use tiny models, where intra-op threads cost more than they give (and on a shared 2-core
+# machine they fight each other): one thread. Notebooks under nbval run in their own kernels.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
