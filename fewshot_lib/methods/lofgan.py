@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "LoFGANConfig", "thumbnails", "local_target", "local_reconstruction_loss", "global_reconstruction_loss",
     "hinge_d_loss", "hinge_g_loss", "class_loss", "class_logit_gradient_penalty", "lr_at", "make_optimizers",
-    "d_step", "g_step", "train_step", "LoFGANTrainer", "generate", "emoji_episode_classes",
+    "d_step", "g_step", "train_step", "LoFGANTrainer", "generate", "episode_generate_fn", "emoji_episode_classes",
 ]
 
 
