@@ -17,13 +17,6 @@ from fewshot_lib.metrics.features import random_emoji_extractor
 from fewshot_lib.models.stylegan2 import Discriminator, Generator
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads; one thread keeps these tests fast on a busy shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_g(seed: int = 0, size: int = 32) -> Generator:

@@ -11,13 +11,6 @@ from fewshot_lib.methods import mixdl as M
 from fewshot_lib.models.stylegan2 import Discriminator, Generator
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; two threads on a busy 2-core machine spin-wait badly."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def tiny_models(seed: int = 0) -> tuple[Generator, Discriminator]:

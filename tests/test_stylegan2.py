@@ -14,13 +14,6 @@ from fewshot_lib.methods.stylegan2_losses import (PathLengthState, d_logistic_lo
 from fewshot_lib.models import stylegan2 as sg
 from fewshot_lib.train import GANTrainer, TrainConfig
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny nets are fastest single-threaded (and a shared 2-core machine oversubscribes badly)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 TINY = dict(style_dim=32, n_mlp=2, channel_base=256, channel_max=32)
