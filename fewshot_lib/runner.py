@@ -192,6 +192,12 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _verdict(claim: dict[str, Any]) -> str:
+    """``yes`` / ``no``; a single seed has no noise estimate, so it only shows a direction."""
+    verdict = "**yes**" if claim["holds"] else "no"
+    return verdict + (" (1 seed: direction only)" if claim.get("seeds", 0) < 2 else "")
+
+
 def _headline_metrics(metrics: dict[str, Any], limit: int = 4) -> str:
     """A few scalar metrics for the report table (nested dicts are skipped)."""
     scalars = [(k, v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
@@ -211,7 +217,7 @@ def write_report(results: dict[str, Any], out_root: Path) -> tuple[Path, Path]:
             md.append(f"| {c['notebook']} | {c['claim']} | {c['metric']} ({c.get('extractor', '?')}) | "
                       f"{c['method']}: {_fmt(c['method_mean'])} ± {_fmt(c['method_std'])} | "
                       f"{c['baseline']}: {_fmt(c['baseline_mean'])} ± {_fmt(c['baseline_std'])} | "
-                      f"{c['seeds']} | {'**yes**' if c['holds'] else 'no'} |")
+                      f"{c['seeds']} | {_verdict(c)} |")
     else:
         md.append("No notebook in this run tests a paper claim.")
     md += ["", "## Notebooks", "", "| notebook | status | time (s) | headline metrics |", "|---|---|---|---|"]

@@ -65,9 +65,20 @@ def test_run_injects_parameters_sweeps_collects_and_reports_failures(notebooks, 
     assert (out / "01_good__alpha=2" / "01_good.ipynb").is_file()   # the executed notebook is kept
     report = (out / "report.md").read_text()
     assert report.index("Paper claims") < report.index("## Notebooks") and "deliberate failure" in report
+    assert "direction only" not in report              # two seeds per claim here: a real verdict
     assert "<table>" in (out / "report.html").read_text()
     printed = capsys.readouterr().out
     assert "FAILED 02_bad__alpha=2" in printed and "[4/4]" in printed
+
+
+def test_single_seed_claims_are_marked_as_direction_only(tmp_path):
+    from fewshot_lib.results import make_claim
+    from fewshot_lib.runner import write_report
+
+    claim = {"notebook": "nb", **make_claim("c", "m", "x", "a", "b", [2.0], [1.0], True)}
+    results = {"profile": "smoke", "created": "now", "ok": 1, "failed": 0, "notebooks": [], "claims": [claim]}
+    md, _ = write_report(results, tmp_path)
+    assert "**yes** (1 seed: direction only)" in md.read_text()
 
 
 def test_run_with_nothing_matching(notebooks, tmp_path):
