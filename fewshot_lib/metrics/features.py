@@ -44,7 +44,6 @@ per position, each in ``[0, 4]`` (``2 - 2·cos``). Typical values between differ
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -55,7 +54,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..checkpoint import load_checkpoint
+from ..checkpoint import file_sha256, load_checkpoint
 from ..config import data_dir
 from ..progress import progress
 
@@ -210,10 +209,6 @@ class EmojiFeatureNet(nn.Module):
 
 def emoji_checkpoint_path() -> Path:
     return data_dir() / EMOJI_CHECKPOINT
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def load_emoji_feature_net(path: str | os.PathLike | None = None, verify: bool = True

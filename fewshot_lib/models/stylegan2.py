@@ -42,6 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checkpoint import file_sha256
+
 log = logging.getLogger(__name__)
 
 SQRT2 = math.sqrt(2.0)
@@ -920,16 +922,6 @@ def sample(G: Generator, n: int, seed: int = 0, truncation: float = 1.0, batch: 
 # ---------------------------------------------------------------------------------------------------------
 # 8. The project's shipped source model (data/checkpoints/<name>.pt + <name>.manifest.json)
 # ---------------------------------------------------------------------------------------------------------
-
-def file_sha256(path: str | os.PathLike) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 def export_generator(g_ema: Generator, path: str | os.PathLike, half: bool = True,
                      info: dict[str, Any] | None = None, n_mean: int = 4096) -> Path:
