@@ -71,3 +71,15 @@ def file_sha256(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def verify_sha256(path: str | os.PathLike, expected: str | None, how_to_fix: str) -> None:
+    """Raise ``ValueError`` when ``path``'s sha256 differs from the one its manifest records.
+
+    A shipped checkpoint that was truncated by a bad copy or silently replaced must not load as if it were
+    the one whose metrics the manifest reports. ``how_to_fix`` names the script that rebuilds the file.
+    """
+    actual = file_sha256(path)
+    if actual != expected:
+        raise ValueError(f"{Path(path).name}: sha256 {actual[:12]}… does not match its manifest "
+                         f"({str(expected)[:12]}…). The file is corrupt or was replaced; {how_to_fix}")

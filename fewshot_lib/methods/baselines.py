@@ -313,8 +313,8 @@ def load_source_discriminator(name: str = "stylegan2_noto32", device: str | torc
     """
     import json
 
-    from ..checkpoint import load_checkpoint
-    from ..models.stylegan2 import Discriminator, file_sha256, load_state_strict, source_model_paths
+    from ..checkpoint import load_checkpoint, verify_sha256
+    from ..models.stylegan2 import Discriminator, load_state_strict, source_model_paths
 
     path, manifest_path = source_discriminator_paths(name)
     if not path.is_file() or not manifest_path.is_file():
@@ -322,9 +322,8 @@ def load_source_discriminator(name: str = "stylegan2_noto32", device: str | torc
             f"No source discriminator {path.name} (with {manifest_path.name}) under data/checkpoints. Export it "
             f"from the source run with `python scripts/export_source_discriminator.py --name {name}`.")
     meta = json.loads(manifest_path.read_text())
-    if verify and file_sha256(path) != meta.get("sha256"):
-        raise ValueError(f"{path.name}: sha256 does not match {manifest_path.name}; the file is corrupt or was "
-                         "replaced. Re-export it with scripts/export_source_discriminator.py.")
+    if verify:
+        verify_sha256(path, meta.get("sha256"), "re-export it with scripts/export_source_discriminator.py.")
     ck = load_checkpoint(path)
     for key in ("d", "config"):
         if key not in ck:

@@ -54,7 +54,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..checkpoint import file_sha256, load_checkpoint
+from ..checkpoint import file_sha256, load_checkpoint, verify_sha256
 from ..config import data_dir
 from ..progress import progress
 
@@ -225,11 +225,8 @@ def load_emoji_feature_net(path: str | os.PathLike | None = None, verify: bool =
             "restore it with git or retrain it with `python scripts/train_feature_net.py`.")
     manifest_path = path.with_name(path.name.replace(".pt", ".manifest.json"))
     if verify and manifest_path.is_file():
-        expected = json.loads(manifest_path.read_text()).get("sha256")
-        actual = file_sha256(path)
-        if expected and expected != actual:
-            raise ValueError(f"{path} has sha256 {actual[:12]}…, but its manifest says {expected[:12]}…; "
-                             "the checkpoint was changed. Retrain with scripts/train_feature_net.py.")
+        verify_sha256(path, json.loads(manifest_path.read_text()).get("sha256"),
+                      "restore it with git or retrain it with scripts/train_feature_net.py.")
     ckpt = load_checkpoint(path)
     for key in ("state_dict", "meta"):
         if key not in ckpt:

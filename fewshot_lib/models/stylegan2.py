@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint import file_sha256
+from ..checkpoint import file_sha256, verify_sha256
 
 log = logging.getLogger(__name__)
 
@@ -985,9 +985,5 @@ def load_source_model(name: str = "stylegan2_noto32", device: str | torch.device
             "`python scripts/train_source_model.py` (see its --help), or train a small one in the notebook.")
     meta = json.loads(manifest.read_text())
     if verify:
-        digest = file_sha256(ckpt)
-        if digest != meta.get("sha256"):
-            raise ValueError(f"{ckpt.name}: sha256 {digest[:12]}… does not match its manifest "
-                             f"({str(meta.get('sha256'))[:12]}…). The file is corrupt or was replaced; re-export it "
-                             "with scripts/train_source_model.py --export-only.")
+        verify_sha256(ckpt, meta.get("sha256"), "re-export it with scripts/train_source_model.py --export-only.")
     return load_generator(ckpt, device=device)
