@@ -1,6 +1,9 @@
 """LoFGAN: the local fusion module, the image-level loss target, the D/G step, resume, data splits, .npy presets."""
 from __future__ import annotations
 
+import copy
+import types
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +14,7 @@ from fewshot_lib.methods.lofgan import (LoFGANConfig, LoFGANTrainer, class_logit
                                         global_reconstruction_loss, local_reconstruction_loss, local_target, lr_at,
                                         thumbnails, train_step)
 from fewshot_lib.models.lofgan import (GlobalFusion, LocalFusionModule, LoFGANDiscriminator, LoFGANGenerator,
-                                       base_first_order, local_matching, local_replacement, local_selection,
+                                       PenaltyConv2d, base_first_order, local_matching, local_replacement, local_selection,
                                        n_downsamplings, random_alpha)
 
 
@@ -110,6 +113,48 @@ def test_discriminator_heads_and_penalty():
     assert gp.item() > 0
     with pytest.raises(ValueError, match="D expects"):
         d(torch.randn(2, 1, 32, 32))
+
+
+def _penalty_and_grads(d, x, labels):
+    """Hinge + class + class-logit penalty of D on ``x`` and the gradients of every parameter (double backprop)."""
+    d.zero_grad(set_to_none=True)
+    real = x.clone().requires_grad_(True)
+    adv, cls = d(real)
+    gp = class_logit_gradient_penalty(cls, real, labels, n_episodes=2)
+    loss = torch.relu(1 - adv).mean() + torch.nn.functional.cross_entropy(cls, labels) + 10 * gp
+    loss.backward()
+    grads = {n: p.grad.clone() if p.grad is not None else torch.zeros_like(p) for n, p in d.named_parameters()}
+    return loss.detach(), grads, real.grad
+
+
+def test_penalty_conv_matches_stock_conv_through_double_backprop():
+    # PenaltyConv2d only changes *how* the second derivative is computed: values and gradients must match the
+    # stock nn.Conv2d path, including the penalty's second-order terms.
+    torch.manual_seed(0)
+    d_fast = LoFGANDiscriminator(num_classes=4, size=32, feature_size=8, nf_d=8).double()
+    d_stock = copy.deepcopy(d_fast)
+    n_swapped = 0
+    for m in d_stock.modules():
+        if isinstance(m, PenaltyConv2d):
+            m.forward = types.MethodType(torch.nn.Conv2d.forward, m)
+            n_swapped += 1
+    assert n_swapped >= 5
+    x = torch.randn(6, 3, 32, 32, dtype=torch.float64)
+    labels = torch.tensor([0, 1, 2, 3, 0, 1])
+    loss_fast, grads_fast, x_grad_fast = _penalty_and_grads(d_fast, x, labels)
+    loss_stock, grads_stock, x_grad_stock = _penalty_and_grads(d_stock, x, labels)
+    assert torch.allclose(loss_fast, loss_stock, rtol=1e-10)
+    for name, g in grads_stock.items():
+        assert torch.allclose(grads_fast[name], g, rtol=1e-7, atol=1e-10), name
+    assert torch.allclose(x_grad_fast, x_grad_stock, rtol=1e-7, atol=1e-10)
+    assert any(g.abs().sum() > 0 for g in grads_fast.values())
+
+
+def test_penalty_conv_is_a_conv2d_with_the_same_state_dict():
+    conv, stock = PenaltyConv2d(3, 5, 3), torch.nn.Conv2d(3, 5, 3)
+    stock.load_state_dict(conv.state_dict(), strict=True)
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.allclose(conv(x), stock(x))
 
 
 def test_lr_schedule():

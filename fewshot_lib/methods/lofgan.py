@@ -183,16 +183,22 @@ def d_step(g: LoFGANGenerator, d: LoFGANDiscriminator, opt_d: torch.optim.Optimi
     l_gp = class_logit_gradient_penalty(real_cls, real, y_real, b) if use_gp else real_adv.new_zeros(())
     loss = cfg.w_adv * (l_real + l_fake) + cfg.w_cls * l_cls + cfg.w_gp * max(1, cfg.gp_every) * l_gp
     opt_d.zero_grad(set_to_none=True)
-    loss.backward()
+    loss.backward(inputs=[p for p in d.parameters() if p.requires_grad])   # no gradient for the real images
     opt_d.step()
     return {"d_real": l_real.item(), "d_fake": l_fake.item(), "d_cls": l_cls.item(), "d_gp": l_gp.item()}
 
 
 def g_step(g: LoFGANGenerator, d: LoFGANDiscriminator, opt_g: torch.optim.Optimizer, shots: torch.Tensor,
            labels: torch.Tensor, cfg: LoFGANConfig, generator: torch.Generator | None = None) -> dict[str, float]:
-    """One G update: adversarial + class + reconstruction (local for LoFGAN, α-blend L1 for global fusion)."""
+    """One G update: adversarial + class + reconstruction (local for LoFGAN, α-blend L1 for global fusion).
+
+    D's weights get no gradient here (they would be discarded before D's next step anyway), which saves the
+    weight-gradient half of D's backward pass.
+    """
     fake, record = g(shots, generator=generator)                       # [B, 3, S, S]
+    d.requires_grad_(False)
     fake_adv, fake_cls = d(fake)
+    d.requires_grad_(True)
     l_adv = hinge_g_loss(fake_adv)
     l_cls = class_loss(fake_cls, labels)
     if g.fusion_kind == "local":
