@@ -2,13 +2,16 @@
 
 The default trains a 32×32 lab-size generator on all ``noto`` emoji (1,906 images) with DiffAugment, on CPU,
 for a wall-clock budget; it resumes exactly from ``--run-dir`` when run again. Every ``--export-every`` steps
-(and at the end) the EMA generator is exported in half precision to ``data/checkpoints/<name>.pt`` with
-``<name>.manifest.json`` (sha256, command, steps, wall time, metrics).
+(and at the end) the EMA generator and the discriminator of the same step are exported in half precision to
+``data/checkpoints/<name>.pt`` and ``<name>_d.pt``, each with a manifest (sha256, the training commands, steps,
+wall time, metrics). Every training invocation is appended to ``<run-dir>/commands.json`` so the manifest
+lists all of them (a model trained in several sittings records each).
 
     nice -n 10 python scripts/train_source_model.py --minutes 70 --log /tmp/sg2_source.log
-    python scripts/train_source_model.py --export-only        # re-export the last checkpoint
+    python scripts/train_source_model.py --export-only        # re-export G and D from the last checkpoint
 
-Later notebooks load it with ``fewshot_lib.models.stylegan2.load_source_model()``.
+Later notebooks load them with ``fewshot_lib.models.stylegan2.load_source_model()`` and
+``fewshot_lib.methods.baselines.load_source_discriminator()``.
 """
 from __future__ import annotations
 
@@ -23,10 +26,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from fewshot_lib.checkpoint import file_sha256  # noqa: E402
 from fewshot_lib.config import data_dir, repo_root  # noqa: E402
 from fewshot_lib.data.emoji import load_emoji  # noqa: E402
-from fewshot_lib.models.stylegan2 import (Discriminator, Generator, count_parameters, export_generator,  # noqa: E402
-                                          file_sha256, sample)
+from fewshot_lib.models.stylegan2 import (Discriminator, Generator, count_parameters,  # noqa: E402
+                                          export_discriminator, export_generator, sample)
 from fewshot_lib.train import GANTrainer, TrainConfig  # noqa: E402
 
 log = logging.getLogger("train_source_model")
@@ -64,27 +68,46 @@ def feature_metrics(real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
         return {"feature_metrics": f"unavailable ({type(err).__name__})"}
 
 
-def export(trainer: GANTrainer, args: argparse.Namespace, real: torch.Tensor, command: str,
+def training_commands(run_dir: Path) -> list[dict]:
+    """The training invocations recorded in ``run_dir/commands.json`` (oldest first)."""
+    path = run_dir / "commands.json"
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def record_command(run_dir: Path, entry: dict) -> None:
+    """Append (or, for the same ``started`` stamp, update) one invocation in ``run_dir/commands.json``."""
+    entries = [e for e in training_commands(run_dir) if e.get("started") != entry["started"]]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "commands.json").write_text(json.dumps(entries + [entry], indent=2) + "\n")
+
+
+def export(trainer: GANTrainer, args: argparse.Namespace, real: torch.Tensor, run_dir: Path,
            with_features: bool) -> None:
     out = Path(args.out) if args.out else data_dir() / "checkpoints" / f"{args.name}.pt"
     fake = sample(trainer.g_ema, 2000 if with_features else 512, seed=123)
     metrics = pixel_stats(real, fake)
     if with_features:
         metrics.update(feature_metrics(real, fake))
+    commands = training_commands(run_dir)
     info = {"steps": trainer.step, "images_seen": trainer.step * trainer.cfg.batch,
             "wall_time_s": round(trainer.seconds, 1), "dataset": f"emoji_32 style={args.style} (n={len(real)})"}
+    common = {**info, "command": " ; then ".join(e["command"] for e in commands) or "unknown",
+              "training_sessions": commands, "precision": "float16 weights (cast to float32 on load)",
+              "torch": torch.__version__, "device": str(trainer.device),
+              "trained_by": "fewshot_lib.train.GANTrainer (this project's code)"}
     export_generator(trainer.g_ema, out, half=True, info=info)
-    manifest = {
-        "name": args.name, "file": out.name, "sha256": file_sha256(out), "bytes": out.stat().st_size,
-        "command": command, **info, "precision": "float16 weights (cast to float32 on load)",
-        "model_config": trainer.g_ema.config, "g_parameters": count_parameters(trainer.G),
-        "train_config": {k: v for k, v in vars(trainer.cfg).items()}, "metrics": metrics,
-        "torch": torch.__version__, "device": str(trainer.device),
-        "trained_by": "fewshot_lib.train.GANTrainer (this project's code)",
-    }
-    mpath = out.with_name(f"{args.name}.manifest.json")
-    mpath.write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-    log.info("exported %s (%d bytes) at step %d: %s", out.name, out.stat().st_size, trainer.step, metrics)
+    manifest = {"name": args.name, "file": out.name, "sha256": file_sha256(out), "bytes": out.stat().st_size,
+                **common, "model_config": trainer.g_ema.config, "g_parameters": count_parameters(trainer.G),
+                "train_config": {k: v for k, v in vars(trainer.cfg).items()}, "metrics": metrics}
+    out.with_name(f"{args.name}.manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    # The discriminator of the same step: adaptation methods (notebook 04) fine-tune it too.
+    d_out = out.with_name(f"{args.name}_d.pt")
+    export_discriminator(trainer.D, d_out, half=True, info=info)
+    d_manifest = {"name": f"{args.name}_d", "file": d_out.name, "sha256": file_sha256(d_out),
+                  "bytes": d_out.stat().st_size, **common, "config": trainer.D.config,
+                  "d_parameters": count_parameters(trainer.D)}
+    out.with_name(f"{args.name}_d.manifest.json").write_text(json.dumps(d_manifest, indent=2, default=str) + "\n")
+    log.info("exported %s and %s at step %d: %s", out.name, d_out.name, trainer.step, metrics)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -129,8 +152,9 @@ def main(argv: list[str] | None = None) -> None:
     log.info("data %s, G %d params, D %d params, start step %d", tuple(real.shape), count_parameters(G),
              count_parameters(D), trainer.step)
     if args.export_only:
-        export(trainer, args, real, command, with_features=True)
+        export(trainer, args, real, run_dir, with_features=True)
         return
+    session = {"command": command, "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "start_step": trainer.step}
 
     t_end = time.time() + args.minutes * 60
     last_export = trainer.step
@@ -143,10 +167,12 @@ def main(argv: list[str] | None = None) -> None:
         mean = {k: sum(v[tail]) / len(v[tail]) for k, v in h.items() if v[tail]}
         log.info("step %d  %.2f s/it  %s", trainer.step, (time.time() - t0) / args.chunk,
                  "  ".join(f"{k}={v:.3f}" for k, v in mean.items()))
+        record_command(run_dir, {**session, "end_step": trainer.step})
         if trainer.step - last_export >= args.export_every:
-            export(trainer, args, real, command, with_features=False)
+            export(trainer, args, real, run_dir, with_features=False)
             last_export = trainer.step
-    export(trainer, args, real, command, with_features=True)
+    record_command(run_dir, {**session, "end_step": trainer.step})
+    export(trainer, args, real, run_dir, with_features=True)
 
 
 if __name__ == "__main__":

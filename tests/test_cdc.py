@@ -281,26 +281,45 @@ def test_evaluator_and_run_adaptation_curves():
     assert curve == [] and trainer.step == 1
 
 
-def test_source_discriminator_export_and_load(tmp_path, monkeypatch):
+def test_source_export_writes_g_and_d_of_the_same_step(tmp_path, monkeypatch):
+    # scripts/train_source_model.py exports the EMA generator and the discriminator together, each with a
+    # manifest listing every training sitting; both load back and a damaged file is refused.
+    import argparse
     import importlib.util
+    import json
 
-    from fewshot_lib.checkpoint import save_atomic
     from fewshot_lib.config import repo_root
     from fewshot_lib.methods.baselines import load_source_discriminator, source_discriminator_paths
+    from fewshot_lib.models.stylegan2 import load_source_model
+    from fewshot_lib.train import GANTrainer, TrainConfig
 
     monkeypatch.setenv("FEWSHOT_DATA", str(tmp_path / "data"))
-    with pytest.raises(FileNotFoundError, match="export_source_discriminator"):
+    with pytest.raises(FileNotFoundError, match="train_source_model"):
         load_source_discriminator("tiny")
-    d = tiny_d(3)
-    save_atomic({"d": d.state_dict(), "d_config": d.config, "step": 7}, tmp_path / "run" / "checkpoint.pt")
-    spec = importlib.util.spec_from_file_location("export_d", repo_root() / "scripts" / "export_source_discriminator.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.main(["--name", "tiny", "--run-dir", str(tmp_path / "run")])
-    loaded = load_source_discriminator("tiny")
+    spec = importlib.util.spec_from_file_location("train_source", repo_root() / "scripts" / "train_source_model.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    real = torch.rand(8, 3, 32, 32) * 2 - 1
+    trainer = GANTrainer(tiny_g(1), tiny_d(2), real, TrainConfig(steps=2, batch=4, sample_every=0,
+                                                                 checkpoint_every=0))
+    trainer.train(steps=2, resume=False, show_progress=False)
+    run_dir = tmp_path / "run"
+    script.record_command(run_dir, {"command": "first", "started": "a", "start_step": 0, "end_step": 1})
+    script.record_command(run_dir, {"command": "second", "started": "b", "start_step": 1, "end_step": 1})
+    script.record_command(run_dir, {"command": "second", "started": "b", "start_step": 1, "end_step": 2})
+    args = argparse.Namespace(out=None, name="tiny", style="noto")
+    script.export(trainer, args, real, run_dir, with_features=False)
+    g = load_source_model("tiny")
+    d = load_source_discriminator("tiny")
     x = torch.rand(2, 3, 32, 32) * 2 - 1
-    assert torch.allclose(loaded(x), d.eval()(x), atol=1e-2)             # fp16 weights
-    path, _ = source_discriminator_paths("tiny")
+    assert torch.allclose(d(x), trainer.D.eval()(x), atol=1e-2)             # fp16 weights
+    z = torch.randn(2, g.style_dim)
+    assert torch.allclose(g(z, randomize_noise=False)[0], trainer.g_ema.eval()(z, randomize_noise=False)[0],
+                          atol=2e-2)
+    path, manifest_path = source_discriminator_paths("tiny")
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["steps"] == 2 and manifest["command"] == "first ; then second"
+    assert [e["end_step"] for e in manifest["training_sessions"]] == [1, 2]
     path.write_bytes(path.read_bytes()[:-10])
     with pytest.raises(ValueError, match="sha256"):
         load_source_discriminator("tiny")

@@ -307,8 +307,8 @@ def load_source_discriminator(name: str = "stylegan2_noto32", device: str | torc
     """The discriminator trained together with the shipped source generator ``name`` (float32, eval mode).
 
     Adaptation fine-tunes the *pretrained* D as well (FreezeD even keeps part of it), so the shipped generator
-    alone is not enough. The file is written by ``scripts/export_source_discriminator.py`` from the source
-    run's trainer checkpoint. ``verify`` checks its sha256 against the manifest and warns (``logging``) when
+    alone is not enough. The file is written by ``scripts/train_source_model.py`` together with the generator
+    (same training step). ``verify`` checks its sha256 against the manifest and warns (``logging``) when
     it comes from a different training step than the shipped generator's manifest.
     """
     import json
@@ -320,10 +320,10 @@ def load_source_discriminator(name: str = "stylegan2_noto32", device: str | torc
     if not path.is_file() or not manifest_path.is_file():
         raise FileNotFoundError(
             f"No source discriminator {path.name} (with {manifest_path.name}) under data/checkpoints. Export it "
-            f"from the source run with `python scripts/export_source_discriminator.py --name {name}`.")
+            f"with the generator: `python scripts/train_source_model.py --name {name} --export-only`.")
     meta = json.loads(manifest_path.read_text())
     if verify:
-        verify_sha256(path, meta.get("sha256"), "re-export it with scripts/export_source_discriminator.py.")
+        verify_sha256(path, meta.get("sha256"), "re-export it with scripts/train_source_model.py --export-only.")
     ck = load_checkpoint(path)
     for key in ("d", "config"):
         if key not in ck:

@@ -939,6 +939,20 @@ def export_generator(g_ema: Generator, path: str | os.PathLike, half: bool = Tru
                         "info": dict(info or {})}, path)
 
 
+def export_discriminator(D: "Discriminator", path: str | os.PathLike, half: bool = True,
+                         info: dict[str, Any] | None = None) -> Path:
+    """Save a discriminator for shipping: ``{"d", "config", "info"}`` (fp16 by default).
+
+    Adaptation methods fine-tune the source D too, so it ships beside the generator of the same step;
+    ``fewshot_lib.methods.baselines.load_source_discriminator`` reads it back (float32).
+    """
+    from ..checkpoint import save_atomic
+
+    state = {k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu())
+             for k, v in D.state_dict().items()}
+    return save_atomic({"d": state, "config": dict(D.config), "info": dict(info or {})}, path)
+
+
 def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> Generator:
     """Load a file written by :func:`export_generator` (strict) → EMA generator in eval mode, float32."""
     from ..checkpoint import load_checkpoint
