@@ -45,7 +45,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 __all__ = [
     "ConvBlock", "Encoder", "Decoder", "FusionRecord", "LocalFusionModule", "GlobalFusion", "LoFGANGenerator",
-    "PenaltyConv2d", "ActFirstResBlock", "LoFGANDiscriminator", "local_selection", "local_matching", "local_replacement",
+    "PenaltyConv2d", "input_gradients_only", "ActFirstResBlock", "LoFGANDiscriminator", "local_selection", "local_matching", "local_replacement",
     "random_alpha", "base_first_order", "n_downsamplings",
 ]
 
@@ -330,14 +330,40 @@ class LoFGANGenerator(nn.Module):
 # Discriminator
 # ----------------------------------------------------------------------------------------------------------
 
+class input_gradients_only:
+    """Context manager: inside it, :class:`PenaltyConv2d` layers skip their weight gradients during backward.
+
+    ``torch.autograd.grad(s, x, create_graph=True)`` (a gradient penalty) needs only input gradients. Stock
+    autograd ops know which outputs a call asks for; a custom ``autograd.Function`` does not, so the penalty says
+    it explicitly (see :func:`fewshot_lib.methods.lofgan.class_logit_gradient_penalty`).
+    """
+    active = False
+
+    def __enter__(self) -> "input_gradients_only":
+        self._previous, input_gradients_only.active = input_gradients_only.active, True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        input_gradients_only.active = self._previous
+
+
+def _conv_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: bool,
+                   mask: list[bool]) -> tuple[torch.Tensor | None, ...]:
+    """PyTorch's fused first-order convolution backward (stride 1, no padding): ``(∂x, ∂weight, ∂bias)`` where
+    ``mask`` says which to compute. ``x`` is read for its shape only when just ``∂x`` is asked for."""
+    return torch.ops.aten.convolution_backward(grad, x, weight, [weight.shape[0]] if bias else None, [1, 1], [0, 0],
+                                               [1, 1], False, [0, 0], 1, mask)
+
+
 class _ConvInputGradient(torch.autograd.Function):
-    """The input gradient of a stride-1 unpadded conv, ``conv_transpose2d(grad, weight)``, as a differentiable op
-    whose own backward runs the two ordinary convolution kernels (a forward conv and a weight gradient)."""
+    """The input gradient of a stride-1 unpadded conv, ``∂x = conv_transpose2d(grad, weight)``, as an op of its own
+    whose backward runs the two ordinary convolution kernels: a forward conv for ``∂grad`` and a plain weight
+    gradient for ``∂weight``."""
 
     @staticmethod
-    def forward(ctx, grad: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, grad: torch.Tensor, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(grad, weight)
-        return F.conv_transpose2d(grad, weight)
+        return _conv_backward(grad, x, weight, False, [True, False, False])[0]   # x: shape only
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -346,9 +372,8 @@ class _ConvInputGradient(torch.autograd.Function):
         d_grad = F.conv2d(grad_grad_x, weight) if ctx.needs_input_grad[0] else None
         d_weight = None
         if ctx.needs_input_grad[1]:   # Σ grad[n,o,h,w] · grad_grad_x[n,i,h+u,w+v]: a plain conv weight gradient
-            _, d_weight, _ = torch.ops.aten.convolution_backward(
-                grad, grad_grad_x, weight, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [False, True, False])
-        return d_grad, d_weight
+            d_weight = _conv_backward(grad, grad_grad_x, weight, False, [False, True, False])[1]
+        return d_grad, d_weight, None
 
 
 class _ConvWithFastDoubleBackward(torch.autograd.Function):
@@ -356,8 +381,8 @@ class _ConvWithFastDoubleBackward(torch.autograd.Function):
 
     Why: the gradient penalty differentiates D's *input gradient* once more (double backprop). PyTorch's generic
     second derivative of a convolution computes its weight term as a convolution whose kernel is as large as the
-    feature map — correct, but several times slower on CPU than a normal weight gradient. Writing the input
-    gradient as its own op (:class:`_ConvInputGradient`) makes the second pass use the ordinary kernels.
+    feature map — correct, but several times slower on CPU than a normal weight gradient. Making the input
+    gradient an op of its own (:class:`_ConvInputGradient`) lets the second pass use the ordinary kernels.
     The numbers are the same (``tests/test_lofgan.py`` compares both paths); only the speed differs.
     """
 
@@ -370,16 +395,15 @@ class _ConvWithFastDoubleBackward(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x, weight = ctx.saved_tensors
-        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        need_b = ctx.has_bias and ctx.needs_input_grad[2]
-        # With create_graph=True (the penalty), the input gradient must be differentiable: a transposed conv.
-        # Otherwise one fused backward call gives every gradient the cheapest way.
-        x_via_transpose = need_x and torch.is_grad_enabled()
-        gx, gw, gb = torch.ops.aten.convolution_backward(
-            grad, x, weight, [weight.shape[0]] if ctx.has_bias else None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
-            [need_x and not x_via_transpose, need_w, need_b])
-        if x_via_transpose:
-            gx = _ConvInputGradient.apply(grad, weight)
+        weights_wanted = not input_gradients_only.active
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1] and weights_wanted
+        need_b = ctx.has_bias and ctx.needs_input_grad[2] and weights_wanted
+        # With create_graph=True (the penalty) the input gradient must stay differentiable: its own op.
+        # Otherwise one fused call gives every gradient the cheapest way.
+        x_differentiable = need_x and torch.is_grad_enabled()
+        gx, gw, gb = _conv_backward(grad, x, weight, ctx.has_bias, [need_x and not x_differentiable, need_w, need_b])
+        if x_differentiable:
+            gx = _ConvInputGradient.apply(grad, weight, x.detach())
         return gx, gw, gb
 
 
