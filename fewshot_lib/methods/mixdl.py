@@ -507,3 +507,141 @@ def interpolation_walk(generator: nn.Module, w0: torch.Tensor, w1: torch.Tensor,
     images = fixed_noise_synthesis(generator)(w0[None] + (w1 - w0)[None] * ts)
     emb = resolve_extractor(extractor).distance_embedding(images, show_progress=False)
     return images, (emb[1:] - emb[:-1]).pow(2).sum(1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 5. The task, memorisation, and the shipped "staircase vs ramp" generators
+# ---------------------------------------------------------------------------------------------------------
+
+LAB_MODEL = dict(size=32, style_dim=64, n_mlp=2, channel_base=32 * 32, channel_max=32)
+"""The small StyleGAN2 of notebook 05's lab profile (97 k generator parameters), also used by the showcase."""
+
+SHOWCASE_VARIANTS = ("stylegan2", "mixdl")
+"""The two generators trained long by ``scripts/train_mixdl_showcase.py``: the paper's over-fitted baseline
+(plain StyleGAN2, no augmentation) and full MixDL, on the same shots with the same model."""
+
+
+def category_task(style: str = "noto", category: str = "Smileys & Emotion", n_shots: int = 10, seed: int = 0,
+                  min_reference: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
+    """Notebook 05's few-shot task: ``n_shots`` seeded images of one style's category, the rest as reference.
+
+    Returns ``(shots [n_shots, 3, 32, 32], reference [N - n_shots, 3, 32, 32])`` in ``[-1, 1]``. The shots are
+    the first ``n_shots`` of a permutation seeded by ``seed``, so a different seed is a different task. Raises
+    ``ValueError`` naming the style/category when fewer than ``min_reference`` images would remain for FID.
+    """
+    from ..data.emoji import load_emoji
+
+    images = load_emoji().select(styles=style, categories=category).tensors()        # [N, 3, 32, 32]
+    if len(images) - n_shots < min_reference:
+        raise ValueError(f"{style}/{category} has {len(images)} images, leaving {len(images) - n_shots} for the "
+                         f"reference set; pick a category with at least {n_shots + min_reference} images "
+                         "(see load_emoji().select(styles=...).counts('category'))")
+    perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
+    return images[perm[:n_shots]], images[perm[n_shots:]]
+
+
+def _nearest_other_shot_distance(shot_emb: torch.Tensor, bank_emb: torch.Tensor) -> torch.Tensor:
+    """For each shot ``[k, P]``: distance to the nearest *other* shot in ``bank = [shots; mirrored shots]``."""
+    from ..metrics import squared_distances
+
+    k = len(shot_emb)
+    d = squared_distances(shot_emb, bank_emb)                                 # [k, 2k]
+    own = torch.arange(k)
+    d[own, own] = float("inf")                                                 # itself
+    d[own, own + k] = float("inf")                                             # its own mirror image
+    return d.min(1).values                                                     # [k]
+
+
+@torch.no_grad()
+def walk_step_shares(generator: nn.Module, w0: torch.Tensor, w1: torch.Tensor, n_steps: int = 10,
+                     extractor: str = "emoji") -> torch.Tensor:
+    """Per walk, the share of the walk's total change made by each of its ``n_steps`` steps.
+
+    ``w0, w1 [P, w_dim]`` → ``[P, n_steps]`` (rows sum to 1). A ramp gives ≈ ``1/n_steps`` everywhere; a staircase
+    puts most of a row into one or two steps. Distances are the extractor's LPIPS-style squared distances.
+    """
+    rows = []
+    for a, b in zip(w0, w1):
+        _, d = interpolation_walk(generator, a, b, n_steps, extractor)         # [n_steps]
+        rows.append(d / d.sum().clamp_min(1e-12))
+    return torch.stack(rows)
+
+
+@torch.no_grad()
+def memorisation_metrics(generator: nn.Module, shots: torch.Tensor, n_samples: int = 256, n_paths: int = 32,
+                         seed: int = 0, extractor: str = "emoji", copy_ratio: float = 0.25,
+                         pixel_copy_rmse: float = 0.1) -> dict[str, float]:
+    """How much a generator trained on ``shots [k, 3, H, W]`` *copies* them, and how stairlike its walks are.
+
+    Samples ``n_samples`` images (seeded latents, fixed noise) and compares each with the shots *and their mirror
+    images* (training uses x-flips, so a flipped copy is a copy). All distances are the ``extractor``'s
+    LPIPS-style squared distances, put on the scale of the data by ``shot_gap`` — the median over shots of the
+    distance to the nearest *other* shot.
+
+    * ``copy_fraction``: share of samples closer to a shot than ``copy_ratio · shot_gap`` (fixed in advance:
+      a quarter of the gap between two different training images);
+    * ``nn_ratio_median``: median of (distance to the nearest shot ÷ ``shot_gap``) — threshold-free, ≈ 0 for copies;
+    * ``pixel_copy_fraction`` / ``pixel_rmse_median``: the same in pixels (RMSE in ``[-1, 1]`` units, threshold
+      ``pixel_copy_rmse``), independent of any network;
+    * ``nn_modes``: how many shots are some sample's nearest neighbour (mirrors count for their shot);
+    * ``lpips_diversity``: mean pairwise distance of the first 128 samples;
+    * ``ppl_mean`` / ``ppl_std`` / ``ppl_rel_std`` / ``ppl_end``: PPL-uniformity over ``n_paths`` 10-step walks in W
+      (as :func:`evaluate_generator`), and ``max_step_share``: the mean over walks of the largest step's share of
+      the walk (0.1 for a perfect ramp, → 1 for a single jump).
+    """
+    from .. import metrics as M
+    from ..metrics.result import resolve_extractor
+
+    k = len(shots)
+    ext = resolve_extractor(extractor)
+    gen = torch.Generator().manual_seed(seed)
+    dev = next(generator.parameters()).device
+    z = torch.randn(n_samples, generator.style_dim, generator=gen)
+    fake = torch.cat([generator(zb.to(dev), randomize_noise=False)[0].cpu() for zb in z.split(256)])
+    bank = torch.cat([shots, shots.flip(3)]).float()                          # [2k, 3, H, W]
+    e_fake, e_bank = ext.distance_embedding(fake, show_progress=False), ext.distance_embedding(bank, show_progress=False)
+    d = M.squared_distances(e_fake, e_bank)                                    # [n, 2k]
+    nn_d, nn_i = d.min(1)
+    shot_gap = float(_nearest_other_shot_distance(e_bank[:k], e_bank).median())
+    ratio = nn_d / shot_gap
+    pix = (fake.flatten(1)[:, None, :] - bank.flatten(1)[None]).pow(2).mean(-1).sqrt().min(1).values  # [n]
+    w0 = generator.mapping(torch.randn(n_paths, generator.style_dim, generator=gen).to(dev))
+    w1 = generator.mapping(torch.randn(n_paths, generator.style_dim, generator=gen).to(dev))
+    ppl = M.ppl_uniformity(fixed_noise_synthesis(generator), w0, w1, extractor=ext)
+    shares = walk_step_shares(generator, w0, w1, extractor=ext)                # [n_paths, 10]
+    return {"copy_fraction": float((ratio < copy_ratio).float().mean()), "nn_ratio_median": float(ratio.median()),
+            "pixel_copy_fraction": float((pix < pixel_copy_rmse).float().mean()),
+            "pixel_rmse_median": float(pix.median()), "nn_modes": float(len((nn_i % k).unique())),
+            "lpips_diversity": M.pairwise_lpips(e_fake[:128], ext).value, "shot_gap": shot_gap,
+            "ppl_mean": ppl.value, "ppl_std": ppl.details["uniformity"], "ppl_rel_std": ppl.details["relative_uniformity"],
+            "ppl_end": ppl.details["endpoint"], "max_step_share": float(shares.max(1).values.mean()),
+            "n_samples": n_samples, "n_paths": n_paths, "copy_ratio": copy_ratio, "pixel_copy_rmse": pixel_copy_rmse,
+            "extractor": ext.name}
+
+
+def showcase_name(variant: str) -> str:
+    """File stem of a shipped showcase generator: ``mixdl_showcase_<variant>``."""
+    if variant not in SHOWCASE_VARIANTS:
+        raise ValueError(f"showcase variant must be one of {SHOWCASE_VARIANTS}, got {variant!r}")
+    return f"mixdl_showcase_{variant}"
+
+
+def load_showcase_generator(variant: str, device: str | torch.device = "cpu") -> tuple[Generator, dict]:
+    """The shipped long-trained generator of ``variant`` and its manifest (sha256 checked against it).
+
+    Raises ``FileNotFoundError`` (with the command that trains it) when ``data/checkpoints`` does not hold it,
+    and ``ValueError`` when the file does not match its manifest.
+    """
+    import json
+
+    from ..checkpoint import verify_sha256
+    from ..models.stylegan2 import load_generator, source_model_paths
+
+    ckpt, manifest = source_model_paths(showcase_name(variant))
+    if not ckpt.is_file() or not manifest.is_file():
+        raise FileNotFoundError(
+            f"Showcase generator {variant!r} not found under data/checkpoints ({ckpt.name}, {manifest.name}). "
+            f"Train it with `python scripts/train_mixdl_showcase.py --variant {variant}` (see its --help).")
+    meta = json.loads(manifest.read_text())
+    verify_sha256(ckpt, meta.get("sha256"), f"retrain it with scripts/train_mixdl_showcase.py --variant {variant}.")
+    return load_generator(ckpt, device=device), meta
