@@ -1,0 +1,125 @@
+"""The MixDL "staircase vs ramp" showcase: memorisation metrics, the training script's core, the shipped files."""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+
+from fewshot_lib.methods import mixdl as M
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = dict(size=32, style_dim=16, n_mlp=2, channel_base=32 * 8, channel_max=8)
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("train_mixdl_showcase", ROOT / "scripts" / "train_mixdl_showcase.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def shots() -> torch.Tensor:
+    return M.category_task()[0]
+
+
+class _ToyGenerator(nn.Module):
+    """Duck-typed generator ``w [B, D] → [B, 3, 32, 32]`` for the metric tests (mapping = identity).
+
+    ``copy=True`` returns the shot picked by the argmax of w's first k coordinates (a perfect memoriser: its walks
+    are staircases); ``copy=False`` returns a smooth image, linear in w, nowhere near the shots (a ramp).
+    """
+
+    def __init__(self, shots: torch.Tensor, copy: bool, style_dim: int = 16) -> None:
+        super().__init__()
+        self.shots, self.copy, self.style_dim = shots, copy, style_dim
+        self.proj = nn.Parameter(torch.randn(style_dim, 3 * 32 * 32, generator=torch.Generator().manual_seed(0)) * 0.05,
+                                 requires_grad=False)
+
+    def mapping(self, z: torch.Tensor) -> torch.Tensor:
+        return z
+
+    def forward(self, w, input_is_latent=False, randomize_noise=True):
+        if self.copy:
+            return (self.shots[w[:, :len(self.shots)].argmax(1)],)
+        return ((w @ self.proj).tanh().view(-1, 3, 32, 32),)
+
+
+def test_category_task_is_the_notebook_task(shots):
+    s2, ref = M.category_task(seed=0)
+    assert shots.shape == (10, 3, 32, 32) and torch.equal(shots, s2) and len(ref) >= 100
+    assert not torch.equal(M.category_task(seed=1)[0], shots)
+    with pytest.raises(ValueError, match="reference"):
+        M.category_task(n_shots=10, min_reference=10_000)
+
+
+def test_memorisation_metrics_tell_a_copier_from_a_smooth_generator(shots):
+    kw = dict(n_samples=64, n_paths=6, seed=0)
+    copier = M.memorisation_metrics(_ToyGenerator(shots, copy=True), shots, **kw)
+    smooth = M.memorisation_metrics(_ToyGenerator(shots, copy=False), shots, **kw)
+    assert copier["copy_fraction"] == 1.0 and copier["pixel_copy_fraction"] == 1.0
+    assert copier["nn_ratio_median"] < 1e-6 and copier["nn_modes"] == 10
+    assert smooth["copy_fraction"] == 0.0 and smooth["pixel_copy_fraction"] == 0.0 and smooth["nn_ratio_median"] > 0.5
+    # staircase vs ramp: the copier's largest step dominates its walks; the linear generator spreads change out
+    assert copier["max_step_share"] > 0.3 > smooth["max_step_share"] and smooth["max_step_share"] >= 0.1
+    assert copier["ppl_rel_std"] > smooth["ppl_rel_std"]
+
+
+def test_walk_step_shares_sum_to_one(shots):
+    g = _ToyGenerator(shots, copy=False)
+    w0, w1 = torch.randn(3, 16), torch.randn(3, 16)
+    shares = M.walk_step_shares(g, w0, w1, n_steps=5)
+    assert shares.shape == (3, 5)
+    torch.testing.assert_close(shares.sum(1), torch.ones(3, dtype=shares.dtype))
+
+
+def test_script_core_trains_measures_resumes_and_exports(shots, tmp_path):
+    script = load_script()
+    trainer = script.build_trainer("mixdl", shots, tmp_path / "run", TINY, steps=100, seed=0)
+    assert trainer.cfg.augment is None and trainer.hook.config.use_d
+    traj = script.train_showcase(trainer, shots, until_step=4, seconds=120, measure_every=2, trajectory=[],
+                                 measure_kwargs=dict(n_samples=16, n_paths=2))
+    assert [e["step"] for e in traj] == [2, 4]
+    assert all(0 <= e["copy_fraction"] <= 1 and e["s_per_it"] > 0 and e["ppl_std"] >= 0 for e in traj)
+    # resumable: a new trainer on the same run_dir continues from the checkpoint
+    again = script.build_trainer("mixdl", shots, tmp_path / "run", TINY, steps=100, seed=0)
+    again.load(again.checkpoint_path)
+    assert again.step == 4
+    torch.testing.assert_close(again.g_ema.state_dict(), trainer.g_ema.state_dict())
+    args = argparse.Namespace(variant="mixdl", out_dir=str(tmp_path / "out"))
+    out = script.export(trainer, args, traj, tmp_path / "run", {"seed": 0})
+    manifest = json.loads(out.with_name("mixdl_showcase_mixdl.manifest.json").read_text())
+    from fewshot_lib.checkpoint import file_sha256
+    from fewshot_lib.models.stylegan2 import load_generator
+
+    assert manifest["sha256"] == file_sha256(out) and manifest["steps"] == 4
+    assert manifest["memorisation"]["step"] == 4 and manifest["model_config"]["style_dim"] == 16
+    assert load_generator(out).style_dim == 16
+    with pytest.raises(ValueError, match="variant"):
+        script.build_trainer("diffaugment", shots, None, TINY, steps=2)
+
+
+@pytest.mark.parametrize("variant", M.SHOWCASE_VARIANTS)
+def test_shipped_showcase_generators_match_their_manifests(variant, shots):
+    """The committed files load (sha256 checked), use the lab model, and reproduce the manifest's last measurement."""
+    g, meta = M.load_showcase_generator(variant)
+    ckpt = ROOT / "data" / "checkpoints" / meta["file"]
+    assert ckpt.stat().st_size == meta["bytes"] < 1_000_000
+    assert {k: v for k, v in meta["model_config"].items() if k in M.LAB_MODEL} == M.LAB_MODEL
+    assert meta["variant"] == variant and meta["steps"] == meta["memorisation"]["step"] > 0
+    last = meta["memorisation"]
+    again = M.memorisation_metrics(g, shots, n_samples=last["n_samples"], n_paths=last["n_paths"])
+    # the shipped weights are fp16 copies of the measured fp32 model: equal up to rounding
+    assert abs(again["copy_fraction"] - last["copy_fraction"]) <= 0.05
+    assert again["ppl_std"] == pytest.approx(last["ppl_std"], rel=0.1, abs=0.05)
+    assert again["nn_ratio_median"] == pytest.approx(last["nn_ratio_median"], rel=0.1, abs=0.02)
+
+
+def test_missing_showcase_variant_is_refused():
+    with pytest.raises(ValueError, match="showcase variant"):
+        M.load_showcase_generator("diffaugment")
