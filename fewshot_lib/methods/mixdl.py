@@ -49,7 +49,8 @@ building block (:func:`fewshot_lib.methods.cdc.similarity_kl`):
   ordinary ones (whose fakes are then also judged by patches) instead of replacing the ordinary fakes.
 * Every loop over pairs is a matrix product; everything runs on CPU, CUDA or MPS.
 
-Taught in: ``notebooks/05_mixdl.ipynb``.
+Taught in: ``notebooks/05_mixdl.ipynb``; its section 9 loads two generators trained 10 000 iterations by
+``scripts/train_mixdl_showcase.py`` (:func:`load_showcase_generator`, measured by :func:`memorisation_metrics`).
 """
 from __future__ import annotations
 
