@@ -41,7 +41,7 @@ from fewshot_lib.config import data_dir, repo_root  # noqa: E402
 from fewshot_lib.methods import mixdl  # noqa: E402
 from fewshot_lib.models.stylegan2 import Discriminator, Generator, count_parameters, export_generator  # noqa: E402
 from fewshot_lib.train import GANTrainer, TrainConfig  # noqa: E402
-from train_source_model import record_command, training_commands  # noqa: E402
+from train_source_model import record_command, start_script, training_commands  # noqa: E402
 
 log = logging.getLogger("train_mixdl_showcase")
 
@@ -133,13 +133,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--log", default=None, help="also log to this file")
     args = p.parse_args(argv)
 
-    handlers: list[logging.Handler] = [logging.StreamHandler()]
-    if args.log:
-        handlers.append(logging.FileHandler(args.log))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", handlers=handlers)
+    command = start_script("train_mixdl_showcase.py", args, argv)
     logging.getLogger("fewshot_lib.metrics.fid").setLevel(logging.ERROR)
-    torch.set_num_threads(args.threads)
-    command = "python scripts/train_mixdl_showcase.py " + " ".join(argv if argv is not None else sys.argv[1:])
 
     task = {"style": "noto", "category": "Smileys & Emotion", "n_shots": 10, "seed": args.seed}
     shots, _ = mixdl.category_task(task["style"], task["category"], task["n_shots"], task["seed"])

@@ -68,6 +68,17 @@ def feature_metrics(real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
         return {"feature_metrics": f"unavailable ({type(err).__name__})"}
 
 
+def start_script(script: str, args: argparse.Namespace, argv: list[str] | None) -> str:
+    """Log to the console (and to ``args.log`` if given), use ``args.threads`` torch threads, and return the
+    invocation as a command line for the manifests. Shared by the training scripts in ``scripts/``."""
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    if args.log:
+        handlers.append(logging.FileHandler(args.log))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", handlers=handlers)
+    torch.set_num_threads(args.threads)
+    return f"python scripts/{script} " + " ".join(argv if argv is not None else sys.argv[1:])
+
+
 def training_commands(run_dir: Path) -> list[dict]:
     """The training invocations recorded in ``run_dir/commands.json`` (oldest first)."""
     path = run_dir / "commands.json"
@@ -129,12 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--log", default=None, help="also log to this file")
     args = p.parse_args(argv)
 
-    handlers: list[logging.Handler] = [logging.StreamHandler()]
-    if args.log:
-        handlers.append(logging.FileHandler(args.log))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", handlers=handlers)
-    torch.set_num_threads(args.threads)
-    command = "python scripts/train_source_model.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = start_script("train_source_model.py", args, argv)
 
     data = load_emoji(styles=args.style.split(","))
     real = data.tensors()
