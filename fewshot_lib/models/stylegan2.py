@@ -923,6 +923,12 @@ def sample(G: Generator, n: int, seed: int = 0, truncation: float = 1.0, batch: 
 # 8. The project's shipped source model (data/checkpoints/<name>.pt + <name>.manifest.json)
 # ---------------------------------------------------------------------------------------------------------
 
+def _shipping_state(module: nn.Module, half: bool) -> dict[str, torch.Tensor]:
+    """``module``'s state dict on CPU, floating-point tensors in fp16 when ``half`` (loaders cast back)."""
+    return {k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu())
+            for k, v in module.state_dict().items()}
+
+
 def export_generator(g_ema: Generator, path: str | os.PathLike, half: bool = True,
                      info: dict[str, Any] | None = None, n_mean: int = 4096) -> Path:
     """Save an EMA generator for shipping: ``{"g_ema", "config", "latent_avg", "info"}`` (fp16 by default).
@@ -933,9 +939,7 @@ def export_generator(g_ema: Generator, path: str | os.PathLike, half: bool = Tru
 
     g_ema = g_ema.eval()
     latent_avg = g_ema.mean_latent(n_mean, generator=torch.Generator().manual_seed(0)).detach().cpu()
-    state = {k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu())
-             for k, v in g_ema.state_dict().items()}
-    return save_atomic({"g_ema": state, "config": g_ema.config, "latent_avg": latent_avg.float(),
+    return save_atomic({"g_ema": _shipping_state(g_ema, half), "config": g_ema.config, "latent_avg": latent_avg.float(),
                         "info": dict(info or {})}, path)
 
 
@@ -948,9 +952,7 @@ def export_discriminator(D: "Discriminator", path: str | os.PathLike, half: bool
     """
     from ..checkpoint import save_atomic
 
-    state = {k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu())
-             for k, v in D.state_dict().items()}
-    return save_atomic({"d": state, "config": dict(D.config), "info": dict(info or {})}, path)
+    return save_atomic({"d": _shipping_state(D, half), "config": dict(D.config), "info": dict(info or {})}, path)
 
 
 def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> Generator:
