@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .progress import progress
+from .train import frozen
 
 
 @dataclass
@@ -88,32 +89,28 @@ def project(G: torch.nn.Module, target: torch.Tensor, steps: int = 300, w_plus: 
     params = [latent] + (noises if optimize_noise else [])
     opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999))
     losses: list[float] = []
-    flags = [p.requires_grad for p in G.parameters()]
-    for p in G.parameters():
-        p.requires_grad_(False)
-    for i in progress(range(steps), desc="project", disable=not show_progress):
-        t = i / steps
-        for group in opt.param_groups:
-            group["lr"] = _lr_schedule(t, lr)
-        jitter = init_noise_scale * w_std * max(0.0, 1 - t / 0.75) ** 2
-        w_in = latent + torch.randn(latent.shape, generator=gen).to(dev) * jitter
-        img, _ = G(w_in, input_is_latent=True, noise=noises)
-        per_image = pixel_weight * (img - target).pow(2).flatten(1).mean(1)  # [N]
-        if feature_loss is not None:
-            per_image = per_image + feature_weight * feature_loss(img, target).view(n)
-        loss = per_image.sum()
-        if optimize_noise:
-            loss = loss + noise_weight * noise_regularisation(noises)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if optimize_noise:
-            with torch.no_grad():  # keep the noise maps white and unit-variance
-                for m in noises:
-                    m.sub_(m.mean((1, 2, 3), keepdim=True)).div_(m.std((1, 2, 3), keepdim=True) + 1e-8)
-        losses.append(loss.item() / n)
-    for p, flag in zip(G.parameters(), flags):
-        p.requires_grad_(flag)
+    with frozen(G):  # only the latent (and noise) learn; G's weights stay as they are
+        for i in progress(range(steps), desc="project", disable=not show_progress):
+            t = i / steps
+            for group in opt.param_groups:
+                group["lr"] = _lr_schedule(t, lr)
+            jitter = init_noise_scale * w_std * max(0.0, 1 - t / 0.75) ** 2
+            w_in = latent + torch.randn(latent.shape, generator=gen).to(dev) * jitter
+            img, _ = G(w_in, input_is_latent=True, noise=noises)
+            per_image = pixel_weight * (img - target).pow(2).flatten(1).mean(1)  # [N]
+            if feature_loss is not None:
+                per_image = per_image + feature_weight * feature_loss(img, target).view(n)
+            loss = per_image.sum()
+            if optimize_noise:
+                loss = loss + noise_weight * noise_regularisation(noises)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if optimize_noise:
+                with torch.no_grad():  # keep the noise maps white and unit-variance
+                    for m in noises:
+                        m.sub_(m.mean((1, 2, 3), keepdim=True)).div_(m.std((1, 2, 3), keepdim=True) + 1e-8)
+            losses.append(loss.item() / n)
     with torch.no_grad():
         final, _ = G(latent, input_is_latent=True, noise=noises)
         mse = (final - target).pow(2).flatten(1).mean(1)

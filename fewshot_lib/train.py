@@ -25,6 +25,7 @@ Taught in: ``notebooks/02_stylegan2_training.ipynb``.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -32,7 +33,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -145,6 +146,22 @@ class TrainResult:
 def _requires_grad(module: nn.Module, flag: bool) -> None:
     for p in module.parameters():
         p.requires_grad_(flag)
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[nn.Module]:
+    """Inside the block no parameter of ``module`` gets a gradient; afterwards each gets back its own flag.
+
+    Gradients still flow *through* the module to its inputs (a G step backpropagates through a frozen D).
+    Restoring each parameter's own flag, not ``True`` for all, keeps deliberately frozen layers frozen.
+    """
+    flags = [p.requires_grad for p in module.parameters()]
+    module.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p, flag in zip(module.parameters(), flags):
+            p.requires_grad_(flag)
 
 
 def _check_finite(value: torch.Tensor, name: str, step: int, checkpoint: Path | None) -> None:

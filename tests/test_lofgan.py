@@ -11,7 +11,7 @@ import torch
 from fewshot_lib.data.fewshot import EpisodeSampler
 from fewshot_lib.data.npy_format import PRESETS, load_npy_classes, load_preset, npy_unseen_pools
 from fewshot_lib.methods.lofgan import (LoFGANConfig, LoFGANTrainer, class_logit_gradient_penalty, generate,
-                                        global_reconstruction_loss, local_reconstruction_loss, local_target, lr_at,
+                                        g_step, global_reconstruction_loss, local_reconstruction_loss, local_target, lr_at,
                                         thumbnails, train_step)
 from fewshot_lib.models.lofgan import (GlobalFusion, LocalFusionModule, LoFGANDiscriminator, LoFGANGenerator,
                                        PenaltyConv2d, base_first_order, local_matching, local_replacement, local_selection,
@@ -183,6 +183,17 @@ def test_one_train_step_is_finite_and_updates(fusion):
     assert all(np.isfinite(v) for v in losses.values())
     assert any(not torch.equal(a, b) for a, b in zip(g0, tr.g.parameters()))
     assert any(not torch.equal(a, b) for a, b in zip(d0, tr.d.parameters()))
+
+
+def test_g_step_gives_d_no_gradient_and_keeps_its_frozen_layers_frozen():
+    tr = LoFGANTrainer(_classes(), _cfg(), seed=0)
+    first = next(tr.d.parameters())
+    first.requires_grad_(False)                      # a deliberately frozen D layer (FreezeD-style)
+    shots, y = tr.sampler.sample()
+    g_step(tr.g, tr.d, tr.opt_g, shots, y, tr.cfg, tr.fusion_rng)
+    assert all(p.grad is None for p in tr.d.parameters())
+    assert not first.requires_grad
+    assert all(p.requires_grad for p in list(tr.d.parameters())[1:])
 
 
 def test_resume_continues_exactly(tmp_path):

@@ -12,7 +12,7 @@ from fewshot_lib.augment import AdaptiveAugment, diff_augment, rand_translation
 from fewshot_lib.methods.stylegan2_losses import (PathLengthState, d_logistic_loss, g_nonsaturating_loss,
                                                   path_length_penalty, r1_penalty)
 from fewshot_lib.models import stylegan2 as sg
-from fewshot_lib.train import GANTrainer, TrainConfig
+from fewshot_lib.train import GANTrainer, TrainConfig, frozen
 
 
 
@@ -476,3 +476,16 @@ def test_hooks_are_called_and_extra_modules_trained(tmp_path):
                      run_dir=tmp_path, hook=hook2)
     tr2.load(tmp_path / "checkpoint.pt")
     assert hook2.counter == 1 and torch.equal(hook2.head.weight, hook.head.weight)
+
+
+def test_frozen_restores_each_flag_even_after_an_error():
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
+    net[0].weight.requires_grad_(False)
+    before = [p.requires_grad for p in net.parameters()]
+    x = torch.randn(3, 2, requires_grad=True)
+    with pytest.raises(RuntimeError, match="boom"):
+        with frozen(net):
+            net(x).sum().backward()
+            assert x.grad is not None and all(p.grad is None for p in net.parameters())
+            raise RuntimeError("boom")
+    assert [p.requires_grad for p in net.parameters()] == before == [False, True, True, True]

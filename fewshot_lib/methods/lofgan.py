@@ -37,6 +37,7 @@ from ..data.fewshot import EpisodeSampler, class_split, class_tensors
 from ..models.lofgan import (FusionRecord, LoFGANDiscriminator, LoFGANGenerator, gather_shots, init_kaiming,
                              input_gradients_only, local_replacement)
 from ..progress import progress
+from ..train import frozen
 
 log = logging.getLogger(__name__)
 
@@ -197,9 +198,8 @@ def g_step(g: LoFGANGenerator, d: LoFGANDiscriminator, opt_g: torch.optim.Optimi
     weight-gradient half of D's backward pass.
     """
     fake, record = g(shots, generator=generator)                       # [B, 3, S, S]
-    d.requires_grad_(False)
-    fake_adv, fake_cls = d(fake)
-    d.requires_grad_(True)
+    with frozen(d):
+        fake_adv, fake_cls = d(fake)
     l_adv = hinge_g_loss(fake_adv)
     l_cls = class_loss(fake_cls, labels)
     if g.fusion_kind == "local":
