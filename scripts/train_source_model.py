@@ -54,14 +54,17 @@ def pixel_stats(real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
 
 
 def feature_metrics(real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
-    """FID/KID with the project's emoji feature network, if that module and its weights are present."""
+    """FID/KID, precision/recall and recognisability with the project's emoji feature network (if present)."""
     try:
-        from fewshot_lib.metrics.fid import fid, kid
-        out = {}
-        r = fid(real, fake, extractor="emoji")
-        out["fid_emoji"] = float(r)
-        out["fid_extractor"] = getattr(r, "extractor", "emoji")
-        out["kid_emoji"] = float(kid(real, fake, extractor="emoji"))
+        from fewshot_lib import metrics as M
+        ext = M.get_extractor("emoji")
+        f_real, f_fake = ext.features(real), ext.features(fake)
+        r = M.fid(f_real, f_fake, extractor=ext)
+        out = {"fid_emoji": float(r), "fid_extractor": r.extractor,
+               "kid_emoji": float(M.kid(f_real, f_fake, extractor=ext))}
+        out.update({k: v.value for k, v in M.precision_recall(f_real, f_fake, extractor=ext).items()})
+        rec = M.recognisability(f_real, fake, extractor=ext)
+        out.update(recognisability=rec.value, recognisability_details=rec.details)
         return out
     except Exception as err:  # the metrics module is optional for this script
         log.warning("feature metrics skipped: %s", err)

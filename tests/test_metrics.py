@@ -327,3 +327,33 @@ def test_kid_kernel_reuse_matches_per_subset_estimates():
         ir, i_f = torch.randperm(300, generator=g)[:100], torch.randperm(200, generator=g)[:100]
         explicit.append(M.polynomial_mmd_unbiased(a[ir], b[i_f]))
     assert r.value == pytest.approx(np.mean(explicit), rel=1e-9) and r.std == pytest.approx(np.std(explicit, ddof=1))
+
+
+# -------------------------------------------------------------------------------------------- recognisability
+def test_recognisability_orders_real_blurred_and_noise():
+    import torch.nn.functional as F
+    from fewshot_lib.data.emoji import load_emoji
+    real = load_emoji(styles=["noto"]).tensors()
+    perm = torch.randperm(len(real), generator=torch.Generator().manual_seed(0))
+    ref, held_out = real[perm[:1200]], real[perm[1200:1500]]            # held-out reals play the "fakes"
+
+    def shrunk(x, size):                                                # detail lost, layout and colour kept
+        return F.interpolate(F.interpolate(x, size=size, mode="area"), size=32, mode="bilinear")
+
+    noise = torch.rand(100, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    scores = {name: M.recognisability(ref, x) for name, x in
+              [("real", held_out), ("16px", shrunk(held_out, 16)), ("8px", shrunk(held_out, 8)), ("noise", noise)]}
+    value = {k: r.value for k, r in scores.items()}
+    assert value["real"] > 0.8 and value["real"] >= value["16px"] > value["8px"] + 0.2
+    # noise alone fools the classifier (it is confidently "named") but is nowhere near a real emoji
+    assert value["noise"] == 0.0 and scores["noise"].details["named"] > 0.5
+    assert scores["noise"].details["inside_real_manifold"] == 0.0
+    assert scores["real"].extractor == "emoji-features-v1" and sum(scores["real"].details["commonest"].values()) > 0
+
+
+def test_recognisability_needs_the_classifier_head():
+    x = torch.zeros(4, 3, 32, 32)
+    with pytest.raises(ValueError, match="subcategory head"):
+        M.recognisability(x, x, extractor="emoji-random")
+    with pytest.raises(ValueError, match="threshold"):
+        M.recognisability(x, x, threshold=1.0)

@@ -9,6 +9,7 @@
 >>> M.intra_cluster_lpips(fake, shots)        # CDC: assign to nearest shot, diversity inside clusters
 >>> M.nn_modes(fake, shots)                   # how many shots are someone's nearest neighbour
 >>> M.ppl_uniformity(g_fn, w0, w1)            # MixDL: smoothness of 10-step latent walks
+>>> M.recognisability(real, fake)             # share of samples named by the emoji net and inside the real set
 >>> M.evaluate_against_set(fake, target, train=shots)              # CDC / MixDL protocol, all of the above
 >>> M.evaluate_per_class(generate_fn, conditioning, held_out)      # LoFGAN / LSO protocol
 
@@ -35,6 +36,7 @@ from .ppl import lerp, ppl_uniformity
 from .pr import density_coverage, knn_radii, precision_recall
 from .protocols import (SET_METRICS, conditioning_split, evaluate_against_set, evaluate_per_class,
                         results_to_dict)
+from .recognisability import recognisability
 from .result import MetricResult, resolve_extractor
 
 __all__ = [
@@ -42,6 +44,6 @@ __all__ = [
     "MetricResult", "SET_METRICS", "assign_to_nearest", "conditioning_split", "density_coverage", "emoji_extractor",
     "evaluate_against_set", "evaluate_per_class", "feature_statistics", "fid", "frechet_distance", "get_extractor",
     "intra_cluster_lpips", "kid", "knn_radii", "lerp", "load_emoji_feature_net", "nn_modes", "pairwise_lpips",
-    "polynomial_mmd_unbiased", "ppl_uniformity", "precision_recall", "random_emoji_extractor", "resolve_extractor",
-    "results_to_dict", "squared_distances",
+    "polynomial_mmd_unbiased", "ppl_uniformity", "precision_recall", "random_emoji_extractor", "recognisability",
+    "resolve_extractor", "results_to_dict", "squared_distances",
 ]

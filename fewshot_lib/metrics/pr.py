@@ -37,7 +37,7 @@ def knn_radii(features: torch.Tensor, k: int) -> torch.Tensor:
     return d.sort(dim=1).values[:, k]
 
 
-def _in_manifold(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
+def in_manifold(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
     """``[N_points, N_centres]`` bool: point inside the ball around centre."""
     return _distances(points, centres) <= radii[None, :]
 
@@ -47,8 +47,8 @@ def precision_recall(real: torch.Tensor, fake: torch.Tensor, extractor: str | Fe
     """``{"precision": .., "recall": ..}`` (each a :class:`MetricResult` in ``[0, 1]``, higher is better)."""
     ext = resolve_extractor(extractor, device)
     fr, ff = as_features(real, ext, "real"), as_features(fake, ext, "fake")
-    precision = _in_manifold(ff, fr, knn_radii(fr, k)).any(dim=1).double().mean()
-    recall = _in_manifold(fr, ff, knn_radii(ff, k)).any(dim=1).double().mean()
+    precision = in_manifold(ff, fr, knn_radii(fr, k)).any(dim=1).double().mean()
+    recall = in_manifold(fr, ff, knn_radii(ff, k)).any(dim=1).double().mean()
     common = dict(extractor=ext.name, n_real=len(fr), n_fake=len(ff), details={"k": k})
     return {"precision": MetricResult("precision", float(precision), **common),
             "recall": MetricResult("recall", float(recall), **common)}
@@ -59,7 +59,7 @@ def density_coverage(real: torch.Tensor, fake: torch.Tensor, extractor: str | Fe
     """``{"density": .., "coverage": ..}`` (Naeem et al.; density is unbounded above, coverage in [0, 1])."""
     ext = resolve_extractor(extractor, device)
     fr, ff = as_features(real, ext, "real"), as_features(fake, ext, "fake")
-    inside = _in_manifold(ff, fr, knn_radii(fr, k))  # [N_fake, N_real]
+    inside = in_manifold(ff, fr, knn_radii(fr, k))  # [N_fake, N_real]
     density = inside.double().sum(dim=1).mean() / k
     coverage = inside.any(dim=0).double().mean()
     common = dict(extractor=ext.name, n_real=len(fr), n_fake=len(ff), details={"k": k})

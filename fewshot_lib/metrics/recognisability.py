@@ -1,0 +1,60 @@
+"""Recognisability: could a viewer *name* what a generator draws?
+
+FID compares feature statistics of whole sets; it cannot say what share of the samples are emoji at all and
+what share are blobs in emoji colours. This metric counts, per image, two tests that a recognisable emoji
+passes and a blob fails:
+
+1. **Named:** the emoji network's subcategory head (≈ 98 classes such as "face-smiling", "animal-mammal",
+   "flag") gives its top class probability ≥ ``threshold`` (the confidence term of the Inception Score).
+2. **Emoji-like:** its feature vector lies inside the real set's manifold, i.e. within the k-NN radius of
+   some real image (the test behind *precision*, :mod:`fewshot_lib.metrics.pr`).
+
+Either test alone is fooled: a classifier is over-confident on inputs unlike anything it was trained on
+(uniform noise is named "event" with p ≈ 0.8, a flat grey square "geometric" with p ≈ 0.94), and the manifold
+of 1,906 varied emoji is wide enough to contain most coloured blobs. Together they order images the way eyes
+do. Calibration on the 1,906 Noto emoji through ``emoji-features-v1`` (k = 3, threshold 0.5):
+
+    real images 0.96 · the same shrunk to 16 px and enlarged 0.90 · shrunk to 8 px 0.40 · uniform noise 0.00
+
+Like every number from the emoji network, it is not comparable with paper metrics.
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+import torch
+
+from .features import EmojiFeatures, FeatureExtractor
+from .pr import in_manifold, knn_radii
+from .result import MetricResult, as_features, resolve_extractor
+
+
+def recognisability(real: torch.Tensor, fake: torch.Tensor, threshold: float = 0.5, k: int = 3,
+                    extractor: str | FeatureExtractor = "emoji", device: str | torch.device | None = None,
+                    top: int = 5) -> MetricResult:
+    """Fraction of ``fake [N, 3, H, W]`` images that are both named (subcategory p ≥ ``threshold``) and inside
+    the k-NN manifold of ``real`` (images ``[M, 3, H, W]`` or their features ``[M, D]``), both in ``[-1, 1]``.
+
+    ``details``: the fraction passing each test alone, the mean top probability, and the ``top`` commonest
+    subcategories among the recognisable images.
+    """
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+    ext = resolve_extractor(extractor, device)
+    if not isinstance(ext, EmojiFeatures):
+        raise ValueError(f"recognisability needs the emoji network's subcategory head; {ext.name!r} has none")
+    if fake.dim() != 4:
+        raise ValueError(f"fake must be images [N, 3, H, W] (the classifier needs pixels), got {tuple(fake.shape)}")
+    f_real = as_features(real, ext, "real")                           # [M, D]
+    confidence, label = ext.subcategory_probabilities(fake).max(dim=1)   # [N], [N]
+    named = confidence >= threshold
+    inside = in_manifold(ext.features(fake), f_real, knn_radii(f_real, k)).any(dim=1)  # [N]
+    both = named & inside
+    names = ext.meta.get("subcategories") or []
+    counts = Counter(names[i] if i < len(names) else str(i) for i in label[both].tolist())
+    return MetricResult("recognisability", float(both.float().mean()), ext.name, n_real=len(f_real),
+                        n_fake=len(fake),
+                        details={"threshold": threshold, "k": k, "named": float(named.float().mean()),
+                                 "inside_real_manifold": float(inside.float().mean()),
+                                 "mean_confidence": float(confidence.mean()),
+                                 "commonest": dict(counts.most_common(top))})
