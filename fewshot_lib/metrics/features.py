@@ -259,13 +259,20 @@ class EmojiFeatures(FeatureExtractor):
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         return self.net.embed(self._prepare(x))
 
-    def subcategory_probabilities(self, images: torch.Tensor, show_progress: bool | None = None) -> torch.Tensor:
-        """``[N, 3, H, W]`` → ``[N, n_subcategories]``: the subcategory head's softmax (names in ``meta``)."""
+    def features_and_subcategories(self, images: torch.Tensor, show_progress: bool | None = None
+                                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One pass: ``[N, 3, H, W]`` → features ``[N, 256]`` and the subcategory head's softmax
+        ``[N, n_subcategories]`` (names in ``meta["subcategories"]``)."""
         if self.net.subcategory_head is None:
             raise ValueError(f"extractor {self.name!r} has no subcategory head (the untrained control and "
                              "networks saved without heads cannot classify); use the shipped 'emoji' extractor.")
-        return self._batched(lambda x: self.net(self._prepare(x))["subcategory"].softmax(dim=1), images,
-                             "classify", show_progress)
+
+        def both(x: torch.Tensor) -> torch.Tensor:
+            out = self.net(self._prepare(x))
+            return torch.cat([out["embed"], out["subcategory"].softmax(dim=1)], dim=1)
+
+        joined = self._batched(both, images, "classify", show_progress)
+        return joined[:, :self.net.feature_dim], joined[:, self.net.feature_dim:]
 
     def _distance_embedding(self, x: torch.Tensor) -> torch.Tensor:
         feats = self.net.layers(self._prepare(x))

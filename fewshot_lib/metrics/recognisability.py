@@ -46,9 +46,10 @@ def recognisability(real: torch.Tensor, fake: torch.Tensor, threshold: float = 0
     if fake.dim() != 4:
         raise ValueError(f"fake must be images [N, 3, H, W] (the classifier needs pixels), got {tuple(fake.shape)}")
     f_real = as_features(real, ext, "real")                           # [M, D]
-    confidence, label = ext.subcategory_probabilities(fake).max(dim=1)   # [N], [N]
+    f_fake, probs = ext.features_and_subcategories(fake)                # [N, D], [N, n_subcategories]
+    confidence, label = probs.max(dim=1)                                # [N], [N]
     named = confidence >= threshold
-    inside = in_manifold(ext.features(fake), f_real, knn_radii(f_real, k)).any(dim=1)  # [N]
+    inside = in_manifold(f_fake, f_real, knn_radii(f_real, k)).any(dim=1)  # [N]
     both = named & inside
     names = ext.meta.get("subcategories") or []
     counts = Counter(names[i] if i < len(names) else str(i) for i in label[both].tolist())
