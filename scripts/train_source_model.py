@@ -11,6 +11,8 @@ lists all of them (a model trained in several sittings records each).
     python scripts/train_source_model.py --export-only        # re-export G and D from the last checkpoint
     # a wider variant in its own run folder (the shipped 64-wide model's recognisability flattened near 51 %)
     python scripts/train_source_model.py --channel-max 128 --name stylegan2_noto32_w128 --out /tmp/w128.pt
+    # on a new machine (no runs/ folder): carry on from the shipped export (fp16 weights, fresh optimiser)
+    python scripts/train_source_model.py --warm-start data/checkpoints/stylegan2_noto32.pt --minutes 60
 
 Later notebooks load them with ``fewshot_lib.models.stylegan2.load_source_model()`` and
 ``fewshot_lib.methods.baselines.load_source_discriminator()``.
@@ -97,6 +99,47 @@ def record_command(run_dir: Path, entry: dict) -> None:
     (run_dir / "commands.json").write_text(json.dumps(entries + [entry], indent=2) + "\n")
 
 
+def warm_start(trainer: GANTrainer, g_path: str | Path, run_dir: Path) -> None:
+    """Start ``trainer`` from an export of this script (``g_path``, its ``_d.pt`` and manifest beside it).
+
+    The run folder's full checkpoint (optimiser moments, exact RNG) lives only on the machine that trained;
+    the shipped files are what a new machine has. They hold the EMA generator and D in fp16, so this is a warm
+    start, not an exact resume: G and G_ema both start from the EMA weights, Adam's moments start at zero
+    (with beta2 = 0.99 they settle within a few hundred steps), the path-length mean starts afresh, and the
+    data order is reseeded from the step. The step count, wall time and the recorded training sittings
+    carry on from the manifest so that the next export still describes the whole training.
+    """
+    from fewshot_lib.checkpoint import load_checkpoint, verify_sha256
+    from fewshot_lib.models.stylegan2 import load_generator, load_state_strict
+
+    g_path = Path(g_path)
+    d_path = g_path.with_name(f"{g_path.stem}_d.pt")
+    manifest_path = g_path.with_name(f"{g_path.stem}.manifest.json")
+    for path in (g_path, d_path, manifest_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"--warm-start needs {path.name} beside {g_path.name} (export G and D together "
+                                    "with this script).")
+    manifest = json.loads(manifest_path.read_text())
+    verify_sha256(g_path, manifest.get("sha256"), "re-export it with --export-only on the machine that trained it.")
+    g_ema = load_generator(g_path)
+    if {k: v for k, v in g_ema.config.items() if k != "fused"} != \
+            {k: v for k, v in trainer.G.config.items() if k != "fused"}:
+        raise ValueError(f"{g_path.name} has generator config {g_ema.config}, but this run builds "
+                         f"{trainer.G.config}; pass the matching --channel-max.")
+    state = g_ema.state_dict()
+    load_state_strict(trainer.G, state, f"{g_path.name} → G")
+    load_state_strict(trainer.g_ema, state, f"{g_path.name} → G_ema")
+    d_ck = load_checkpoint(d_path)
+    load_state_strict(trainer.D, {k: v.float() for k, v in d_ck["d"].items()}, f"{d_path.name} → D")
+    trainer.step = int(manifest["steps"])
+    trainer.seconds = float(manifest.get("wall_time_s", 0.0))
+    trainer.gen.manual_seed(trainer.cfg.seed + trainer.step)
+    if not training_commands(run_dir):
+        for entry in manifest.get("training_sessions", []):
+            record_command(run_dir, entry)
+    log.info("warm start from %s at step %d (fp16 weights, fresh optimiser state)", g_path, trainer.step)
+
+
 def export(trainer: GANTrainer, args: argparse.Namespace, real: torch.Tensor, run_dir: Path,
            with_features: bool) -> None:
     out = Path(args.out) if args.out else data_dir() / "checkpoints" / f"{args.name}.pt"
@@ -144,6 +187,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--export-only", action="store_true")
+    p.add_argument("--warm-start", default=None, metavar="G.pt",
+                   help="if the run folder has no checkpoint, start from this export (+ its _d.pt and manifest)")
     p.add_argument("--log", default=None, help="also log to this file")
     args = p.parse_args(argv)
 
@@ -160,14 +205,20 @@ def main(argv: list[str] | None = None) -> None:
     model = {**MODEL, "channel_max": args.channel_max}
     G, D = Generator(**model), Discriminator(32, channel_base=model["channel_base"], channel_max=model["channel_max"])
     trainer = GANTrainer(G, D, real, cfg, run_dir=run_dir)
+    warm = None
     if trainer.checkpoint_path.exists():
         trainer.load(trainer.checkpoint_path)
+    elif args.warm_start:
+        warm_start(trainer, args.warm_start, run_dir)
+        warm = f"warm start from {Path(args.warm_start).name} (fp16 weights, fresh optimiser state)"
     log.info("data %s, G %d params, D %d params, start step %d", tuple(real.shape), count_parameters(G),
              count_parameters(D), trainer.step)
     if args.export_only:
         export(trainer, args, real, run_dir, with_features=True)
         return
     session = {"command": command, "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "start_step": trainer.step}
+    if warm:
+        session["note"] = warm
 
     t_end = time.time() + args.minutes * 60
     last_export = trainer.step

@@ -281,14 +281,24 @@ def test_evaluator_and_run_adaptation_curves():
     assert curve == [] and trainer.step == 1
 
 
+def source_script():
+    """scripts/train_source_model.py as a module."""
+    import importlib.util
+
+    from fewshot_lib.config import repo_root
+
+    spec = importlib.util.spec_from_file_location("train_source", repo_root() / "scripts" / "train_source_model.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
 def test_source_export_writes_g_and_d_of_the_same_step(tmp_path, monkeypatch):
     # scripts/train_source_model.py exports the EMA generator and the discriminator together, each with a
     # manifest listing every training sitting; both load back and a damaged file is refused.
     import argparse
-    import importlib.util
     import json
 
-    from fewshot_lib.config import repo_root
     from fewshot_lib.methods.baselines import load_source_discriminator, source_discriminator_paths
     from fewshot_lib.models.stylegan2 import load_source_model
     from fewshot_lib.train import GANTrainer, TrainConfig
@@ -296,9 +306,7 @@ def test_source_export_writes_g_and_d_of_the_same_step(tmp_path, monkeypatch):
     monkeypatch.setenv("FEWSHOT_DATA", str(tmp_path / "data"))
     with pytest.raises(FileNotFoundError, match="train_source_model"):
         load_source_discriminator("tiny")
-    spec = importlib.util.spec_from_file_location("train_source", repo_root() / "scripts" / "train_source_model.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = source_script()
     real = torch.rand(8, 3, 32, 32) * 2 - 1
     trainer = GANTrainer(tiny_g(1), tiny_d(2), real, TrainConfig(steps=2, batch=4, sample_every=0,
                                                                  checkpoint_every=0))
@@ -323,3 +331,40 @@ def test_source_export_writes_g_and_d_of_the_same_step(tmp_path, monkeypatch):
     path.write_bytes(path.read_bytes()[:-10])
     with pytest.raises(ValueError, match="sha256"):
         load_source_discriminator("tiny")
+
+
+def test_warm_start_carries_on_from_an_export(tmp_path, monkeypatch):
+    # A new machine has only the shipped fp16 export: --warm-start loads G, G_ema and D from it and carries
+    # the step count and the recorded sittings on; a wrong width or a missing D is refused with a clear error.
+    import argparse
+
+    from fewshot_lib.train import GANTrainer, TrainConfig
+
+    monkeypatch.setenv("FEWSHOT_DATA", str(tmp_path / "data"))
+    script = source_script()
+    real = torch.rand(8, 3, 32, 32) * 2 - 1
+    cfg = TrainConfig(steps=3, batch=4, sample_every=0, checkpoint_every=0)
+    old = GANTrainer(tiny_g(1), tiny_d(2), real, cfg)
+    old.train(steps=3, resume=False, show_progress=False)
+    old_run = tmp_path / "old_run"
+    script.record_command(old_run, {"command": "first", "started": "a", "start_step": 0, "end_step": 3})
+    out = tmp_path / "export" / "tiny.pt"
+    script.export(old, argparse.Namespace(out=str(out), name="tiny", style="noto"), real, old_run, with_features=False)
+
+    new_run = tmp_path / "new_run"
+    new = GANTrainer(tiny_g(5), tiny_d(6), real, cfg, run_dir=new_run)
+    script.warm_start(new, out, new_run)
+    assert new.step == 3
+    for a, b in ((new.G, old.g_ema), (new.g_ema, old.g_ema), (new.D, old.D)):
+        for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+            assert torch.allclose(x, y.float(), atol=2e-3, rtol=1e-3), name         # fp16 round trip
+    assert [e["command"] for e in script.training_commands(new_run)] == ["first"]
+    new.train(steps=4, resume=False, show_progress=False)                           # it trains on from there
+    assert new.step == 4
+
+    wide = GANTrainer(Generator(32, style_dim=16, n_mlp=1, channel_base=64, channel_max=16), tiny_d(2), real, cfg)
+    with pytest.raises(ValueError, match="channel-max"):
+        script.warm_start(wide, out, tmp_path / "wide_run")
+    out.with_name("tiny_d.pt").unlink()
+    with pytest.raises(FileNotFoundError, match="tiny_d.pt"):
+        script.warm_start(GANTrainer(tiny_g(1), tiny_d(2), real, cfg), out, tmp_path / "other_run")
