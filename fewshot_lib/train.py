@@ -143,11 +143,6 @@ class TrainResult:
     samples: list[Path] = field(default_factory=list)
 
 
-def _requires_grad(module: nn.Module, flag: bool) -> None:
-    for p in module.parameters():
-        p.requires_grad_(flag)
-
-
 @contextlib.contextmanager
 def frozen(module: nn.Module) -> Iterator[nn.Module]:
     """Inside the block no parameter of ``module`` gets a gradient; afterwards each gets back its own flag.
@@ -193,7 +188,7 @@ class GANTrainer:
         self.images = images.float().cpu()
         self.G, self.D = G.to(self.device), D.to(self.device)
         self.g_ema = (g_ema if g_ema is not None else copy.deepcopy(G)).to(self.device).eval()
-        _requires_grad(self.g_ema, False)
+        self.g_ema.requires_grad_(False)
         self.hook = hook or GANHook()
         self.run_dir = Path(run_dir) if run_dir else None
         self.sample_callback = sample_callback
@@ -252,8 +247,6 @@ class GANTrainer:
     # -- one iteration -------------------------------------------------------------------------------------
     def d_step(self, real: torch.Tensor) -> dict[str, float]:
         c, step, ck = self.cfg, self.step, self.checkpoint_path
-        _requires_grad(self.G, False)
-        _requires_grad(self.D, True)
         z = self.latents(c.batch)
         with torch.no_grad():
             fake, _ = self.G(z)
@@ -283,18 +276,17 @@ class GANTrainer:
 
     def g_step(self, real: torch.Tensor) -> dict[str, float]:
         c, step, ck = self.cfg, self.step, self.checkpoint_path
-        _requires_grad(self.G, True)
-        _requires_grad(self.D, False)
         z = self.latents(c.batch)
-        fake, _ = self.G(z)
-        fake_logits = self.hook.discriminate(self.D, self.augment(fake), step, "g")
-        loss = g_nonsaturating_loss(fake_logits)
-        extra = self.hook.g_extra(StepContext(step, self, real, z, fake, None, fake_logits))
-        if extra is not None:
-            loss = loss + extra
-        _check_finite(loss, "generator loss", step, ck)
-        self.g_optim.zero_grad(set_to_none=True)
-        loss.backward()
+        with frozen(self.D):  # the loss flows through D to G; D's weights get no gradient and keep their flags
+            fake, _ = self.G(z)
+            fake_logits = self.hook.discriminate(self.D, self.augment(fake), step, "g")
+            loss = g_nonsaturating_loss(fake_logits)
+            extra = self.hook.g_extra(StepContext(step, self, real, z, fake, None, fake_logits))
+            if extra is not None:
+                loss = loss + extra
+            _check_finite(loss, "generator loss", step, ck)
+            self.g_optim.zero_grad(set_to_none=True)
+            loss.backward()
         self.g_optim.step()
         out = {"g_loss": loss.item()}
         if c.pl_weight > 0 and c.pl_every > 0 and step % c.pl_every == 0:
@@ -306,7 +298,6 @@ class GANTrainer:
             (c.pl_weight * c.pl_every * pl + 0 * fake.flatten()[0]).backward()
             self.g_optim.step()
             out.update(pl=pl.item(), path_length=lengths.mean().item())
-        _requires_grad(self.D, True)
         return out
 
     def train_step(self) -> dict[str, float]:

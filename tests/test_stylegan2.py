@@ -489,3 +489,20 @@ def test_frozen_restores_each_flag_even_after_an_error():
             assert x.grad is not None and all(p.grad is None for p in net.parameters())
             raise RuntimeError("boom")
     assert [p.requires_grad for p in net.parameters()] == before == [False, True, True, True]
+
+
+def test_trainer_keeps_deliberately_frozen_weights_frozen():
+    # The trainer freezes D only inside the G step: a D layer the user froze stays frozen (and unchanged)
+    # through training, while the rest of D and all of G learn.
+    G, D = tiny(16)
+    first = D.convs[0][0].weight
+    first.requires_grad_(False)
+    before_d, before_g = first.detach().clone(), G.to_rgb1.conv.weight.detach().clone()
+    last = next(D.final_linear.parameters())
+    before_last = last.detach().clone()
+    tr = GANTrainer(G, D, torch.rand(8, 3, 16, 16) * 2 - 1,
+                    TrainConfig(steps=2, batch=4, sample_every=0, checkpoint_every=0, augment=""))
+    tr.train(steps=2, resume=False, show_progress=False)
+    assert not first.requires_grad and torch.equal(first, before_d)
+    assert all(p.requires_grad for n, p in D.named_parameters() if p is not first)
+    assert not torch.equal(last, before_last) and not torch.equal(G.to_rgb1.conv.weight, before_g)

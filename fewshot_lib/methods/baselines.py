@@ -85,8 +85,8 @@ def frozen_block_parameters(discriminator: nn.Module, n_blocks: int) -> list[str
 def freeze_discriminator(trainer: GANTrainer, n_blocks: int) -> list[str]:
     """FreezeD: rebuild ``trainer.d_optim`` without the first ``n_blocks`` D blocks; returns their names.
 
-    The trainer switches ``requires_grad`` on for all of D every step, so freezing is done where it cannot be
-    undone: the frozen weights are simply not in D's optimiser (R1 and the loss still flow *through* them).
+    The frozen weights are simply not in D's optimiser, so nothing the loss or R1 does can move them (both still
+    flow *through* them). ``requires_grad`` is left alone: the trainer keeps each parameter's own flag.
     """
     frozen = set(frozen_block_parameters(trainer.D, n_blocks))
     keep = [p for name, p in trainer.D.named_parameters() if name not in frozen]
