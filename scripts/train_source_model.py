@@ -4,7 +4,7 @@ The default trains a 32×32 lab-size generator on all ``noto`` emoji (1,906 imag
 for a wall-clock budget; it resumes exactly from ``--run-dir`` when run again. Every ``--export-every`` steps
 (and at the end) the EMA generator and the discriminator of the same step are exported in half precision to
 ``data/checkpoints/<name>.pt`` and ``<name>_d.pt``, each with a manifest (sha256, the training commands, steps,
-wall time, metrics). Every training invocation is appended to ``<run-dir>/commands.json`` so the manifest
+wall time, metrics, and the FID/recognisability history of every export so far). Every training invocation is appended to ``<run-dir>/commands.json`` so the manifest
 lists all of them (a model trained in several sittings records each).
 
     nice -n 10 python scripts/train_source_model.py --minutes 70 --log /tmp/sg2_source.log
@@ -99,6 +99,24 @@ def record_command(run_dir: Path, entry: dict) -> None:
     (run_dir / "commands.json").write_text(json.dumps(entries + [entry], indent=2) + "\n")
 
 
+HISTORY_KEYS = ("fid_emoji", "kid_emoji", "precision", "recall", "recognisability")
+
+
+def metric_history(run_dir: Path) -> list[dict]:
+    """The feature metrics of every export so far, ``[{"step", "fid_emoji", ...}]`` (``run_dir/metric_history.json``)."""
+    path = run_dir / "metric_history.json"
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def record_metrics(run_dir: Path, step: int, metrics: dict) -> list[dict]:
+    """Add (or replace) the entry of ``step`` in the metric history and return the whole history."""
+    entry = {"step": step, **{k: round(metrics[k], 4) for k in HISTORY_KEYS if k in metrics}}
+    history = sorted([e for e in metric_history(run_dir) if e["step"] != step] + [entry], key=lambda e: e["step"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "metric_history.json").write_text(json.dumps(history, indent=1) + "\n")
+    return history
+
+
 def warm_start(trainer: GANTrainer, g_path: str | Path, run_dir: Path) -> None:
     """Start ``trainer`` from an export of this script (``g_path``, its ``_d.pt`` and manifest beside it).
 
@@ -137,16 +155,23 @@ def warm_start(trainer: GANTrainer, g_path: str | Path, run_dir: Path) -> None:
     if not training_commands(run_dir):
         for entry in manifest.get("training_sessions", []):
             record_command(run_dir, entry)
+    if not metric_history(run_dir):
+        for entry in manifest.get("metric_history", []):
+            record_metrics(run_dir, entry["step"], entry)
     log.info("warm start from %s at step %d (fp16 weights, fresh optimiser state)", g_path, trainer.step)
 
 
 def export(trainer: GANTrainer, args: argparse.Namespace, real: torch.Tensor, run_dir: Path,
            with_features: bool) -> None:
     out = Path(args.out) if args.out else data_dir() / "checkpoints" / f"{args.name}.pt"
+    name = out.stem  # G, D and their manifests share the file name: <name>.pt, <name>_d.pt, <name>.manifest.json
     fake = sample(trainer.g_ema, 2000 if with_features else 512, seed=123)
     metrics = pixel_stats(real, fake)
+    history = metric_history(run_dir)
     if with_features:
         metrics.update(feature_metrics(real, fake))
+        if "fid_emoji" in metrics:
+            history = record_metrics(run_dir, trainer.step, metrics)
     commands = training_commands(run_dir)
     info = {"steps": trainer.step, "images_seen": trainer.step * trainer.cfg.batch,
             "wall_time_s": round(trainer.seconds, 1), "dataset": f"emoji_32 style={args.style} (n={len(real)})"}
@@ -155,17 +180,18 @@ def export(trainer: GANTrainer, args: argparse.Namespace, real: torch.Tensor, ru
               "torch": torch.__version__, "device": str(trainer.device),
               "trained_by": "fewshot_lib.train.GANTrainer (this project's code)"}
     export_generator(trainer.g_ema, out, half=True, info=info)
-    manifest = {"name": args.name, "file": out.name, "sha256": file_sha256(out), "bytes": out.stat().st_size,
+    manifest = {"name": name, "file": out.name, "sha256": file_sha256(out), "bytes": out.stat().st_size,
                 **common, "model_config": trainer.g_ema.config, "g_parameters": count_parameters(trainer.G),
-                "train_config": {k: v for k, v in vars(trainer.cfg).items()}, "metrics": metrics}
-    out.with_name(f"{args.name}.manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+                "train_config": {k: v for k, v in vars(trainer.cfg).items()}, "metrics": metrics,
+                "metric_history": history}
+    out.with_name(f"{name}.manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
     # The discriminator of the same step: adaptation methods (notebook 04) fine-tune it too.
-    d_out = out.with_name(f"{args.name}_d.pt")
+    d_out = out.with_name(f"{name}_d.pt")
     export_discriminator(trainer.D, d_out, half=True, info=info)
-    d_manifest = {"name": f"{args.name}_d", "file": d_out.name, "sha256": file_sha256(d_out),
+    d_manifest = {"name": f"{name}_d", "file": d_out.name, "sha256": file_sha256(d_out),
                   "bytes": d_out.stat().st_size, **common, "config": trainer.D.config,
                   "d_parameters": count_parameters(trainer.D)}
-    out.with_name(f"{args.name}_d.manifest.json").write_text(json.dumps(d_manifest, indent=2, default=str) + "\n")
+    out.with_name(f"{name}_d.manifest.json").write_text(json.dumps(d_manifest, indent=2, default=str) + "\n")
     log.info("exported %s and %s at step %d: %s", out.name, d_out.name, trainer.step, metrics)
 
 
@@ -183,7 +209,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr", type=float, default=0.002)
     p.add_argument("--r1-gamma", type=float, default=0.1)
     p.add_argument("--chunk", type=int, default=200, help="iterations between checkpoints")
-    p.add_argument("--export-every", type=int, default=1000, help="iterations between exports")
+    p.add_argument("--export-every", type=int, default=4000,
+                   help="iterations between exports (each measures FID, recognisability, … into the metric history)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--export-only", action="store_true")
@@ -233,10 +260,11 @@ def main(argv: list[str] | None = None) -> None:
                  "  ".join(f"{k}={v:.3f}" for k, v in mean.items()))
         record_command(run_dir, {**session, "end_step": trainer.step})
         if trainer.step - last_export >= args.export_every:
-            export(trainer, args, real, run_dir, with_features=False)
+            export(trainer, args, real, run_dir, with_features=True)
             last_export = trainer.step
     record_command(run_dir, {**session, "end_step": trainer.step})
-    export(trainer, args, real, run_dir, with_features=True)
+    if trainer.step != last_export:  # (the periodic export may already have written this step)
+        export(trainer, args, real, run_dir, with_features=True)
 
 
 if __name__ == "__main__":

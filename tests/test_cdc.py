@@ -348,6 +348,7 @@ def test_warm_start_carries_on_from_an_export(tmp_path, monkeypatch):
     old.train(steps=3, resume=False, show_progress=False)
     old_run = tmp_path / "old_run"
     script.record_command(old_run, {"command": "first", "started": "a", "start_step": 0, "end_step": 3})
+    script.record_metrics(old_run, 3, {"fid_emoji": 50.0, "recognisability": 0.25, "other": 1.0})
     out = tmp_path / "export" / "tiny.pt"
     script.export(old, argparse.Namespace(out=str(out), name="tiny", style="noto"), real, old_run, with_features=False)
 
@@ -359,6 +360,7 @@ def test_warm_start_carries_on_from_an_export(tmp_path, monkeypatch):
         for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
             assert torch.allclose(x, y.float(), atol=2e-3, rtol=1e-3), name         # fp16 round trip
     assert [e["command"] for e in script.training_commands(new_run)] == ["first"]
+    assert script.metric_history(new_run) == [{"step": 3, "fid_emoji": 50.0, "recognisability": 0.25}]
     new.train(steps=4, resume=False, show_progress=False)                           # it trains on from there
     assert new.step == 4
 
