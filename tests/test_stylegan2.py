@@ -417,14 +417,20 @@ def test_load_source_model_checks_sha256(tmp_path, monkeypatch):
         sg.load_source_model("tiny")
 
 
-def test_shipped_source_model_if_present():
-    """The shipped model (when committed) loads, matches its manifest and makes varied 32 px images."""
-    if not sg.source_model_available():
-        pytest.skip("no shipped source model in data/checkpoints")
-    G = sg.load_source_model()
+@pytest.mark.parametrize("name", ["stylegan2_noto32", "stylegan2_noto32_w128"])
+def test_shipped_source_model_if_present(name):
+    """A shipped model (when committed) loads, matches its manifest and makes varied 32 px images; its
+    discriminator is from the same step."""
+    from fewshot_lib.methods.baselines import load_source_discriminator
+
+    if not sg.source_model_available(name):
+        pytest.skip(f"no {name} in data/checkpoints")
+    G = sg.load_source_model(name)
     imgs = sg.sample(G, 16, seed=0)
     assert imgs.shape == (16, 3, 32, 32) and torch.isfinite(imgs).all()
     assert (imgs[:8] - imgs[8:]).abs().mean() > 0.05  # not one image repeated
+    D = load_source_discriminator(name)
+    assert D(imgs).shape == (16, 1)
 
 
 def test_hooks_are_called_and_extra_modules_trained(tmp_path):
