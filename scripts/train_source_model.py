@@ -4,8 +4,9 @@ The default trains a 32×32 lab-size generator on all ``noto`` emoji (1,906 imag
 for a wall-clock budget; it resumes exactly from ``--run-dir`` when run again. Every ``--export-every`` steps
 (and at the end) the EMA generator and the discriminator of the same step are exported in half precision to
 ``data/checkpoints/<name>.pt`` and ``<name>_d.pt``, each with a manifest (sha256, the training commands, steps,
-wall time, metrics, and the FID/recognisability history of every export so far). Every training invocation is appended to ``<run-dir>/commands.json`` so the manifest
-lists all of them (a model trained in several sittings records each).
+wall time, metrics, and the FID/recognisability history of every export so far). Every training invocation is
+appended to ``<run-dir>/commands.json`` so the manifest lists all of them (a model trained in several sittings
+records each).
 
     nice -n 10 python scripts/train_source_model.py --minutes 70 --log /tmp/sg2_source.log
     python scripts/train_source_model.py --export-only        # re-export G and D from the last checkpoint
