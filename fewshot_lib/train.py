@@ -43,7 +43,7 @@ from .augment import AdaptiveAugment, diff_augment, parse_policy
 from .checkpoint import load_checkpoint, save_atomic
 from .methods.stylegan2_losses import (PathLengthState, d_logistic_loss, g_nonsaturating_loss, lazy_adam_params,
                                        mixing_noise, path_length_penalty, r1_penalty)
-from .models.stylegan2 import accumulate, load_state_strict
+from .models.stylegan2 import accumulate, load_state_strict, same_architecture
 from .progress import progress
 
 log = logging.getLogger(__name__)
@@ -357,8 +357,7 @@ class GANTrainer:
             if key not in ck:
                 raise ValueError(f"{path} is not a GANTrainer checkpoint (missing {key!r}).")
         if ck.get("g_config") and getattr(self.G, "config", None) and \
-                {k: v for k, v in ck["g_config"].items() if k != "fused"} != \
-                {k: v for k, v in self.G.config.items() if k != "fused"}:
+                not same_architecture(ck["g_config"], self.G.config):
             raise ValueError(f"{path} was trained with generator config {ck['g_config']}, "
                              f"but this trainer's generator is {self.G.config}. Use another run_dir or resume=False.")
         load_state_strict(self.G, ck["g"], f"{Path(path).name}['g']")

@@ -129,7 +129,7 @@ def warm_start(trainer: GANTrainer, g_path: str | Path, run_dir: Path) -> None:
     carry on from the manifest so that the next export still describes the whole training.
     """
     from fewshot_lib.checkpoint import load_checkpoint, verify_sha256
-    from fewshot_lib.models.stylegan2 import load_generator, load_state_strict
+    from fewshot_lib.models.stylegan2 import load_generator, load_state_strict, same_architecture
 
     g_path = Path(g_path)
     d_path = g_path.with_name(f"{g_path.stem}_d.pt")
@@ -141,8 +141,7 @@ def warm_start(trainer: GANTrainer, g_path: str | Path, run_dir: Path) -> None:
     manifest = json.loads(manifest_path.read_text())
     verify_sha256(g_path, manifest.get("sha256"), "re-export it with --export-only on the machine that trained it.")
     g_ema = load_generator(g_path)
-    if {k: v for k, v in g_ema.config.items() if k != "fused"} != \
-            {k: v for k, v in trainer.G.config.items() if k != "fused"}:
+    if not same_architecture(g_ema.config, trainer.G.config):
         raise ValueError(f"{g_path.name} has generator config {g_ema.config}, but this run builds "
                          f"{trainer.G.config}; pass the matching --channel-max.")
     state = g_ema.state_dict()

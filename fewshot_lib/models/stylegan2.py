@@ -678,6 +678,13 @@ class Discriminator(nn.Module):
         return (logits, feats) if return_features else logits
 
 
+def same_architecture(config_a: dict[str, Any], config_b: dict[str, Any]) -> bool:
+    """Whether two generator configs build the same weights (``fused`` only picks a code path, not weights)."""
+    def weights(config: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in config.items() if k != "fused"}
+    return weights(config_a) == weights(config_b)
+
+
 def count_parameters(module: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
