@@ -14,6 +14,15 @@ Two runs, both deterministic (fixed seed, one CPU thread, deterministic algorith
     #    validation concept accuracy means "recognise an emoji from its drawings in *other* styles"
     python scripts/train_feature_net.py --holdout-result /tmp/feat_holdout.json
 
+A third run measures what the shipped network cannot: how recognisable a *real* emoji is when the network has
+never seen its concept. The shipped network was trained on every Noto emoji, so Noto images score ≈ 0.96 on
+:func:`~fewshot_lib.metrics.recognisability.recognisability` partly because it remembers them; a generator's
+new samples are never in that position. Run C holds out a share of the Noto concepts in *every* style, trains the
+same recipe on the rest, and scores the held-out Noto images (novel) and as many training Noto images (seen)::
+
+    # C: the yardstick for generated emoji; --record-in-manifest adds the result to the shipped manifest
+    python scripts/train_feature_net.py --holdout-concepts 0.2 --out /tmp/feat_novel.pt --record-in-manifest
+
 We ship B (it has seen every style the notebooks use) and report A's number for "a style never seen". Run B
 writes ``data/checkpoints/emoji_features.pt`` (trunk + style/subcategory heads; the 1906-way concept head is
 dropped to stay under 3 MB) and ``emoji_features.manifest.json`` (sha256, command, accuracies, time).
@@ -42,7 +51,8 @@ from fewshot_lib.checkpoint import save_atomic  # noqa: E402
 from fewshot_lib.config import data_dir  # noqa: E402
 from fewshot_lib.data.emoji import STYLE_NAMES, load_emoji  # noqa: E402
 from fewshot_lib.metrics.features import (EMOJI_CHECKPOINT, EmojiFeatureNet,  # noqa: E402
-                                          file_sha256)
+                                          EmojiFeatures, file_sha256)
+from fewshot_lib.metrics.recognisability import recognisability  # noqa: E402
 
 log = logging.getLogger("train_feature_net")
 NAME = "emoji-features-v1"
@@ -84,12 +94,46 @@ def evaluate(net: EmojiFeatureNet, x: torch.Tensor, labels: dict[str, torch.Tens
     return {f"{k}_acc": accuracy(torch.cat(v), labels[k]) for k, v in outs.items()}
 
 
+def novel_concept_split(data, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Run C's split: a ``fraction`` of the noto concepts, drawn by ``rng``; the mask ``[len(data)]`` marks every
+    drawing of them, in every style, so that the network never sees those concepts at all."""
+    noto_keys = sorted(set(data.key[data.style == "noto"].tolist()))
+    held = set(rng.choice(noto_keys, size=int(fraction * len(noto_keys)), replace=False).tolist())
+    return np.array([k in held for k in data.key.tolist()])
+
+
+def novel_concept_recognisability(net: EmojiFeatureNet, data, x_all: torch.Tensor, held_out: np.ndarray,
+                                  meta: dict, seed: int = 0) -> dict:
+    """Run C's measurement: recognisability of the held-out noto drawings (concepts the network never saw in any
+    style) and of as many training noto drawings, both against the training noto drawings' features."""
+    ext = EmojiFeatures(net, name="emoji-features-run-c", meta=meta)
+    noto = data.style == "noto"
+    seen = x_all[torch.from_numpy(noto & ~held_out)]
+    novel = x_all[torch.from_numpy(noto & held_out)]
+    pick = torch.randperm(len(seen), generator=torch.Generator().manual_seed(seed + 1))[:len(novel)]
+    with torch.no_grad():
+        real_feats = ext.features(seen, show_progress=False)
+        scores = {"novel": recognisability(real_feats, novel, extractor=ext),
+                  "seen": recognisability(real_feats, seen[pick], extractor=ext)}
+    found = {"n_novel_noto": len(novel), "n_seen_noto": len(pick)}
+    for name, r in scores.items():
+        found[f"{name}_noto_recognisability"] = round(r.value, 4)
+        found[f"{name}_noto_named"] = round(r.details["named"], 4)
+        found[f"{name}_noto_inside_real_manifold"] = round(r.details["inside_real_manifold"], 4)
+    return found
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--holdout-style", default=None, choices=STYLE_NAMES,
                    help="never train on this style; report concept accuracy on it (run A)")
     p.add_argument("--val-fraction", type=float, default=0.2,
                    help="share of concepts with one drawing held out for validation (run B)")
+    p.add_argument("--holdout-concepts", type=float, default=None, metavar="FRACTION",
+                   help="hold out this share of the noto concepts in every style; report the recognisability "
+                        "of their noto images (run C)")
+    p.add_argument("--record-in-manifest", action="store_true",
+                   help="run C: add the result to the shipped network's manifest as 'novel_concept_run'")
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, default=3e-3)
@@ -98,6 +142,17 @@ def main(argv=None) -> dict:
     p.add_argument("--holdout-result", type=Path, default=None,
                    help="JSON written by run A, copied into the manifest of run B")
     args = p.parse_args(argv)
+    shipped = data_dir() / EMOJI_CHECKPOINT
+    if args.holdout_style and args.holdout_concepts is not None:
+        p.error("--holdout-style (run A) and --holdout-concepts (run C) are separate runs; pass one of them")
+    if args.holdout_concepts is not None:
+        if not 0.0 < args.holdout_concepts < 1.0:
+            p.error(f"--holdout-concepts is a fraction in (0, 1), got {args.holdout_concepts}")
+        if args.out is None or args.out.resolve() == shipped.resolve():
+            p.error("run C trains a network that has not seen every emoji; give it its own --out "
+                    "(e.g. /tmp/feat_novel.pt) so that the shipped network is not overwritten")
+    if args.record_in_manifest and args.holdout_concepts is None:
+        p.error("--record-in-manifest belongs to run C (--holdout-concepts)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     torch.set_num_threads(1)
@@ -121,6 +176,12 @@ def main(argv=None) -> dict:
         val = data.style == args.holdout_style
         val_labels = ("concept", "subcategory")  # the style itself was never a training target
         protocol = f"style {args.holdout_style!r} never seen in training; val = all its {int(val.sum())} images"
+    elif args.holdout_concepts is not None:
+        val = novel_concept_split(data, args.holdout_concepts, rng)
+        val_labels = ("style", "subcategory")  # the concepts themselves are new: no concept class to hit
+        protocol = (f"{len(set(data.key[val].tolist()))} noto concepts held out in every style "
+                    f"({int(val.sum())} images); "
+                    "recognisability of their noto drawings vs as many training noto drawings")
     else:
         val = np.zeros(len(data), bool)
         multi = [k for k, n in data.counts("key").items() if n >= 2]
@@ -176,10 +237,21 @@ def main(argv=None) -> dict:
     state = {k: v for k, v in net.state_dict().items() if not k.startswith("concept_head")}
     meta = {"name": NAME, "styles": styles, "subcategories": subcats, "input_size": 32,
             "feature_dim": net.feature_dim, "layer_channels": list(net.widths), "seed": args.seed}
-    out = args.out or data_dir() / EMOJI_CHECKPOINT
+    out = args.out or shipped
     save_atomic({"state_dict": state, "meta": meta}, out)
     command = "python scripts/train_feature_net.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    if args.holdout_style:
+    if args.holdout_concepts is not None:
+        result.update(novel_concept_recognisability(net, data, x_all, val, meta, seed=args.seed))
+        result["command"] = command.strip()
+        log.info("novel vs seen noto emoji: %s", {k: v for k, v in result.items() if "recognisab" in k})
+        out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+        if args.record_in_manifest:
+            manifest_path = shipped.with_name(shipped.name.replace(".pt", ".manifest.json"))
+            manifest = json.loads(manifest_path.read_text())
+            manifest["novel_concept_run"] = result
+            manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+            log.info("recorded in %s", manifest_path)
+    elif args.holdout_style:
         out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     else:
         manifest = {

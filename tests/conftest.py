@@ -1,4 +1,6 @@
+import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,3 +15,18 @@ def emoji():
     from fewshot_lib.data.emoji import load_emoji
 
     return load_emoji()
+
+
+@pytest.fixture(scope="session")
+def load_script():
+    """``load_script("train_source_model")`` imports ``scripts/train_source_model.py`` (the scripts are not a
+    package) so that tests can call their functions and ``main(argv)``."""
+    scripts = Path(__file__).resolve().parent.parent / "scripts"
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, scripts / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -281,19 +281,7 @@ def test_evaluator_and_run_adaptation_curves():
     assert curve == [] and trainer.step == 1
 
 
-def source_script():
-    """scripts/train_source_model.py as a module."""
-    import importlib.util
-
-    from fewshot_lib.config import repo_root
-
-    spec = importlib.util.spec_from_file_location("train_source", repo_root() / "scripts" / "train_source_model.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
-
-
-def test_source_export_writes_g_and_d_of_the_same_step(tmp_path, monkeypatch):
+def test_source_export_writes_g_and_d_of_the_same_step(tmp_path, monkeypatch, load_script):
     # scripts/train_source_model.py exports the EMA generator and the discriminator together, each with a
     # manifest listing every training sitting; both load back and a damaged file is refused.
     import argparse
@@ -306,7 +294,7 @@ def test_source_export_writes_g_and_d_of_the_same_step(tmp_path, monkeypatch):
     monkeypatch.setenv("FEWSHOT_DATA", str(tmp_path / "data"))
     with pytest.raises(FileNotFoundError, match="train_source_model"):
         load_source_discriminator("tiny")
-    script = source_script()
+    script = load_script("train_source_model")
     real = torch.rand(8, 3, 32, 32) * 2 - 1
     trainer = GANTrainer(tiny_g(1), tiny_d(2), real, TrainConfig(steps=2, batch=4, sample_every=0,
                                                                  checkpoint_every=0))
@@ -333,7 +321,7 @@ def test_source_export_writes_g_and_d_of_the_same_step(tmp_path, monkeypatch):
         load_source_discriminator("tiny")
 
 
-def test_warm_start_carries_on_from_an_export(tmp_path, monkeypatch):
+def test_warm_start_carries_on_from_an_export(tmp_path, monkeypatch, load_script):
     # A new machine has only the shipped fp16 export: --warm-start loads G, G_ema and D from it and carries
     # the step count and the recorded sittings on; a wrong width or a missing D is refused with a clear error.
     import argparse
@@ -341,7 +329,7 @@ def test_warm_start_carries_on_from_an_export(tmp_path, monkeypatch):
     from fewshot_lib.train import GANTrainer, TrainConfig
 
     monkeypatch.setenv("FEWSHOT_DATA", str(tmp_path / "data"))
-    script = source_script()
+    script = load_script("train_source_model")
     real = torch.rand(8, 3, 32, 32) * 2 - 1
     cfg = TrainConfig(steps=3, batch=4, sample_every=0, checkpoint_every=0)
     old = GANTrainer(tiny_g(1), tiny_d(2), real, cfg)

@@ -357,3 +357,58 @@ def test_recognisability_needs_the_classifier_head():
         M.recognisability(x, x, extractor="emoji-random")
     with pytest.raises(ValueError, match="threshold"):
         M.recognisability(x, x, threshold=1.0)
+
+
+def test_novel_concept_split_holds_out_every_drawing_of_a_concept(emoji, load_script):
+    # run C of scripts/train_feature_net.py: the network must never see a held-out concept, in any style
+    script = load_script("train_feature_net")
+    held = script.novel_concept_split(emoji, 0.2, np.random.default_rng(0))
+    noto_keys = set(emoji.key[emoji.style == "noto"].tolist())
+    held_keys = set(emoji.key[held].tolist())
+    assert len(held_keys) == int(0.2 * len(noto_keys)) and held_keys <= noto_keys
+    assert not held_keys & set(emoji.key[~held].tolist())
+    assert held_keys == set(emoji.key[held & (emoji.style == "noto")].tolist())  # each has its noto drawing
+    assert held.sum() > len(held_keys)                                          # and drawings in other styles
+    assert (script.novel_concept_split(emoji, 0.2, np.random.default_rng(0)) == held).all()
+    assert not (script.novel_concept_split(emoji, 0.2, np.random.default_rng(1)) == held).all()
+
+
+def test_feature_net_run_c_records_the_novel_emoji_yardstick(tmp_path, monkeypatch, capsys, load_script):
+    # One epoch end to end on the embedded data; --record-in-manifest adds the result to (a copy of) the shipped
+    # manifest without touching the rest, and novel_emoji_reference() reads it back.
+    data = tmp_path / "data"
+    (data / "checkpoints").mkdir(parents=True)
+    for name in ("emoji_32.npz", "emoji_32.manifest.json"):
+        (data / name).symlink_to(data_dir() / name)
+    before = json.loads((data_dir() / EMOJI_MANIFEST).read_text())
+    before.pop("novel_concept_run", None)
+    (data / EMOJI_MANIFEST).write_text(json.dumps(before))
+    monkeypatch.setenv("FEWSHOT_DATA", str(data))
+    assert M.novel_emoji_reference() is None
+    script = load_script("train_feature_net")
+    with pytest.raises(SystemExit):
+        script.main(["--holdout-concepts", "0.1"])            # no --out: it would overwrite the shipped network
+    assert "own --out" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        script.main(["--record-in-manifest", "--out", str(tmp_path / "b.pt")])
+    assert "belongs to run C" in capsys.readouterr().err
+
+    result = script.main(["--holdout-concepts", "0.1", "--epochs", "1", "--out", str(tmp_path / "c.pt"),
+                          "--record-in-manifest"])
+    assert result["n_novel_noto"] == result["n_seen_noto"] == int(0.1 * 1906)
+    for which in ("novel", "seen"):
+        assert 0 <= result[f"{which}_noto_recognisability"] <= min(result[f"{which}_noto_named"],
+                                                                  result[f"{which}_noto_inside_real_manifold"])
+    after = json.loads((data / EMOJI_MANIFEST).read_text())
+    assert after.pop("novel_concept_run") == result and after == before
+    assert json.loads((tmp_path / "c.json").read_text()) == result
+    ref = M.novel_emoji_reference()
+    assert ref["novel"] == result["novel_noto_recognisability"] and ref["n_novel"] == result["n_novel_noto"]
+
+
+def test_shipped_novel_emoji_yardstick():
+    # Recorded by run C (the command is in the manifest): real emoji the network never saw are markedly less
+    # recognisable than the ones it trained on — the fair ceiling for a generator's new samples.
+    ref = M.novel_emoji_reference()
+    assert ref is not None and "--holdout-concepts" in ref["command"] and ref["n_novel"] >= 300
+    assert ref["seen"] > 0.9 and 0.3 < ref["novel"] < ref["seen"] - 0.1

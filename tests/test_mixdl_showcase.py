@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 from pathlib import Path
 
@@ -14,13 +13,6 @@ from fewshot_lib.methods import mixdl as M
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(size=32, style_dim=16, n_mlp=2, channel_base=32 * 8, channel_max=8)
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("train_mixdl_showcase", ROOT / "scripts" / "train_mixdl_showcase.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +70,8 @@ def test_walk_step_shares_sum_to_one(shots):
     torch.testing.assert_close(shares.sum(1), torch.ones(3, dtype=shares.dtype))
 
 
-def test_script_core_trains_measures_resumes_and_exports(shots, tmp_path):
-    script = load_script()
+def test_script_core_trains_measures_resumes_and_exports(shots, tmp_path, load_script):
+    script = load_script("train_mixdl_showcase")
     trainer = script.build_trainer("mixdl", shots, tmp_path / "run", TINY, steps=100, seed=0)
     assert trainer.cfg.augment is None and trainer.hook.config.use_d
     traj = script.train_showcase(trainer, shots, until_step=4, seconds=120, measure_every=2, trajectory=[],

@@ -36,14 +36,15 @@ from .ppl import lerp, ppl_uniformity
 from .pr import density_coverage, knn_radii, precision_recall
 from .protocols import (SET_METRICS, conditioning_split, evaluate_against_set, evaluate_per_class,
                         results_to_dict)
-from .recognisability import recognisability
+from .recognisability import novel_emoji_reference, recognisability
 from .result import MetricResult, resolve_extractor
 
 __all__ = [
     "EXTRACTOR_NAMES", "EmojiFeatureNet", "EmojiFeatures", "FeatureExtractor", "InceptionFeatures", "LPIPSFeatures",
     "MetricResult", "SET_METRICS", "assign_to_nearest", "conditioning_split", "density_coverage", "emoji_extractor",
     "evaluate_against_set", "evaluate_per_class", "feature_statistics", "fid", "frechet_distance", "get_extractor",
-    "intra_cluster_lpips", "kid", "knn_radii", "lerp", "load_emoji_feature_net", "nn_modes", "pairwise_lpips",
-    "polynomial_mmd_unbiased", "ppl_uniformity", "precision_recall", "random_emoji_extractor", "recognisability",
+    "intra_cluster_lpips", "kid", "knn_radii", "lerp", "load_emoji_feature_net", "nn_modes", "novel_emoji_reference",
+    "pairwise_lpips", "polynomial_mmd_unbiased", "ppl_uniformity", "precision_recall", "random_emoji_extractor",
+    "recognisability",
     "resolve_extractor", "results_to_dict", "squared_distances",
 ]

@@ -16,15 +16,24 @@ do. Calibration on the 1,906 Noto emoji through ``emoji-features-v1`` (k = 3, th
 
     real images 0.96 · the same shrunk to 16 px and enlarged 0.90 · shrunk to 8 px 0.40 · uniform noise 0.00
 
+**The yardstick for a generator is not 0.96.** The network was trained on those very images, so it remembers
+them; a generator's new samples are never in that position. ``scripts/train_feature_net.py`` run C trains the
+same recipe without a fifth of the Noto concepts (in every style) and scores their Noto drawings: real emoji of
+concepts the network has never seen score 0.69, the ones it trained on 0.98 (381 Noto images each).
+:func:`novel_emoji_reference` reads that run's figures from the shipped manifest; notebook 02 compares the
+source models with them.
+
 Like every number from the emoji network, it is not comparable with paper metrics.
 """
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import torch
 
-from .features import EmojiFeatures, FeatureExtractor
+from ..config import data_dir
+from .features import EMOJI_MANIFEST, EmojiFeatures, FeatureExtractor
 from .pr import in_manifold, knn_radii
 from .result import MetricResult, as_features, resolve_extractor
 
@@ -59,3 +68,15 @@ def recognisability(real: torch.Tensor, fake: torch.Tensor, threshold: float = 0
                                  "inside_real_manifold": float(inside.float().mean()),
                                  "mean_confidence": float(confidence.mean()),
                                  "commonest": dict(counts.most_common(top))})
+
+
+def novel_emoji_reference() -> dict | None:
+    """Run C of ``scripts/train_feature_net.py`` as recorded in the shipped emoji network's manifest, or ``None``
+    if it was not recorded: ``{"novel": .., "seen": .., "n_novel": .., "command": ..}`` — the recognisability of
+    real Noto emoji whose concepts that run's network never saw (in any style), and of as many it trained on."""
+    path = data_dir() / EMOJI_MANIFEST
+    run = json.loads(path.read_text()).get("novel_concept_run") if path.is_file() else None
+    if not run:
+        return None
+    return {"novel": run["novel_noto_recognisability"], "seen": run["seen_noto_recognisability"],
+            "n_novel": run["n_novel_noto"], "command": run["command"]}
