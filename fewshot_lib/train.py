@@ -245,8 +245,17 @@ class GANTrainer:
             self.history.setdefault(k, []).append(float(v))
 
     # -- one iteration -------------------------------------------------------------------------------------
+    def _optimise(self, loss: torch.Tensor, optim: torch.optim.Optimizer, what: str,
+                  checked: torch.Tensor | None = None) -> None:
+        """One optimiser step on ``loss`` after checking that it (or ``checked``, the term that ``what`` names) is
+        finite, so a diverged GAN stops with a clear error instead of writing NaN weights."""
+        _check_finite(loss if checked is None else checked, what, self.step, self.checkpoint_path)
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+
     def d_step(self, real: torch.Tensor) -> dict[str, float]:
-        c, step, ck = self.cfg, self.step, self.checkpoint_path
+        c, step = self.cfg, self.step
         z = self.latents(c.batch)
         with torch.no_grad():
             fake, _ = self.G(z)
@@ -256,10 +265,7 @@ class GANTrainer:
         extra = self.hook.d_extra(StepContext(step, self, real, z, fake, real_logits, fake_logits))
         if extra is not None:
             loss = loss + extra
-        _check_finite(loss, "discriminator loss", step, ck)
-        self.d_optim.zero_grad(set_to_none=True)
-        loss.backward()
-        self.d_optim.step()
+        self._optimise(loss, self.d_optim, "discriminator loss")
         out = {"d_loss": loss.item(), "real_score": real_logits.mean().item(), "fake_score": fake_logits.mean().item()}
         if self.ada is not None:
             out["ada_p"] = self.ada.update(real_logits)
@@ -267,15 +273,13 @@ class GANTrainer:
             real_req = real.detach().requires_grad_(True)  # gradient w.r.t. the clean image (through the aug)
             logits = self.D(self.augment(real_req))
             r1 = r1_penalty(logits, real_req)
-            _check_finite(r1, "R1 penalty", step, ck)
-            self.d_optim.zero_grad(set_to_none=True)
-            (c.r1_gamma / 2 * r1 * c.r1_every + 0 * logits.flatten()[0]).backward()
-            self.d_optim.step()
+            self._optimise(c.r1_gamma / 2 * r1 * c.r1_every + 0 * logits.flatten()[0], self.d_optim, "R1 penalty",
+                           checked=r1)
             out["r1"] = r1.item()
         return out
 
     def g_step(self, real: torch.Tensor) -> dict[str, float]:
-        c, step, ck = self.cfg, self.step, self.checkpoint_path
+        c, step = self.cfg, self.step
         z = self.latents(c.batch)
         with frozen(self.D):  # the loss flows through D to G; D's weights get no gradient and keep their flags
             fake, _ = self.G(z)
@@ -284,19 +288,14 @@ class GANTrainer:
             extra = self.hook.g_extra(StepContext(step, self, real, z, fake, None, fake_logits))
             if extra is not None:
                 loss = loss + extra
-            _check_finite(loss, "generator loss", step, ck)
-            self.g_optim.zero_grad(set_to_none=True)
-            loss.backward()
-        self.g_optim.step()
+            self._optimise(loss, self.g_optim, "generator loss")
         out = {"g_loss": loss.item()}
         if c.pl_weight > 0 and c.pl_every > 0 and step % c.pl_every == 0:
             pb = max(1, c.batch // c.pl_batch_shrink)
             fake, latents = self.G(self.latents(pb), return_latents=True)
             pl, lengths = path_length_penalty(fake, latents, self.pl_state, self.gen)
-            _check_finite(pl, "path-length penalty", step, ck)
-            self.g_optim.zero_grad(set_to_none=True)
-            (c.pl_weight * c.pl_every * pl + 0 * fake.flatten()[0]).backward()
-            self.g_optim.step()
+            self._optimise(c.pl_weight * c.pl_every * pl + 0 * fake.flatten()[0], self.g_optim,
+                           "path-length penalty", checked=pl)
             out.update(pl=pl.item(), path_length=lengths.mean().item())
         return out
 
