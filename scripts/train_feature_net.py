@@ -6,7 +6,7 @@ metric network must know what matters in *this* domain: **what** an emoji shows 
 So :class:`fewshot_lib.metrics.features.EmojiFeatureNet` is trained with three cross-entropy heads on its
 256-d embedding: concept (1906 classes), style (5) and subcategory (~98, weight 0.5).
 
-Two runs, both deterministic (fixed seed, one CPU thread, deterministic algorithms)::
+Three runs, all deterministic (fixed seed, one CPU thread, deterministic algorithms)::
 
     # A: generalisation test — one style is never seen at all; report concept accuracy on it
     python scripts/train_feature_net.py --holdout-style twemoji --out /tmp/feat_holdout.pt
@@ -14,7 +14,7 @@ Two runs, both deterministic (fixed seed, one CPU thread, deterministic algorith
     #    validation concept accuracy means "recognise an emoji from its drawings in *other* styles"
     python scripts/train_feature_net.py --holdout-result /tmp/feat_holdout.json
 
-A third run measures what the shipped network cannot: how recognisable a *real* emoji is when the network has
+Run C measures what the shipped network cannot: how recognisable a *real* emoji is when the network has
 never seen its concept. The shipped network was trained on every Noto emoji, so Noto images score ≈ 0.96 on
 :func:`~fewshot_lib.metrics.recognisability.recognisability` partly because it remembers them; a generator's
 new samples are never in that position. Run C holds out a share of the Noto concepts in *every* style, trains the
@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from fewshot_lib.checkpoint import save_atomic  # noqa: E402
 from fewshot_lib.config import data_dir  # noqa: E402
 from fewshot_lib.data.emoji import STYLE_NAMES, load_emoji  # noqa: E402
-from fewshot_lib.metrics.features import (EMOJI_CHECKPOINT, EmojiFeatureNet,  # noqa: E402
+from fewshot_lib.metrics.features import (EMOJI_CHECKPOINT, EMOJI_MANIFEST, EmojiFeatureNet,  # noqa: E402
                                           EmojiFeatures, file_sha256)
 from fewshot_lib.metrics.recognisability import recognisability  # noqa: E402
 
@@ -246,7 +246,7 @@ def main(argv=None) -> dict:
         log.info("novel vs seen noto emoji: %s", {k: v for k, v in result.items() if "recognisab" in k})
         out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
         if args.record_in_manifest:
-            manifest_path = shipped.with_name(shipped.name.replace(".pt", ".manifest.json"))
+            manifest_path = data_dir() / EMOJI_MANIFEST
             manifest = json.loads(manifest_path.read_text())
             manifest["novel_concept_run"] = result
             manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
@@ -268,7 +268,12 @@ def main(argv=None) -> dict:
         }
         if args.holdout_result and args.holdout_result.is_file():
             manifest["unseen_style_run"] = json.loads(args.holdout_result.read_text())
-        out.with_name(out.name.replace(".pt", ".manifest.json")).write_text(json.dumps(manifest, indent=2) + "\n")
+        manifest_path = out.with_name(out.name.replace(".pt", ".manifest.json"))
+        if manifest_path.is_file():  # run C trained its own network: its yardstick outlives a retrained B
+            previous = json.loads(manifest_path.read_text()).get("novel_concept_run")
+            if previous:
+                manifest["novel_concept_run"] = previous
+        manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     return result
 
 

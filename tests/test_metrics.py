@@ -404,6 +404,10 @@ def test_feature_net_run_c_records_the_novel_emoji_yardstick(tmp_path, monkeypat
     assert json.loads((tmp_path / "c.json").read_text()) == result
     ref = M.novel_emoji_reference()
     assert ref["novel"] == result["novel_noto_recognisability"] and ref["n_novel"] == result["n_novel_noto"]
+    # retraining the shipped network (run B) rewrites its manifest but keeps run C's yardstick
+    script.main(["--epochs", "1"])
+    assert json.loads((data / EMOJI_MANIFEST).read_text())["novel_concept_run"] == result
+    assert M.novel_emoji_reference() == ref
 
 
 def test_shipped_novel_emoji_yardstick():
