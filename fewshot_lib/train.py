@@ -362,8 +362,11 @@ class GANTrainer:
         load_state_strict(self.G, ck["g"], f"{Path(path).name}['g']")
         load_state_strict(self.D, ck["d"], f"{Path(path).name}['d']")
         load_state_strict(self.g_ema, ck["g_ema"], f"{Path(path).name}['g_ema']")
-        self.g_optim.load_state_dict(ck["g_optim"])
-        self.d_optim.load_state_dict(ck["d_optim"])
+        for optim, saved in ((self.g_optim, ck["g_optim"]), (self.d_optim, ck["d_optim"])):
+            wanted = [(g["lr"], g["betas"]) for g in optim.param_groups]
+            optim.load_state_dict(saved)  # Adam's moments and step counts, and the saved lr and betas
+            for group, (lr, betas) in zip(optim.param_groups, wanted):
+                group["lr"], group["betas"] = lr, betas  # this config's: a resume with a new --lr uses it
         self.step, self.seconds = int(ck["step"]), float(ck.get("seconds", 0.0))
         self.pl_state.load_state_dict(ck["pl_state"])
         if self.ada is not None and ck.get("ada"):

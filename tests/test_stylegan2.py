@@ -362,6 +362,21 @@ def test_resume_is_bit_identical(tmp_path):
     assert res.checkpoint is not None and res.checkpoint.exists() and res.samples
 
 
+def test_resume_with_a_new_learning_rate_uses_it(tmp_path):
+    # A late-training lr decay is a resume with another --lr: the saved Adam moments come back, the lr is the
+    # new config's (loading the optimiser state alone would silently restore the old one).
+    _trainer(tmp_path, steps=2).train(show_progress=False)
+    slower = _trainer(tmp_path, steps=3, lr=0.0005)
+    slower.load(slower.checkpoint_path)
+    same = _trainer(tmp_path, steps=3)
+    same.load(same.checkpoint_path)
+    for new, old in ((slower.g_optim, same.g_optim), (slower.d_optim, same.d_optim)):
+        assert [g["lr"] for g in new.param_groups] == pytest.approx([g["lr"] / 4 for g in old.param_groups])
+        moments = [s["exp_avg"] for s in new.state.values()]
+        assert moments and all(torch.equal(a, s["exp_avg"]) for a, s in zip(moments, old.state.values()))
+    assert slower.step == same.step == 2
+
+
 def test_nan_is_detected(tmp_path):
     tr = _trainer(tmp_path, steps=2)
     with torch.no_grad():
