@@ -206,7 +206,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--channel-max", type=int, default=MODEL["channel_max"],
                    help="widest layer of G and D (64 ships; 128 roughly triples the cost per iteration)")
-    p.add_argument("--lr", type=float, default=0.002)
+    p.add_argument("--lr", type=float, default=0.002,
+                   help="Adam learning rate; a resume with another value uses it (e.g. a late decay)")
     p.add_argument("--r1-gamma", type=float, default=0.1)
     p.add_argument("--chunk", type=int, default=200, help="iterations between checkpoints")
     p.add_argument("--export-every", type=int, default=4000,
