@@ -315,7 +315,10 @@ def test_source_export_writes_g_and_d_of_the_same_step(tmp_path, monkeypatch, lo
     path, manifest_path = source_discriminator_paths("tiny")
     manifest = json.loads(manifest_path.read_text())
     assert manifest["steps"] == 2 and manifest["command"] == "first ; then second"
-    assert [e["end_step"] for e in manifest["training_sessions"]] == [1, 2]
+    assert [e["end_step"] for e in manifest["training_sessions"]] == [1, 2] and "exported_by" not in manifest
+    script.export(trainer, args, real, run_dir, with_features=False, exported_by="third --export-only")
+    manifest = json.loads(manifest_path.read_text())        # an export-only run is recorded, not as a sitting
+    assert manifest["exported_by"] == "third --export-only" and manifest["command"] == "first ; then second"
     path.write_bytes(path.read_bytes()[:-10])
     with pytest.raises(ValueError, match="sha256"):
         load_source_discriminator("tiny")

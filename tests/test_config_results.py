@@ -47,6 +47,8 @@ def test_checkpoint_atomic_round_trip_and_errors(tmp_path):
     save_atomic({"w": torch.arange(3), "step": 5}, path)
     assert load_checkpoint(path)["step"] == 5
     assert not list(tmp_path.glob(".*tmp"))          # no temp files left behind
+    (tmp_path / "plain.txt").write_text("x")          # same permissions as a file written the plain way
+    assert path.stat().st_mode & 0o777 == (tmp_path / "plain.txt").stat().st_mode & 0o777
     (tmp_path / "empty.pt").write_bytes(b"")
     with pytest.raises(ValueError, match="empty"):
         load_checkpoint(tmp_path / "empty.pt")

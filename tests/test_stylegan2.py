@@ -432,8 +432,7 @@ def test_load_source_model_checks_sha256(tmp_path, monkeypatch):
         sg.load_source_model("tiny")
 
 
-@pytest.mark.parametrize("name", ["stylegan2_noto32", "stylegan2_noto32_w128"])
-def test_shipped_source_model_if_present(name):
+def test_shipped_source_model_if_present(name="stylegan2_noto32"):
     """A shipped model (when committed) loads, matches its manifest and makes varied 32 px images; its
     discriminator is from the same step."""
     from fewshot_lib.methods.baselines import load_source_discriminator
