@@ -31,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fewshot_lib.checkpoint import file_sha256  # noqa: E402
+from fewshot_lib.checkpoint import file_sha256, load_checkpoint, verify_sha256  # noqa: E402
 from fewshot_lib.config import data_dir, repo_root  # noqa: E402
 from fewshot_lib.data.emoji import load_emoji  # noqa: E402
 from fewshot_lib.models.stylegan2 import (Discriminator, Generator, count_parameters,  # noqa: E402
@@ -43,6 +43,7 @@ log = logging.getLogger("train_source_model")
 # The lab-size architecture of the shipped model: 1.08 M parameters in G, ≈ 0.3 s per iteration at batch 16 on
 # two cores. (The 64-wide model shipped before it cost a third of that and stalled near 51 % recognisable.)
 MODEL = dict(size=32, style_dim=128, n_mlp=4, channel_base=2048, channel_max=128)
+DEFAULT_LR = 0.002  # StyleGAN2's; the shipped model was decayed to 0.001 and 0.0005 in later sittings
 
 
 def pixel_stats(real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
@@ -75,6 +76,18 @@ def feature_metrics(real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
     except Exception as err:  # the metrics module is optional for this script
         log.warning("feature metrics skipped: %s", err)
         return {"feature_metrics": f"unavailable ({type(err).__name__})"}
+
+
+def previous_lr(checkpoint: Path, warm_start: str | None) -> float:
+    """The learning rate to carry on with when ``--lr`` is not given: the resumed checkpoint's, else that of the
+    export a warm start begins from, else ``DEFAULT_LR`` — so that a plain resume (or ``--export-only``) never
+    silently resets a decayed rate, and the manifest's ``train_config`` states the rate really used."""
+    if checkpoint.is_file():
+        return float(load_checkpoint(checkpoint)["train_config"]["lr"])
+    manifest = Path(warm_start).with_suffix(".manifest.json") if warm_start else None
+    if manifest is not None and manifest.is_file():
+        return float(json.loads(manifest.read_text()).get("train_config", {}).get("lr", DEFAULT_LR))
+    return DEFAULT_LR
 
 
 def start_script(script: str, args: argparse.Namespace, argv: list[str] | None) -> str:
@@ -129,7 +142,6 @@ def warm_start(trainer: GANTrainer, g_path: str | Path, run_dir: Path) -> None:
     data order is reseeded from the step. The step count, wall time and the recorded training sittings
     carry on from the manifest so that the next export still describes the whole training.
     """
-    from fewshot_lib.checkpoint import load_checkpoint, verify_sha256
     from fewshot_lib.models.stylegan2 import load_generator, load_state_strict, same_architecture
 
     g_path = Path(g_path)
@@ -211,8 +223,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--channel-max", type=int, default=MODEL["channel_max"],
                    help="widest layer of G and D (128 ships; 64 costs a third as much per iteration)")
-    p.add_argument("--lr", type=float, default=0.002,
-                   help="Adam learning rate; a resume with another value uses it (e.g. a late decay)")
+    p.add_argument("--lr", type=float, default=None,
+                   help=f"Adam learning rate (default: the rate of the run being resumed, else {DEFAULT_LR}); "
+                        "a resume with another value uses it (e.g. a late decay)")
     p.add_argument("--r1-gamma", type=float, default=0.1)
     p.add_argument("--chunk", type=int, default=200, help="iterations between checkpoints")
     p.add_argument("--export-every", type=int, default=4000,
@@ -230,7 +243,8 @@ def main(argv: list[str] | None = None) -> None:
     data = load_emoji(styles=args.style.split(","))
     real = data.tensors()
     run_dir = Path(args.run_dir) if args.run_dir else repo_root() / "runs" / f"source_{args.name}"
-    cfg = TrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, r1_gamma=args.r1_gamma, r1_every=16,
+    lr = args.lr if args.lr is not None else previous_lr(run_dir / "checkpoint.pt", args.warm_start)
+    cfg = TrainConfig(steps=args.steps, batch=args.batch, lr=lr, r1_gamma=args.r1_gamma, r1_every=16,
                       pl_weight=2.0, pl_every=4, mixing=0.9, ema_half_life_images=5_000, ema_rampup=0.05,
                       augment="color,translation,cutout", sample_every=0, checkpoint_every=0, n_sample=64,
                       seed=args.seed)
@@ -249,7 +263,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.export_only:
         export(trainer, args, real, run_dir, with_features=True, exported_by=command)
         return
-    session = {"command": command, "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "start_step": trainer.step}
+    session = {"command": command, "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "start_step": trainer.step,
+               "lr": cfg.lr}
     if warm:
         session["note"] = warm
 

@@ -324,6 +324,25 @@ def test_source_export_writes_g_and_d_of_the_same_step(tmp_path, monkeypatch, lo
         load_source_discriminator("tiny")
 
 
+def test_a_resume_without_lr_keeps_the_rate_of_the_run(tmp_path, load_script):
+    # A decayed learning rate must survive a plain resume (and --export-only must record it), so without
+    # --lr the script takes the checkpoint's rate, else the warm-start export's, else StyleGAN2's 0.002.
+    import json
+
+    from fewshot_lib.train import GANTrainer, TrainConfig
+
+    script = load_script("train_source_model")
+    real = torch.rand(8, 3, 32, 32) * 2 - 1
+    trainer = GANTrainer(tiny_g(1), tiny_d(2), real, TrainConfig(steps=1, batch=4, lr=0.0007, sample_every=0,
+                                                                 checkpoint_every=0), run_dir=tmp_path / "run")
+    trainer.train(steps=1, resume=False, show_progress=False)                  # writes run/checkpoint.pt
+    assert script.previous_lr(trainer.checkpoint_path, None) == 0.0007
+    export = tmp_path / "model.pt"
+    export.with_suffix(".manifest.json").write_text(json.dumps({"train_config": {"lr": 0.0005}}))
+    assert script.previous_lr(tmp_path / "none.pt", str(export)) == 0.0005
+    assert script.previous_lr(tmp_path / "none.pt", None) == script.DEFAULT_LR == 0.002
+
+
 def test_warm_start_carries_on_from_an_export(tmp_path, monkeypatch, load_script):
     # A new machine has only the shipped fp16 export: --warm-start loads G, G_ema and D from it and carries
     # the step count and the recorded sittings on; a wrong width or a missing D is refused with a clear error.
