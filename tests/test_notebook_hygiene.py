@@ -33,6 +33,10 @@ def test_anatomy_title_runtime_table_parameters_metrics(notebook):
     assert all(p in first for p in ("smoke", "lab", "full")), "runtime table per profile missing"
     tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1, "exactly one cell must be tagged `parameters`"
+    # A stored papermill "injected-parameters" cell is re-executed by every in-place run but replaced by the
+    # runner's, so the committed outputs would come from other settings than `make run` uses.
+    assert not any("injected-parameters" in c.get("metadata", {}).get("tags", []) for c in nb["cells"]), \
+        "remove the injected-parameters cell a papermill -p run left behind"
     tree = ast.parse("".join(tagged[0]["source"]))
     names = set()
     for node in tree.body:
