@@ -47,9 +47,9 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fewshot_lib.methods.stylegan2_losses import d_logistic_loss, g_nonsaturating_loss  # noqa: E402
-from fewshot_lib.models.stylegan2 import Discriminator, Generator, count_parameters  # noqa: E402
+from fewshot_lib.models.stylegan2 import SOURCE_MODEL_CONFIG, Discriminator, Generator, count_parameters  # noqa: E402
 
-LAB = dict(size=32, style_dim=128, n_mlp=4, channel_base=2048, channel_max=128)  # = scripts/train_source_model.py MODEL
+LAB = SOURCE_MODEL_CONFIG
 
 
 def best_gflops(fn, flops: float, reps: int = 10) -> float:

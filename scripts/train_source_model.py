@@ -34,15 +34,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from fewshot_lib.checkpoint import file_sha256, load_checkpoint, verify_sha256  # noqa: E402
 from fewshot_lib.config import data_dir, repo_root  # noqa: E402
 from fewshot_lib.data.emoji import load_emoji  # noqa: E402
-from fewshot_lib.models.stylegan2 import (Discriminator, Generator, count_parameters,  # noqa: E402
-                                          export_discriminator, export_generator, sample)
+from fewshot_lib.models.stylegan2 import (SOURCE_MODEL_CONFIG, Discriminator, Generator,  # noqa: E402
+                                          count_parameters, export_discriminator, export_generator, sample)
 from fewshot_lib.train import GANTrainer, TrainConfig  # noqa: E402
 
 log = logging.getLogger("train_source_model")
 
-# The lab-size architecture of the shipped model: 1.08 M parameters in G, ≈ 0.3 s per iteration at batch 16 on
-# two cores. (The 64-wide model shipped before it cost a third of that and stalled near 51 % recognisable.)
-MODEL = dict(size=32, style_dim=128, n_mlp=4, channel_base=2048, channel_max=128)
+# The shipped model's architecture: ≈ 0.3 s per iteration at batch 16 on two cores. (The 64-wide model shipped
+# before it cost a third of that and stalled near 51 % recognisable.)
+MODEL = SOURCE_MODEL_CONFIG
 DEFAULT_LR = 0.002  # StyleGAN2's; the shipped model was decayed to 0.001 and 0.0005 in later sittings
 
 

@@ -432,14 +432,16 @@ def test_load_source_model_checks_sha256(tmp_path, monkeypatch):
         sg.load_source_model("tiny")
 
 
-def test_shipped_source_model_if_present(name="stylegan2_noto32"):
+def test_shipped_source_model_if_present():
     """A shipped model (when committed) loads, matches its manifest and makes varied 32 px images; its
-    discriminator is from the same step."""
+    architecture is SOURCE_MODEL_CONFIG and its discriminator is from the same step."""
     from fewshot_lib.methods.baselines import load_source_discriminator
 
+    name = "stylegan2_noto32"
     if not sg.source_model_available(name):
         pytest.skip(f"no {name} in data/checkpoints")
     G = sg.load_source_model(name)
+    assert {k: G.config[k] for k in sg.SOURCE_MODEL_CONFIG} == sg.SOURCE_MODEL_CONFIG
     imgs = sg.sample(G, 16, seed=0)
     assert imgs.shape == (16, 3, 32, 32) and torch.isfinite(imgs).all()
     assert (imgs[:8] - imgs[8:]).abs().mean() > 0.05  # not one image repeated

@@ -980,6 +980,11 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
     return G
 
 
+# The architecture of the shipped source model (``scripts/train_source_model.py`` trains it; the benchmark and
+# notebook 02's full profile use it): a lab-size 32-px net, 1.08 M parameters in G.
+SOURCE_MODEL_CONFIG = dict(size=32, style_dim=128, n_mlp=4, channel_base=2048, channel_max=128)
+
+
 def source_model_paths(name: str = "stylegan2_noto32") -> tuple[Path, Path]:
     """``(checkpoint, manifest)`` paths of a shipped model under ``data/checkpoints``."""
     from ..config import data_dir
