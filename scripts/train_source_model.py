@@ -78,13 +78,18 @@ def feature_metrics(real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
         return {"feature_metrics": f"unavailable ({type(err).__name__})"}
 
 
+def manifest_path(export: Path) -> Path:
+    """``<name>.manifest.json`` beside an exported ``<name>.pt`` (G and D exports each have one)."""
+    return export.with_name(f"{export.stem}.manifest.json")
+
+
 def previous_lr(checkpoint: Path, warm_start: str | None) -> float:
     """The learning rate to carry on with when ``--lr`` is not given: the resumed checkpoint's, else that of the
     export a warm start begins from, else ``DEFAULT_LR`` — so that a plain resume (or ``--export-only``) never
     silently resets a decayed rate, and the manifest's ``train_config`` states the rate really used."""
     if checkpoint.is_file():
         return float(load_checkpoint(checkpoint)["train_config"]["lr"])
-    manifest = Path(warm_start).with_suffix(".manifest.json") if warm_start else None
+    manifest = manifest_path(Path(warm_start)) if warm_start else None
     if manifest is not None and manifest.is_file():
         return float(json.loads(manifest.read_text()).get("train_config", {}).get("lr", DEFAULT_LR))
     return DEFAULT_LR
@@ -146,12 +151,12 @@ def warm_start(trainer: GANTrainer, g_path: str | Path, run_dir: Path) -> None:
 
     g_path = Path(g_path)
     d_path = g_path.with_name(f"{g_path.stem}_d.pt")
-    manifest_path = g_path.with_name(f"{g_path.stem}.manifest.json")
-    for path in (g_path, d_path, manifest_path):
+    g_manifest = manifest_path(g_path)
+    for path in (g_path, d_path, g_manifest):
         if not path.is_file():
             raise FileNotFoundError(f"--warm-start needs {path.name} beside {g_path.name} (export G and D together "
                                     "with this script).")
-    manifest = json.loads(manifest_path.read_text())
+    manifest = json.loads(g_manifest.read_text())
     verify_sha256(g_path, manifest.get("sha256"), "re-export it with --export-only on the machine that trained it.")
     g_ema = load_generator(g_path)
     if not same_architecture(g_ema.config, trainer.G.config):
@@ -201,14 +206,14 @@ def export(trainer: GANTrainer, args: argparse.Namespace, real: torch.Tensor, ru
                 **common, "model_config": trainer.g_ema.config, "g_parameters": count_parameters(trainer.G),
                 "train_config": {k: v for k, v in vars(trainer.cfg).items()}, "metrics": metrics,
                 "metric_history": history}
-    out.with_name(f"{name}.manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    manifest_path(out).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
     # The discriminator of the same step: adaptation methods (notebook 04) fine-tune it too.
     d_out = out.with_name(f"{name}_d.pt")
     export_discriminator(trainer.D, d_out, half=True, info=info)
     d_manifest = {"name": f"{name}_d", "file": d_out.name, "sha256": file_sha256(d_out),
                   "bytes": d_out.stat().st_size, **common, "config": trainer.D.config,
                   "d_parameters": count_parameters(trainer.D)}
-    out.with_name(f"{name}_d.manifest.json").write_text(json.dumps(d_manifest, indent=2, default=str) + "\n")
+    manifest_path(d_out).write_text(json.dumps(d_manifest, indent=2, default=str) + "\n")
     log.info("exported %s and %s at step %d: %s", out.name, d_out.name, trainer.step, metrics)
 
 
