@@ -3,21 +3,34 @@
 Every method notebook tests its paper's headline effect over several seeds and records each test as a
 *claim* in ``metrics.json``::
 
-    {"claim": "CDC keeps more diversity than plain fine-tuning", "metric": "intra_cluster_lpips",
+    {"claim": "CDC keeps more diversity than plain fine-tuning", "kind": "paper", "metric": "intra_cluster_lpips",
      "extractor": "emoji-features-v1", "higher_is_better": true, "method": "cdc", "baseline": "tgan",
-     "method_mean": .., "method_std": .., "baseline_mean": .., "baseline_std": .., "seeds": 3,
-     "test": "better", "margin": .., "holds": true}
+     "method_values": [..], "baseline_values": [..], "method_mean": .., "baseline_mean": .., "seeds": 3,
+     "test": "better", "improvement": .., "margin": .., "measurable": true, "verdict": "holds", "holds": true}
+
+**Kinds.** ``"paper"``: a paper's claim about a method. ``"sanity"``: a check of the metrics themselves
+(notebook 03: "FID notices blur"). The report lists them apart.
+
+**Measurable first.** A paper claim compares two generators; if either side's samples are not yet images,
+the comparison is noise against noise and proves nothing, however large the difference. So a paper claim is
+judged only when both sides beat the *image floors* — measured once per reference set by
+:func:`fewshot_lib.metrics.floors.image_floors`: recognisability above that of the reference images shrunk to
+8 px and re-enlarged, FID below that of uniform noise. Otherwise ``"holds": null`` and
+``"verdict": "not measurable at this budget"``. A paper claim given no floor evidence is not measurable either.
 
 **The rule for ``holds``** (one rule for the whole package, computed from the numbers, never set by hand):
 let ``d`` be the method's improvement over the baseline (``method - baseline`` when higher is better,
-``baseline - method`` otherwise) and ``se = sqrt(method_std² / n + baseline_std² / n)`` the standard error of
-the difference of the two means over ``n`` seeds (sample std, ``ddof=1``). Then
+``baseline - method`` otherwise) and ``se = sqrt(method_std² / n_m + baseline_std² / n_b)`` the standard error
+of the difference of the two means over the seeds (sample std, ``ddof=1``). Then
 
 * ``test="better"``:    the claim holds when ``d > 2·se`` — better by more than the seeds' noise;
-* ``test="not_worse"``: the claim holds when ``d ≥ -2·se`` — not worse beyond the seeds' noise.
+* ``test="not_worse"``: the claim holds when ``d ≥ -2·se`` — not worse beyond the seeds' noise; but when
+  ``2·se`` exceeds 10 % of ``|baseline mean|`` the seeds are too noisy for "not worse" to mean anything, and
+  the verdict is ``"inconclusive"`` (``holds: null``) whatever the observed difference.
 
-``margin = 2·se`` is stored so readers can see how close a call was. With one seed the std is unknown
-(``se = 0``): a single run can only show a direction, and the ledger says so (``seeds: 1``).
+``margin = 2·se`` is stored so readers can see how close a call was, and so are the per-seed values. With one
+seed the std is unknown: ``se = 0``, and the claim says ``"seeds": 1`` — a single run only shows a direction.
+Verdicts never change a program's exit status; they are results, not errors.
 """
 from __future__ import annotations
 
@@ -47,12 +60,45 @@ def _clean(value: Any) -> Any:
     return value
 
 
+KINDS = ("paper", "sanity")
+NOT_WORSE_MAX_RELATIVE_MARGIN = 0.10
+NOT_MEASURABLE = "not measurable at this budget"
+# How each floor metric is beaten: FID must be lower than the floor's, the others higher.
+_FLOOR_LOWER_IS_BETTER = {"fid": True, "kid": True}
+
+
+def beats_floors(side: dict[str, float], floors: dict[str, float]) -> dict[str, bool]:
+    """Which of ``floors`` (``{"fid": .., "recognisability": ..}``) the side's metrics beat (``{metric: bool}``);
+    a metric the side lacks does not beat its floor."""
+    out = {}
+    for metric, floor in floors.items():
+        if not isinstance(floor, (int, float)):
+            continue  # e.g. the extractor's name stored beside the numbers
+        value = side.get(metric)
+        if value is None or not math.isfinite(float(value)):
+            out[metric] = False
+        elif _FLOOR_LOWER_IS_BETTER.get(metric, False):
+            out[metric] = float(value) < floor
+        else:
+            out[metric] = float(value) > floor
+    return out
+
+
 def make_claim(claim: str, metric: str, extractor: str, method: str, baseline: str,
                method_values: Sequence[float], baseline_values: Sequence[float], higher_is_better: bool,
-               test: str = "better") -> dict:
-    """One claims-ledger entry, with ``holds`` computed by the rule in this module's docstring."""
+               test: str = "better", kind: str = "paper", floors: dict[str, float] | None = None,
+               method_side: dict[str, float] | None = None, baseline_side: dict[str, float] | None = None,
+               **extra: Any) -> dict:
+    """One claims-ledger entry, judged by the rule in this module's docstring.
+
+    ``floors`` with ``method_side`` / ``baseline_side`` (each ``{"fid": .., "recognisability": ..}``, means over
+    the seeds) decide whether a ``kind="paper"`` claim is measurable; ``extra`` keys (e.g. ``regime="lab"``) are
+    stored as given.
+    """
     if test not in ("better", "not_worse"):
         raise ValueError(f"test must be 'better' or 'not_worse', got {test!r}")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     m = np.asarray(method_values, dtype=float)
     b = np.asarray(baseline_values, dtype=float)
     if len(m) == 0 or len(b) == 0:
@@ -63,15 +109,43 @@ def make_claim(claim: str, metric: str, extractor: str, method: str, baseline: s
     se = math.sqrt(m_std**2 / len(m) + b_std**2 / len(b))
     d = (m.mean() - b.mean()) if higher_is_better else (b.mean() - m.mean())
     margin = NOISE_FACTOR * se
-    holds = bool(d > margin) if test == "better" else bool(d >= -margin)
-    return {
-        "claim": claim, "metric": metric, "extractor": extractor, "higher_is_better": bool(higher_is_better),
-        "method": method, "baseline": baseline,
+    entry = {
+        "claim": claim, "kind": kind, "metric": metric, "extractor": extractor,
+        "higher_is_better": bool(higher_is_better), "method": method, "baseline": baseline,
         "method_mean": float(m.mean()), "method_std": m_std,
         "baseline_mean": float(b.mean()), "baseline_std": b_std,
         "method_values": m.tolist(), "baseline_values": b.tolist(),
-        "seeds": int(n), "test": test, "improvement": float(d), "margin": float(margin), "holds": holds,
+        "seeds": int(n), "test": test, "improvement": float(d), "margin": float(margin), **extra,
     }
+    measurable = True
+    if kind == "paper":
+        if floors is None or method_side is None or baseline_side is None:
+            measurable, entry["floor_check"] = False, "no floor evidence given"
+        else:
+            checks = {"method": beats_floors(method_side, floors), "baseline": beats_floors(baseline_side, floors)}
+            measurable = all(checks["method"].values()) and all(checks["baseline"].values()) \
+                and bool(checks["method"])
+            entry["floor_check"] = {"floors": floors, "method": method_side, "baseline": baseline_side,
+                                    "beats": checks}
+    if not measurable:
+        verdict, holds = NOT_MEASURABLE, None
+    elif test == "better":
+        holds = bool(d > margin)
+        verdict = "holds" if holds else "does not hold"
+    elif margin > NOT_WORSE_MAX_RELATIVE_MARGIN * abs(b.mean()):
+        verdict, holds = "inconclusive", None
+    else:
+        holds = bool(d >= -margin)
+        verdict = "holds" if holds else "does not hold"
+    return {**entry, "measurable": measurable, "verdict": verdict, "holds": holds}
+
+
+def format_claim(c: dict) -> str:
+    """One line per claim with its per-seed values, for notebooks to print under their ledger."""
+    fmt = lambda v: "[" + ", ".join(f"{x:.4g}" for x in v) + "]"  # noqa: E731
+    return (f"[{c.get('kind', 'paper')}] {c['claim']}: {c['verdict']} — {c['method']} {fmt(c['method_values'])} vs "
+            f"{c['baseline']} {fmt(c['baseline_values'])} ({c['metric']}, {c['extractor']}; "
+            f"improvement {c['improvement']:.4g}, margin {c['margin']:.4g}, {c['seeds']} seed(s))")
 
 
 def write_metrics(run_dir: str | os.PathLike, metrics: dict, notebook: str, profile: str,

@@ -106,6 +106,13 @@ def start_script(script: str, args: argparse.Namespace, argv: list[str] | None) 
     return f"python scripts/{script} " + " ".join(argv if argv is not None else sys.argv[1:])
 
 
+def sitting_clock():
+    """A function returning this sitting's ``{"wall_s", "cpu_s"}`` so far: wall-clock and process CPU seconds
+    (all threads), so manifests can say what a shipped model cost in CPU time, not only in elapsed time."""
+    wall0, cpu0 = time.time(), time.process_time()
+    return lambda: {"wall_s": round(time.time() - wall0, 1), "cpu_s": round(time.process_time() - cpu0, 1)}
+
+
 def training_commands(run_dir: Path) -> list[dict]:
     """The training invocations recorded in ``run_dir/commands.json`` (oldest first)."""
     path = run_dir / "commands.json"
@@ -181,8 +188,9 @@ def warm_start(trainer: GANTrainer, g_path: str | Path, run_dir: Path) -> None:
 
 def export(trainer: GANTrainer, args: argparse.Namespace, real: torch.Tensor, run_dir: Path,
            with_features: bool, exported_by: str | None = None) -> None:
-    """Write G (EMA) and D of the current step with their manifests; ``exported_by`` records a separate
-    ``--export-only`` command (e.g. one that wrote the export under another name)."""
+    """Write G (EMA) and D of the current step with their manifests, measured against ``real`` (the
+    ``--reference-style`` images); ``exported_by`` records a separate ``--export-only`` command (e.g. one that
+    wrote the export under another name)."""
     out = Path(args.out) if args.out else data_dir() / "checkpoints" / f"{args.name}.pt"
     name = out.stem  # G, D and their manifests share the file name: <name>.pt, <name>_d.pt, <name>.manifest.json
     fake = sample(trainer.g_ema, 2000 if with_features else 512, seed=123)
@@ -194,7 +202,8 @@ def export(trainer: GANTrainer, args: argparse.Namespace, real: torch.Tensor, ru
             history = record_metrics(run_dir, trainer.step, metrics)
     commands = training_commands(run_dir)
     info = {"steps": trainer.step, "images_seen": trainer.step * trainer.cfg.batch,
-            "wall_time_s": round(trainer.seconds, 1), "dataset": f"emoji_32 style={args.style} (n={len(real)})"}
+            "wall_time_s": round(trainer.seconds, 1), "dataset": f"emoji_32 style={args.style} (n={len(trainer.images)})",
+            "metrics_reference": f"emoji_32 style={args.reference_style} (n={len(real)})"}
     common = {**info, "command": " ; then ".join(e["command"] for e in commands) or "unknown",
               "training_sessions": commands, "precision": "float16 weights (cast to float32 on load)",
               "torch": torch.__version__, "device": str(trainer.device),
@@ -220,6 +229,9 @@ def export(trainer: GANTrainer, args: argparse.Namespace, real: torch.Tensor, ru
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--style", default="noto", help="emoji style(s) to train on, comma-separated")
+    p.add_argument("--reference-style", default="noto",
+                   help="style whose images every export's FID/recognisability is measured against (the same "
+                        "yardstick whatever the training styles)")
     p.add_argument("--name", default="stylegan2_noto32", help="exported model name")
     p.add_argument("--run-dir", default=None, help="training folder (default runs/source_<name>)")
     p.add_argument("--out", default=None, help="export path (default data/checkpoints/<name>.pt)")
@@ -247,6 +259,7 @@ def main(argv: list[str] | None = None) -> None:
 
     data = load_emoji(styles=args.style.split(","))
     real = data.tensors()
+    reference = load_emoji(styles=[args.reference_style]).tensors()
     run_dir = Path(args.run_dir) if args.run_dir else repo_root() / "runs" / f"source_{args.name}"
     lr = args.lr if args.lr is not None else previous_lr(run_dir / "checkpoint.pt", args.warm_start)
     cfg = TrainConfig(steps=args.steps, batch=args.batch, lr=lr, r1_gamma=args.r1_gamma, r1_every=16,
@@ -266,10 +279,11 @@ def main(argv: list[str] | None = None) -> None:
     log.info("data %s, G %d params, D %d params, start step %d", tuple(real.shape), count_parameters(G),
              count_parameters(D), trainer.step)
     if args.export_only:
-        export(trainer, args, real, run_dir, with_features=True, exported_by=command)
+        export(trainer, args, reference, run_dir, with_features=True, exported_by=command)
         return
     session = {"command": command, "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "start_step": trainer.step,
-               "lr": cfg.lr}
+               "lr": cfg.lr, "threads": args.threads, "style": args.style}
+    sitting = sitting_clock()
     if warm:
         session["note"] = warm
 
@@ -284,13 +298,13 @@ def main(argv: list[str] | None = None) -> None:
         mean = {k: sum(v[tail]) / len(v[tail]) for k, v in h.items() if v[tail]}
         log.info("step %d  %.2f s/it  %s", trainer.step, (time.time() - t0) / args.chunk,
                  "  ".join(f"{k}={v:.3f}" for k, v in mean.items()))
-        record_command(run_dir, {**session, "end_step": trainer.step})
+        record_command(run_dir, {**session, "end_step": trainer.step, **sitting()})
         if trainer.step - last_export >= args.export_every:
-            export(trainer, args, real, run_dir, with_features=True)
+            export(trainer, args, reference, run_dir, with_features=True)
             last_export = trainer.step
-    record_command(run_dir, {**session, "end_step": trainer.step})
+    record_command(run_dir, {**session, "end_step": trainer.step, **sitting()})
     if trainer.step != last_export:  # (the periodic export may already have written this step)
-        export(trainer, args, real, run_dir, with_features=True)
+        export(trainer, args, reference, run_dir, with_features=True)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import torch
 
 from fewshot_lib.checkpoint import load_checkpoint, save_atomic
 from fewshot_lib.config import by_profile, get_device, make_run_dir, resolve_profile, seed_everything
-from fewshot_lib.results import make_claim, read_metrics, write_metrics
+from fewshot_lib.results import beats_floors, format_claim, make_claim, read_metrics, write_metrics
 
 
 def test_profile_resolution(monkeypatch):
@@ -82,25 +82,52 @@ def test_interrupted_save_keeps_the_old_checkpoint(tmp_path, monkeypatch):
 
 
 def test_claim_rule_better():
-    clear = make_claim("c", "m", "x", "a", "b", [0.50, 0.52, 0.51], [0.40, 0.41, 0.39], higher_is_better=True)
-    assert clear["holds"] and clear["seeds"] == 3
+    clear = make_claim("c", "m", "x", "a", "b", [0.50, 0.52, 0.51], [0.40, 0.41, 0.39], higher_is_better=True,
+                       kind="sanity")
+    assert clear["holds"] and clear["seeds"] == 3 and clear["verdict"] == "holds"
     se = math.sqrt(clear["method_std"] ** 2 / 3 + clear["baseline_std"] ** 2 / 3)
     assert clear["margin"] == pytest.approx(2 * se)
-    noisy = make_claim("c", "m", "x", "a", "b", [0.5, 0.1, 0.9], [0.45, 0.05, 0.85], higher_is_better=True)
-    assert not noisy["holds"]                         # better on average, but within the seeds' noise
-    lower = make_claim("c", "fid", "x", "a", "b", [10, 11, 10.5], [20, 21, 19], higher_is_better=False)
+    noisy = make_claim("c", "m", "x", "a", "b", [0.5, 0.1, 0.9], [0.45, 0.05, 0.85], True, kind="sanity")
+    assert noisy["holds"] is False and noisy["verdict"] == "does not hold"   # better on average, within the noise
+    lower = make_claim("c", "fid", "x", "a", "b", [10, 11, 10.5], [20, 21, 19], higher_is_better=False, kind="sanity")
     assert lower["holds"] and lower["improvement"] > 0
-    wrong_way = make_claim("c", "fid", "x", "a", "b", [20, 21, 19], [10, 11, 10.5], higher_is_better=False)
-    assert not wrong_way["holds"]
+    wrong_way = make_claim("c", "fid", "x", "a", "b", [20, 21, 19], [10, 11, 10.5], False, kind="sanity")
+    assert wrong_way["holds"] is False
 
 
-def test_claim_rule_not_worse():
-    same = make_claim("c", "fid", "x", "a", "b", [10, 12, 11], [10.5, 11.5, 11], False, test="not_worse")
-    assert same["holds"]
-    worse = make_claim("c", "fid", "x", "a", "b", [30, 31, 30.5], [10, 11, 10.5], False, test="not_worse")
-    assert not worse["holds"]
+def test_claim_rule_not_worse_and_inconclusive():
+    same = make_claim("c", "fid", "x", "a", "b", [10, 10.4, 10.2], [10.3, 10.1, 10.2], False, test="not_worse",
+                      kind="sanity")
+    assert same["holds"] and same["margin"] < 0.1 * 10.2
+    worse = make_claim("c", "fid", "x", "a", "b", [30, 30.4, 30.2], [10, 10.4, 10.2], False, test="not_worse",
+                       kind="sanity")
+    assert worse["holds"] is False
+    # 05's old case: noisy seeds make "not worse" hold by a wide margin — now inconclusive, whatever the difference
+    for method in ([233, 180, 290], [150, 100, 190]):
+        wide = make_claim("c", "fid", "x", "a", "b", method, [230, 170, 280], False, test="not_worse", kind="sanity")
+        assert wide["margin"] > 0.1 * 226 and wide["holds"] is None and wide["verdict"] == "inconclusive"
     with pytest.raises(ValueError):
         make_claim("c", "m", "x", "a", "b", [], [1.0], True)
+    with pytest.raises(ValueError, match="kind"):
+        make_claim("c", "m", "x", "a", "b", [1.0], [1.0], True, kind="paperish")
+
+
+def test_paper_claims_are_judged_only_when_both_sides_beat_the_image_floors():
+    floors = {"fid": 300.0, "recognisability": 0.40, "extractor": "emoji-features-v1"}
+    images = {"fid": 60.0, "recognisability": 0.55}
+    blobs = {"fid": 180.0, "recognisability": 0.12}  # below the 8-px floor: not yet images
+    args = ("c", "fid", "x", "a", "b", [50, 51, 52], [90, 91, 92], False)
+    judged = make_claim(*args, floors=floors, method_side=images, baseline_side=images)
+    assert judged["measurable"] and judged["holds"] and judged["floor_check"]["beats"]["method"]["fid"]
+    for method_side, baseline_side in ((blobs, images), (images, blobs), (blobs, blobs)):
+        c = make_claim(*args, floors=floors, method_side=method_side, baseline_side=baseline_side)
+        assert c["holds"] is None and c["verdict"] == "not measurable at this budget" and not c["measurable"]
+    no_evidence = make_claim(*args)                                   # a paper claim without a floor check
+    assert no_evidence["holds"] is None and no_evidence["floor_check"] == "no floor evidence given"
+    assert make_claim(*args, kind="sanity")["holds"]                 # metric checks compare degraded images
+    assert beats_floors({"fid": float("nan")}, {"fid": 300.0}) == {"fid": False}
+    lab = make_claim(*args, floors=floors, method_side=images, baseline_side=images, regime="lab")
+    assert lab["regime"] == "lab" and "[50, 51, 52]" in format_claim(lab)
 
 
 def test_write_and_read_metrics(tmp_path):

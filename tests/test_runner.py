@@ -10,7 +10,7 @@ from fewshot_lib.runner import find_notebooks, parse_sweep, parse_value
 
 GOOD = '''
 from fewshot_lib.results import write_metrics, make_claim
-claim = make_claim("alpha helps", "score", "none", "m", "b", [alpha + 1, alpha + 1.1], [alpha, alpha], True)
+claim = make_claim("alpha helps", "score", "none", "m", "b", [alpha + 1, alpha + 1.1], [alpha, alpha], True, kind="sanity")
 write_metrics(run_dir, {"alpha": alpha, "label": label}, "01_good", profile, [claim])
 '''
 
@@ -75,7 +75,7 @@ def test_single_seed_claims_are_marked_as_direction_only(tmp_path):
     from fewshot_lib.results import make_claim
     from fewshot_lib.runner import write_report
 
-    claim = {"notebook": "nb", **make_claim("c", "m", "x", "a", "b", [2.0], [1.0], True)}
+    claim = {"notebook": "nb", **make_claim("c", "m", "x", "a", "b", [2.0], [1.0], True, kind="sanity")}
     results = {"profile": "smoke", "created": "now", "ok": 1, "failed": 0, "notebooks": [], "claims": [claim]}
     md, _ = write_report(results, tmp_path)
     assert "**yes** (1 seed: direction only)" in md.read_text()

@@ -1,0 +1,43 @@
+"""The image floors: the scores of things that are plainly *not* samples of the reference set.
+
+A paper claim compares two generators. When both still draw coloured noise, one of them will win by chance
+and the ledger would record a reproduced claim about noise. So :func:`fewshot_lib.results.make_claim` judges a
+paper claim only when both sides beat these floors, measured once per reference set with the same extractor:
+
+* **recognisability floor** — the reference images themselves shrunk to 8×8 and enlarged back (bilinear):
+  the right palette and layout with every detail gone (Noto emoji: 0.40 against 0.96 for the images);
+* **FID floor** — uniform noise in ``[-1, 1]`` against the reference set.
+
+A generator whose samples score below the first or above the second is not yet drawing images of the domain.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .fid import fid
+from .recognisability import recognisability
+from .result import resolve_extractor
+
+__all__ = ["shrink_and_enlarge", "image_floors"]
+
+
+def shrink_and_enlarge(images: torch.Tensor, size: int = 8) -> torch.Tensor:
+    """``[N, 3, H, W]`` → the same shrunk to ``size``×``size`` (area) and enlarged back (bilinear)."""
+    small = F.interpolate(images.float(), size=(size, size), mode="area")
+    return F.interpolate(small, size=images.shape[-2:], mode="bilinear", align_corners=False).clamp(-1, 1)
+
+
+def image_floors(reference: torch.Tensor, extractor="emoji", device=None, seed: int = 0,
+                 max_images: int = 2000) -> dict:
+    """``{"fid": .., "recognisability": .., "extractor": .., "n_reference": ..}`` for ``reference [N, 3, H, W]``
+    in ``[-1, 1]`` (at most ``max_images`` of them, a seeded subset)."""
+    ext = resolve_extractor(extractor, device)
+    g = torch.Generator().manual_seed(seed)
+    if len(reference) > max_images:
+        reference = reference[torch.randperm(len(reference), generator=g)[:max_images]]
+    f_ref = ext.features(reference, show_progress=False)
+    noise = torch.rand(len(reference), *reference.shape[1:], generator=g) * 2 - 1
+    return {"fid": float(fid(f_ref, ext.features(noise, show_progress=False), ext)),
+            "recognisability": recognisability(f_ref, shrink_and_enlarge(reference), extractor=ext).value,
+            "extractor": ext.name, "n_reference": len(reference)}
