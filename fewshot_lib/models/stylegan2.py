@@ -556,6 +556,73 @@ class Generator(nn.Module):
         return (*result, feats) if return_features else result
 
 
+# Sane limits for a config read from a file, checked before anything is allocated: the official 1024-px
+# config-f generator has size 1024, style_dim 512, n_mlp 8, channel_max 512 and ~30 M parameters.
+CONFIG_LIMITS = dict(size=(8, 1024), style_dim=(1, 1024), n_mlp=(1, 16), channel_multiplier=(1, 16),
+                     channel_base=(1, 1 << 20), channel_max=(1, 1024), stddev_group=(1, 64))
+MAX_CONFIG_PARAMETERS = 200_000_000  # ≈ 0.8 GB of float32: far above any model this project loads
+
+
+def _estimated_parameters(cfg: dict[str, Any], generator: bool) -> int:
+    """Rough weight count of the architecture ``cfg`` describes (3×3 convs dominate), without building it."""
+    ch = channel_table(cfg["size"], cfg.get("channel_multiplier", 2), cfg.get("channel_base"),
+                       cfg.get("channel_max", 512))
+    res = sorted(ch)
+    convs = sum(9 * ch[a] * ch[b] * 2 for a, b in zip(res, res[1:])) + 9 * ch[4] * ch[4]
+    if not generator:
+        return convs + 16 * ch[4] * ch[4]
+    dim = cfg.get("style_dim", 512)
+    return convs + cfg.get("n_mlp", 8) * dim * dim + 3 * dim * sum(ch.values())
+
+
+def validate_config(cls: type, config: Any, where: str = "config") -> dict[str, Any]:
+    """Check a saved constructor ``config`` for :class:`Generator` / :class:`Discriminator` before building it.
+
+    Unknown keys (named, with the accepted ones), wrong types, values outside :data:`CONFIG_LIMITS` and
+    architectures above :data:`MAX_CONFIG_PARAMETERS` raise ``ValueError`` mentioning ``where`` (e.g. the
+    file); nothing is allocated. Returns a copy of ``config``.
+    """
+    import inspect
+
+    if not isinstance(config, dict):
+        raise ValueError(f"{where}: expected a dict of {cls.__name__} arguments, got {type(config).__name__}.")
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    unknown = sorted(str(k) for k in config if k not in accepted)
+    if unknown:
+        raise ValueError(f"{where}: unknown {cls.__name__} argument(s) {unknown}; accepted: {accepted}.")
+    if "size" not in config:
+        raise ValueError(f"{where}: no 'size' in the {cls.__name__} config.")
+    for key, (low, high) in CONFIG_LIMITS.items():
+        value = config.get(key)
+        if key not in config or (value is None and key == "channel_base"):
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"{where}: {key}={value!r} is not an integer in [{low}, {high}].")
+    try:
+        check_size(config["size"])
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
+    if "lr_mlp" in config and not (isinstance(config["lr_mlp"], (int, float)) and 0 < config["lr_mlp"] <= 1):
+        raise ValueError(f"{where}: lr_mlp={config['lr_mlp']!r} is not a number in (0, 1].")
+    if "fused" in config and config["fused"] not in (None, True, False):
+        raise ValueError(f"{where}: fused={config['fused']!r}; expected true, false or null.")
+    kernel = config.get("blur_kernel", [1, 3, 3, 1])
+    if not (isinstance(kernel, (list, tuple)) and 1 <= len(kernel) <= 8
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in kernel)
+            and sum(kernel) != 0):
+        raise ValueError(f"{where}: blur_kernel={kernel!r} is not a short list of finite numbers.")
+    n = _estimated_parameters(config, generator=cls is Generator)
+    if n > MAX_CONFIG_PARAMETERS:
+        raise ValueError(f"{where}: this architecture would have about {n / 1e6:.0f} M parameters (more than "
+                         f"{MAX_CONFIG_PARAMETERS / 1e6:.0f} M); refusing to allocate it.")
+    return dict(config)
+
+
+def validate_generator_config(config: Any, where: str = "config") -> dict[str, Any]:
+    """:func:`validate_config` for :class:`Generator` (what ``load_generator`` checks before building)."""
+    return validate_config(Generator, config, where)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # 5. Discriminator
 # ---------------------------------------------------------------------------------------------------------
@@ -676,6 +743,11 @@ class Discriminator(nn.Module):
         feats.append(hidden)
         logits = self.final_linear[1](hidden)  # [B, 1]
         return (logits, feats) if return_features else logits
+
+
+def validate_discriminator_config(config: Any, where: str = "config") -> dict[str, Any]:
+    """:func:`validate_config` for :class:`Discriminator` (what ``load_discriminator`` checks before building)."""
+    return validate_config(Discriminator, config, where)
 
 
 def same_architecture(config_a: dict[str, Any], config_b: dict[str, Any]) -> bool:
