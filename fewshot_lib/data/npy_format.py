@@ -59,10 +59,24 @@ def load_npy_classes(path: str | Path, mmap: bool = True, allow_float01: bool = 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No .npy dataset at {path}.")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if not head:
+        raise ValueError(f"{path} is empty (an interrupted download or copy?).")
+    if head.startswith(b"PK\x03\x04"):
+        raise ValueError(f"{path} is a .npz archive (several named arrays), not one .npy array. Save the images "
+                         "array alone: `np.save('data.npy', np.load(path)['<name>'])`.")
+    if not head.startswith(b"\x93NUMPY"):
+        # np.load would fall back to unpickling such a file; it is refused before that (allow_pickle=False too)
+        raise ValueError(f"{path} is not a .npy file (no NumPy header; a pickle, text or random bytes?).")
     try:
         arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (ValueError, OSError) as err:
-        raise ValueError(f"{path} is not a readable .npy array: {err}") from err
+    except Exception as err:  # numpy raises ValueError, OSError, EOFError … for truncated or object arrays
+        reason = "it holds Python objects, which are not loaded" if ("allow_pickle" in str(err) or "Python objects" in str(err)) else \
+            f"truncated or corrupt? ({type(err).__name__}: {err})"
+        raise ValueError(f"{path} is not a readable .npy array: {reason}") from None
+    if not isinstance(arr, np.ndarray):
+        raise ValueError(f"{path} did not load as one array (got {type(arr).__name__}).")
     if arr.ndim != 5 or arr.shape[-1] != 3:
         raise ValueError(f"{path} has shape {arr.shape}; expected [classes, per_class, H, W, 3].")
     if arr.dtype != np.uint8:
@@ -70,6 +84,8 @@ def load_npy_classes(path: str | Path, mmap: bool = True, allow_float01: bool = 
             raise ValueError(f"{path} has dtype {arr.dtype}; expected uint8 RGB"
                              + (" or float in [0, 1]." if allow_float01 else "."))
         first = np.asarray(arr[0])
+        if not np.isfinite(first).all():
+            raise ValueError(f"{path} holds NaN or infinite values (first class); expected floats in [0, 1].")
         if first.min() < 0 or first.max() > 1:
             raise ValueError(f"{path} is float with values in [{first.min():.3g}, {first.max():.3g}] "
                              "(first class); expected [0, 1].")
