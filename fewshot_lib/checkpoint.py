@@ -156,7 +156,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"No checkpoint at {path}.")
+        link = " (a dangling symlink or a symlink loop)" if path.is_symlink() else ""
+        raise FileNotFoundError(f"No checkpoint at {path}{link}.")
     if path.stat().st_size == 0:
         raise CheckpointLoadError(f"Checkpoint {path} is empty (an interrupted copy?); delete it and retrain "
                                   "or re-copy.")

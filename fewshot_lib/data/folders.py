@@ -64,13 +64,16 @@ def _grey_to_rgb(arr: np.ndarray) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L").convert("RGB")
 
 
-def _to_rgb_on_white(img: Image.Image, path: Path) -> Image.Image:
-    """8-bit RGB by the image's declared range (never its own min–max), transparency composited on white."""
+def _to_rgb_on_white(img: Image.Image, path: Path, tiff_bits: tuple[int | None, bool] = (None, False)
+                     ) -> Image.Image:
+    """8-bit RGB by the image's declared range (never its own min–max), transparency composited on white.
+
+    ``tiff_bits``: what the original file declared (an EXIF-transposed copy no longer carries TIFF tags)."""
     mode = img.mode
     if mode.startswith("I;16"):  # 16-bit greyscale: 65535 → 255
         return _grey_to_rgb(np.asarray(img, dtype=np.float64) / 257.0)
     if mode == "I":  # 32-bit integer (TIFF); scale by the declared bit depth
-        bits, signed = _tiff_bits(img)
+        bits, signed = tiff_bits
         bits = bits or 32
         top = 2 ** (bits - 1) - 1 if signed else 2 ** bits - 1
         return _grey_to_rgb(np.asarray(img, dtype=np.float64) * (255.0 / top))
@@ -105,12 +108,13 @@ def open_rgb(path: str | Path) -> Image.Image:
                 if frames > 1:
                     log.warning("%s has %d frames; using the first.", path, frames)
                 img.load()
+                bits = _tiff_bits(img)
                 try:
                     upright = ImageOps.exif_transpose(img)
                 except Exception as err:  # a malformed EXIF block must not lose an otherwise good image
                     log.warning("%s: EXIF orientation unreadable (%s); using the image as stored.", path, err)
                     upright = img
-                return _to_rgb_on_white(upright, path)
+                return _to_rgb_on_white(upright, path, bits)
     except ImageLoadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:

@@ -58,7 +58,8 @@ def load_npy_classes(path: str | Path, mmap: bool = True, allow_float01: bool = 
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"No .npy dataset at {path}.")
+        link = " (a dangling symlink or a symlink loop)" if path.is_symlink() else ""
+        raise FileNotFoundError(f"No .npy dataset at {path}{link}.")
     with open(path, "rb") as f:
         head = f.read(8)
     if not head:
