@@ -346,13 +346,14 @@ def render_interpolation(space: LatentSpace, seed_a: Any = 0, seed_b: Any = 1, s
     a, b = parse_seeds(seed_a)[0], parse_seeds(seed_b)[0]
     t = torch.linspace(0, 1, steps)
     with torch.inference_mode():
+        ends = space.w([a, b], psi)                 # the two samples exactly as a grid of [a, b] makes them
         if kind == "w":
-            wa, wb = space.w([a], psi), space.w([b], psi)
             tt = t.view(-1, 1).to(space.device)
-            w = (1 - tt) * wa + tt * wb
+            w = (1 - tt) * ends[:1] + tt * ends[1:]
         else:
             za, zb = space.z([a])[0], space.z([b])[0]
             w = space.truncate(space.G.mapping(slerp(za, zb, t.to(za.device))), psi)
+        w[0], w[-1] = ends[0], ends[1]              # exact endpoints (batched matmuls differ in the last bit)
     return space.render(w, f"seed {a} → seed {b} in {kind.upper()} ({steps} steps)", nrow=steps,
                         t=t.tolist())
 
@@ -439,12 +440,14 @@ def render_walk(space: LatentSpace, seeds: Any, directions: Directions, index: i
 
 @dataclass
 class DirectionLabel:
-    """``attribute`` (e.g. ``"subcategory: face-smiling"``) whose probability changes most along direction
-    ``index``; ``delta`` its mean change from α = −max to +max; ``rho`` per-seed Spearman correlations (sign
-    adjusted to ``delta``); ``kept``: monotonic (ρ ≥ ``min_rho``) on at least ``min_seeds`` seeds."""
+    """``attribute`` (e.g. ``"subcategory: face-smiling"``) whose probability changes along direction
+    ``index``; ``sign`` +1 if it rises with α (chosen on the selection seeds), −1 if it falls; ``delta`` its mean
+    change from the lowest to the highest α on the test seeds; ``rho`` per-seed Spearman correlations times
+    ``sign``; ``kept``: monotonic (ρ ≥ ``min_rho``) on at least ``min_seeds`` test seeds."""
 
     index: int
     attribute: str
+    sign: float
     delta: float
     rho: list[float]
     kept: bool
@@ -453,8 +456,7 @@ class DirectionLabel:
     def text(self) -> str:
         if not self.kept:
             return f"d{self.index}"
-        sign = "+" if self.delta > 0 else "−"
-        return f"d{self.index}: {sign}{self.attribute.split(': ', 1)[-1]}"
+        return f"d{self.index}: {'+' if self.sign > 0 else '−'}{self.attribute.split(': ', 1)[-1]}"
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
@@ -530,8 +532,8 @@ def label_directions(space: LatentSpace, directions: Directions, extractor: Any,
         sign = 1.0 if change[j] >= 0 else -1.0
         rho = [sign * spearman(alphas_np, probs["test"][s, :, j]) for s in range(len(seeds))]
         delta = float((probs["test"][:, -1, j] - probs["test"][:, 0, j]).mean())
-        kept = sum(x >= min_rho for x in rho) >= min_seeds and np.sign(delta) == sign
-        out.append(DirectionLabel(idx, names[j], delta, [round(x, 3) for x in rho], bool(kept)))
+        kept = sum(x >= min_rho - 1e-9 for x in rho) >= min_seeds  # ranks give exact values up to rounding
+        out.append(DirectionLabel(idx, names[j], sign, delta, rho, bool(kept)))
     return out
 
 

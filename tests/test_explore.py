@@ -1,0 +1,349 @@
+"""The latent explorer: pure render functions (headless) and the widgets' error and scheduling behaviour."""
+import datetime
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fewshot_lib.explore import (Directions, ExploreInputError, LatentSpace, edit_latents, export_latent,
+                                 label_directions, load_any_generator, parse_seeds, png_bytes, project_image,
+                                 read_image, render_edit, render_interpolation, render_mixing, render_seeds,
+                                 render_walk, spearman)
+from fewshot_lib.explore import widgets as xw
+from fewshot_lib.models import stylegan2 as sg
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@pytest.fixture(scope="module")
+def space():
+    if sg.source_model_available():
+        G = sg.load_source_model()
+    else:  # pragma: no cover - the model ships with the repository
+        G = sg.Generator(32, style_dim=32, n_mlp=2, channel_base=256, channel_max=32).eval()
+    return LatentSpace(G, n_samples=3000)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return sg.Generator(16, style_dim=16, n_mlp=2, channel_base=64, channel_max=16).eval()
+
+
+def _png(size=(40, 50), mode="RGB") -> bytes:
+    buf = io.BytesIO()
+    arr = (np.random.default_rng(0).random((size[1], size[0], len(mode))) * 255).astype("uint8")
+    Image.fromarray(arr, mode).save(buf, "PNG")
+    return buf.getvalue()
+
+
+# -- input parsing ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("given, expected", [("0-3", [0, 1, 2, 3]), ("3, 5,11", [3, 5, 11]), (7, [7]),
+                                             ([1, 2], [1, 2]), ("2-3, 9", [2, 3, 9])])
+def test_parse_seeds(given, expected):
+    assert parse_seeds(given) == expected
+
+
+@pytest.mark.parametrize("bad, words", [(1.5, "unsupported type float"), ("abc", "'abc' is not a whole number"),
+                                        ("5-2", "backwards"), ("", "empty"), (True, "bool"), ([1, "x"], "unsupported type"),
+                                        ("0-99", "at most"), (None, "unsupported type NoneType")])
+def test_parse_seeds_bad_input_is_named(bad, words):
+    with pytest.raises(ExploreInputError, match="seeds") as e:
+        parse_seeds(bad)
+    assert words in str(e.value)
+
+
+# -- directions -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method, layers", [("pca", None), ("sefa", None), ("sefa", (0, 3)), ("sefa", (4, 8))])
+def test_directions_orthonormal_and_sorted(space, method, layers):
+    d = space.directions(method, 8, layers)
+    v = d.vectors.double()
+    assert v.shape == (8, space.style_dim)
+    assert torch.allclose(v @ v.T, torch.eye(8, dtype=torch.double), atol=1e-5)
+    assert torch.all(d.strength[:-1] >= d.strength[1:]) and torch.all(d.strength > 0)
+    assert torch.all(d.scales > 0)
+    assert space.directions(method, 8, layers) is d  # cached
+
+
+def test_ganspace_is_pca_of_mapped_latents(space):
+    d = space.directions("pca", 3)
+    w = space.w_samples.double().numpy()
+    evals, evecs = np.linalg.eigh(np.cov(w, rowvar=False))
+    top = evecs[:, ::-1][:, :3].T
+    assert np.allclose(np.abs((top * d.vectors.double().numpy()).sum(1)), 1, atol=1e-4)
+    assert np.allclose(d.strength.numpy(), evals[::-1][:3], rtol=1e-3)
+
+
+def test_sefa_differs_by_layer_range_and_rejects_empty(space):
+    a, b = space.directions("sefa", 2, (0, 3)), space.directions("sefa", 2, (4, 8))
+    assert abs(float(a.vectors[0] @ b.vectors[0])) < 0.99
+    with pytest.raises(ExploreInputError, match="empty"):
+        space.directions("sefa", 2, (3, 3))
+    with pytest.raises(ExploreInputError, match="'ica'"):
+        space.directions("ica", 2)
+
+
+# -- interpolation, mixing, editing -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["w", "z"])
+@pytest.mark.parametrize("psi", [1.0, 0.6])
+def test_interpolation_endpoints_equal_the_two_samples(space, kind, psi):
+    r = render_interpolation(space, 3, 11, steps=6, kind=kind, psi=psi)
+    ends = render_seeds(space, [3, 11], psi)
+    assert r.images.shape == (6, 32, 32, 3) and r.images.dtype == np.uint8
+    assert torch.equal(r.latents[0], ends.latents[0]) and torch.equal(r.latents[-1], ends.latents[1])
+    # same latents; the synthesis batch differs (6 vs 2 images), so allow one grey level of float rounding
+    for got, want in ((r.images[0], ends.images[0]), (r.images[-1], ends.images[1])):
+        assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+    assert not np.array_equal(r.images[2], r.images[0])
+
+
+def test_style_mixing_empty_range_is_the_first_image(space):
+    a = render_seeds(space, 5).images[0]
+    for lo in (0, 3, 8):
+        r = render_mixing(space, 5, "1-3", layers=(lo, lo))
+        assert r.images.shape[0] == 8 and r.nrow == 4
+        for img in r.images[4:]:
+            assert np.array_equal(img, a)
+    full = render_mixing(space, 5, "1-3", layers=(0, 8))           # every layer from B = B itself
+    assert np.array_equal(full.images[5:], full.images[1:4])
+    part = render_mixing(space, 5, "1-3", layers=(0, 4))
+    assert not np.array_equal(part.images[5], a)
+    assert torch.equal(part.latents[5, 4:], part.latents[0, 4:]) and torch.equal(part.latents[5, :4], part.latents[1, :4])
+
+
+@pytest.mark.parametrize("layers", [(0, 9), (-1, 3), (5, 2), "x"])
+def test_layer_range_outside_the_model_is_a_clear_message(space, layers):
+    with pytest.raises(ExploreInputError, match=r"layers: .*(outside this model|not a pair)"):
+        render_mixing(space, 0, "1", layers=layers)
+
+
+def test_edits_zero_sliders_or_empty_range_change_nothing(space):
+    base = render_seeds(space, "0-3")
+    d = space.directions("pca", 4)
+    assert torch.equal(edit_latents(space, space.w("0-3"), d, [0, 0, 0, 0]), base.latents)
+    assert torch.equal(edit_latents(space, space.w("0-3"), d, [2, -1], (2, 2)), base.latents)
+    moved = edit_latents(space, space.w("0-3"), d, [2.0], (2, 5))
+    delta = moved - base.latents
+    assert torch.allclose(delta[:, 2:5], (2 * d.scales[0] * d.vectors[0]).expand(4, 3, -1), atol=1e-5)
+    assert torch.all(delta[:, :2] == 0) and torch.all(delta[:, 5:] == 0)
+    r = render_edit(space, "0-3", "sefa", [1.5, 0, -1], (0, 8))
+    assert r.images.shape == (4, 32, 32, 3) and not np.array_equal(r.images, base.images)
+    with pytest.raises(ExploreInputError, match="slider 0"):
+        render_edit(space, "0-3", "pca", [float("nan")])
+
+
+# -- labels: monotonic along the direction, or dropped ----------------------------------------------------
+
+class _BrightnessNet(torch.nn.Module):
+    """A stand-in for the emoji network whose 'style' is how bright the image is."""
+
+    def forward(self, x):
+        m = x.mean((1, 2, 3))
+        return {"style": torch.stack([8 * m, torch.zeros_like(m)], 1)}
+
+
+class _FakeExtractor:
+    device = torch.device("cpu")
+    net = _BrightnessNet()
+    meta = {"styles": ["bright", "dark"]}
+
+    def _prepare(self, x):
+        return x
+
+
+def _check_rule(space, d, labels, extractor, seeds, alphas=(-3, -2, -1, 0, 1, 2, 3)):
+    """Recompute each label's per-seed Spearman independently from rendered walks and apply the rule."""
+    from fewshot_lib.explore.render import attribute_probabilities
+
+    for lab in labels:
+        r = render_walk(space, list(seeds), d, lab.index, alphas)
+        p, names = attribute_probabilities(extractor, space.synthesize(r.latents))
+        j = names.index(lab.attribute)
+        p = p.reshape(len(seeds), len(alphas), -1)[:, :, j]
+        rho = np.array([lab.sign * spearman(np.array(alphas, float), p[s]) for s in range(len(seeds))])
+        assert np.allclose(rho, lab.rho, atol=1e-6)
+        monotonic = (np.array(lab.rho) >= 0.8 - 1e-9).sum() >= 8
+        assert lab.kept == monotonic
+        assert lab.text == (f"d{lab.index}: {'+' if lab.sign > 0 else '−'}{lab.attribute.split(': ')[1]}"
+                            if lab.kept else f"d{lab.index}")
+
+
+def test_labels_from_the_emoji_network_are_monotonic_or_dropped(space):
+    from fewshot_lib.metrics.features import emoji_extractor
+
+    ex = emoji_extractor()
+    for method, n in (("pca", 1), ("sefa", 1)):
+        d = space.directions(method, 8)
+        labels = label_directions(space, d, ex, n_label=n, select_seeds=range(1000, 1004))
+        assert [lab.index for lab in labels] == list(range(n))
+        assert all(lab.attribute.startswith(("style: ", "subcategory: ")) for lab in labels)
+        assert all(len(lab.rho) == 10 for lab in labels)
+        _check_rule(space, d, labels, ex, range(10))
+
+
+def test_a_monotonic_attribute_keeps_its_label(space):
+    # "brightness" as the attribute, and as direction the gradient of mean brightness with respect to w at w_avg
+    w = space.w_avg.clone().requires_grad_(True)
+    space.G(w, input_is_latent=True, noise=space._noise)[0].mean().backward()
+    v = (w.grad / w.grad.norm()).detach()
+    scale = ((space.w_samples - space.w_samples.mean(0)) @ v.T).std(0)
+    d = Directions("brightness", torch.cat([v, -v]), torch.tensor([1.0, 1.0]), scale.repeat(2), (0, 8))
+    labels = label_directions(space, d, _FakeExtractor(), alphas=(-1.5, -1, -0.5, 0, 0.5, 1, 1.5))
+    assert [lab.kept for lab in labels] == [True, True], [lab.rho for lab in labels]
+    assert [lab.text for lab in labels] == ["d0: +bright", "d1: −bright"]
+    _check_rule(space, d, labels, _FakeExtractor(), range(10), alphas=(-1.5, -1, -0.5, 0, 0.5, 1, 1.5))
+
+
+# -- your own image, export, checkpoints ------------------------------------------------------------------
+
+def test_read_image_composites_crops_and_resizes(tmp_path):
+    rgba = np.zeros((20, 30, 4), np.uint8)  # fully transparent → white
+    buf = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buf, "PNG")
+    x = read_image(buf.getvalue(), 16)
+    assert x.shape == (1, 3, 16, 16) and torch.allclose(x, torch.ones_like(x))
+    p = tmp_path / "a.png"
+    p.write_bytes(_png())
+    assert read_image(p, 32, allowed_roots=[tmp_path]).shape == (1, 3, 32, 32)
+
+
+@pytest.mark.parametrize("source, words", [(b"GIF89a not really", "is not an image"), (b"", "empty"),
+                                           (b"x" * (5 * 2**20), "at most 4 MiB"), (3, "unsupported input")])
+def test_non_image_upload_is_a_clear_message(source, words):
+    with pytest.raises(ExploreInputError, match=words):
+        read_image(source, 32)
+
+
+def test_paths_only_inside_the_allowed_folders(tmp_path):
+    inside, outside = tmp_path / "in", tmp_path / "out"
+    inside.mkdir(), outside.mkdir()
+    (outside / "b.png").write_bytes(_png())
+    with pytest.raises(ExploreInputError, match="outside the folders"):
+        read_image(outside / "b.png", 32, allowed_roots=[inside])
+    with pytest.raises(ExploreInputError, match="outside the folders"):
+        read_image(inside / ".." / "out" / "b.png", 32, allowed_roots=[inside])
+    with pytest.raises(ExploreInputError, match="no such file"):
+        read_image(inside / "missing.png", 32, allowed_roots=[inside])
+
+
+def test_project_then_edit_and_export(space):
+    target = render_seeds(space, 42).images
+    x = torch.from_numpy(target).permute(0, 3, 1, 2).float() / 127.5 - 1
+    for kind, shape in (("w", (2, 8, space.style_dim)), ("w+", (2, 8, space.style_dim))):
+        r = project_image(space, x, kind, steps=12)
+        assert r.images.shape == (2, 32, 32, 3) and np.array_equal(r.images[0], target[0])
+        assert tuple(r.latents.shape) == shape and np.isfinite(r.numbers["mse"]) and r.numbers["mse"] < 1.0
+        assert torch.equal(r.latents[1, 0], r.latents[1, -1]) == (kind == "w")  # one w for every layer
+    e = render_edit(space, None, "pca", [1.0], base=r.latents[1:])
+    assert e.images.shape == (1, 32, 32, 3)
+    for k, key, shp in (("w", "w", (space.style_dim,)), ("w+", "w_plus", (8, space.style_dim))):
+        z = np.load(io.BytesIO(export_latent(e.latents, k, model="m")))
+        assert z[key].shape == shp and str(z["meta_model"]) == "m"
+    assert np.allclose(np.load(io.BytesIO(export_latent(e.latents, "w+")))["w_plus"], e.latents[0].numpy())
+    with pytest.raises(ExploreInputError, match="'w\\+\\+'"):
+        export_latent(e.latents, "w++")
+    with pytest.raises(ExploreInputError, match=r"needs \[1, 3, 32, 32\]"):
+        project_image(space, x[:, :, :16, :16])
+    png = png_bytes(e.grid(), 2)
+    assert Image.open(io.BytesIO(png)).size == (2 * 34, 2 * 34)
+
+
+def test_load_own_checkpoint_both_formats(tmp_path, tiny):
+    sg.export_generator(tiny, tmp_path / "mine.pt", half=False, n_mean=64)
+    sg.save_rosinality(tmp_path / "rosinality.pt", tiny, latent_avg=tiny.mean_latent(64))
+    for name in ("mine.pt", "rosinality.pt"):
+        G = load_any_generator(tmp_path / name)
+        assert G.size == 16 and G.style_dim == 16
+        assert all(torch.equal(a, b) for a, b in zip(G.state_dict().values(), tiny.state_dict().values()))
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ExploreInputError, match="'junk.pt' cannot be read"):
+        load_any_generator(tmp_path / "junk.pt")
+    with pytest.raises(ExploreInputError, match="no such file"):
+        load_any_generator(tmp_path / "none.pt")
+
+
+# -- the widgets: bad input becomes a message, latest state wins ------------------------------------------
+
+@pytest.fixture()
+def session(space):
+    return xw.Session(space, allowed_roots=[])
+
+
+def test_widget_bad_seed_input_shows_a_message_not_a_traceback(session):
+    e = xw.seeds_explorer(session, sync=True)
+    good = e.image.value
+    assert e.message.value.startswith("seeds 0…7") and good[:4] == b"\x89PNG"
+    e.controls["seeds"].value = "zero"
+    assert "fewshot-error" in e.message.value and "&#x27;zero&#x27; is not a whole number" in e.message.value
+    assert e.image.value == good                                      # the last good picture stays
+    e.controls["seeds"].value = "3"
+    assert e.message.value.startswith("seed 3") and e.image.value != good
+
+
+def test_widget_layer_range_outside_the_model(session):
+    m = xw.mixing_explorer(session, sync=True)
+    m.controls["layers"].max = 12
+    m.controls["layers"].value = (2, 11)
+    assert "outside this model" in m.message.value and "layers 0…7" in m.message.value
+    m.controls["layers"].value = (3, 3)
+    assert "no layers from B" in m.message.value
+
+
+def test_widget_non_image_upload_and_forbidden_path(session, tmp_path):
+    p = xw.projection_explorer(session, steps=10, sync=True)
+    assert "no image projected yet" in p.message.value
+    p.upload.value = ({"name": "notes.txt", "type": "text/plain", "size": 5, "content": memoryview(b"hello"),
+                       "last_modified": datetime.datetime.now()},)
+    p.project()
+    assert "fewshot-error" in p.status.value and "not an image" in p.status.value
+    p.upload.value = ()
+    p.path.value = str(tmp_path / "x.png")
+    (tmp_path / "x.png").write_bytes(_png())
+    p.project()
+    assert "outside the folders" in p.status.value
+    (session.upload_dir / "x.png").write_bytes(_png())
+    p.path.value = str(session.upload_dir / "x.png")
+    p.project()
+    assert "W projection" in p.status.value and "fewshot-error" not in p.message.value
+    before = p.image.value
+    p.controls["a0"].value = 2.0
+    assert p.image.value != before
+
+
+def test_widget_bad_checkpoint_is_a_message(session):
+    loader = xw.model_loader(session)
+    loader.path.value = "/etc/hostname"
+    loader.load()
+    assert "outside the folders" in loader.status.value
+
+
+def test_latest_state_wins_and_changes_coalesce(session):
+    e = xw.seeds_explorer(session, debounce_s=0.2)
+    first = e.renders
+    for v in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6):
+        e.controls["psi"].value = v
+    assert e.wait(30)
+    assert e.renders - first <= 2                                   # six changes, at most two renders
+    assert "ψ = 0.60" in e.message.value and e.current.numbers["psi"] == 0.6
+    assert e.controls["psi"].continuous_update is False
+
+
+def test_directions_explorer_labels_and_export(session):
+    session.set_labels("pca", [])
+    e = xw.directions_explorer(session, sync=True)
+    assert [s.description for s in e.directions.sliders] == [f"d{i}" for i in range(8)]
+    before = e.image.value
+    e.controls["a0"].value = 2.5
+    assert e.image.value != before and "0:+2.5" in e.message.value
+    e.controls["method"].value = "sefa"
+    assert "SEFA" in e.message.value
+    e.controls["layers"].value = (4, 4)
+    assert "empty layer range" in e.message.value
+    row = e.widget.children[2].children[1].children[-2]
+    row.children[1].click()                                            # export W+
+    assert 'download="latent_wplus.npz"' in e.widget.children[2].children[1].children[-1].value
