@@ -23,6 +23,13 @@ same recipe on the rest, and scores the held-out Noto images (novel) and as many
     # C: the yardstick for generated emoji; --record-in-manifest adds the result to the shipped manifest
     python scripts/train_feature_net.py --holdout-concepts 0.2 --out /tmp/feat_novel.pt --record-in-manifest
 
+Run D trains the network that *training* losses may use when the judge must not be the same network (LSO's
+inversion and anchor losses): every image of notebook 06's unseen subcategories is held out, in every style,
+so a loss built on it knows nothing of the classes the metrics later judge::
+
+    # D: shipped as data/checkpoints/emoji_features_seen.pt (+ manifest); never used by a metric
+    python scripts/train_feature_net.py --holdout-unseen-classes
+
 We ship B (it has seen every style the notebooks use) and report A's number for "a style never seen". Run B
 writes ``data/checkpoints/emoji_features.pt`` (trunk + style/subcategory heads; the 1906-way concept head is
 dropped to stay under 3 MB) and ``emoji_features.manifest.json`` (sha256, command, accuracies, time).
@@ -50,12 +57,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from fewshot_lib.checkpoint import save_atomic  # noqa: E402
 from fewshot_lib.config import data_dir  # noqa: E402
 from fewshot_lib.data.emoji import STYLE_NAMES, load_emoji  # noqa: E402
-from fewshot_lib.metrics.features import (EMOJI_CHECKPOINT, EMOJI_MANIFEST, EmojiFeatureNet,  # noqa: E402
-                                          EmojiFeatures, file_sha256)
+from fewshot_lib.checkpoint import file_sha256  # noqa: E402
+from fewshot_lib.metrics.features import EMOJI_CHECKPOINT, EMOJI_MANIFEST, EmojiFeatureNet, EmojiFeatures  # noqa: E402
 from fewshot_lib.metrics.recognisability import recognisability  # noqa: E402
 
 log = logging.getLogger("train_feature_net")
 NAME = "emoji-features-v1"
+SEEN_NAME = "emoji-features-seen-v1"   # run D: trained without the unseen classes
 
 
 def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -92,6 +100,14 @@ def evaluate(net: EmojiFeatureNet, x: torch.Tensor, labels: dict[str, torch.Tens
                 outs[k].append(o[k])
     net.train()
     return {f"{k}_acc": accuracy(torch.cat(v), labels[k]) for k, v in outs.items()}
+
+
+def unseen_subcategories() -> list[str]:
+    """Notebook 06's (and 07's) unseen subcategories: the fixed class split of the noto + twemoji episodes."""
+    from fewshot_lib.methods.lofgan import emoji_episode_classes
+
+    _, unseen = emoji_episode_classes(load_emoji(size=32), styles=("noto", "twemoji"), min_count=10)
+    return sorted({c.rsplit("/", 1)[-1] for c in unseen})
 
 
 def novel_concept_split(data, fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -132,6 +148,9 @@ def main(argv=None) -> dict:
     p.add_argument("--holdout-concepts", type=float, default=None, metavar="FRACTION",
                    help="hold out this share of the noto concepts in every style; report the recognisability "
                         "of their noto images (run C)")
+    p.add_argument("--holdout-unseen-classes", action="store_true",
+                   help="run D: hold out notebook 06's unseen subcategories in every style; writes "
+                        "data/checkpoints/emoji_features_seen.pt and its manifest (for training losses only)")
     p.add_argument("--record-in-manifest", action="store_true",
                    help="run C: add the result to the shipped network's manifest as 'novel_concept_run'")
     p.add_argument("--epochs", type=int, default=40)
@@ -143,8 +162,13 @@ def main(argv=None) -> dict:
                    help="JSON written by run A, copied into the manifest of run B")
     args = p.parse_args(argv)
     shipped = data_dir() / EMOJI_CHECKPOINT
-    if args.holdout_style and args.holdout_concepts is not None:
-        p.error("--holdout-style (run A) and --holdout-concepts (run C) are separate runs; pass one of them")
+    if sum([bool(args.holdout_style), args.holdout_concepts is not None, args.holdout_unseen_classes]) > 1:
+        p.error("--holdout-style (run A), --holdout-concepts (run C) and --holdout-unseen-classes (run D) are "
+                "separate runs; pass one of them")
+    if args.holdout_unseen_classes and args.out is None:
+        args.out = data_dir() / "checkpoints" / "emoji_features_seen.pt"
+    if args.holdout_unseen_classes and args.out.resolve() == shipped.resolve():
+        p.error("run D must not overwrite the shipped metric network; give it another --out")
     if args.holdout_concepts is not None:
         if not 0.0 < args.holdout_concepts < 1.0:
             p.error(f"--holdout-concepts is a fraction in (0, 1), got {args.holdout_concepts}")
@@ -176,6 +200,12 @@ def main(argv=None) -> dict:
         val = data.style == args.holdout_style
         val_labels = ("concept", "subcategory")  # the style itself was never a training target
         protocol = f"style {args.holdout_style!r} never seen in training; val = all its {int(val.sum())} images"
+    elif args.holdout_unseen_classes:
+        unseen = unseen_subcategories()
+        val = np.isin(data.subcategory, unseen)
+        val_labels = ("style",)  # their subcategories were never a training target
+        protocol = (f"{len(unseen)} unseen subcategories of notebook 06 held out in every style "
+                    f"({int(val.sum())} images): {unseen}")
     elif args.holdout_concepts is not None:
         val = novel_concept_split(data, args.holdout_concepts, rng)
         val_labels = ("style", "subcategory")  # the concepts themselves are new: no concept class to hit
@@ -235,7 +265,7 @@ def main(argv=None) -> dict:
     log.info("final %s", result)
 
     state = {k: v for k, v in net.state_dict().items() if not k.startswith("concept_head")}
-    meta = {"name": NAME, "styles": styles, "subcategories": subcats, "input_size": 32,
+    meta = {"name": SEEN_NAME if args.holdout_unseen_classes else NAME, "styles": styles, "subcategories": subcats, "input_size": 32,
             "feature_dim": net.feature_dim, "layer_channels": list(net.widths), "seed": args.seed}
     out = args.out or shipped
     save_atomic({"state_dict": state, "meta": meta}, out)
@@ -253,6 +283,13 @@ def main(argv=None) -> dict:
             log.info("recorded in %s", manifest_path)
     elif args.holdout_style:
         out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    elif args.holdout_unseen_classes:
+        manifest = {"name": SEEN_NAME, "file": out.name, "sha256": file_sha256(out), "bytes": out.stat().st_size,
+                    "command": command.strip(), "torch": torch.__version__, "threads": 1,
+                    "purpose": "training losses (LSO inversion / anchor perceptual and feature terms); never a "
+                               "metric: the judge is emoji-features-v1",
+                    "held_out_subcategories": unseen_subcategories(), "validation": result, "history": history}
+        out.with_name(out.name.replace(".pt", ".manifest.json")).write_text(json.dumps(manifest, indent=2) + "\n")
     else:
         manifest = {
             "name": NAME, "file": out.name, "sha256": file_sha256(out), "bytes": out.stat().st_size,
