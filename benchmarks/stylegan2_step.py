@@ -46,8 +46,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fewshot_lib.methods.stylegan2_losses import d_logistic_loss, g_nonsaturating_loss  # noqa: E402
 from fewshot_lib.models.stylegan2 import SOURCE_MODEL_CONFIG, Discriminator, Generator, count_parameters  # noqa: E402
+from fewshot_lib.stylegan2_losses import d_logistic_loss, g_nonsaturating_loss  # noqa: E402
 
 LAB = SOURCE_MODEL_CONFIG
 

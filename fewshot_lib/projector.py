@@ -24,8 +24,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .models.helpers import frozen
 from .progress import progress
-from .train import frozen
 
 
 @dataclass

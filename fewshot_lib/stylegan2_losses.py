@@ -14,6 +14,7 @@
   neighbouring layers do not learn to depend on each other.
 
 Shapes: logits ``[B, 1]`` (or ``[B, 1, h, w]`` for patch discriminators; means are taken over all entries).
+They belong to the training layer: :class:`fewshot_lib.train.GANTrainer` uses them and every method builds on it.
 Taught in: ``notebooks/02_stylegan2_training.ipynb``.
 """
 from __future__ import annotations
@@ -23,6 +24,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+__all__ = ["d_logistic_loss", "g_nonsaturating_loss", "r1_penalty", "PathLengthState", "path_length_penalty",
+           "mixing_noise", "lazy_adam_params"]
 
 
 def d_logistic_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:

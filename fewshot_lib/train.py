@@ -25,7 +25,6 @@ Taught in: ``notebooks/02_stylegan2_training.ipynb``.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import math
@@ -33,7 +32,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -41,10 +40,12 @@ from torch import nn
 
 from .augment import AdaptiveAugment, diff_augment, parse_policy
 from .checkpoint import load_checkpoint, save_atomic
-from .methods.stylegan2_losses import (PathLengthState, d_logistic_loss, g_nonsaturating_loss, lazy_adam_params,
-                                       mixing_noise, path_length_penalty, r1_penalty)
-from .models.stylegan2 import accumulate, load_state_strict, same_architecture
+from .models.helpers import accumulate, frozen
+from .models.stylegan2 import same_architecture
+from .models.stylegan2_io import load_state_strict
 from .progress import progress
+from .stylegan2_losses import (PathLengthState, d_logistic_loss, g_nonsaturating_loss, lazy_adam_params, mixing_noise,
+                               path_length_penalty, r1_penalty)
 
 log = logging.getLogger(__name__)
 
@@ -141,22 +142,6 @@ class TrainResult:
     steps: int
     seconds: float
     samples: list[Path] = field(default_factory=list)
-
-
-@contextlib.contextmanager
-def frozen(module: nn.Module) -> Iterator[nn.Module]:
-    """Inside the block no parameter of ``module`` gets a gradient; afterwards each gets back its own flag.
-
-    Gradients still flow *through* the module to its inputs (a G step backpropagates through a frozen D).
-    Restoring each parameter's own flag, not ``True`` for all, keeps deliberately frozen layers frozen.
-    """
-    flags = [p.requires_grad for p in module.parameters()]
-    module.requires_grad_(False)
-    try:
-        yield module
-    finally:
-        for p, flag in zip(module.parameters(), flags):
-            p.requires_grad_(flag)
 
 
 def _check_finite(value: torch.Tensor, name: str, step: int, checkpoint: Path | None) -> None:

@@ -39,7 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fewshot_lib.checkpoint import file_sha256  # noqa: E402
 from fewshot_lib.config import data_dir, repo_root  # noqa: E402
 from fewshot_lib.methods import mixdl  # noqa: E402
-from fewshot_lib.models.stylegan2 import Discriminator, Generator, count_parameters, export_generator  # noqa: E402
+from fewshot_lib.models.stylegan2 import Discriminator, Generator, count_parameters  # noqa: E402
+from fewshot_lib.models.stylegan2_io import export_generator  # noqa: E402
 from fewshot_lib.train import GANTrainer, TrainConfig  # noqa: E402
 from train_source_model import record_command, start_script, training_commands  # noqa: E402
 

@@ -7,13 +7,13 @@ import torch
 import torch.nn as nn
 
 from fewshot_lib.methods.baselines import (AdaptationEvaluator, EWCHook, adaptation_config, frozen_block_parameters,
-                                           generate_with_features, make_adapter, run_adaptation)
-from fewshot_lib.methods.cdc import (AnchorSampler, CDCHook, PatchDiscriminator,
-                                     cross_domain_consistency, default_patch_resolution,
-                                     distance_consistency_loss, kl_from_logits, sample_layers, similarity_kl,
-                                     similarity_logits, similarity_probs)
+                                           make_adapter, run_adaptation)
+from fewshot_lib.methods.cdc import (AnchorSampler, CDCHook, cross_domain_consistency, distance_consistency_loss,
+                                     kl_from_logits, sample_layers, similarity_kl, similarity_logits, similarity_probs)
 from fewshot_lib.metrics.correspondence import correspondence_score, nearest_labels
 from fewshot_lib.metrics.features import random_emoji_extractor
+from fewshot_lib.models.helpers import generate_with_features
+from fewshot_lib.models.patch_discriminator import PatchDiscriminator, default_patch_resolution
 from fewshot_lib.models.stylegan2 import Discriminator, Generator
 
 
@@ -287,8 +287,7 @@ def test_source_export_writes_g_and_d_of_the_same_step(tmp_path, monkeypatch, lo
     import argparse
     import json
 
-    from fewshot_lib.methods.baselines import load_source_discriminator, source_discriminator_paths
-    from fewshot_lib.models.stylegan2 import load_source_model
+    from fewshot_lib.artifacts import load_source_discriminator, load_source_model, source_model_paths
     from fewshot_lib.train import GANTrainer, TrainConfig
 
     monkeypatch.setenv("FEWSHOT_DATA", str(tmp_path / "data"))
@@ -303,7 +302,7 @@ def test_source_export_writes_g_and_d_of_the_same_step(tmp_path, monkeypatch, lo
     script.record_command(run_dir, {"command": "first", "started": "a", "start_step": 0, "end_step": 1})
     script.record_command(run_dir, {"command": "second", "started": "b", "start_step": 1, "end_step": 1})
     script.record_command(run_dir, {"command": "second", "started": "b", "start_step": 1, "end_step": 2})
-    args = argparse.Namespace(out=None, name="tiny", style="noto")
+    args = argparse.Namespace(out=None, name="tiny", style="noto", reference_style="noto")
     script.export(trainer, args, real, run_dir, with_features=False)
     g = load_source_model("tiny")
     d = load_source_discriminator("tiny")
@@ -312,7 +311,7 @@ def test_source_export_writes_g_and_d_of_the_same_step(tmp_path, monkeypatch, lo
     z = torch.randn(2, g.style_dim)
     assert torch.allclose(g(z, randomize_noise=False)[0], trainer.g_ema.eval()(z, randomize_noise=False)[0],
                           atol=2e-2)
-    path, manifest_path = source_discriminator_paths("tiny")
+    path, manifest_path = source_model_paths("tiny_d")
     manifest = json.loads(manifest_path.read_text())
     assert manifest["steps"] == 2 and manifest["command"] == "first ; then second"
     assert [e["end_step"] for e in manifest["training_sessions"]] == [1, 2] and "exported_by" not in manifest
@@ -360,7 +359,7 @@ def test_warm_start_carries_on_from_an_export(tmp_path, monkeypatch, load_script
     script.record_command(old_run, {"command": "first", "started": "a", "start_step": 0, "end_step": 3})
     script.record_metrics(old_run, 3, {"fid_emoji": 50.0, "recognisability": 0.25, "other": 1.0})
     out = tmp_path / "export" / "tiny.pt"
-    script.export(old, argparse.Namespace(out=str(out), name="tiny", style="noto"), real, old_run, with_features=False)
+    script.export(old, argparse.Namespace(out=str(out), name="tiny", style="noto", reference_style="noto"), real, old_run, with_features=False)
 
     new_run = tmp_path / "new_run"
     new = GANTrainer(tiny_g(5), tiny_d(6), real, cfg, run_dir=new_run)

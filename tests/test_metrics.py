@@ -11,7 +11,8 @@ import torch
 
 from fewshot_lib import metrics as M
 from fewshot_lib.config import data_dir
-from fewshot_lib.metrics.features import EMOJI_CHECKPOINT, EMOJI_MANIFEST, FeatureExtractor, file_sha256
+from fewshot_lib.checkpoint import file_sha256
+from fewshot_lib.metrics.features import EMOJI_CHECKPOINT, EMOJI_MANIFEST, FeatureExtractor
 
 
 class PixelExtractor(FeatureExtractor):

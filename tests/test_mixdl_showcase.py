@@ -87,7 +87,7 @@ def test_script_core_trains_measures_resumes_and_exports(shots, tmp_path, load_s
     out = script.export(trainer, args, traj, tmp_path / "run", {"seed": 0})
     manifest = json.loads(out.with_name("mixdl_showcase_mixdl.manifest.json").read_text())
     from fewshot_lib.checkpoint import file_sha256
-    from fewshot_lib.models.stylegan2 import load_generator
+    from fewshot_lib.models.stylegan2_io import load_generator
 
     assert manifest["sha256"] == file_sha256(out) and manifest["steps"] == 4
     assert manifest["memorisation"]["step"] == 4 and manifest["model_config"]["style_dim"] == 16

@@ -8,11 +8,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fewshot_lib import artifacts
 from fewshot_lib.augment import AdaptiveAugment, diff_augment, rand_translation
-from fewshot_lib.methods.stylegan2_losses import (PathLengthState, d_logistic_loss, g_nonsaturating_loss,
-                                                  path_length_penalty, r1_penalty)
+from fewshot_lib.checkpoint import file_sha256
 from fewshot_lib.models import stylegan2 as sg
-from fewshot_lib.train import GANTrainer, TrainConfig, frozen
+from fewshot_lib.models import stylegan2_io as sgio
+from fewshot_lib.models.helpers import frozen
+from fewshot_lib.stylegan2_losses import (PathLengthState, d_logistic_loss, g_nonsaturating_loss, path_length_penalty,
+                                          r1_penalty)
+from fewshot_lib.train import GANTrainer, TrainConfig
 
 
 
@@ -230,7 +234,7 @@ def test_random_rosinality_state_dict_round_trips_strictly(tmp_path):
     path = tmp_path / "train.pt"
     torch.save({"g": g, "d": d, "g_ema": g_ema, "g_optim": {}, "d_optim": {}, "latent_avg": torch.randn(48),
                 "args": argparse.Namespace(size=32), "ada_aug_p": 0.0}, path)
-    ck = sg.load_rosinality(path)
+    ck = sgio.load_rosinality(path)
     assert ck.g_ema.size == 32 and ck.g_ema.style_dim == 48 and ck.g_ema.n_mlp == 3
     assert ck.g_ema.channels == SMALL_CH
     for mine, ref in ((ck.g_ema, g_ema), (ck.g, g), (ck.d, d)):
@@ -238,11 +242,11 @@ def test_random_rosinality_state_dict_round_trips_strictly(tmp_path):
         assert set(sd) == set(ref) and all(torch.equal(sd[k], ref[k]) for k in ref)
     assert ck.latent_avg.shape == (1, 48)
     # back out: our file loads again, and a CDC-style DataParallel ("module.") g_ema-only file too
-    out = sg.save_rosinality(tmp_path / "ours.pt", ck.g_ema, ck.g, ck.d, ck.latent_avg)
-    again = sg.load_rosinality(out)
+    out = sgio.save_rosinality(tmp_path / "ours.pt", ck.g_ema, ck.g, ck.d, ck.latent_avg)
+    again = sgio.load_rosinality(out)
     assert all(torch.equal(again.g_ema.state_dict()[k], g_ema[k]) for k in g_ema)
     torch.save({"g_ema": {f"module.{k}": v for k, v in g_ema.items()}}, tmp_path / "cdc.pt")
-    cdc = sg.load_rosinality(tmp_path / "cdc.pt")
+    cdc = sgio.load_rosinality(tmp_path / "cdc.pt")
     assert cdc.g is None and cdc.d is None and torch.equal(cdc.g_ema.state_dict()["input.input"], g_ema["input.input"])
     img, _ = cdc.g_ema(torch.randn(2, 48))
     assert img.shape == (2, 3, 32, 32)
@@ -251,36 +255,36 @@ def test_random_rosinality_state_dict_round_trips_strictly(tmp_path):
 def test_mismatched_or_corrupt_checkpoints_fail_clearly(tmp_path):
     g_layout = rosinality_generator_layout(32, 48, 3, SMALL_CH)
     state = random_state(g_layout, 0)
-    G = sg.generator_from_state(state)
+    G = sgio.generator_from_state(state)
     bad = dict(state)
     bad.pop("conv1.noise.weight")
     bad["extra.weight"] = torch.zeros(1)
     bad["input.input"] = torch.zeros(1, 32, 4, 4)
     with pytest.raises(ValueError) as err:
-        sg.load_state_strict(G, bad, "bad.pt['g']")
+        sgio.load_state_strict(G, bad, "bad.pt['g']")
     msg = str(err.value)
     assert "conv1.noise.weight" in msg and "extra.weight" in msg and "input.input" in msg and "missing" in msg
     # a 16 px generator cannot take a 32 px state dict
     with pytest.raises(ValueError, match="missing|unexpected"):
-        sg.load_state_strict(sg.Generator(16, 48, 3, channel_base=1024, channel_max=64), state)
+        sgio.load_state_strict(sg.Generator(16, 48, 3, channel_base=1024, channel_max=64), state)
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"not a checkpoint at all" * 10)
     with pytest.raises(ValueError, match="corrupt"):
-        sg.load_rosinality(corrupt)
+        sgio.load_rosinality(corrupt)
     with pytest.raises(FileNotFoundError):
-        sg.load_rosinality(tmp_path / "missing.pt")
+        sgio.load_rosinality(tmp_path / "missing.pt")
     torch.save({"g_ema": state, "args": torch.nn.Identity()}, tmp_path / "pickled.pt")  # arbitrary object
     with pytest.raises(ValueError, match="trust_pickle"):
-        sg.load_rosinality(tmp_path / "pickled.pt")
+        sgio.load_rosinality(tmp_path / "pickled.pt")
     torch.save({"d": {}}, tmp_path / "nog.pt")
     with pytest.raises(ValueError, match="g_ema"):
-        sg.load_rosinality(tmp_path / "nog.pt")
+        sgio.load_rosinality(tmp_path / "nog.pt")
 
 
 def test_export_and_load_generator(tmp_path):
     G, _ = tiny(16)
-    path = sg.export_generator(G, tmp_path / "m.pt", half=True, n_mean=64)
-    G2 = sg.load_generator(path)
+    path = sgio.export_generator(G, tmp_path / "m.pt", half=True, n_mean=64)
+    G2 = sgio.load_generator(path)
     z = torch.randn(2, 32)
     a, _ = G(z, randomize_noise=False)
     b, _ = G2(z, randomize_noise=False)
@@ -420,32 +424,31 @@ def test_load_source_model_checks_sha256(tmp_path, monkeypatch):
 
     monkeypatch.setenv("FEWSHOT_DATA", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="train_source_model"):
-        sg.load_source_model("tiny")
+        artifacts.load_source_model("tiny")
     G, _ = tiny(16)
-    ckpt, manifest = sg.source_model_paths("tiny")
-    sg.export_generator(G, ckpt, n_mean=64)
-    manifest.write_text(json.dumps({"sha256": sg.file_sha256(ckpt)}))
-    G2 = sg.load_source_model("tiny")
+    ckpt, manifest = artifacts.source_model_paths("tiny")
+    sgio.export_generator(G, ckpt, n_mean=64)
+    manifest.write_text(json.dumps({"sha256": file_sha256(ckpt)}))
+    G2 = artifacts.load_source_model("tiny")
     assert G2.size == 16 and not G2.training
     manifest.write_text(json.dumps({"sha256": "0" * 64}))
     with pytest.raises(ValueError, match="sha256"):
-        sg.load_source_model("tiny")
+        artifacts.load_source_model("tiny")
 
 
 def test_shipped_source_model_if_present():
     """A shipped model (when committed) loads, matches its manifest and makes varied 32 px images; its
     architecture is SOURCE_MODEL_CONFIG and its discriminator is from the same step."""
-    from fewshot_lib.methods.baselines import load_source_discriminator
 
     name = "stylegan2_noto32"
-    if not sg.source_model_available(name):
+    if not artifacts.source_model_available(name):
         pytest.skip(f"no {name} in data/checkpoints")
-    G = sg.load_source_model(name)
+    G = artifacts.load_source_model(name)
     assert {k: G.config[k] for k in sg.SOURCE_MODEL_CONFIG} == sg.SOURCE_MODEL_CONFIG
     imgs = sg.sample(G, 16, seed=0)
     assert imgs.shape == (16, 3, 32, 32) and torch.isfinite(imgs).all()
     assert (imgs[:8] - imgs[8:]).abs().mean() > 0.05  # not one image repeated
-    D = load_source_discriminator(name)
+    D = artifacts.load_source_discriminator(name)
     assert D(imgs).shape == (16, 1)
 
 

@@ -17,7 +17,6 @@ Taught in: ``notebooks/00_data_and_setup.ipynb``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 from dataclasses import dataclass, fields
@@ -27,14 +26,15 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from ..config import data_dir
+from .. import artifacts
 
 STYLE_NAMES = ("noto", "twemoji", "fluent_flat", "fluent_3d", "fluent_hc")
 LABELS = ("key", "name", "category", "subcategory", "style")
 
 
 def emoji_path(size: int = 32) -> Path:
-    return data_dir() / f"emoji_{size}.npz"
+    """Where the ``size``-px build lives (``data/emoji_<size>.npz``, registry name ``emoji_<size>``)."""
+    return artifacts.get(f"emoji_{size}").path
 
 
 @dataclass(frozen=True)
@@ -132,23 +132,31 @@ def load_emoji(size: int = 32, path: str | Path | None = None, styles=None, cate
     ``size`` 32 is committed in ``data/``; other sizes must be built first (the error says how).
     ``verify=True`` checks the file's sha256 against its manifest.
     """
-    path = Path(path) if path else emoji_path(size)
+    entry = artifacts.get(f"emoji_{size}")
+    entry = entry.at(path) if path else entry
+    path = entry.path
     if not path.is_file():
         raise FileNotFoundError(
-            f"No emoji dataset at {path}. Build it with `python -m fewshot_lib.data.emoji build --size {size}` "
-            "(needs npm and `pip install resvg-py`); the 32×32 build ships in data/.")
+            f"No emoji dataset at {path}. Build it with `{entry.rebuild}` (needs npm and `pip install "
+            "resvg-py`); the 32×32 build ships in data/.")
     if verify:
-        manifest = json.loads(path.with_name(path.stem + ".manifest.json").read_text())
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        if digest != manifest["sha256"]:
-            raise ValueError(f"{path} has sha256 {digest}, manifest says {manifest['sha256']}: rebuild it.")
+        entry.check()
+    data = read_emoji_file(path)
+    if any(v is not None for v in (styles, categories, subcategories, keys)):
+        data = data.select(styles, categories, subcategories, keys)
+    return data
+
+
+def read_emoji_file(path: str | Path, device: str | None = None) -> EmojiData:
+    """Read an ``emoji_<size>.npz`` as it is (no filter, no check; ``device`` is unused: numpy arrays).
+
+    The registry's loader for ``emoji_<size>`` (``fewshot_lib.artifacts.load("emoji_32")``).
+    """
     try:
         with np.load(path, allow_pickle=False) as npz:
             data = EmojiData(**{name: npz[name] for name in ("images",) + LABELS})
     except (OSError, ValueError, KeyError) as err:
         raise ValueError(f"{path} is not a valid emoji dataset ({err}); rebuild it.") from err
-    if any(v is not None for v in (styles, categories, subcategories, keys)):
-        data = data.select(styles, categories, subcategories, keys)
     return data
 
 

@@ -25,27 +25,19 @@ from __future__ import annotations
 
 import copy
 import logging
+from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn as nn
 
+from .. import artifacts
+from ..models.helpers import generate, generate_with_features  # noqa: F401  (notebook 04 imports them from here)
 from ..train import GANHook, GANTrainer, StepContext, TrainConfig
 
 log = logging.getLogger(__name__)
 
 METHODS = ("tgan", "freezed", "ewc", "cdc")
-
-
-def generate(generator: nn.Module, z: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
-    """``z [B, z_dim]`` (or a list of two for style mixing) → images ``[B, 3, H, W]`` (fresh noise maps)."""
-    return generator(z)[0]
-
-
-def generate_with_features(generator: nn.Module, z: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """``z [B, z_dim]`` → ``(images [B,3,H,W], features)``: one ``[B, C_l, H_l, W_l]`` per styled conv."""
-    image, _, features = generator(z, return_features=True)
-    return image, list(features)
 
 
 def adaptation_config(steps: int, batch: int = 4, seed: int = 0, **overrides) -> TrainConfig:
@@ -290,50 +282,16 @@ def run_adaptation(method: str, generator: nn.Module, discriminator: nn.Module, 
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The shipped source discriminator
+# The shipped source discriminator (notebook 04 reads it from here; it lives in fewshot_lib.artifacts)
 # ---------------------------------------------------------------------------------------------------------
 
-
-def source_discriminator_paths(name: str = "stylegan2_noto32") -> tuple["Path", "Path"]:
+def source_discriminator_paths(name: str = "stylegan2_noto32") -> tuple[Path, Path]:
     """``data/checkpoints/<name>_d.pt`` and its manifest ``<name>_d.manifest.json``."""
-    from ..config import data_dir
-
-    folder = data_dir() / "checkpoints"
-    return folder / f"{name}_d.pt", folder / f"{name}_d.manifest.json"
+    return artifacts.source_model_paths(f"{name}_d")
 
 
 def load_source_discriminator(name: str = "stylegan2_noto32", device: str | torch.device = "cpu",
                               verify: bool = True) -> nn.Module:
-    """The discriminator trained together with the shipped source generator ``name`` (float32, eval mode).
-
-    Adaptation fine-tunes the *pretrained* D as well (FreezeD even keeps part of it), so the shipped generator
-    alone is not enough. The file is written by ``scripts/train_source_model.py`` together with the generator
-    (same training step). ``verify`` checks its sha256 against the manifest and warns (``logging``) when
-    it comes from a different training step than the shipped generator's manifest.
-    """
-    import json
-
-    from ..checkpoint import load_checkpoint, verify_sha256
-    from ..models.stylegan2 import Discriminator, load_state_strict, source_model_paths
-
-    path, manifest_path = source_discriminator_paths(name)
-    if not path.is_file() or not manifest_path.is_file():
-        raise FileNotFoundError(
-            f"No source discriminator {path.name} (with {manifest_path.name}) under data/checkpoints. Export it "
-            f"with the generator: `python scripts/train_source_model.py --name {name} --export-only`.")
-    meta = json.loads(manifest_path.read_text())
-    if verify:
-        verify_sha256(path, meta.get("sha256"), "re-export it with scripts/train_source_model.py --export-only.")
-    ck = load_checkpoint(path)
-    for key in ("d", "config"):
-        if key not in ck:
-            raise ValueError(f"{path.name} is not an exported discriminator (missing {key!r})")
-    D = Discriminator(**ck["config"])
-    load_state_strict(D, {k: v.float() for k, v in ck["d"].items()}, f"{path.name}['d']")
-    _, g_manifest = source_model_paths(name)
-    if verify and g_manifest.is_file():
-        g_steps = json.loads(g_manifest.read_text()).get("steps")
-        if g_steps is not None and g_steps != meta.get("steps"):
-            log.warning("%s is from step %s but the shipped generator %s is from step %s; re-export the "
-                        "discriminator so that the pair matches", path.name, meta.get("steps"), name, g_steps)
-    return D.to(device).eval()
+    """The discriminator trained together with the shipped source generator ``name`` (float32, eval mode):
+    ``fewshot_lib.artifacts.load(name + "_d")``, which warns when the two are from different steps."""
+    return artifacts.load_source_discriminator(name, device=device, verify=verify)

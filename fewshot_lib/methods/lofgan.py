@@ -34,10 +34,10 @@ import torch.nn.functional as F
 
 from ..checkpoint import load_checkpoint, save_atomic
 from ..data.fewshot import EpisodeSampler, class_split, class_tensors
+from ..models.helpers import frozen
 from ..models.lofgan import (FusionRecord, LoFGANDiscriminator, LoFGANGenerator, gather_shots, init_kaiming,
                              input_gradients_only, local_replacement)
 from ..progress import progress
-from ..train import frozen
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ building block (:func:`fewshot_lib.methods.cdc.similarity_kl`):
    10 / not one of the 10".
 3. **Patch-level realism for mixups.** A mixup image need not look like a *whole* training image — only
    locally realistic. On mixup iterations D judges real images and mixup images patch by patch
-   (CDC's :class:`~fewshot_lib.methods.cdc.PatchDiscriminator`).
+   (CDC's :class:`~fewshot_lib.models.patch_discriminator.PatchDiscriminator`).
 
 **The reference code's behaviour, reproduced here** (see ``reference/methods_stylegan2_cdc_mixdl.md`` §5):
 
@@ -63,9 +63,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import artifacts
+from ..models.patch_discriminator import PatchDiscriminator
 from ..models.stylegan2 import Discriminator, EqualLinear, Generator
 from ..train import GANHook, GANTrainer, StepContext, TrainConfig
-from .cdc import PatchDiscriminator, kl_from_logits, similarity_logits
+from .cdc import kl_from_logits, similarity_logits
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +253,7 @@ class MixDLConfig:
         n_anchors: anchors (= mixups) per mixup iteration; ``0`` = the training batch size [batch = 4].
         target: ``"softmax"`` (reference: ``softmax(c)``) or ``"coefficients"`` (the paper: ``c``).
         patch_resolution: side of the discriminator map judged patch by patch (``None``: CDC's
-            :func:`~fewshot_lib.methods.cdc.default_patch_resolution`).
+            :func:`~fewshot_lib.models.patch_discriminator.default_patch_resolution`).
     """
 
     alpha: float = 1.0
@@ -631,18 +633,7 @@ def load_showcase_generator(variant: str, device: str | torch.device = "cpu") ->
     """The shipped long-trained generator of ``variant`` and its manifest (sha256 checked against it).
 
     Raises ``FileNotFoundError`` (with the command that trains it) when ``data/checkpoints`` does not hold it,
-    and ``ValueError`` when the file does not match its manifest.
+    and ``ValueError`` when the file does not match its manifest (``fewshot_lib.artifacts``).
     """
-    import json
-
-    from ..checkpoint import verify_sha256
-    from ..models.stylegan2 import load_generator, source_model_paths
-
-    ckpt, manifest = source_model_paths(showcase_name(variant))
-    if not ckpt.is_file() or not manifest.is_file():
-        raise FileNotFoundError(
-            f"Showcase generator {variant!r} not found under data/checkpoints ({ckpt.name}, {manifest.name}). "
-            f"Train it with `python scripts/train_mixdl_showcase.py --variant {variant}` (see its --help).")
-    meta = json.loads(manifest.read_text())
-    verify_sha256(ckpt, meta.get("sha256"), f"retrain it with scripts/train_mixdl_showcase.py --variant {variant}.")
-    return load_generator(ckpt, device=device), meta
+    name = showcase_name(variant)
+    return artifacts.load(name, device=device), artifacts.manifest(name)

@@ -44,7 +44,6 @@ per position, each in ``[0, 4]`` (``2 - 2·cos``). Typical values between differ
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -54,8 +53,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..checkpoint import file_sha256, load_checkpoint, verify_sha256
-from ..config import data_dir
+from .. import artifacts
+from ..checkpoint import file_sha256, load_checkpoint  # noqa: F401  (scripts/train_feature_net.py imports file_sha256 here)
 from ..progress import progress
 
 log = logging.getLogger(__name__)
@@ -208,7 +207,7 @@ class EmojiFeatureNet(nn.Module):
 
 
 def emoji_checkpoint_path() -> Path:
-    return data_dir() / EMOJI_CHECKPOINT
+    return artifacts.get("emoji_features").path
 
 
 def load_emoji_feature_net(path: str | os.PathLike | None = None, verify: bool = True
@@ -216,17 +215,26 @@ def load_emoji_feature_net(path: str | os.PathLike | None = None, verify: bool =
     """Load the shipped (or a given) emoji feature network; returns ``(net in eval mode, metadata)``.
 
     ``verify`` checks the file's sha256 against ``emoji_features.manifest.json`` when that manifest sits next
-    to the checkpoint, so a silently changed network cannot produce silently changed metrics.
+    to the checkpoint (``fewshot_lib.artifacts``), so a silently changed network cannot produce silently
+    changed metrics.
     """
-    path = Path(path) if path else emoji_checkpoint_path()
-    if not path.is_file():
+    entry = artifacts.get("emoji_features")
+    entry = entry.at(path) if path else entry
+    if not entry.path.is_file():
         raise FileNotFoundError(
-            f"No emoji feature network at {path}. It ships with the repository (data/{EMOJI_CHECKPOINT}); "
-            "restore it with git or retrain it with `python scripts/train_feature_net.py`.")
-    manifest_path = path.with_name(path.name.replace(".pt", ".manifest.json"))
-    if verify and manifest_path.is_file():
-        verify_sha256(path, json.loads(manifest_path.read_text()).get("sha256"),
-                      "restore it with git or retrain it with scripts/train_feature_net.py.")
+            f"No emoji feature network at {entry.path}. It ships with the repository (data/{EMOJI_CHECKPOINT}); "
+            f"restore it with git or retrain it with `{entry.rebuild}`.")
+    if verify and entry.manifest_path.is_file():
+        entry.check()
+    return read_emoji_feature_net(entry.path)
+
+
+def read_emoji_feature_net(path: str | os.PathLike, device: str | torch.device = "cpu"
+                           ) -> tuple[EmojiFeatureNet, dict]:
+    """Read a checkpoint of ``scripts/train_feature_net.py`` (no check) → ``(net in eval mode, metadata)``.
+
+    The registry's loader for ``emoji_features`` (``fewshot_lib.artifacts.load("emoji_features")``).
+    """
     ckpt = load_checkpoint(path)
     for key in ("state_dict", "meta"):
         if key not in ckpt:
@@ -234,7 +242,7 @@ def load_emoji_feature_net(path: str | os.PathLike | None = None, verify: bool =
     meta = ckpt["meta"]
     net = EmojiFeatureNet(0, len(meta.get("styles", [])), len(meta.get("subcategories", [])))
     net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()})
-    return net.eval(), meta
+    return net.eval().to(device), meta
 
 
 class EmojiFeatures(FeatureExtractor):

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -46,7 +47,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 __all__ = [
     "ConvBlock", "Encoder", "Decoder", "FusionRecord", "LocalFusionModule", "GlobalFusion", "LoFGANGenerator",
     "PenaltyConv2d", "input_gradients_only", "ActFirstResBlock", "LoFGANDiscriminator", "local_selection", "local_matching", "local_replacement",
-    "random_alpha", "base_first_order", "n_downsamplings",
+    "random_alpha", "base_first_order", "n_downsamplings", "load_lofgan_export",
 ]
 
 
@@ -489,3 +490,25 @@ def init_kaiming(module: nn.Module) -> None:
             nn.init.kaiming_normal_(m.weight, a=0, mode="fan_in")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+
+
+def load_lofgan_export(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Load a file written by ``scripts/train_lofgan.py``: ``{"g" or "d", "cfg", "classes", "steps"}`` with
+    fp16 weights → the :class:`LoFGANGenerator` (or, for a ``_d.pt``, :class:`LoFGANDiscriminator`) in eval
+    mode, float32. ``cfg`` is the training ``LoFGANConfig`` as a dict; the architecture is rebuilt from it.
+
+    Shipped exports are looked up and checked by name with ``fewshot_lib.artifacts.load``.
+    """
+    from ..checkpoint import load_checkpoint
+
+    ck = load_checkpoint(path)
+    which = "g" if "g" in ck else "d" if "d" in ck else None
+    if which is None or "cfg" not in ck:
+        raise ValueError(f"{Path(path).name} is not a LoFGAN export (needs 'g' or 'd', and 'cfg')")
+    cfg = ck["cfg"]
+    if which == "g":
+        net: nn.Module = LoFGANGenerator(cfg["size"], cfg["feature_size"], cfg["nf"], cfg["fusion"], cfg["rate"])
+    else:
+        net = LoFGANDiscriminator(len(ck["classes"]), cfg["size"], cfg["feature_size"], cfg["nf_d"], cfg["max_nf_d"])
+    net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ck[which].items()})
+    return net.to(device).eval()

@@ -15,8 +15,9 @@ the He constant ``1/sqrt(fan_in)``, so Adam sees every layer at the same scale. 
 multiplies its learning rate by ``lr_mul = 0.01`` (stored weights are divided by it).
 
 **Compatibility.** Module, parameter and buffer names and shapes follow rosinality/stylegan2-pytorch (the code
-base of CDC and MixDL), so its ``.pt`` checkpoints load here with ``strict=True`` through
-:func:`load_rosinality`, and our state dicts load there. The defaults at a given ``size`` are the official
+base of CDC and MixDL), so its ``.pt`` checkpoints load here with ``strict=True`` and our state dicts load
+there; reading and writing files (rosinality's and the project's export format) is
+:mod:`fewshot_lib.models.stylegan2_io`, the shipped models are in :mod:`fewshot_lib.artifacts`. The defaults at a given ``size`` are the official
 config-f architecture (``channel_multiplier=2``, 512-d latents, 8 mapping layers). For CPU labs the width is
 set with ``channel_base`` / ``channel_max`` (NVlabs' convention: ``channels(res) = min(channel_base // res,
 channel_max)``; ``channel_base = 16384·channel_multiplier`` reproduces rosinality's table exactly).
@@ -30,19 +31,14 @@ Taught in: ``notebooks/01_stylegan2_building_blocks.ipynb`` and ``02_stylegan2_t
 """
 from __future__ import annotations
 
-import argparse
+import importlib
 import logging
 import math
-import os
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from ..checkpoint import file_sha256, verify_sha256
 
 log = logging.getLogger(__name__)
 
@@ -762,216 +758,8 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-@torch.no_grad()
-def accumulate(target: nn.Module, source: nn.Module, decay: float) -> None:
-    """EMA update ``target ← decay·target + (1-decay)·source`` for parameters; buffers are copied."""
-    for pt, ps in zip(target.parameters(), source.parameters()):
-        pt.lerp_(ps.detach(), 1.0 - decay)
-    for bt, bs in zip(target.buffers(), source.buffers()):
-        bt.copy_(bs)
-
-
 # ---------------------------------------------------------------------------------------------------------
-# 6. rosinality checkpoint compatibility
-# ---------------------------------------------------------------------------------------------------------
-
-PICKLE_HELP = (
-    "It holds pickled Python objects other than tensors and an argparse.Namespace, so it cannot be loaded "
-    "safely with weights_only=True. If you trust where it came from, call load_rosinality(path, "
-    "trust_pickle=True) once and save a clean copy with save_rosinality(...); or convert it yourself: "
-    "ck = torch.load(path, weights_only=False); torch.save({k: ck[k] for k in ('g', 'd', 'g_ema', "
-    "'latent_avg') if k in ck}, 'clean.pt').")
-
-
-def strip_module_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Remove a leading ``module.`` (from ``nn.DataParallel``, as in CDC's released models) from every key."""
-    if state and all(k.startswith("module.") for k in state):
-        return {k[len("module."):]: v for k, v in state.items()}
-    return dict(state)
-
-
-def infer_generator_config(state: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """Read ``size``, ``style_dim``, ``n_mlp`` and the channel table off a generator state dict."""
-    state = strip_module_prefix(state)
-    try:
-        n_mlp = len({k.split(".")[1] for k in state if k.startswith("style.") and k.endswith(".weight")})
-        style_dim = state["style.1.weight"].shape[1]
-        n_rgbs = len({k.split(".")[1] for k in state if k.startswith("to_rgbs.")})
-        size = 2 ** (n_rgbs + 2)
-        channels = {4: state["input.input"].shape[1]}
-        for k in range(n_rgbs):
-            channels[2 ** (k + 3)] = state[f"convs.{2 * k}.conv.weight"].shape[1]
-    except KeyError as err:
-        raise ValueError(f"Not a StyleGAN2 (rosinality-layout) generator state dict: missing key {err}.") from None
-    return dict(size=size, style_dim=style_dim, n_mlp=n_mlp, channels=channels)
-
-
-def infer_discriminator_channels(state: dict[str, torch.Tensor]) -> dict[int, int]:
-    """Channel table of a discriminator state dict ``{res: channels}``."""
-    state = strip_module_prefix(state)
-    if "convs.0.0.weight" not in state:
-        raise ValueError("Not a StyleGAN2 (rosinality-layout) discriminator state dict: no 'convs.0.0.weight'.")
-    n_blocks = len({k.split(".")[1] for k in state if k.startswith("convs.")}) - 1
-    size = 2 ** (n_blocks + 2)
-    channels = {size: state["convs.0.0.weight"].shape[0]}
-    for i in range(1, n_blocks + 1):
-        channels[size // 2 ** i] = state[f"convs.{i}.conv2.1.weight"].shape[0]
-    return channels
-
-
-def _base_and_max(channels: dict[int, int]) -> tuple[int, int] | None:
-    """Find ``(channel_base, channel_max)`` reproducing a channel table exactly, or ``None``."""
-    cmax = max(channels.values())
-    for base in sorted({c * r for r, c in channels.items()}):
-        if all(min(base // r, cmax) == c for r, c in channels.items()):
-            return base, cmax
-    return None
-
-
-def generator_from_state(state: dict[str, torch.Tensor], **overrides: Any) -> "Generator":
-    """Build a :class:`Generator` whose architecture matches ``state`` (no weights loaded yet)."""
-    cfg = infer_generator_config(state)
-    bm = _base_and_max(cfg["channels"])
-    if bm is None:
-        raise ValueError(f"Unsupported channel table {cfg['channels']} (not min(base // res, max)).")
-    kw = dict(size=cfg["size"], style_dim=cfg["style_dim"], n_mlp=cfg["n_mlp"], channel_base=bm[0],
-              channel_max=bm[1])
-    kw.update(overrides)
-    return Generator(**kw)
-
-
-def discriminator_from_state(state: dict[str, torch.Tensor], **overrides: Any) -> "Discriminator":
-    channels = infer_discriminator_channels(state)
-    bm = _base_and_max(channels)
-    if bm is None:
-        raise ValueError(f"Unsupported discriminator channel table {channels}.")
-    kw = dict(size=max(channels), channel_base=bm[0], channel_max=bm[1])
-    kw.update(overrides)
-    return Discriminator(**kw)
-
-
-def load_state_strict(module: nn.Module, state: dict[str, torch.Tensor], what: str = "state dict") -> None:
-    """``load_state_dict(strict=True)`` with an error that lists missing, unexpected and mis-shaped keys."""
-    state = strip_module_prefix(state)
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    mismatched = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-                  for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or mismatched:
-        def show(items: list[str]) -> str:
-            return ", ".join(items[:8]) + (f" ... (+{len(items) - 8} more)" if len(items) > 8 else "")
-        parts = [f"{len(missing)} missing: {show(missing)}" if missing else "",
-                 f"{len(unexpected)} unexpected: {show(unexpected)}" if unexpected else "",
-                 f"{len(mismatched)} shape mismatches: {show(mismatched)}" if mismatched else ""]
-        raise ValueError(f"{what} does not match {type(module).__name__}"
-                         f"({getattr(module, 'size', '?')}px): " + "; ".join(p for p in parts if p)
-                         + ". Check size, channel_multiplier / channel_base, style_dim and n_mlp.")
-    module.load_state_dict(state, strict=True)
-
-
-def read_torch_file(path: str | os.PathLike, trust_pickle: bool = False) -> dict:
-    """``torch.load`` a checkpoint on CPU with ``weights_only=True`` (``argparse.Namespace`` allowed).
-
-    rosinality's ``train.py`` checkpoints pickle an ``argparse.Namespace`` under ``args``; that class is
-    harmless, so it is allow-listed. Anything else pickled is refused unless ``trust_pickle=True``.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"No checkpoint file at {path}.")
-    if path.stat().st_size == 0:
-        raise ValueError(f"Checkpoint {path} is empty (an interrupted download or copy?).")
-    if trust_pickle:
-        log.warning("Loading %s with weights_only=False (trust_pickle=True): only do this for trusted files.", path)
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    else:
-        try:
-            with torch.serialization.safe_globals([argparse.Namespace]):
-                obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:
-            text = str(err)
-            if "Unsupported global" in text or "GLOBAL" in text or "weights_only" in text:
-                raise ValueError(f"{path}: {PICKLE_HELP} ({text.splitlines()[0][:160]})") from err
-            raise ValueError(f"Checkpoint {path} could not be read (truncated or corrupt?): {text[:300]}") from err
-    if not isinstance(obj, dict):
-        raise ValueError(f"Checkpoint {path} holds a {type(obj).__name__}, expected a dict of state dicts.")
-    return obj
-
-
-@dataclass
-class RosinalityCheckpoint:
-    """What :func:`load_rosinality` returns. ``g_ema`` is the generator to sample from."""
-
-    g_ema: Generator
-    g: Generator | None = None
-    d: Discriminator | None = None
-    latent_avg: torch.Tensor | None = None
-    keys: list[str] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def load_rosinality(path: str | os.PathLike, device: str | torch.device = "cpu", trust_pickle: bool = False,
-                    fused: bool | None = None) -> RosinalityCheckpoint:
-    """Load a rosinality/stylegan2-pytorch ``.pt`` (also CDC's and MixDL's) with ``strict=True``.
-
-    Accepted layouts: ``{"g_ema", "g"?, "d"?, "latent_avg"?, ...}`` from ``train.py`` / ``convert_weight.py``,
-    and CDC's adapted models whose keys start with ``module.``. The architecture (size, style_dim, n_mlp,
-    channels) is read off the tensors. A state dict that does not match raises ``ValueError`` listing the
-    missing / unexpected / mis-shaped keys — never a silent partial load. When ``g_ema`` is absent, ``g`` is
-    used for sampling. ``latent_avg`` is taken from the file, else computed with ``mean_latent(4096)``.
-    """
-    ck = read_torch_file(path, trust_pickle=trust_pickle)
-    over = {"fused": fused}
-    gen_state = ck.get("g_ema", ck.get("g"))
-    if gen_state is None:
-        raise ValueError(f"{path} has no 'g_ema' or 'g' entry (keys: {sorted(ck)[:10]}); not a StyleGAN2 checkpoint.")
-    g_ema = generator_from_state(gen_state, **over)
-    load_state_strict(g_ema, gen_state, f"{Path(path).name}['{'g_ema' if 'g_ema' in ck else 'g'}']")
-    g = None
-    if "g" in ck and "g_ema" in ck:
-        g = generator_from_state(ck["g"], **over)
-        load_state_strict(g, ck["g"], f"{Path(path).name}['g']")
-    d = None
-    if "d" in ck:
-        d_state = strip_module_prefix(ck["d"])
-        extra_d = {k: v for k, v in d_state.items() if k.startswith("sim_linear.")}  # MixDL's projection head
-        d_state = {k: v for k, v in d_state.items() if not k.startswith("sim_linear.")}
-        d = discriminator_from_state(d_state)
-        load_state_strict(d, d_state, f"{Path(path).name}['d']")
-    else:
-        extra_d = {}
-    latent_avg = ck.get("latent_avg")
-    g_ema = g_ema.to(device).eval()
-    if latent_avg is not None:
-        latent_avg = latent_avg.float().view(1, -1).to(device)
-        g_ema.latent_avg = latent_avg
-    else:
-        latent_avg = g_ema.mean_latent(4096, generator=torch.Generator().manual_seed(0))
-    extra = {k: v for k, v in ck.items() if k in ("ada_aug_p",)}
-    if extra_d:
-        extra["d_sim_linear"] = extra_d
-    return RosinalityCheckpoint(g_ema=g_ema, g=g.to(device) if g is not None else None,
-                                d=d.to(device) if d is not None else None, latent_avg=latent_avg,
-                                keys=sorted(ck), extra=extra)
-
-
-def save_rosinality(path: str | os.PathLike, g_ema: Generator, g: Generator | None = None,
-                    d: Discriminator | None = None, latent_avg: torch.Tensor | None = None) -> Path:
-    """Write ``{"g_ema", "g"?, "d"?, "latent_avg"?}`` (tensors only) that rosinality's code can load."""
-    from ..checkpoint import save_atomic
-
-    obj: dict[str, Any] = {"g_ema": g_ema.state_dict()}
-    if g is not None:
-        obj["g"] = g.state_dict()
-    if d is not None:
-        obj["d"] = d.state_dict()
-    if latent_avg is not None:
-        obj["latent_avg"] = latent_avg.detach().reshape(-1).cpu()
-    return save_atomic(obj, path)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# 7. Convenience
+# 6. Convenience
 # ---------------------------------------------------------------------------------------------------------
 
 @torch.no_grad()
@@ -998,92 +786,29 @@ def sample(G: Generator, n: int, seed: int = 0, truncation: float = 1.0, batch: 
     return torch.cat(outs)
 
 
-# ---------------------------------------------------------------------------------------------------------
-# 8. The project's shipped source model (data/checkpoints/<name>.pt + <name>.manifest.json)
-# ---------------------------------------------------------------------------------------------------------
-
-def _shipping_state(module: nn.Module, half: bool) -> dict[str, torch.Tensor]:
-    """``module``'s state dict on CPU, floating-point tensors in fp16 when ``half`` (loaders cast back)."""
-    return {k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu())
-            for k, v in module.state_dict().items()}
-
-
-def export_generator(g_ema: Generator, path: str | os.PathLike, half: bool = True,
-                     info: dict[str, Any] | None = None, n_mean: int = 4096) -> Path:
-    """Save an EMA generator for shipping: ``{"g_ema", "config", "latent_avg", "info"}`` (fp16 by default).
-
-    Half precision halves the file; :func:`load_generator` casts back to float32.
-    """
-    from ..checkpoint import save_atomic
-
-    g_ema = g_ema.eval()
-    latent_avg = g_ema.mean_latent(n_mean, generator=torch.Generator().manual_seed(0)).detach().cpu()
-    return save_atomic({"g_ema": _shipping_state(g_ema, half), "config": g_ema.config, "latent_avg": latent_avg.float(),
-                        "info": dict(info or {})}, path)
-
-
-def export_discriminator(D: "Discriminator", path: str | os.PathLike, half: bool = True,
-                         info: dict[str, Any] | None = None) -> Path:
-    """Save a discriminator for shipping: ``{"d", "config", "info"}`` (fp16 by default).
-
-    Adaptation methods fine-tune the source D too, so it ships beside the generator of the same step;
-    ``fewshot_lib.methods.baselines.load_source_discriminator`` reads it back (float32).
-    """
-    from ..checkpoint import save_atomic
-
-    return save_atomic({"d": _shipping_state(D, half), "config": dict(D.config), "info": dict(info or {})}, path)
-
-
-def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> Generator:
-    """Load a file written by :func:`export_generator` (strict) → EMA generator in eval mode, float32."""
-    from ..checkpoint import load_checkpoint
-
-    ck = load_checkpoint(path)
-    if "g_ema" not in ck or "config" not in ck:
-        raise ValueError(f"{path} is not an exported generator (needs 'g_ema' and 'config'); for rosinality "
-                         "files use load_rosinality().")
-    cfg = dict(ck["config"])
-    cfg["fused"] = None
-    G = Generator(**cfg)
-    load_state_strict(G, {k: v.float() for k, v in ck["g_ema"].items()}, f"{Path(path).name}['g_ema']")
-    G = G.to(device).eval()
-    if ck.get("latent_avg") is not None:
-        G.latent_avg = ck["latent_avg"].float().view(1, -1).to(device)
-    return G
-
 
 # The architecture of the shipped source model (``scripts/train_source_model.py`` trains it; the benchmark and
 # notebook 02's full profile use it): a lab-size 32-px net, 1.08 M parameters in G.
 SOURCE_MODEL_CONFIG = dict(size=32, style_dim=128, n_mlp=4, channel_base=2048, channel_max=128)
 
 
-def source_model_paths(name: str = "stylegan2_noto32") -> tuple[Path, Path]:
-    """``(checkpoint, manifest)`` paths of a shipped model under ``data/checkpoints``."""
-    from ..config import data_dir
+# ---------------------------------------------------------------------------------------------------------
+# Names that moved (notebooks 01, 02 and 04 still read them from here)
+# ---------------------------------------------------------------------------------------------------------
 
-    folder = data_dir() / "checkpoints"
-    return folder / f"{name}.pt", folder / f"{name}.manifest.json"
+_MOVED = {**{name: "fewshot_lib.models.stylegan2_io" for name in (
+    "PICKLE_HELP", "RosinalityCheckpoint", "discriminator_from_state", "export_discriminator", "export_generator",
+    "generator_from_state", "infer_discriminator_channels", "infer_generator_config", "load_discriminator",
+    "load_generator", "load_rosinality", "load_state_strict", "read_torch_file", "save_rosinality",
+    "strip_module_prefix")},
+          **{name: "fewshot_lib.artifacts" for name in (
+    "load_source_model", "source_model_available", "source_model_paths")},
+          "accumulate": "fewshot_lib.models.helpers"}
 
 
-def source_model_available(name: str = "stylegan2_noto32") -> bool:
-    return all(p.is_file() for p in source_model_paths(name))
-
-
-def load_source_model(name: str = "stylegan2_noto32", device: str | torch.device = "cpu",
-                      verify: bool = True) -> Generator:
-    """The project-trained source generator (EMA weights), e.g. 32 px on all ``noto`` emoji.
-
-    Checks the file's sha256 against its manifest (``verify=True``) so that a truncated or swapped file is
-    caught. Raises ``FileNotFoundError`` (with the command that trains it) when it is not there.
-    """
-    import json
-
-    ckpt, manifest = source_model_paths(name)
-    if not ckpt.is_file() or not manifest.is_file():
-        raise FileNotFoundError(
-            f"Shipped model {name!r} not found under data/checkpoints ({ckpt.name}, {manifest.name}). Train it with "
-            "`python scripts/train_source_model.py` (see its --help), or train a small one in the notebook.")
-    meta = json.loads(manifest.read_text())
-    if verify:
-        verify_sha256(ckpt, meta.get("sha256"), "re-export it with scripts/train_source_model.py --export-only.")
-    return load_generator(ckpt, device=device)
+def __getattr__(name: str) -> Any:
+    """``sg.load_rosinality`` & co. still work: file formats live in ``stylegan2_io``, shipped models in
+    ``fewshot_lib.artifacts`` (imported on first use, so this module imports neither)."""
+    if name in _MOVED:
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

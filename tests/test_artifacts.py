@@ -1,0 +1,164 @@
+"""The registry of shipped files: every file in data/ loads through it, and a missing or altered one is refused
+with the command that rebuilds it."""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict
+
+import pytest
+import torch
+
+from fewshot_lib import artifacts
+from fewshot_lib.checkpoint import file_sha256, save_atomic
+from fewshot_lib.config import data_dir
+
+
+def _shipped() -> list[str]:
+    with pytest.MonkeyPatch.context() as mp:  # the real data/, whatever a test set FEWSHOT_DATA to
+        mp.delenv("FEWSHOT_DATA", raising=False)
+        return artifacts.names()
+
+
+@pytest.mark.parametrize("name", _shipped())
+def test_every_shipped_file_matches_its_manifest_and_loads(name):
+    entry = artifacts.get(name)
+    assert entry.check() == entry.path
+    obj = entry.load()
+    if entry.kind == "emoji_dataset":
+        assert len(obj) > 1000 and obj.images.shape[1:] == (32, 32, 3)
+    elif entry.kind == "feature_net":
+        net, meta = obj
+        assert net(torch.zeros(2, 3, 32, 32))["embed"].shape == (2, 256) and meta["name"]
+    elif entry.kind == "stylegan2_generator":
+        img, _ = obj(torch.randn(2, obj.style_dim))
+        assert img.shape == (2, 3, obj.size, obj.size) and torch.isfinite(img).all() and not obj.training
+    elif entry.kind == "stylegan2_discriminator":
+        assert obj(torch.zeros(2, 3, obj.size, obj.size)).shape == (2, 1)
+    elif entry.kind == "lofgan_generator":
+        fake, _ = obj(torch.zeros(2, 3, 3, obj.size, obj.size))
+        assert fake.shape == (2, 3, obj.size, obj.size)
+    elif entry.kind == "lofgan_discriminator":
+        adv, _ = obj(torch.zeros(2, 3, 32, 32))
+        assert adv.shape == (2,)
+    else:  # a new kind must get a branch here
+        raise AssertionError(f"untested kind {entry.kind}")
+
+
+def test_built_in_files_are_all_there():
+    assert set(artifacts.BUILT_IN) <= set(_shipped())
+
+
+@pytest.mark.parametrize("name, kind, command", [
+    ("emoji_64", "emoji_dataset", "python -m fewshot_lib.data.emoji build --size 64"),
+    ("emoji_features", "feature_net", "python scripts/train_feature_net.py"),
+    ("stylegan2_noto32", "stylegan2_generator", "python scripts/train_source_model.py --name stylegan2_noto32"),
+    ("stylegan2_notoflat32_d", "stylegan2_discriminator", "--name stylegan2_notoflat32 --export-only"),
+    ("mixdl_showcase_mixdl", "stylegan2_generator", "python scripts/train_mixdl_showcase.py --variant mixdl"),
+    ("lofgan_emoji32_seed2", "lofgan_generator", "python scripts/train_lofgan.py --fusion local --seed 2"),
+    ("globalfusion_emoji32_seed1_d", "lofgan_discriminator", "train_lofgan.py --fusion global --seed 1"),
+])
+def test_names_say_kind_and_rebuild_command(name, kind, command):
+    entry = artifacts.get(name)
+    assert entry.kind == kind and command in entry.rebuild and entry.kind in artifacts.LOADERS
+    assert entry.path.stem == name
+
+
+def test_lofgan_discriminator_shares_the_generators_manifest():
+    d = artifacts.get("lofgan_emoji32_seed0_d")
+    assert d.manifest_path.name == "lofgan_emoji32_seed0.manifest.json" and d.sha_key == "d_sha256"
+
+
+def test_bad_names_are_refused():
+    with pytest.raises(ValueError, match="artifact name"):
+        artifacts.get("checkpoints/stylegan2_noto32.pt")
+
+
+@pytest.fixture
+def tmp_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEWSHOT_DATA", str(tmp_path))
+    (tmp_path / "checkpoints").mkdir()
+    return tmp_path
+
+
+def test_missing_and_altered_files_name_the_rebuild_command(tmp_data):
+    src = artifacts.get("mixdl_showcase_mixdl")
+    with pytest.raises(artifacts.ArtifactMissing, match="train_mixdl_showcase.py --variant mixdl"):
+        src.load()
+    assert not src.available()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("FEWSHOT_DATA")
+        real, real_manifest = src.path, src.manifest_path
+    shutil.copy(real, src.path)
+    with pytest.raises(FileNotFoundError, match="manifest.json"):   # the file without its manifest
+        src.check()
+    shutil.copy(real_manifest, src.manifest_path)
+    assert src.available() and src.check() == src.path
+    raw = bytearray(src.path.read_bytes())
+    raw[-50] ^= 0xFF
+    src.path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="sha256.*train_mixdl_showcase.py --variant mixdl"):
+        artifacts.load("mixdl_showcase_mixdl")
+    assert "train_mixdl_showcase" in artifacts.check_all()["mixdl_showcase_mixdl"]
+
+
+def test_a_discriminator_from_another_step_warns(tmp_data, caplog):
+    from fewshot_lib.models.stylegan2 import Discriminator, Generator
+    from fewshot_lib.models.stylegan2_io import export_discriminator, export_generator
+
+    g_path, d_path = tmp_data / "checkpoints" / "tiny.pt", tmp_data / "checkpoints" / "tiny_d.pt"
+    export_generator(Generator(16, 16, 2, channel_base=128, channel_max=16), g_path, n_mean=8)
+    export_discriminator(Discriminator(16, channel_base=128, channel_max=16), d_path)
+    for path, steps in ((g_path, 10), (d_path, 20)):
+        artifacts.manifest_path(path).write_text(json.dumps({"sha256": file_sha256(path), "steps": steps}))
+    assert artifacts.names() == sorted({*artifacts.BUILT_IN, "tiny", "tiny_d"})
+    assert artifacts.load_source_model("tiny").size == 16
+    with caplog.at_level("WARNING", logger="fewshot_lib.artifacts"):
+        assert artifacts.load_source_discriminator("tiny").size == 16
+    assert "from step 20" in caplog.text and "step 10" in caplog.text
+
+
+def test_lofgan_exports_are_found_and_load(tmp_data):
+    # The export format of scripts/train_lofgan.py: G and D files with cfg and classes, one manifest holding
+    # both hashes.
+    from fewshot_lib.methods.lofgan import LoFGANConfig
+    from fewshot_lib.models.lofgan import LoFGANDiscriminator, LoFGANGenerator
+
+    cfg = LoFGANConfig(size=16, feature_size=4, nf=4, nf_d=4, max_nf_d=16, fusion="local")
+    torch.manual_seed(0)
+    g = LoFGANGenerator(cfg.size, cfg.feature_size, cfg.nf, cfg.fusion, cfg.rate)
+    d = LoFGANDiscriminator(3, cfg.size, cfg.feature_size, cfg.nf_d, cfg.max_nf_d)
+    info = {"steps": 7, "classes": ["a", "b", "c"],
+            "cfg": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}}
+    half = lambda m: {k: v.half() if v.is_floating_point() else v for k, v in m.state_dict().items()}  # noqa: E731
+    out = tmp_data / "checkpoints" / "lofgan_emoji32_seed3.pt"
+    save_atomic({**info, "g": half(g)}, out)
+    save_atomic({**info, "d": half(d)}, out.with_name(f"{out.stem}_d.pt"))
+    manifest = {"sha256": file_sha256(out), "d_sha256": file_sha256(out.with_name(f"{out.stem}_d.pt")), "steps": 7}
+    artifacts.manifest_path(out).write_text(json.dumps(manifest))
+
+    assert {"lofgan_emoji32_seed3", "lofgan_emoji32_seed3_d"} <= set(artifacts.names())
+    g2, d2 = artifacts.load("lofgan_emoji32_seed3"), artifacts.load("lofgan_emoji32_seed3_d")
+    assert isinstance(g2, LoFGANGenerator) and isinstance(d2, LoFGANDiscriminator) and not g2.training
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    d.eval()
+    torch.testing.assert_close(d2(x)[0], d(x)[0], atol=2e-2, rtol=1e-2)  # fp16 weights
+    manifest["d_sha256"] = "0" * 64
+    artifacts.manifest_path(out).write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="train_lofgan.py --fusion local --seed 3"):
+        artifacts.load("lofgan_emoji32_seed3_d")
+    artifacts.load("lofgan_emoji32_seed3")  # G's own hash is still right
+
+
+def test_old_loaders_go_through_the_registry():
+    from fewshot_lib.methods import baselines, mixdl
+    from fewshot_lib.metrics.features import emoji_checkpoint_path
+    from fewshot_lib.models import stylegan2 as sg
+
+    assert sg.load_source_model is artifacts.load_source_model
+    assert sg.source_model_paths() == (artifacts.get("stylegan2_noto32").path,
+                                       artifacts.get("stylegan2_noto32").manifest_path)
+    assert baselines.source_discriminator_paths()[0] == data_dir() / "checkpoints" / "stylegan2_noto32_d.pt"
+    assert emoji_checkpoint_path() == artifacts.get("emoji_features").path
+    g, meta = mixdl.load_showcase_generator("stylegan2")
+    assert meta == artifacts.manifest("mixdl_showcase_stylegan2") and g.size == 32
