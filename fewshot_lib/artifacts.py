@@ -170,9 +170,9 @@ _LOFGAN = re.compile(r"(lofgan|globalfusion)_emoji32_seed(\d+)")
 def describe(name: str) -> Artifact:
     """The registry entry for ``name``, from the naming rules of the files the project ships.
 
-    ``emoji_<size>`` datasets; ``emoji_features``; ``mixdl_showcase_<variant>``; LoFGAN exports
-    ``lofgan_emoji32_seed<N>`` / ``globalfusion_emoji32_seed<N>`` and their ``_d``; otherwise a StyleGAN2
-    export of ``scripts/train_source_model.py`` (``<name>``, and ``<name>_d`` for its discriminator).
+    ``emoji_<size>`` datasets; ``emoji_features`` (and ``emoji_features_seen``); ``mixdl_showcase_<variant>``;
+    LoFGAN exports ``lofgan_emoji32_seed<N>`` / ``globalfusion_emoji32_seed<N>`` and their ``_d``; otherwise a
+    StyleGAN2 export of ``scripts/train_source_model.py`` (``<name>``, and ``<name>_d`` for its discriminator).
     """
     if m := re.fullmatch(r"emoji_(\d+)", name):
         return Artifact(name, f"{name}.npz", "emoji_dataset", f"python -m fewshot_lib.data.emoji build --size "
@@ -180,6 +180,9 @@ def describe(name: str) -> Artifact:
     file, man = f"checkpoints/{name}.pt", f"checkpoints/{name}.manifest.json"
     if name == "emoji_features":
         return Artifact(name, file, "feature_net", "python scripts/train_feature_net.py", man)
+    if name == "emoji_features_seen":  # run D: never shown notebook 06's unseen classes (training losses only)
+        return Artifact(name, file, "feature_net", "python scripts/train_feature_net.py --holdout-unseen-classes",
+                        man)
     if m := re.fullmatch(r"mixdl_showcase_(\w+)", name):
         return Artifact(name, file, "stylegan2_generator",
                         f"python scripts/train_mixdl_showcase.py --variant {m.group(1)}", man)

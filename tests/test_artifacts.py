@@ -52,6 +52,7 @@ def test_built_in_files_are_all_there():
 @pytest.mark.parametrize("name, kind, command", [
     ("emoji_64", "emoji_dataset", "python -m fewshot_lib.data.emoji build --size 64"),
     ("emoji_features", "feature_net", "python scripts/train_feature_net.py"),
+    ("emoji_features_seen", "feature_net", "train_feature_net.py --holdout-unseen-classes"),
     ("stylegan2_noto32", "stylegan2_generator", "python scripts/train_source_model.py --name stylegan2_noto32"),
     ("stylegan2_notoflat32_d", "stylegan2_discriminator", "--name stylegan2_notoflat32 --export-only"),
     ("mixdl_showcase_mixdl", "stylegan2_generator", "python scripts/train_mixdl_showcase.py --variant mixdl"),
