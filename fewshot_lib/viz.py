@@ -53,6 +53,17 @@ def show_grid(images, nrow: int = 8, title: str | None = None, ax=None, scale: f
     return ax
 
 
+def _wrap_label(text: str, width: int = 11, lines: int = 2) -> str:
+    """A column label on at most ``lines`` short lines (whole words; "…" only if it still does not fit)."""
+    import textwrap
+
+    parts = textwrap.wrap(str(text), width) or [""]
+    if len(parts) > lines:
+        parts = parts[:lines]
+        parts[-1] = parts[-1][:width - 1] + "…"
+    return "\n".join(parts)
+
+
 def show_sheet(rows: Sequence, row_labels: Sequence[str], col_labels: Sequence[str] | None = None,
                title: str | None = None, scale: float = 0.7):
     """A labelled sheet: one row per entry of ``rows`` (each ``[M, 3, H, W]`` or uint8), same column count.
@@ -74,7 +85,7 @@ def show_sheet(rows: Sequence, row_labels: Sequence[str], col_labels: Sequence[s
             if j == 0:
                 ax.set_ylabel(row_labels[i], rotation=0, ha="right", va="center", fontsize=8)
             if i == 0 and col_labels is not None and j < len(col_labels):
-                ax.set_title(col_labels[j][:10], fontsize=6)
+                ax.set_title(_wrap_label(col_labels[j]), fontsize=6)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -124,5 +135,9 @@ def plot_bars(values: Mapping[str, float], errors: Mapping[str, float] | None = 
     ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title, fontsize=10)
-    ax.tick_params(axis="x", labelrotation=20, labelsize=8)
+    ax.tick_params(axis="x", labelsize=8)
+    for label in ax.get_xticklabels():  # long names slanted and anchored at their bar, so none overlap
+        label.set_rotation(35)
+        label.set_horizontalalignment("right")
+        label.set_rotation_mode("anchor")
     return ax
