@@ -134,6 +134,30 @@ def test_truncation_and_style_mixing():
         G(torch.randn(2, 3, 32), input_is_latent=True)
 
 
+def test_forward_is_mapping_then_latents_then_synthesis():
+    # forward keeps rosinality's signature and is exactly the composition of the three stages (same random
+    # draws in the same order: the style-mixing crossover, then the per-layer noise)
+    G, _ = tiny(16)
+    G.mean_latent(64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        for m in G.modules():
+            if isinstance(m, sg.NoiseInjection):
+                m.weight.fill_(0.3)
+    z, z2 = torch.randn(3, 32), torch.randn(3, 32)
+    for kwargs in ({}, {"truncation": 0.7}, {"inject_index": None}, {"input_is_latent": True}):
+        styles = [z, z2] if "inject_index" in kwargs else z
+        torch.manual_seed(7)
+        img, lat, feats = G(styles, return_latents=True, return_features=True, **kwargs)
+        torch.manual_seed(7)
+        latent = G.latents(styles, **kwargs)
+        img2, feats2 = G.synthesis(latent, return_features=True)
+        assert torch.equal(lat, latent) and torch.equal(img, img2) and len(feats) == len(feats2) == G.num_layers
+        assert all(torch.equal(a, b) for a, b in zip(feats, feats2))
+    assert torch.equal(G.latents(z), G.mapping(z)[:, None].expand(-1, G.n_latent, -1))
+    assert G.synthesis(G.latents(z), randomize_noise=False).shape == (3, 3, 16, 16)
+    assert G.truncate([z], 1.0) == [z]
+
+
 def test_noise_gives_stochastic_detail_only_when_strength_nonzero():
     G, _ = tiny(16)
     z = torch.randn(2, 32)

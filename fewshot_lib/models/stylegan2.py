@@ -496,45 +496,61 @@ class Generator(nn.Module):
             return torch.cat([a, b], 1)
         raise ValueError(f"Give one or two style tensors (style mixing), got {len(styles)}.")
 
-    def forward(self, styles: torch.Tensor | list[torch.Tensor], return_latents: bool = False,
-                inject_index: int | None = None, truncation: float = 1.0,
-                truncation_latent: torch.Tensor | None = None, input_is_latent: bool = False,
-                noise: list[torch.Tensor | None] | None = None, randomize_noise: bool = True,
-                return_features: bool = False):
-        """Generate images.
+    def truncate(self, styles: list[torch.Tensor], truncation: float,
+                 truncation_latent: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """The truncation trick ``w ← w_avg + ψ·(w - w_avg)`` on each w ``[B, D]`` or W+ ``[B, L, D]``.
+
+        ``truncation_latent`` ``[1, D]`` defaults to ``self.latent_avg``; ``ψ ≥ 1`` returns ``styles`` unchanged.
+        """
+        if truncation >= 1:
+            return styles
+        if truncation_latent is None:
+            truncation_latent = self.latent_avg
+        if truncation_latent is None:
+            raise ValueError("truncation < 1 needs truncation_latent=G.mean_latent(4096) (or a loaded latent_avg).")
+        tl = truncation_latent.to(styles[0].device)
+        tl = tl.view(1, 1, -1) if any(s.ndim == 3 for s in styles) else tl.view(1, -1)
+        return [tl + truncation * (s - tl) for s in styles]
+
+    def latents(self, styles: torch.Tensor | list[torch.Tensor], inject_index: int | None = None,
+                truncation: float = 1.0, truncation_latent: torch.Tensor | None = None,
+                input_is_latent: bool = False) -> torch.Tensor:
+        """Codes → the per-layer latents ``[B, L, D]`` the synthesis network consumes.
+
+        mapping (z → w, unless ``input_is_latent``) → truncation (:meth:`truncate`) → one w per layer: a single
+        w is repeated ``L`` times, a W+ ``[B, L, D]`` is used as it is, and two w's are **style-mixed**: layers
+        ``< inject_index`` take the first, the rest the second (``inject_index=None`` draws it uniformly in
+        ``[1, L)`` from torch's global generator).
 
         Args:
-            styles: z ``[B, D]`` (or a list of one or two, two = style mixing); with ``input_is_latent=True``
-                w ``[B, D]`` or W+ ``[B, L, D]``.
-            truncation, truncation_latent: ``w ← w_avg + ψ·(w - w_avg)`` when ``ψ < 1`` (``w_avg`` defaults
-                to ``self.latent_avg``).
-            noise: per-layer noise maps (``None`` entries are drawn fresh); ``randomize_noise=False`` uses the
-                fixed ``noises`` buffers.
-            return_features: also return the ``num_layers`` post-activation feature maps of the styled convs
-                (``[B, C_r, r, r]`` for r = 4, 8, 8, 16, 16, ...) — used by CDC and MixDL.
-
-        Returns:
-            ``(image [B, 3, size, size], latent [B, L, D] or None)`` and, with ``return_features``, a third
-            element: the feature list. Images are roughly in ``[-1, 1]`` and not clamped.
+            styles: z ``[B, D]`` (or a list of one or two); with ``input_is_latent=True`` w ``[B, D]`` or
+                W+ ``[B, L, D]`` (or a list of one or two w's).
         """
         if isinstance(styles, torch.Tensor):
             styles = [styles]
         if not input_is_latent:
-            styles = [self.style(s) for s in styles]
-        if truncation < 1:
-            if truncation_latent is None:
-                truncation_latent = self.latent_avg
-            if truncation_latent is None:
-                raise ValueError("truncation < 1 needs truncation_latent=G.mean_latent(4096) (or a loaded latent_avg).")
-            tl = truncation_latent.to(styles[0].device)
-            tl = tl.view(1, 1, -1) if any(s.ndim == 3 for s in styles) else tl.view(1, -1)
-            styles = [tl + truncation * (s - tl) for s in styles]
+            styles = [self.mapping(s) for s in styles]
+        styles = self.truncate(styles, truncation, truncation_latent)
+        return self._latent_from(styles, inject_index)
+
+    def synthesis(self, latent: torch.Tensor, noise: list[torch.Tensor | None] | None = None,
+                  randomize_noise: bool = True, return_features: bool = False):
+        """Per-layer latents ``[B, L, D]`` → image ``[B, 3, size, size]`` (roughly in ``[-1, 1]``, not clamped).
+
+        Args:
+            latent: ``[B, L, D]`` from :meth:`latents`.
+            noise: ``num_layers`` maps ``[B or 1, 1, r, r]`` (``None`` entries are drawn fresh);
+                ``randomize_noise=False`` uses the fixed ``noises`` buffers when ``noise`` is not given.
+            return_features: also return the ``num_layers`` post-activation feature maps of the styled
+                convs (``[B, C_r, r, r]`` for r = 4, 8, 8, 16, 16, ...).
+
+        Returns:
+            the image, or ``(image, features)`` with ``return_features``.
+        """
         if noise is None:
             noise = self.noises.as_list() if not randomize_noise else [None] * self.num_layers
         if len(noise) != self.num_layers:
             raise ValueError(f"noise has {len(noise)} maps; this generator needs {self.num_layers}.")
-
-        latent = self._latent_from(styles, inject_index)  # [B, L, D]
         feats: list[torch.Tensor] = []
         out = self.input(latent.shape[0])  # [B, C4, 4, 4]
         out = self.conv1(out, latent[:, 0], noise=noise[0])
@@ -548,7 +564,35 @@ class Generator(nn.Module):
             feats.append(out)
             skip = to_rgb(out, latent[:, i + 2], skip)  # [B, 3, 2r, 2r]
             i += 2
-        result = (skip, latent if return_latents else None)
+        return (skip, feats) if return_features else skip
+
+    def forward(self, styles: torch.Tensor | list[torch.Tensor], return_latents: bool = False,
+                inject_index: int | None = None, truncation: float = 1.0,
+                truncation_latent: torch.Tensor | None = None, input_is_latent: bool = False,
+                noise: list[torch.Tensor | None] | None = None, randomize_noise: bool = True,
+                return_features: bool = False):
+        """Generate images: :meth:`latents` (mapping → truncation → style mixing) then :meth:`synthesis`.
+
+        Args:
+            styles: z ``[B, D]`` (or a list of one or two, two = style mixing); with ``input_is_latent=True``
+                w ``[B, D]`` or W+ ``[B, L, D]``.
+            return_latents: also return the per-layer latents ``[B, L, D]`` (else ``None`` in their place).
+            inject_index: style-mixing crossover layer (two styles only; ``None`` = random).
+            truncation, truncation_latent: ``w ← w_avg + ψ·(w - w_avg)`` when ``ψ < 1`` (``w_avg`` ``[1, D]``
+                defaults to ``self.latent_avg``).
+            noise: per-layer noise maps (``None`` entries are drawn fresh); ``randomize_noise=False`` uses the
+                fixed ``noises`` buffers.
+            return_features: also return the ``num_layers`` post-activation feature maps of the styled convs
+                (``[B, C_r, r, r]`` for r = 4, 8, 8, 16, 16, ...) — used by CDC and MixDL.
+
+        Returns:
+            ``(image [B, 3, size, size], latent [B, L, D] or None)`` and, with ``return_features``, a third
+            element: the feature list. Images are roughly in ``[-1, 1]`` and not clamped. Same calling
+            convention (and module names) as rosinality's ``Generator``.
+        """
+        latent = self.latents(styles, inject_index, truncation, truncation_latent, input_is_latent)
+        image, feats = self.synthesis(latent, noise, randomize_noise, return_features=True)
+        result = (image, latent if return_latents else None)
         return (*result, feats) if return_features else result
 
 
