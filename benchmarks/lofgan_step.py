@@ -92,6 +92,8 @@ def main() -> None:
           f"anomaly detection {'on' if args.anomaly else 'off'}, load avg {load:.1f}")
     print(f"  mean {sec:.3f} s/iter over {len(times)} iters (min {min(times):.3f}, max {max(times):.3f})")
     print(f"  {args.batch / sec:.2f} generated img/s, {args.batch * args.k / sec:.2f} real img/s through D")
+    if device.type == "cuda":
+        print(f"  peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
 
 
 if __name__ == "__main__":

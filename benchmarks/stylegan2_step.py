@@ -83,17 +83,18 @@ def conv_peak(channels: int = 512, size: int = 32, batch: int = 8) -> float:
 def make_step(G: Generator, D: Discriminator, batch: int):
     g_opt = torch.optim.Adam(G.parameters(), lr=0.002, betas=(0.0, 0.99))
     d_opt = torch.optim.Adam(D.parameters(), lr=0.002, betas=(0.0, 0.99))
-    real = torch.randn(batch, 3, G.size, G.size)
+    dev = next(G.parameters()).device
+    real = torch.randn(batch, 3, G.size, G.size, device=dev)
 
     def step() -> None:
-        z = torch.randn(batch, G.style_dim)
+        z = torch.randn(batch, G.style_dim, device=dev)
         with torch.no_grad():
             fake, _ = G(z)
         d_loss = d_logistic_loss(D(real), D(fake))
         d_opt.zero_grad(set_to_none=True)
         d_loss.backward()
         d_opt.step()
-        fake, _ = G(torch.randn(batch, G.style_dim))
+        fake, _ = G(torch.randn(batch, G.style_dim, device=dev))
         g_loss = g_nonsaturating_loss(D(fake))
         g_opt.zero_grad(set_to_none=True)
         g_loss.backward()
@@ -118,20 +119,32 @@ def count_flops(model: dict, batch: int) -> int:
     return counter.get_total_flops()
 
 
-def bench(name: str, model: dict, batch: int, fused: bool, reps: int, flops: int) -> dict:
+def bench(name: str, model: dict, batch: int, fused: bool, reps: int, flops: int,
+          device: torch.device = torch.device("cpu")) -> dict:
     torch.manual_seed(0)
-    G = Generator(**model, fused=fused)
+    G = Generator(**model, fused=fused).to(device)
     D = Discriminator(model["size"], channel_base=model.get("channel_base"),
-                      channel_max=model.get("channel_max", 512))
+                      channel_max=model.get("channel_max", 512)).to(device)
     step = make_step(G, D, batch)
+    cuda = device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     step()  # warm-up
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     times = []
     for _ in range(reps):
+        sync()
         t = time.perf_counter()
         step()
+        sync()
         times.append(time.perf_counter() - t)
     dt = min(times)
     gflops = flops / dt / 1e9
+    if cuda:  # the CPU yardsticks mean nothing here; report the memory a user has to have instead
+        print(f"{name:9s} {'grouped' if fused else 'scaled':7s} batch {batch:3d}  {dt:7.4f} s/it  "
+              f"{batch / dt:8.1f} img/s  {gflops:8.1f} GFLOP/s  peak memory "
+              f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB", flush=True)
+        return dict(config=name, s_per_it=dt, img_per_s=batch / dt, gflop_per_s=gflops)
     mm_peak, cv_peak = matmul_peak(), conv_peak()   # measured right after the step: same load
     row = dict(config=name, impl="grouped" if fused else "scaled", batch=batch, G_params=count_parameters(G),
                D_params=count_parameters(D), s_per_it=dt, img_per_s=batch / dt, gflop_per_it=flops / 1e9,
@@ -149,7 +162,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--skip-official", action="store_true", help="only the lab config (fast)")
+    p.add_argument("--device", default="cpu", help="cpu (default, with the CPU peak yardsticks) or cuda")
     args = p.parse_args()
+    device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"torch {torch.__version__}, {args.threads} thread(s), load average {load:.1f}; peaks (GFLOP/s) are "
@@ -160,7 +175,7 @@ def main() -> None:
     for name, model, batch in configs:
         flops = count_flops(model, batch)
         for fused in (True, False):
-            bench(name, model, batch, fused, args.reps, flops)
+            bench(name, model, batch, fused, args.reps, flops, device)
 
 
 if __name__ == "__main__":
