@@ -3,9 +3,10 @@
     fewshot run [--profile P] [--only PATTERN] [-p NAME VALUE]... [--sweep NAME=v1,v2] [--out DIR]
     fewshot info
 
-``fewshot run`` executes the notebooks in order with papermill into ``runs/<timestamp>/`` and writes
+``fewshot run`` executes the notebooks in order with papermill into a new ``runs/<timestamp>-<n>/`` and writes
 ``results.json`` plus a Markdown/HTML report (see :mod:`fewshot_lib.runner`). The exit status is 1 when any
-notebook failed.
+notebook failed, 2 for a usage error (unknown profile, undeclared or ill-typed parameter, occupied --out),
+reported in one line.
 """
 from __future__ import annotations
 
@@ -15,7 +16,12 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .config import environment_summary, repo_root, resolve_profile
+from .config import ProfileError, environment_summary, repo_root, resolve_profile
+
+
+def _usage_error(err: Exception) -> int:
+    print(f"fewshot: error: {err}", file=sys.stderr)
+    return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -31,26 +37,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--notebooks", type=Path, default=repo_root() / "notebooks", help="notebook folder")
     run.add_argument("--out", type=Path, default=None, help="run folder (default runs/<timestamp>)")
     run.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds")
+    run.add_argument("--notebook-timeout", type=float, default=None, metavar="SECONDS",
+                     help="wall-clock limit per notebook (default by profile: smoke 1200, lab 7200, full 172800; "
+                          "0 = none); a notebook over it is stopped and reported, the others run")
     sub.add_parser("info", help="print the environment, device and resolved profile")
     args = parser.parse_args(argv)
 
+    try:
+        profile = resolve_profile(args.profile if args.command == "run" else "auto")
+    except ProfileError as err:  # one line, no traceback: a typo is not a crash
+        return _usage_error(err)
     if args.command == "info":
-        print(json.dumps({**environment_summary(), "profile": resolve_profile("auto")}, indent=2))
+        print(json.dumps({**environment_summary(), "profile": profile}, indent=2))
         return 0
 
-    from .runner import default_run_root, find_notebooks, parse_sweep, parse_value, run_notebooks
+    from .runner import ParameterError, find_notebooks, parse_sweep, run_notebooks
 
     notebooks = find_notebooks(args.notebooks, args.only)
     if not notebooks:
         print(f"No notebooks match {args.only!r} in {args.notebooks}", file=sys.stderr)
         return 2
     try:
-        sweep = parse_sweep(args.sweep)
+        sweep = parse_sweep(args.sweep, typed=False)
     except ValueError as err:
         parser.error(str(err))
-    params = {name: parse_value(value) for name, value in args.parameter}
-    out = args.out or default_run_root()
-    runs, results = run_notebooks(notebooks, out, resolve_profile(args.profile), params, sweep, args.timeout)
+    # Values stay strings here: the runner types them by each notebook's declaration ("123" for a str stays "123").
+    params = dict(args.parameter)
+    try:
+        runs, results = run_notebooks(notebooks, args.out, profile, params, sweep, args.timeout,
+                                      notebook_timeout=args.notebook_timeout)
+    except (ParameterError, FileExistsError) as err:
+        return _usage_error(err)
     failed = [r for r in runs if r.status != "ok"]
     try:
         shown = results.parent.relative_to(Path.cwd())

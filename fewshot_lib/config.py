@@ -46,14 +46,27 @@ def data_dir() -> Path:
     return Path(os.environ.get("FEWSHOT_DATA", repo_root() / "data"))
 
 
+class ProfileError(ValueError):
+    """An unknown profile name (the message is one line: what was given, where from, what is accepted)."""
+
+
 def resolve_profile(profile: str = "auto") -> str:
-    """Turn ``"auto"`` (or an explicit name) into one of ``smoke``, ``lab``, ``full``."""
+    """Turn ``"auto"`` (or an explicit name) into one of ``smoke``, ``lab``, ``full``.
+
+    Raises :class:`ProfileError` for any other name, saying whether it came from ``FEWSHOT_PROFILE``.
+    """
+    source = ""
     if profile in (None, "", "auto"):
+        source = f" (from ${PROFILE_ENV})" if os.environ.get(PROFILE_ENV, "") else ""
         profile = os.environ.get(PROFILE_ENV, "") or ("full" if torch.cuda.is_available() else "lab")
-    profile = str(profile).strip().lower()
-    if profile not in PROFILES:
-        raise ValueError(f"Unknown profile {profile!r}; choose one of {PROFILES} or 'auto'.")
-    return profile
+    name = str(profile).strip().lower()
+    if name not in PROFILES:
+        import difflib
+
+        close = difflib.get_close_matches(name, PROFILES, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ProfileError(f"Unknown profile {profile!r}{source}; choose one of {', '.join(PROFILES)} or auto.{hint}")
+    return name
 
 
 def by_profile(profile: str, *, smoke: T, lab: T, full: T) -> T:
@@ -95,13 +108,33 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def unique_dir(parent: str | os.PathLike, stem: str) -> Path:
+    """Create and return a new folder ``parent/<stem>-<n>`` (n = 1, 2, …) that no one else has.
+
+    ``mkdir(exist_ok=False)`` is atomic, so two processes started in the same second get different folders
+    instead of writing into one.
+    """
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 10_000):
+        path = parent / f"{stem}-{n}"
+        try:
+            path.mkdir(exist_ok=False)
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{parent} already holds 9999 folders named {stem}-<n>; clean it up.")
+
+
 def make_run_dir(run_dir: str | os.PathLike | None = None, name: str = "run") -> Path:
     """Create (if needed) and return the folder where a notebook writes ``metrics.json`` and figures.
 
-    ``None`` or ``""`` gives ``runs/<timestamp>-<name>`` under the repository root.
+    ``None`` or ``""`` gives a new ``runs/<timestamp>-<name>-<n>`` under the repository root (never one that
+    another run already uses).
     """
     if not run_dir:
-        run_dir = repo_root() / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"
+        return unique_dir(Path(os.environ.get("FEWSHOT_RUNS") or repo_root() / "runs"),
+                          f"{time.strftime('%Y%m%d-%H%M%S')}-{name}")
     path = Path(run_dir)
     path.mkdir(parents=True, exist_ok=True)
     return path

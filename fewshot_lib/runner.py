@@ -1,8 +1,9 @@
 """Batch runs: execute the notebooks with papermill, collect their ``metrics.json``, write a report.
 
-One run lives in ``runs/<timestamp>/``::
+One run lives in its own new folder ``runs/<timestamp>-<n>/`` (created with ``exist_ok=False``, so two runs
+started in the same second never share one; ``FEWSHOT_RUNS`` moves ``runs/``)::
 
-    runs/20261123-201500/
+    runs/20261123-201500-1/
         00_data_and_setup/            one folder per notebook (and per sweep point)
             00_data_and_setup.ipynb   the executed notebook, outputs included
             metrics.json              written by the notebook itself (``fewshot_lib.results``)
@@ -11,25 +12,59 @@ One run lives in ``runs/<timestamp>/``::
         report.md, report.html        the claims table, one table of notebooks, key figures
 
 A notebook that fails is reported with its failing cell and error; the others still run, and the exit status
-of ``fewshot run`` is non-zero. Parameters the notebook does not declare in its ``parameters`` cell are not
-injected into it (papermill would only warn), so ``-p seed 1`` applies to every notebook that has a ``seed``.
+of ``fewshot run`` is non-zero.
+
+Parameters (``-p NAME VALUE``, ``--sweep``) are checked before anything runs:
+
+* a name that no selected notebook declares in its ``parameters`` cell is refused (the error lists the declared
+  names and suggests the closest); a declared one is injected only into the notebooks that declare it, so
+  ``-p seed 1`` applies to every notebook that has a ``seed``;
+* values are converted to the type of the notebook's literal (or annotation): ``-p k_shots abc`` is refused
+  for an ``int``; ``-p target_style 123`` stays the string ``"123"``;
+* parameters whose names end in ``_dir`` or ``_path`` are resolved against the caller's working directory
+  (papermill runs a notebook in the notebook's folder);
+* ``run_dir`` is the runner's: each notebook gets its own folder.
+
+What was injected is recorded per notebook in ``results.json`` (``parameters``; ``not_declared`` lists the
+requested names a notebook does not have), with a ``schema_version``.
+
+**Timeouts.** Each notebook has a wall-clock limit, :data:`NOTEBOOK_TIMEOUT_S` per profile (smoke 20 min,
+lab 2 h, full 48 h; ``--notebook-timeout SECONDS`` overrides it, 0 disables it). A notebook that exceeds it is
+stopped (its kernel shut down), reported as ``NotebookTimeout``, and the next notebook runs.
+
+Kernels talk to the runner over local IPC sockets, not TCP: nothing listens on a port, and ipykernel has no
+reason to warn "Kernel is running over TCP without encryption".
 """
 from __future__ import annotations
 
+import ast
+import difflib
 import html
 import itertools
 import json
 import logging
+import math
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .config import repo_root, resolve_profile
+from .config import repo_root, resolve_profile, unique_dir
 from .results import read_metrics
 
 log = logging.getLogger(__name__)
+
+RESULTS_SCHEMA_VERSION = 2   # 2: requested parameters, not_declared, timeouts, schema_version itself
+NOTEBOOK_TIMEOUT_S = {"smoke": 20 * 60, "lab": 2 * 3600, "full": 48 * 3600}
+PATH_SUFFIXES = ("_dir", "_path")
+RUNNER_OWNED = ("run_dir",)
+
+
+class ParameterError(ValueError):
+    """A ``-p`` / ``--sweep`` parameter that no selected notebook declares, or a value of the wrong type."""
 
 
 @dataclass
@@ -43,6 +78,8 @@ class NotebookRun:
     seconds: float = 0.0
     output: str = ""                 # executed notebook, relative to the run folder
     error: dict[str, Any] | None = None
+    not_declared: list[str] = field(default_factory=list)   # requested names this notebook does not have
+    timeout_s: float | None = None                          # its wall-clock limit
     metrics: dict[str, Any] = field(default_factory=dict)
     claims: list[dict] = field(default_factory=list)
     figures: list[str] = field(default_factory=list)
@@ -63,14 +100,17 @@ def parse_value(text: str) -> Any:
     return text
 
 
-def parse_sweep(specs: Iterable[str]) -> list[dict[str, Any]]:
-    """``["lr=0.1,0.2", "seed=0,1"]`` → the cartesian product as a list of parameter dicts."""
+def parse_sweep(specs: Iterable[str], typed: bool = True) -> list[dict[str, Any]]:
+    """``["lr=0.1,0.2", "seed=0,1"]`` → the cartesian product as a list of parameter dicts.
+
+    ``typed=False`` keeps the values as strings (the runner types them by each notebook's declaration).
+    """
     axes = []
     for spec in specs:
         if "=" not in spec:
             raise ValueError(f"--sweep expects NAME=v1,v2,…; got {spec!r}")
         name, values = spec.split("=", 1)
-        parsed = [parse_value(v) for v in values.split(",") if v != ""]
+        parsed = [parse_value(v) if typed else v for v in values.split(",") if v != ""]
         if not name or not parsed:
             raise ValueError(f"--sweep expects NAME=v1,v2,…; got {spec!r}")
         axes.append([(name.strip(), v) for v in parsed])
@@ -89,45 +129,185 @@ def find_notebooks(folder: Path, only: str | None = None) -> list[Path]:
     return notebooks
 
 
-def declared_parameters(notebook: Path) -> set[str]:
-    """Names assigned in the notebook's ``parameters`` cell."""
+def parameter_specs(notebook: Path) -> dict[str, dict[str, Any]]:
+    """``{name: {"inferred_type_name", "default", "help"}}`` of the notebook's ``parameters`` cell (papermill)."""
     import papermill as pm
 
-    return set(pm.inspect_notebook(str(notebook)))
+    return pm.inspect_notebook(str(notebook))
+
+
+def declared_parameters(notebook: Path) -> set[str]:
+    """Names assigned in the notebook's ``parameters`` cell."""
+    return set(parameter_specs(notebook))
+
+
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+def declared_type(spec: dict[str, Any]) -> type | None:
+    """The type a parameter takes: its annotation, else the type of its literal default (``None`` = any)."""
+    kind = _TYPES.get(str(spec.get("inferred_type_name", "")))
+    if kind is not None:
+        return kind
+    try:
+        default = ast.literal_eval(str(spec.get("default", "")))
+    except (ValueError, SyntaxError):
+        return None
+    return type(default) if type(default) in _TYPES.values() else None
+
+
+def coerce_value(name: str, value: Any, kind: type | None, where: str) -> Any:
+    """``value`` (a command-line string or a Python value) as a ``kind``; :class:`ParameterError` if it is not one."""
+    def bad() -> ParameterError:
+        return ParameterError(f"Parameter {name}={value!r}: {where} declares {name} as {kind.__name__}, and "
+                              f"{value!r} is not one.")
+    if kind is None:
+        return parse_value(value) if isinstance(value, str) else value
+    if kind is str:
+        return value if isinstance(value, str) else str(value)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("true", "1", "yes"):
+            return True
+        if text in ("false", "0", "no"):
+            return False
+        raise bad()
+    if isinstance(value, bool):
+        raise bad()
+    if kind is int:
+        if isinstance(value, int):
+            return value
+        try:
+            return int(str(value).strip())
+        except ValueError:
+            raise bad() from None
+    try:  # float
+        result = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        raise bad() from None
+    if not math.isfinite(result):
+        raise bad()
+    return result
+
+
+def resolve_path_value(name: str, value: Any, base: Path) -> Any:
+    """A non-empty relative ``*_dir`` / ``*_path`` value made absolute against ``base`` (the caller's folder)."""
+    if not name.endswith(PATH_SUFFIXES) or name in RUNNER_OWNED or not isinstance(value, str) or not value.strip():
+        return value
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else (base / path).resolve())
+
+
+def check_parameters(specs: dict[Path, dict[str, dict[str, Any]]], requested: Iterable[str]) -> None:
+    """Refuse names that no selected notebook declares (and runner-owned ones), with the closest suggestion."""
+    declared = sorted({name for s in specs.values() for name in s})
+    for name in requested:
+        if name in RUNNER_OWNED:
+            raise ParameterError(f"Parameter {name!r} is set by the runner (one folder per notebook); use --out "
+                                 "to choose where the run goes.")
+        if name not in declared:
+            close = difflib.get_close_matches(name, declared, n=1, cutoff=0.6)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ParameterError(f"No selected notebook declares a parameter {name!r}.{hint} "
+                                 f"Declared: {', '.join(declared)}.")
+
+
+def prepare_parameters(notebook: Path, specs: dict[str, dict[str, Any]], requested: dict[str, Any],
+                       base: Path | None = None) -> tuple[dict[str, Any], list[str]]:
+    """``(what to inject, requested names not declared)`` for one notebook: typed, paths made absolute."""
+    base = Path.cwd() if base is None else base
+    injected = {}
+    for name, value in requested.items():
+        if name in specs:
+            value = coerce_value(name, value, declared_type(specs[name]), notebook.name)
+            injected[name] = resolve_path_value(name, value, base)
+    return injected, sorted(set(requested) - set(specs))
+
+
+def _ipc_kernel_manager(folder: str) -> type:
+    """A kernel manager class whose kernels listen on IPC sockets in ``folder`` (no TCP port, no warning)."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs: Any):
+            kwargs.setdefault("transport", "ipc")
+            kwargs.setdefault("ip", os.path.join(folder, "kernel"))
+            super().__init__(**kwargs)
+
+    return IPCKernelManager
 
 
 def _sweep_suffix(point: dict[str, Any]) -> str:
     return "".join(f"__{k}={v}" for k, v in point.items()).replace("/", "_")
 
 
-def execute_one(notebook: Path, out_dir: Path, parameters: dict[str, Any], timeout: int | None = None
+def execute_one(notebook: Path, out_dir: Path, parameters: dict[str, Any], timeout: int | None = None,
+                notebook_timeout: float | None = None, transport: str = "ipc", base: Path | None = None
                 ) -> NotebookRun:
-    """Execute one notebook into ``out_dir`` and read back what it wrote."""
+    """Execute one notebook into ``out_dir`` and read back what it wrote.
+
+    ``parameters``: requested values (strings from the command line, or Python values); only those the notebook
+    declares are injected, typed and with ``*_dir``/``*_path`` resolved against ``base`` (default: the current
+    folder). ``timeout``: per cell; ``notebook_timeout``: wall clock for the whole notebook (``None`` = none).
+    ``transport``: ``"ipc"`` (default) or ``"tcp"`` (jupyter's default, which makes ipykernel warn).
+    """
     import papermill as pm
 
     out_dir.mkdir(parents=True, exist_ok=True)
     output = out_dir / notebook.name
-    declared = declared_parameters(notebook)
-    skipped = sorted(set(parameters) - declared)
-    params = {k: v for k, v in parameters.items() if k in declared}
-    if "run_dir" in declared:
+    specs = parameter_specs(notebook)
+    params, skipped = prepare_parameters(notebook, specs, parameters, base)
+    if "run_dir" in specs:
         params["run_dir"] = str(out_dir.resolve())
     if skipped:
         log.info("%s does not declare %s; not injected", notebook.name, skipped)
-    run = NotebookRun(notebook=notebook.name, name=out_dir.name, parameters=params, output=notebook.name)
-    start = time.time()
+    run = NotebookRun(notebook=notebook.name, name=out_dir.name, parameters=params, output=notebook.name,
+                      not_declared=skipped, timeout_s=notebook_timeout)
+    start = time.monotonic()
+    clock: dict[str, float] = {}  # the budget starts with the first cell: kernel start-up has its own timeout
+
+    def cell_timeout(cell: Any) -> int | None:
+        """What is left of the notebook's budget (at least 1 s: nbclient reads 0 as "no limit")."""
+        if notebook_timeout and "deadline" not in clock:
+            clock["deadline"] = time.monotonic() + notebook_timeout
+        left = math.ceil(clock["deadline"] - time.monotonic()) if "deadline" in clock else None
+        limits = [t for t in (timeout, left) if t is not None]
+        return max(1, min(limits)) if limits else None
+
+    # interrupt_on_timeout: the cell gets a KeyboardInterrupt and the kernel shuts down cleanly (killing a busy
+    # kernel outright makes it print zmq tracebacks); the budget check below tells a timeout from a real ^C.
+    def over_budget() -> bool:
+        return "deadline" in clock and time.monotonic() >= clock["deadline"] - 1
+
+    def timeout_message() -> str:
+        return (f"stopped after {time.monotonic() - start:.0f} s: the per-notebook limit is {notebook_timeout:.0f} s "
+                "(--notebook-timeout to change it)")
+
+    engine: dict[str, Any] = {"timeout_func": cell_timeout, "interrupt_on_timeout": True}
+    ipc_folder = tempfile.mkdtemp(prefix="fewshot-kernel-") if transport == "ipc" else None
+    if ipc_folder:
+        engine["kernel_manager_class"] = _ipc_kernel_manager(ipc_folder)
     try:
         pm.execute_notebook(str(notebook), str(output), parameters=params, kernel_name="python3",
-                            cwd=str(notebook.parent), progress_bar=False, execution_timeout=timeout)
+                            cwd=str(notebook.parent), progress_bar=False, **engine)
         run.status = "ok"
     except pm.PapermillExecutionError as err:
         run.status = "failed"
         run.error = {"cell": err.cell_index, "execution_count": err.exec_count, "ename": err.ename,
                      "evalue": err.evalue, "source": err.source[:500]}
+        if err.ename == "KeyboardInterrupt" and over_budget():
+            run.error.update(ename="NotebookTimeout", evalue=timeout_message())
     except Exception as err:  # kernel died, notebook unreadable, timeout …
         run.status = "failed"
         run.error = {"cell": None, "ename": type(err).__name__, "evalue": str(err)[:500], "source": ""}
-    run.seconds = round(time.time() - start, 1)
+        if isinstance(err, TimeoutError) and over_budget():
+            run.error.update(ename="NotebookTimeout", evalue=timeout_message())
+    finally:
+        if ipc_folder:
+            shutil.rmtree(ipc_folder, ignore_errors=True)
+    run.seconds = round(time.monotonic() - start, 1)
     metrics_file = out_dir / "metrics.json"
     if metrics_file.is_file():
         try:
@@ -136,7 +316,7 @@ def execute_one(notebook: Path, out_dir: Path, parameters: dict[str, Any], timeo
         except ValueError as err:
             run.status = "failed"
             run.error = run.error or {"cell": None, "ename": "BadMetrics", "evalue": str(err), "source": ""}
-    elif run.status == "ok" and "run_dir" in declared:
+    elif run.status == "ok" and "run_dir" in specs:
         run.status = "failed"
         run.error = {"cell": None, "ename": "MissingMetrics",
                      "evalue": "the notebook finished but wrote no metrics.json to run_dir", "source": ""}
@@ -144,15 +324,37 @@ def execute_one(notebook: Path, out_dir: Path, parameters: dict[str, Any], timeo
     return run
 
 
-def run_notebooks(notebooks: Sequence[Path], out_root: Path, profile: str = "lab",
+def validate_parameters(notebooks: Sequence[Path], parameters: dict[str, Any] | None = None,
+                        sweep: Sequence[dict[str, Any]] = ({},), base: Path | None = None) -> None:
+    """Check names and types of every requested parameter against the selected notebooks, before any runs.
+
+    Raises :class:`ParameterError` (one line) for an undeclared name or a value a notebook cannot take.
+    """
+    specs = {nb: parameter_specs(nb) for nb in notebooks}
+    requested = {**(parameters or {})}
+    check_parameters(specs, list(requested) + [k for point in sweep for k in point])
+    for point in sweep:
+        for nb, spec in specs.items():
+            prepare_parameters(nb, spec, {**requested, **point}, base)
+
+
+def run_notebooks(notebooks: Sequence[Path], out_root: Path | None = None, profile: str = "lab",
                   parameters: dict[str, Any] | None = None, sweep: Sequence[dict[str, Any]] = ({},),
-                  timeout: int | None = None, echo=print) -> tuple[list[NotebookRun], Path]:
+                  timeout: int | None = None, echo=print, notebook_timeout: float | None = None
+                  ) -> tuple[list[NotebookRun], Path]:
     """Execute every notebook for every sweep point; write ``results.json`` and the report.
 
-    Returns the runs and the path of ``results.json``.
+    ``out_root``: the run folder (``None``: a new unique ``runs/<stamp>-<n>``); one that already holds a
+    ``results.json`` is refused rather than overwritten. ``notebook_timeout``: seconds per notebook
+    (``None``: :data:`NOTEBOOK_TIMEOUT_S` of the profile; ``0``: no limit). Parameters are validated first
+    (:func:`validate_parameters`). Returns the runs and the path of ``results.json``.
     """
     profile = resolve_profile(profile)
-    out_root.mkdir(parents=True, exist_ok=True)
+    base = Path.cwd()
+    validate_parameters(notebooks, parameters, sweep, base)
+    if notebook_timeout is None:
+        notebook_timeout = NOTEBOOK_TIMEOUT_S[profile]
+    out_root = prepare_run_root(out_root)
     os.environ["FEWSHOT_PROFILE"] = profile          # inherited by the kernels
     os.environ.setdefault("FEWSHOT_PROGRESS", "plain")
     jobs = [(nb, point) for nb in notebooks for point in sweep]
@@ -161,23 +363,30 @@ def run_notebooks(notebooks: Sequence[Path], out_root: Path, profile: str = "lab
         name = nb.stem + _sweep_suffix(point)
         echo(f"[{i}/{len(jobs)}] {name} (profile={profile}) …", flush=True)
         params = {"profile": profile, **(parameters or {}), **point}
-        run = execute_one(nb, out_root / name, params, timeout)
+        run = execute_one(nb, out_root / name, params, timeout, notebook_timeout or None, base=base)
         runs.append(run)
         status = "ok" if run.status == "ok" else f"FAILED in cell {run.error.get('cell')}: " \
                                                   f"{run.error.get('ename')}: {run.error.get('evalue')}"
         echo(f"[{i}/{len(jobs)}] {name}: {status} ({run.seconds:.0f} s)", flush=True)
-    results = collect_results(runs, profile)
+    results = collect_results(runs, profile, requested=parameters, sweep=sweep,
+                              notebook_timeout=notebook_timeout or None)
     results_path = out_root / "results.json"
     results_path.write_text(json.dumps(results, indent=2) + "\n")
     write_report(results, out_root)
     return runs, results_path
 
 
-def collect_results(runs: Sequence[NotebookRun], profile: str) -> dict[str, Any]:
+def collect_results(runs: Sequence[NotebookRun], profile: str, requested: dict[str, Any] | None = None,
+                    sweep: Sequence[dict[str, Any]] = ({},), notebook_timeout: float | None = None
+                    ) -> dict[str, Any]:
     """Gather every notebook's outcome and every claim into one JSON-able dict."""
     claims = [{"notebook": r.name, **c} for r in runs for c in r.claims]
     return {
+        "schema_version": RESULTS_SCHEMA_VERSION,
         "profile": profile,
+        "requested_parameters": dict(requested or {}),
+        "sweep": [dict(p) for p in sweep if p],
+        "notebook_timeout_s": notebook_timeout,
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         "ok": sum(r.status == "ok" for r in runs),
         "failed": sum(r.status != "ok" for r in runs),
@@ -281,5 +490,23 @@ def _markdown_tables_to_html(lines: list[str]) -> str:
     return "\n".join(out) + "\n"
 
 
+def runs_folder() -> Path:
+    """Where run folders go: ``FEWSHOT_RUNS`` if set, else ``runs/`` in the repository."""
+    return Path(os.environ.get("FEWSHOT_RUNS") or repo_root() / "runs")
+
+
 def default_run_root() -> Path:
-    return repo_root() / "runs" / time.strftime("%Y%m%d-%H%M%S")
+    """A new, empty run folder ``runs/<stamp>-<n>``, created atomically (never shared by two runs)."""
+    return unique_dir(runs_folder(), time.strftime("%Y%m%d-%H%M%S"))
+
+
+def prepare_run_root(out_root: Path | None) -> Path:
+    """``out_root`` created (or a new unique folder when ``None``); refuses one holding a previous run."""
+    if out_root is None:
+        return default_run_root()
+    out_root = Path(out_root)
+    if (out_root / "results.json").exists():
+        raise FileExistsError(f"{out_root} already holds a run (results.json); choose another --out or leave it "
+                              "out for a new runs/<stamp>-<n> folder.")
+    out_root.mkdir(parents=True, exist_ok=True)
+    return out_root

@@ -49,14 +49,15 @@ def test_parsing_helpers(notebooks):
 def test_run_injects_parameters_sweeps_collects_and_reports_failures(notebooks, tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["run", "--profile", "smoke", "--notebooks", str(notebooks), "--out", str(out),
-                 "-p", "label", "hello", "-p", "unknown_everywhere", "1", "--sweep", "alpha=2,5"])
+                 "-p", "label", "hello", "--sweep", "alpha=2,5"])
     assert code == 1                                   # one notebook failed → non-zero exit
     results = json.loads((out / "results.json").read_text())
     runs = {r["name"]: r for r in results["notebooks"]}
     assert set(runs) == {"01_good__alpha=2", "01_good__alpha=5", "02_bad__alpha=2", "02_bad__alpha=5"}
     good = runs["01_good__alpha=5"]
     assert good["status"] == "ok" and good["metrics"] == {"alpha": 5, "label": "hello"}
-    assert good["parameters"]["profile"] == "smoke" and "unknown_everywhere" not in good["parameters"]
+    assert good["parameters"]["profile"] == "smoke"
+    assert results["schema_version"] == 2 and results["requested_parameters"] == {"label": "hello"}
     bad = runs["02_bad__alpha=2"]
     assert bad["status"] == "failed" and bad["error"]["ename"] == "RuntimeError"
     assert bad["error"]["cell"] is not None and "deliberate failure" in bad["error"]["evalue"]
