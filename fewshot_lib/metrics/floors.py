@@ -19,7 +19,7 @@ from .fid import fid
 from .recognisability import recognisability
 from .result import resolve_extractor
 
-__all__ = ["shrink_and_enlarge", "image_floors"]
+__all__ = ["shrink_and_enlarge", "image_floors", "side_evidence"]
 
 
 def shrink_and_enlarge(images: torch.Tensor, size: int = 8) -> torch.Tensor:
@@ -41,3 +41,10 @@ def image_floors(reference: torch.Tensor, extractor="emoji", device=None, seed: 
     return {"fid": float(fid(f_ref, ext.features(noise, show_progress=False), ext)),
             "recognisability": recognisability(f_ref, shrink_and_enlarge(reference), extractor=ext).value,
             "extractor": ext.name, "n_reference": len(reference)}
+
+
+def side_evidence(per_seed: list[dict]) -> dict[str, float]:
+    """The floor metrics of one side of a claim — means over its seeds of ``fid`` and ``recognisability`` (those
+    present in every seed's dict) — for :func:`fewshot_lib.results.make_claim`'s ``method_side``/``baseline_side``."""
+    keys = [k for k in ("fid", "recognisability") if per_seed and all(k in r for r in per_seed)]
+    return {k: float(sum(float(r[k]) for r in per_seed) / len(per_seed)) for k in keys}
