@@ -399,3 +399,21 @@ def test_checkpoint_errors_are_not_cut_short(tmp_path, monkeypatch):
 def test_save_atomic_round_trip_still_works(tmp_path):
     save_atomic({"w": torch.ones(2)}, tmp_path / "x.pt")
     assert torch.equal(load_checkpoint(tmp_path / "x.pt")["w"], torch.ones(2))
+
+
+def test_ansi_codes_in_torch_errors_are_stripped(tmp_path, monkeypatch):
+    _tiny_generator_file(tmp_path / "model.pt")
+
+    def coloured_failure(*args, **kwargs):  # what a colouring torch build or wrapper may raise
+        raise RuntimeError("\x1b[1m\x1b[31mPytorchStreamReader failed reading zip archive: failed finding "
+                           "central directory\x1b[0m")
+
+    monkeypatch.setattr(torch, "load", coloured_failure)
+    with pytest.raises(CheckpointLoadError) as err:
+        load_checkpoint(tmp_path / "model.pt")
+    assert "\x1b" not in str(err.value) and "truncated or corrupt" in str(err.value)
+    monkeypatch.setattr(torch, "load", lambda *a, **k: (_ for _ in ()).throw(
+        RuntimeError("\x1b[33msomething new\x1b[0m went wrong")))
+    with pytest.raises(CheckpointLoadError) as err:
+        load_checkpoint(tmp_path / "model.pt")
+    assert "something new went wrong" in str(err.value)
