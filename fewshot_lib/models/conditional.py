@@ -55,7 +55,7 @@ class ClassEmbedding(nn.Module):
     The weight is stored as ``[dim, n_classes]`` drawn from N(0, 1) and multiplied by a fixed gain at run time
     (``1/√n_classes`` at construction, as a linear layer on one-hot inputs would). The gain stays fixed when
     classes are added (StyleGAN2-ADA's code rebuilds the layer and lets it change to ``1/√(n+1)``; keeping it
-    is what makes the seen classes' outputs bit-identical after an extension).
+    is what makes the seen classes' outputs bit-identical after an extension); it is saved with the weights.
     """
 
     def __init__(self, n_classes: int, dim: int):
@@ -64,14 +64,15 @@ class ClassEmbedding(nn.Module):
             raise ValueError(f"a conditional model needs n_classes ≥ 1, got {n_classes}")
         self.weight = nn.Parameter(torch.randn(dim, n_classes))
         self.bias = nn.Parameter(torch.zeros(dim))
-        self.gain = 1.0 / math.sqrt(n_classes)
+        # A buffer, so that a model saved after add_class() reloads with the gain it was trained with.
+        self.register_buffer("gain", torch.tensor(1.0 / math.sqrt(n_classes)))
 
     @property
     def n_classes(self) -> int:
         return self.weight.shape[1]
 
     def forward(self, c: torch.Tensor) -> torch.Tensor:  # [B] int64 -> [B, dim]
-        c = check_class_indices(c, self.n_classes, len(c))
+        c = check_class_indices(c, self.n_classes, len(c) if isinstance(c, torch.Tensor) else 0)
         return self.weight.t()[c] * self.gain + self.bias
 
     @torch.no_grad()
@@ -82,4 +83,4 @@ class ClassEmbedding(nn.Module):
         return self.n_classes - 1
 
     def extra_repr(self) -> str:
-        return f"n_classes={self.n_classes}, dim={self.weight.shape[0]}, gain={self.gain:.4f}"
+        return f"n_classes={self.n_classes}, dim={self.weight.shape[0]}, gain={float(self.gain):.4f}"

@@ -40,6 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .conditional import ClassEmbedding, normalize_2nd_moment
+
 log = logging.getLogger(__name__)
 
 SQRT2 = math.sqrt(2.0)
@@ -400,6 +402,10 @@ class Generator(nn.Module):
         lr_mlp: learning-rate multiplier of the mapping network (0.01).
         fused: modulated-conv implementation: True = grouped conv, False = activation scaling, None = auto
             (scaling on CPU, grouped on GPU). Same result either way.
+        c_dim: number of classes of a **class-conditional** generator (0: unconditional). The mapping then reads
+            ``[σ·ẑ, ê(c)]`` — the normalised z scaled by a ``magnitude`` σ (1 by default) beside the normalised
+            class embedding (StyleGAN2-ADA's layout, :mod:`fewshot_lib.models.conditional`) — and every call
+            that maps z takes ``c``, class indices ``[B]``.
 
     Layers and latents: ``n_latent = 2·log2(size) - 2`` w's are consumed — ``conv1`` uses w[0], ``to_rgb1``
     w[1], then each resolution's up-conv, conv and ToRGB use w[i], w[i+1], w[i+2] with ``i`` advancing by 2
@@ -408,15 +414,24 @@ class Generator(nn.Module):
 
     def __init__(self, size: int, style_dim: int = 512, n_mlp: int = 8, channel_multiplier: int = 2,
                  blur_kernel: Sequence[float] = (1, 3, 3, 1), lr_mlp: float = 0.01,
-                 channel_base: int | None = None, channel_max: int = 512, fused: bool | None = None):
+                 channel_base: int | None = None, channel_max: int = 512, fused: bool | None = None,
+                 c_dim: int = 0):
         super().__init__()
         self.size, self.style_dim, self.n_mlp = check_size(size), style_dim, n_mlp
         self._config = dict(size=size, style_dim=style_dim, n_mlp=n_mlp, channel_multiplier=channel_multiplier,
                             blur_kernel=list(blur_kernel), lr_mlp=lr_mlp, channel_base=channel_base,
                             channel_max=channel_max, fused=fused)
         self.channels = channel_table(size, channel_multiplier, channel_base, channel_max)
-        self.style = nn.Sequential(PixelNorm(), *[
-            EqualLinear(style_dim, style_dim, lr_mul=lr_mlp, activation="fused_lrelu") for _ in range(n_mlp)])
+        if c_dim:  # conditional: normalisation happens in mapping(), the first layer reads [σ·ẑ, ê(c)]
+            self._config["c_dim"] = c_dim
+            self.class_embed = ClassEmbedding(c_dim, style_dim)
+            self.style = nn.Sequential(*[
+                EqualLinear(style_dim * (2 if i == 0 else 1), style_dim, lr_mul=lr_mlp, activation="fused_lrelu")
+                for i in range(n_mlp)])
+        else:
+            self.class_embed = None
+            self.style = nn.Sequential(PixelNorm(), *[
+                EqualLinear(style_dim, style_dim, lr_mul=lr_mlp, activation="fused_lrelu") for _ in range(n_mlp)])
 
         ch = self.channels
         self.input = ConstantInput(ch[4])
@@ -453,9 +468,33 @@ class Generator(nn.Module):
         return self
 
     # -- latents -----------------------------------------------------------------------------------------
-    def mapping(self, z: torch.Tensor) -> torch.Tensor:
-        """z ``[B, D]`` → w ``[B, D]``."""
-        return self.style(z)
+    @property
+    def c_dim(self) -> int:
+        """Number of classes (0 for an unconditional generator); grows with :meth:`add_class`."""
+        return self.class_embed.n_classes if self.class_embed is not None else 0
+
+    def mapping(self, z: torch.Tensor, c: torch.Tensor | None = None,
+                magnitude: float | torch.Tensor | None = None) -> torch.Tensor:
+        """z ``[B, D]`` → w ``[B, D]``; a conditional generator also takes ``c`` (class indices ``[B]``) and a
+        ``magnitude`` σ (scalar or ``[B]``/``[B, 1]``; default 1): σ = 0 gives the class centroid."""
+        if self.class_embed is None:
+            if c is not None or magnitude is not None:
+                raise ValueError("this generator is unconditional: it takes no class c or magnitude")
+            return self.style(z)
+        scale = 1.0 if magnitude is None else magnitude
+        if isinstance(scale, torch.Tensor) and scale.dim() == 1:
+            scale = scale[:, None]
+        x = torch.cat([normalize_2nd_moment(z) * scale, normalize_2nd_moment(self.class_embed(c))], dim=1)
+        return self.style(x)
+
+    @torch.no_grad()
+    def add_class(self, generator: torch.Generator | None = None) -> int:
+        """Append one class (a new embedding column ~ N(0, 1)); seen classes stay bit-identical. Returns its index."""
+        if self.class_embed is None:
+            raise ValueError("add_class needs a class-conditional generator (Generator(..., c_dim=n_classes))")
+        new = self.class_embed.add_class(generator)
+        self._config["c_dim"] = self.c_dim
+        return new
 
     get_latent = mapping  # rosinality's name
 
@@ -472,7 +511,9 @@ class Generator(nn.Module):
         """
         dev = self.input.input.device
         z = torch.randn(n_latent, self.style_dim, generator=generator).to(dev)
-        w = self.style(z).mean(0, keepdim=True)
+        c = (torch.randint(0, self.c_dim, (n_latent,), generator=generator).to(dev)  # over all classes
+             if self.class_embed is not None else None)
+        w = self.mapping(z, c).mean(0, keepdim=True)
         self.latent_avg = w
         return w
 
@@ -514,7 +555,7 @@ class Generator(nn.Module):
 
     def latents(self, styles: torch.Tensor | list[torch.Tensor], inject_index: int | None = None,
                 truncation: float = 1.0, truncation_latent: torch.Tensor | None = None,
-                input_is_latent: bool = False) -> torch.Tensor:
+                input_is_latent: bool = False, c: torch.Tensor | None = None) -> torch.Tensor:
         """Codes → the per-layer latents ``[B, L, D]`` the synthesis network consumes.
 
         mapping (z → w, unless ``input_is_latent``) → truncation (:meth:`truncate`) → one w per layer: a single
@@ -529,7 +570,7 @@ class Generator(nn.Module):
         if isinstance(styles, torch.Tensor):
             styles = [styles]
         if not input_is_latent:
-            styles = [self.mapping(s) for s in styles]
+            styles = [self.mapping(s, c) for s in styles]
         styles = self.truncate(styles, truncation, truncation_latent)
         return self._latent_from(styles, inject_index)
 
@@ -570,7 +611,7 @@ class Generator(nn.Module):
                 inject_index: int | None = None, truncation: float = 1.0,
                 truncation_latent: torch.Tensor | None = None, input_is_latent: bool = False,
                 noise: list[torch.Tensor | None] | None = None, randomize_noise: bool = True,
-                return_features: bool = False):
+                return_features: bool = False, c: torch.Tensor | None = None):
         """Generate images: :meth:`latents` (mapping → truncation → style mixing) then :meth:`synthesis`.
 
         Args:
@@ -584,13 +625,14 @@ class Generator(nn.Module):
                 fixed ``noises`` buffers.
             return_features: also return the ``num_layers`` post-activation feature maps of the styled convs
                 (``[B, C_r, r, r]`` for r = 4, 8, 8, 16, 16, ...) — used by CDC and MixDL.
+            c: class indices ``[B]`` of a conditional generator (used when mapping z).
 
         Returns:
             ``(image [B, 3, size, size], latent [B, L, D] or None)`` and, with ``return_features``, a third
             element: the feature list. Images are roughly in ``[-1, 1]`` and not clamped. Same calling
             convention (and module names) as rosinality's ``Generator``.
         """
-        latent = self.latents(styles, inject_index, truncation, truncation_latent, input_is_latent)
+        latent = self.latents(styles, inject_index, truncation, truncation_latent, input_is_latent, c)
         image, feats = self.synthesis(latent, noise, randomize_noise, return_features=True)
         result = (image, latent if return_latents else None)
         return (*result, feats) if return_features else result
@@ -599,7 +641,8 @@ class Generator(nn.Module):
 # Sane limits for a config read from a file, checked before anything is allocated: the official 1024-px
 # config-f generator has size 1024, style_dim 512, n_mlp 8, channel_max 512 and ~30 M parameters.
 CONFIG_LIMITS = dict(size=(8, 1024), style_dim=(1, 1024), n_mlp=(1, 16), channel_multiplier=(1, 16),
-                     channel_base=(1, 1 << 20), channel_max=(1, 1024), stddev_group=(1, 64))
+                     channel_base=(1, 1 << 20), channel_max=(1, 1024), stddev_group=(1, 64), c_dim=(0, 100_000),
+                     cmap_dim=(1, 4096))
 MAX_CONFIG_PARAMETERS = 200_000_000  # ≈ 0.8 GB of float32: far above any model this project loads
 
 
@@ -743,10 +786,15 @@ class Discriminator(nn.Module):
     ``features`` lists the FromRGB output ``[B, C_size, size, size]``, each ResBlock output
     ``[B, C_r, r, r]`` for r = size/2 .. 4, the ``final_conv`` output ``[B, C4, 4, 4]`` and, last, the
     penultimate vector ``[B, C4]`` (input of the final linear layer; MixDL's projection head uses it).
+
+    ``c_dim > 0`` makes it **class-conditional by projection** (StyleGAN2-ADA's): the last linear layer yields
+    ``h(x)`` ``[B, cmap_dim]``, a small mapping network turns the class into ``m(c)`` of the same size, and
+    ``D(x, c) = h(x)·m(c) / √cmap_dim``.
     """
 
     def __init__(self, size: int, channel_multiplier: int = 2, blur_kernel: Sequence[float] = (1, 3, 3, 1),
-                 channel_base: int | None = None, channel_max: int = 512, stddev_group: int = 4):
+                 channel_base: int | None = None, channel_max: int = 512, stddev_group: int = 4,
+                 c_dim: int = 0, cmap_dim: int | None = None):
         super().__init__()
         self.size = check_size(size)
         self._config = dict(size=size, channel_multiplier=channel_multiplier, blur_kernel=list(blur_kernel),
@@ -760,17 +808,52 @@ class Discriminator(nn.Module):
             in_ch = ch[2 ** (r - 1)]
         self.stddev_group, self.stddev_feat = stddev_group, 1
         self.final_conv = ConvLayer(in_ch + 1, ch[4], 3)
+        self.cmap_dim = (cmap_dim or ch[4]) if c_dim else 0
         self.final_linear = nn.Sequential(EqualLinear(ch[4] * 4 * 4, ch[4], activation="fused_lrelu"),
-                                          EqualLinear(ch[4], 1))
+                                          EqualLinear(ch[4], self.cmap_dim or 1))
+        if c_dim:
+            self._config.update(c_dim=c_dim, cmap_dim=self.cmap_dim)
+            self.class_embed = ClassEmbedding(c_dim, self.cmap_dim)
+            self.cmap = nn.Sequential(*[EqualLinear(self.cmap_dim, self.cmap_dim, activation="fused_lrelu")
+                                        for _ in range(2)])
+        else:
+            self.class_embed, self.cmap = None, None
 
     @property
     def config(self) -> dict[str, Any]:
         return dict(self._config)
 
-    def forward(self, x: torch.Tensor, return_features: bool = False):
+    @property
+    def c_dim(self) -> int:
+        return self.class_embed.n_classes if self.class_embed is not None else 0
+
+    @torch.no_grad()
+    def add_class(self, generator: torch.Generator | None = None) -> int:
+        """Append one class (a new embedding column ~ N(0, 1)); returns its index (conditional D only)."""
+        if self.class_embed is None:
+            raise ValueError("add_class needs a class-conditional discriminator (Discriminator(..., c_dim=n))")
+        new = self.class_embed.add_class(generator)
+        self._config["c_dim"] = self.c_dim
+        return new
+
+    def projection_parameters(self) -> list[nn.Parameter]:
+        """The class projection and the last two linear layers (LSO tunes these at 1/100 of D's rate)."""
+        mods = [self.final_linear] + ([self.class_embed, self.cmap] if self.class_embed is not None else [])
+        return [p for m in mods for p in m.parameters()]
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, 3, S, S]`` → the flattened ``final_conv`` output ``[B, C4·16]`` (every block and the minibatch
+        stddev, before the linear layers and the class projection): the features LSO distils."""
+        return self.forward(x, return_features=True, c=None, _trunk_only=True)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None, return_features: bool = False,
+                _trunk_only: bool = False):
+        """``x [B, 3, S, S]`` (and class indices ``c [B]`` when conditional) → logits ``[B, 1]``."""
         if x.ndim != 4 or x.shape[1] != 3 or x.shape[-1] != self.size or x.shape[-2] != self.size:
             raise ValueError(f"Discriminator({self.size}) expects images [B, 3, {self.size}, {self.size}], "
                              f"got {list(x.shape)}.")
+        if self.class_embed is None and c is not None:
+            raise ValueError("this discriminator is unconditional: it takes no class c")
         feats = []
         out = x
         for layer in self.convs:
@@ -778,10 +861,15 @@ class Discriminator(nn.Module):
             feats.append(out)
         out = minibatch_stddev(out, self.stddev_group, self.stddev_feat)  # [B, C4 + 1, 4, 4]
         out = self.final_conv(out)  # [B, C4, 4, 4]
+        if _trunk_only:
+            return out.flatten(1)
         feats.append(out)
         hidden = self.final_linear[0](out.flatten(1))  # [B, C4]
         feats.append(hidden)
-        logits = self.final_linear[1](hidden)  # [B, 1]
+        logits = self.final_linear[1](hidden)  # [B, 1], or h(x) [B, cmap_dim] when conditional
+        if self.class_embed is not None:
+            m = self.cmap(normalize_2nd_moment(self.class_embed(c)))  # [B, cmap_dim]
+            logits = (logits * m).sum(dim=1, keepdim=True) / math.sqrt(self.cmap_dim)  # [B, 1]
         return (logits, feats) if return_features else logits
 
 
