@@ -20,6 +20,8 @@ modules (optimised with D's or G's Adam) and extra state to checkpoint.
 G, D, G_ema (rosinality key names), both optimisers, step, path-length mean, ADA state, loss history, hook
 state and every RNG (torch global, the trainer's CPU generator, Python, NumPy). ``resume=True`` continues
 bit-for-bit (tested). A non-finite loss stops training with a ``FloatingPointError`` naming the step and term.
+Saving, loading, resuming, the loss history and the progress loop live in :class:`ResumableTrainer`, which
+``fewshot_lib.methods.lofgan.LoFGANTrainer`` shares; the losses are :mod:`fewshot_lib.stylegan2_losses`.
 
 Taught in: ``notebooks/02_stylegan2_training.ipynb``.
 """
@@ -152,7 +154,74 @@ def _check_finite(value: torch.Tensor, name: str, step: int, checkpoint: Path | 
             f"learning rate, raise r1_gamma, or check the data for NaNs/[-1,1] range.{where}")
 
 
-class GANTrainer:
+class ResumableTrainer:
+    """What every trainer of the package shares: one checkpoint file written atomically, exact resume, the
+    loss history and the progress-bar loop.
+
+    A subclass provides :meth:`state_dict` / :meth:`load_state_dict` (everything a resume needs: weights,
+    optimisers, RNG states, ``step``, ``history``), :meth:`train_step` (one iteration → its loss terms as
+    floats) and :attr:`checkpoint_path`. The keys a subclass saves are its checkpoint format: keep them, so
+    that runs written by earlier versions resume (``tests/test_trainer_resume.py``).
+    """
+
+    step: int
+    history: dict[str, list[float]]
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict[str, Any], source: str = "checkpoint") -> None:
+        raise NotImplementedError
+
+    def train_step(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    def _log(self, **values: float) -> None:
+        """Append each value to its loss curve in :attr:`history` (hooks add their own terms this way)."""
+        for k, v in values.items():
+            self.history.setdefault(k, []).append(float(v))
+
+    def save(self, path: str | Path | None = None) -> Path:
+        """Write :meth:`state_dict` atomically to ``path`` (default :attr:`checkpoint_path`)."""
+        path = Path(path) if path else self.checkpoint_path
+        if path is None:
+            raise ValueError(f"{type(self).__name__}.save needs a path (or a checkpoint location).")
+        return save_atomic(self.state_dict(), path)
+
+    def load(self, path: str | Path) -> None:
+        """Restore a checkpoint written by :meth:`save` (on CPU; weights then move to the modules' device)."""
+        self.load_state_dict(load_checkpoint(path), source=Path(path).name)
+        log.info("Resumed %s from %s at step %d", type(self).__name__, path, self.step)
+
+    def resume(self) -> bool:
+        """Load :attr:`checkpoint_path` if it exists; returns whether it did."""
+        path = self.checkpoint_path
+        if path is None or not path.is_file():
+            return False
+        self.load(path)
+        return True
+
+    def _loop(self, total: int, desc: str, show_progress: bool,
+              after_step: Callable[[dict[str, float], Any], None]) -> None:
+        """:meth:`train_step` until ``step == total``: record the losses, advance, then ``after_step(logs, bar)``
+        (checkpoints, samples, the bar's postfix)."""
+        bar = progress(total=total, initial=self.step, desc=desc, disable=not show_progress)
+        try:
+            while self.step < total:
+                logs = self.train_step()
+                self._log(**logs)
+                self.step += 1
+                bar.update(1)
+                after_step(logs, bar)
+        finally:
+            bar.close()
+
+
+class GANTrainer(ResumableTrainer):
     """Trains ``G`` / ``D`` on ``images`` ``[N, 3, H, W]`` in ``[-1, 1]`` (kept on CPU, batches moved to device).
 
     ``run_dir``: where ``checkpoint.pt`` and ``samples/step_XXXXXX.png`` go (``None`` = nothing written).
@@ -224,10 +293,6 @@ class GANTrainer:
         if self.cfg.ema_rampup is not None:
             hl = min(hl, (self.step + 1) * self.cfg.batch * self.cfg.ema_rampup)
         return 0.5 ** (self.cfg.batch / max(hl, 1e-8))
-
-    def _log(self, **values: float) -> None:
-        for k, v in values.items():
-            self.history.setdefault(k, []).append(float(v))
 
     # -- one iteration -------------------------------------------------------------------------------------
     def _optimise(self, loss: torch.Tensor, optim: torch.optim.Optimizer, what: str,
@@ -328,25 +393,18 @@ class GANTrainer:
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
         }
 
-    def save(self, path: str | Path | None = None) -> Path:
-        path = Path(path) if path else self.checkpoint_path
-        if path is None:
-            raise ValueError("GANTrainer.save needs a path (or a run_dir).")
-        return save_atomic(self.state_dict(), path)
-
-    def load(self, path: str | Path) -> None:
-        """Restore a checkpoint written by :meth:`save` (strict: the architecture must match)."""
-        ck = load_checkpoint(path)
+    def load_state_dict(self, ck: dict[str, Any], source: str = "checkpoint") -> None:
+        """Restore :meth:`state_dict` (strict: the architecture must match); ``source`` names it in errors."""
         for key in ("g", "d", "g_ema", "g_optim", "d_optim", "step", "rng"):
             if key not in ck:
-                raise ValueError(f"{path} is not a GANTrainer checkpoint (missing {key!r}).")
+                raise ValueError(f"{source} is not a GANTrainer checkpoint (missing {key!r}).")
         if ck.get("g_config") and getattr(self.G, "config", None) and \
                 not same_architecture(ck["g_config"], self.G.config):
-            raise ValueError(f"{path} was trained with generator config {ck['g_config']}, "
+            raise ValueError(f"{source} was trained with generator config {ck['g_config']}, "
                              f"but this trainer's generator is {self.G.config}. Use another run_dir or resume=False.")
-        load_state_strict(self.G, ck["g"], f"{Path(path).name}['g']")
-        load_state_strict(self.D, ck["d"], f"{Path(path).name}['d']")
-        load_state_strict(self.g_ema, ck["g_ema"], f"{Path(path).name}['g_ema']")
+        load_state_strict(self.G, ck["g"], f"{source}['g']")
+        load_state_strict(self.D, ck["d"], f"{source}['d']")
+        load_state_strict(self.g_ema, ck["g_ema"], f"{source}['g_ema']")
         for optim, saved in ((self.g_optim, ck["g_optim"]), (self.d_optim, ck["d_optim"])):
             wanted = [(g["lr"], g["betas"]) for g in optim.param_groups]
             optim.load_state_dict(saved)  # Adam's moments and step counts, and the saved lr and betas
@@ -371,37 +429,30 @@ class GANTrainer:
         np.random.set_state((npst[0], npst[1].numpy().astype(np.uint32), *npst[2:]))
         if rng.get("cuda") and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
-        log.info("Resumed from %s at step %d", path, self.step)
 
     # -- the loop ------------------------------------------------------------------------------------------
     def train(self, steps: int | None = None, resume: bool = True, show_progress: bool = True) -> TrainResult:
         """Train until ``steps`` total iterations (default ``config.steps``); resume from ``run_dir`` if asked."""
         total = int(steps if steps is not None else self.cfg.steps)
-        ck = self.checkpoint_path
-        if resume and ck is not None and ck.exists() and self.step == 0:
-            self.load(ck)
-        c = self.cfg
+        if resume and self.step == 0:
+            self.resume()
+        c, ck = self.cfg, self.checkpoint_path
         self.G.train()
         self.D.train()
-        bar = progress(total=total, initial=self.step, desc="train", disable=not show_progress)
         t0 = time.perf_counter()
-        try:
-            while self.step < total:
-                logs = self.train_step()
-                self._log(**logs)
-                self.step += 1
-                bar.update(1)
-                if self.step % max(1, c.log_every) == 0:
-                    bar.set_postfix({k: f"{logs[k]:.3f}" for k in ("d_loss", "g_loss") if k in logs}, refresh=False)
-                if c.sample_every and self.step % c.sample_every == 0 and self.step < total:
-                    self.save_samples()
-                if c.checkpoint_every and ck is not None and self.step % c.checkpoint_every == 0 \
-                        and self.step < total:
-                    self.seconds += time.perf_counter() - t0
-                    t0 = time.perf_counter()
-                    self.save()
-        finally:
-            bar.close()
+
+        def after_step(logs: dict[str, float], bar: Any) -> None:
+            nonlocal t0
+            if self.step % max(1, c.log_every) == 0:
+                bar.set_postfix({k: f"{logs[k]:.3f}" for k in ("d_loss", "g_loss") if k in logs}, refresh=False)
+            if c.sample_every and self.step % c.sample_every == 0 and self.step < total:
+                self.save_samples()
+            if c.checkpoint_every and ck is not None and self.step % c.checkpoint_every == 0 and self.step < total:
+                self.seconds += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                self.save()
+
+        self._loop(total, "train", show_progress, after_step)
         self.seconds += time.perf_counter() - t0
         self.save_samples()
         if ck is not None:

@@ -32,12 +32,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..checkpoint import load_checkpoint, save_atomic
 from ..data.fewshot import EpisodeSampler, class_split, class_tensors
 from ..models.helpers import frozen
 from ..models.lofgan import (FusionRecord, LoFGANDiscriminator, LoFGANGenerator, gather_shots, init_kaiming,
                              input_gradients_only, local_replacement)
-from ..progress import progress
+from ..train import ResumableTrainer
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +227,7 @@ def train_step(g, d, opt_g, opt_d, shots: torch.Tensor, labels: torch.Tensor, cf
 # A small resumable loop
 # ----------------------------------------------------------------------------------------------------------
 
-class LoFGANTrainer:
+class LoFGANTrainer(ResumableTrainer):
     """G, D, their optimisers, the episode sampler and the randomness, with atomic resumable checkpoints.
 
     Args:
@@ -236,7 +235,10 @@ class LoFGANTrainer:
         cfg: :class:`LoFGANConfig`.
         seed: seeds the weights, the episodes and the fusion randomness (each its own CPU generator).
         device: where G and D live; episodes are drawn on CPU and moved there.
-        checkpoint: path of ``checkpoint.pt``; :meth:`train` saves to it and ``resume=True`` continues from it.
+        checkpoint: path of ``checkpoint.pt``; :meth:`train` saves to it and :meth:`resume` continues from it.
+
+    Checkpoint, exact resume, history and progress come from :class:`fewshot_lib.train.ResumableTrainer`
+    (shared with ``GANTrainer``); the keys of :meth:`state_dict` are the checkpoint format: keep them.
     """
 
     def __init__(self, images_by_class: dict[str, torch.Tensor], cfg: LoFGANConfig, seed: int = 0,
@@ -266,9 +268,9 @@ class LoFGANTrainer:
                 "classes": self.classes, "sampler_rng": self.sampler.generator.get_state(),
                 "fusion_rng": self.fusion_rng.get_state()}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict, source: str = "checkpoint") -> None:
         if list(state["classes"]) != self.classes:
-            raise ValueError("checkpoint was trained on different classes than this trainer's images_by_class")
+            raise ValueError(f"{source} was trained on different classes than this trainer's images_by_class")
         self.g.load_state_dict(state["g"])
         self.d.load_state_dict(state["d"])
         self.opt_g.load_state_dict(state["opt_g"])
@@ -278,18 +280,19 @@ class LoFGANTrainer:
         self.sampler.generator.set_state(state["sampler_rng"])
         self.fusion_rng.set_state(state["fusion_rng"])
 
-    def save(self) -> Path:
-        if self.checkpoint is None:
-            raise ValueError("no checkpoint path given to LoFGANTrainer")
-        return save_atomic(self.state_dict(), self.checkpoint)
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return self.checkpoint
 
-    def resume(self) -> bool:
-        """Load ``self.checkpoint`` if it exists; returns whether it did."""
-        if self.checkpoint is None or not self.checkpoint.is_file():
-            return False
-        self.load_state_dict(load_checkpoint(self.checkpoint, map_location=self.device))
-        log.info("resumed LoFGAN training at step %d", self.step)
-        return True
+    def train_step(self) -> dict[str, float]:
+        """One iteration at the scheduled learning rates: draw episodes, then the module-level
+        :func:`train_step` (D step, G step)."""
+        for opt, lr in ((self.opt_g, self.cfg.lr_g), (self.opt_d, self.cfg.lr_d)):
+            for group in opt.param_groups:
+                group["lr"] = lr_at(self.step, lr, self.cfg.steps, self.cfg.decay_start)
+        shots, labels = self.sampler.sample()
+        return train_step(self.g, self.d, self.opt_g, self.opt_d, shots.to(self.device), labels.to(self.device),
+                          self.cfg, self.fusion_rng, self.step)
 
     def train(self, steps: int | None = None, save_every: int = 500, show_progress: bool = True
               ) -> dict[str, list[float]]:
@@ -298,22 +301,12 @@ class LoFGANTrainer:
         self.g.train()
         self.d.train()
         t0, start = time.perf_counter(), self.step
-        bar = progress(total=steps, initial=self.step, desc=f"LoFGAN ({self.cfg.fusion} fusion)",
-                       disable=not show_progress)
-        while self.step < steps:
-            for opt, lr in ((self.opt_g, self.cfg.lr_g), (self.opt_d, self.cfg.lr_d)):
-                for group in opt.param_groups:
-                    group["lr"] = lr_at(self.step, lr, self.cfg.steps, self.cfg.decay_start)
-            shots, labels = self.sampler.sample()
-            losses = train_step(self.g, self.d, self.opt_g, self.opt_d, shots.to(self.device),
-                                labels.to(self.device), self.cfg, self.fusion_rng, self.step)
-            for key, v in losses.items():
-                self.history.setdefault(key, []).append(v)
-            self.step += 1
-            bar.update(1)
+
+        def after_step(logs: dict[str, float], bar) -> None:
             if self.checkpoint is not None and (self.step % save_every == 0 or self.step == steps):
                 self.save()
-        bar.close()
+
+        self._loop(steps, f"LoFGAN ({self.cfg.fusion} fusion)", show_progress, after_step)
         done = self.step - start
         if done:
             log.info("%d LoFGAN steps in %.1f s", done, time.perf_counter() - t0)
