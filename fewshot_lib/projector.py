@@ -77,7 +77,10 @@ def project(G: torch.nn.Module, target: torch.Tensor, steps: int = 300, w_plus: 
     target = target.to(dev)
     n = target.shape[0]
     with torch.no_grad():
-        w_samples = G.mapping(torch.randn(n_mean, G.style_dim, generator=gen).to(dev))  # [n_mean, D]
+        # The start: the mean w — over every class of a conditional G (LSO inverts images of a class it has
+        # not seen yet, so no class is privileged).
+        c = (torch.randint(0, G.c_dim, (n_mean,), generator=gen).to(dev) if getattr(G, "c_dim", 0) else None)
+        w_samples = G.mapping(torch.randn(n_mean, G.style_dim, generator=gen).to(dev), c)  # [n_mean, D]
         w_avg = w_samples.mean(0)
         w_std = ((w_samples - w_avg).pow(2).sum(1).mean()).sqrt().item()
 
