@@ -35,7 +35,8 @@ from fewshot_lib.checkpoint import file_sha256, load_checkpoint, verify_sha256  
 from fewshot_lib.config import data_dir, repo_root  # noqa: E402
 from fewshot_lib.data.emoji import load_emoji  # noqa: E402
 from fewshot_lib.models.stylegan2 import (SOURCE_MODEL_CONFIG, Discriminator, Generator,  # noqa: E402
-                                          count_parameters, export_discriminator, export_generator, sample)
+                                          count_parameters, sample)
+from fewshot_lib.models.stylegan2_io import export_discriminator, export_generator  # noqa: E402
 from fewshot_lib.train import GANTrainer, TrainConfig  # noqa: E402
 
 log = logging.getLogger("train_source_model")
@@ -154,7 +155,8 @@ def warm_start(trainer: GANTrainer, g_path: str | Path, run_dir: Path) -> None:
     data order is reseeded from the step. The step count, wall time and the recorded training sittings
     carry on from the manifest so that the next export still describes the whole training.
     """
-    from fewshot_lib.models.stylegan2 import load_generator, load_state_strict, same_architecture
+    from fewshot_lib.models.stylegan2 import same_architecture
+    from fewshot_lib.models.stylegan2_io import load_generator, load_state_strict
 
     g_path = Path(g_path)
     d_path = g_path.with_name(f"{g_path.stem}_d.pt")
