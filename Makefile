@@ -26,13 +26,15 @@ QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 export OMP_NUM_THREADS ?= $(THREADS)
 export MKL_NUM_THREADS ?= $(THREADS)
 
-.PHONY: help setup run test test-unit test-notebooks notebooks benchmarks clean
+.PHONY: help setup run test test-unit test-notebooks notebooks benchmarks lab explore clean
 
 help:
 	@echo "make run    - set up and run all notebooks at the lab profile (runs/<stamp>/)"
 	@echo "make test   - set up and run every test"
 	@echo "make notebooks - re-execute the notebooks in place at the lab profile (commit their outputs)"
 	@echo "make benchmarks - print speed figures (run by hand)"
+	@echo "make lab    - open the notebooks in JupyterLab (127.0.0.1, token printed)"
+	@echo "make explore - serve the latent explorer (notebook 08) as a Voila web app on 127.0.0.1"
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -68,6 +70,20 @@ notebooks: $(STAMP)
 
 benchmarks: $(STAMP)
 	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b; done
+
+# Interactive use. Both bind to 127.0.0.1 and need the printed token; see the README before serving a class.
+LAB_PORT ?= 8888
+EXPLORE_PORT ?= 8866
+
+lab: $(STAMP)
+	@TOKEN=$$($(PY) -c "import secrets; print(secrets.token_urlsafe(24))"); \
+	echo "JupyterLab on notebooks/: http://127.0.0.1:$(LAB_PORT)/lab?token=$$TOKEN  (Ctrl-C stops it)"; \
+	FEWSHOT_PROGRESS=widget $(VENV)/bin/jupyter lab --no-browser --ServerApp.ip=127.0.0.1 \
+		--ServerApp.port=$(LAB_PORT) --ServerApp.root_dir=notebooks --IdentityProvider.token=$$TOKEN \
+		--MappingKernelManager.cull_idle_timeout=7200 $$([ "$$(id -u)" = 0 ] && echo --allow-root)
+
+explore: $(STAMP)
+	$(PY) -m fewshot_lib.explore.serve --port $(EXPLORE_PORT)
 
 clean:
 	rm -rf runs .pytest_cache

@@ -70,3 +70,16 @@ def test_stored_with_outputs_and_no_absolute_paths(notebook):
             texts += ["".join(v) for k, v in data.items() if k.startswith("text/")]
         for text in texts:
             assert not ABSOLUTE_PATH.search(text), f"{path.name} cell {i} shows an absolute path"
+
+
+def test_every_widget_is_preceded_by_a_picture(notebook):
+    """An explorer shows a PNG of its default state before its widget, so papermill, nbval, GitHub and the report
+    (none of which run widgets) still show what it looks like."""
+    path, nb = notebook
+    for i, cell in enumerate(nb["cells"]):
+        seen_image = False
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            if "application/vnd.jupyter.widget-view+json" in data and "image/png" not in data:
+                assert seen_image, f"{path.name} cell {i}: a widget output without a PNG of its state before it"
+            seen_image = seen_image or "image/png" in data

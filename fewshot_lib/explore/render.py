@@ -489,14 +489,15 @@ def attribute_probabilities(extractor: Any, images: torch.Tensor) -> tuple[np.nd
 def label_directions(space: LatentSpace, directions: Directions, extractor: Any, seeds: Sequence[int] = range(10),
                      select_seeds: Sequence[int] = range(1000, 1010), alphas: Sequence[float] = (-3, -2, -1, 0, 1, 2, 3),
                      layers: Sequence[int] | None = None, min_rho: float = 0.8, min_seeds: int = 8,
-                     psi: float = 1.0, n_label: int | None = None) -> list[DirectionLabel]:
+                     psi: float = 1.0, n_label: int | None = None, resolution: float = 0.01) -> list[DirectionLabel]:
     """Label the first ``n_label`` directions (all by default) with the attribute that changes along each.
 
     The attribute is *chosen* on ``select_seeds``: the style or subcategory probability with the largest
     ``|mean change| × mean sign-adjusted Spearman(α, p)`` (it must move, and move one way), and *tested* on
     other ``seeds``: kept when its Spearman correlation with α in the chosen sign is ≥ ``min_rho`` on
     ≥ ``min_seeds`` seeds, else the label is dropped (``kept=False``). Choosing and testing on the same seeds
-    would flatter it.
+    would flatter it. Probabilities are rounded to ``resolution`` first: a wobble of a fraction of a percentage
+    point in a probability that sits at 0 or 1 is a tie, not a reversal.
     """
     from scipy.stats import rankdata
 
@@ -520,6 +521,7 @@ def label_directions(space: LatentSpace, directions: Directions, extractor: Any,
                 lat.append(edit_latents(space, w, directions, al, layers))
             lat = torch.stack(lat, 1).flatten(0, 1)                       # [S·A, L, D]
             p, names = attribute_probabilities(extractor, space.synthesize(lat))
+            p = np.round(p / resolution) * resolution if resolution else p
             probs[which] = p.reshape(len(w), len(alphas_np), -1)          # [S, A, attributes]
         sel = probs["select"]
         change = (sel[:, -1] - sel[:, 0]).mean(0)                         # [attributes]

@@ -30,7 +30,9 @@ from .render import (MAX_UPLOAD_BYTES, DirectionLabel, ExploreInputError, Latent
 
 log = logging.getLogger(__name__)
 
-PIXELATED_CSS = W.HTML("<style>.fewshot-pixelated{image-rendering:pixelated;image-rendering:crisp-edges}</style>")
+# Crisp pixels; and where the widget is live (JupyterLab, Voilà), hide the static PNG shown just before it.
+PIXELATED_CSS = W.HTML("<style>.fewshot-pixelated{image-rendering:pixelated}"
+                       ".jp-OutputArea-child:has(+ .jp-OutputArea-child .fewshot-explorer){display:none}</style>")
 SHOW_SCALE = 3   # on-screen pixels per image pixel
 
 
@@ -307,9 +309,10 @@ def directions_explorer(session: Session, seeds: str = "0-7", **kw: Any) -> Expl
 
 
 def projection_explorer(session: Session, steps: int = 200, example: str | Path | None = None,
-                        feature_loss: Callable | None = None, **kw: Any) -> Explorer:
+                        feature_loss: Callable | None = None, initial: Render | None = None, **kw: Any) -> Explorer:
     """Upload an image (or give a path inside the allowed folders), project it into W or W+, then edit it with
-    the direction sliders and export the latent. ``example``: an image path projected at start."""
+    the direction sliders and export the latent. ``example``: an image path projected at start, or shown
+    with ``initial`` (a :func:`~.render.project_image` result for it) without projecting again."""
     upload = W.FileUpload(accept="image/*", multiple=False, description="upload image")
     path = W.Text(value=str(example or ""), description="or path", continuous_update=False,
                   placeholder="a file inside the data or upload folder")
@@ -368,15 +371,21 @@ def projection_explorer(session: Session, steps: int = 200, example: str | Path 
     ref.append(e)
     e.directions, e.project = dc, do_project
     e.upload, e.path, e.kind, e.steps_slider, e.status = upload, path, kind, n_steps, status
-    if example:
+    if example and initial is not None:
+        projected.update(base=initial.latents[1:], target=initial.images[:1], name=Path(example).name, render=initial)
+        kind.value = initial.numbers.get("kind", "w")
+        status.value = initial.caption
+        e.refresh()
+    elif example:
         do_project()
     return e
 
 
-def model_loader(session: Session) -> W.Widget:
-    """A path field and a button that load another checkpoint (this package's export or rosinality's)."""
+def model_loader(session: Session, **kw: Any) -> Explorer:
+    """A path field and a button that load another checkpoint (this package's export or rosinality's); the
+    image previews seeds 0–7 of the model now loaded (every explorer of the session switches to it)."""
     path = W.Text(description="checkpoint", placeholder="a .pt inside the data folder", continuous_update=False,
-                  layout=W.Layout(width="60%"))
+                  layout=W.Layout(width="95%"))
     button = W.Button(description="load")
     status = W.HTML(f"current model: {session.space.name}")
 
@@ -390,6 +399,7 @@ def model_loader(session: Session) -> W.Widget:
             status.value = error_html(f"{type(err).__name__}: {err}")
 
     button.on_click(load)
-    box = W.VBox([W.HBox([path, button]), status])
-    box.path, box.button, box.status, box.load = path, button, status, load
-    return box
+    e = Explorer(session, "Load your own checkpoint", {}, lambda s: render_seeds(session.space, "0-7"),
+                 extra=[path, button, status], **kw)
+    e.path, e.button, e.status, e.load = path, button, status, load
+    return e
