@@ -113,8 +113,9 @@ class GANHook:
     def sample_z(self, trainer: "GANTrainer", step: int, batch: int) -> list[torch.Tensor] | None:
         return None
 
-    def discriminate(self, D: nn.Module, images: torch.Tensor, step: int, phase: str) -> torch.Tensor:
-        return D(images)
+    def discriminate(self, D: nn.Module, images: torch.Tensor, step: int, phase: str,
+                     **c: torch.Tensor) -> torch.Tensor:
+        return D(images, **c)  # c: the classes, only for a class-conditional D
 
     def d_extra(self, ctx: StepContext) -> torch.Tensor | None:
         return None
@@ -221,17 +222,37 @@ class ResumableTrainer:
             bar.close()
 
 
+def _check_labels(labels: torch.Tensor | None, images: torch.Tensor, c_dim: int) -> torch.Tensor | None:
+    """Class indices ``[N]`` for a conditional generator (``c_dim > 0``), ``None`` for an unconditional one."""
+    if not c_dim:
+        if labels is not None:
+            raise ValueError("labels were given but the generator is unconditional (c_dim = 0)")
+        return None
+    if labels is None:
+        raise ValueError(f"the generator is class-conditional ({c_dim} classes): pass labels=[N] class indices")
+    labels = torch.as_tensor(labels)
+    if labels.shape != (len(images),) or labels.dtype.is_floating_point:
+        raise ValueError(f"labels must be integer class indices [{len(images)}], got {labels.dtype} "
+                         f"{tuple(labels.shape)}")
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= c_dim):
+        raise ValueError(f"labels must be in [0, {c_dim}), got {int(labels.min())}..{int(labels.max())}")
+    return labels.long().cpu()
+
+
 class GANTrainer(ResumableTrainer):
     """Trains ``G`` / ``D`` on ``images`` ``[N, 3, H, W]`` in ``[-1, 1]`` (kept on CPU, batches moved to device).
 
     ``run_dir``: where ``checkpoint.pt`` and ``samples/step_XXXXXX.png`` go (``None`` = nothing written).
     ``sample_callback(step, images)`` is called with each G_ema sample grid (e.g. to plot in a notebook).
+    ``labels``: class indices ``[N]`` of the images, for a class-conditional G and D (``c_dim > 0``): reals are
+    judged with their own class, fakes are drawn with classes sampled like the data's.
     """
 
     def __init__(self, G: nn.Module, D: nn.Module, images: torch.Tensor, config: TrainConfig | None = None,
                  run_dir: str | Path | None = None, device: str | torch.device = "cpu",
                  hook: GANHook | None = None, g_ema: nn.Module | None = None,
-                 sample_callback: Callable[[int, torch.Tensor], None] | None = None):
+                 sample_callback: Callable[[int, torch.Tensor], None] | None = None,
+                 labels: torch.Tensor | None = None):
         self.cfg = config or TrainConfig()
         if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be a [N, 3, H, W] tensor, got "
@@ -240,6 +261,8 @@ class GANTrainer(ResumableTrainer):
             raise ValueError(f"images are {images.shape[-1]} px but the generator makes {G.size} px.")
         self.device = torch.device(device)
         self.images = images.float().cpu()
+        self.labels = _check_labels(labels, images, getattr(G, "c_dim", 0))  # None when unconditional
+        self.real_c: torch.Tensor | None = None  # the classes of the last real batch
         self.G, self.D = G.to(self.device), D.to(self.device)
         self.g_ema = (g_ema if g_ema is not None else copy.deepcopy(G)).to(self.device).eval()
         self.g_ema.requires_grad_(False)
@@ -257,6 +280,7 @@ class GANTrainer(ResumableTrainer):
 
         self.gen = torch.Generator().manual_seed(c.seed)  # data order, latents, augmentation, PL noise
         self.sample_z = torch.randn(c.n_sample, G.style_dim, generator=torch.Generator().manual_seed(c.seed + 1))
+        self.sample_c = (torch.arange(c.n_sample) % G.c_dim) if self.labels is not None else None
         self.pl_state = PathLengthState()
         self.ada = AdaptiveAugment(c.ada_target, c.ada_speed_images) if c.ada_target else None
         self.step = 0
@@ -279,10 +303,24 @@ class GANTrainer(ResumableTrainer):
     def real_batch(self) -> torch.Tensor:
         idx = torch.randint(0, len(self.images), (self.cfg.batch,), generator=self.gen)
         x = self.images[idx]
+        if self.labels is not None:
+            self.real_c = self.labels[idx].to(self.device)
         if self.cfg.xflip:
             flip = torch.rand(len(x), generator=self.gen) < 0.5
             x = torch.where(flip[:, None, None, None], x.flip(3), x)
         return x.to(self.device)
+
+    def fake_classes(self, batch: int) -> torch.Tensor | None:
+        """Classes for ``batch`` fakes, drawn like the data's (``None`` for an unconditional model)."""
+        if self.labels is None:
+            return None
+        return self.labels[torch.randint(0, len(self.labels), (batch,), generator=self.gen)].to(self.device)
+
+    def discriminate(self, images: torch.Tensor, phase: str, c: torch.Tensor | None) -> torch.Tensor:
+        """D's logits through the hook (conditional models pass the classes ``c`` on)."""
+        if c is None:
+            return self.hook.discriminate(self.D, images, self.step, phase)
+        return self.hook.discriminate(self.D, images, self.step, phase, c=c)
 
     def latents(self, batch: int) -> list[torch.Tensor]:
         z = self.hook.sample_z(self, self.step, batch)
@@ -307,10 +345,11 @@ class GANTrainer(ResumableTrainer):
     def d_step(self, real: torch.Tensor) -> dict[str, float]:
         c, step = self.cfg, self.step
         z = self.latents(c.batch)
+        fake_c = self.fake_classes(c.batch)
         with torch.no_grad():
-            fake, _ = self.G(z)
-        fake_logits = self.hook.discriminate(self.D, self.augment(fake), step, "d")
-        real_logits = self.hook.discriminate(self.D, self.augment(real), step, "d")
+            fake, _ = self.G(z, c=fake_c)
+        fake_logits = self.discriminate(self.augment(fake), "d", fake_c)
+        real_logits = self.discriminate(self.augment(real), "d", self.real_c)
         loss = d_logistic_loss(real_logits, fake_logits)
         extra = self.hook.d_extra(StepContext(step, self, real, z, fake, real_logits, fake_logits))
         if extra is not None:
@@ -321,7 +360,8 @@ class GANTrainer(ResumableTrainer):
             out["ada_p"] = self.ada.update(real_logits)
         if c.r1_gamma > 0 and c.r1_every > 0 and step % c.r1_every == 0:
             real_req = real.detach().requires_grad_(True)  # gradient w.r.t. the clean image (through the aug)
-            logits = self.D(self.augment(real_req))
+            logits = self.D(self.augment(real_req)) if self.real_c is None else self.D(self.augment(real_req),
+                                                                                          self.real_c)
             r1 = r1_penalty(logits, real_req)
             self._optimise(c.r1_gamma / 2 * r1 * c.r1_every + 0 * logits.flatten()[0], self.d_optim, "R1 penalty",
                            checked=r1)
@@ -331,9 +371,10 @@ class GANTrainer(ResumableTrainer):
     def g_step(self, real: torch.Tensor) -> dict[str, float]:
         c, step = self.cfg, self.step
         z = self.latents(c.batch)
+        fake_c = self.fake_classes(c.batch)
         with frozen(self.D):  # the loss flows through D to G; D's weights get no gradient and keep their flags
-            fake, _ = self.G(z)
-            fake_logits = self.hook.discriminate(self.D, self.augment(fake), step, "g")
+            fake, _ = self.G(z, c=fake_c)
+            fake_logits = self.discriminate(self.augment(fake), "g", fake_c)
             loss = g_nonsaturating_loss(fake_logits)
             extra = self.hook.g_extra(StepContext(step, self, real, z, fake, None, fake_logits))
             if extra is not None:
@@ -342,7 +383,7 @@ class GANTrainer(ResumableTrainer):
         out = {"g_loss": loss.item()}
         if c.pl_weight > 0 and c.pl_every > 0 and step % c.pl_every == 0:
             pb = max(1, c.batch // c.pl_batch_shrink)
-            fake, latents = self.G(self.latents(pb), return_latents=True)
+            fake, latents = self.G(self.latents(pb), return_latents=True, c=self.fake_classes(pb))
             pl, lengths = path_length_penalty(fake, latents, self.pl_state, self.gen)
             self._optimise(c.pl_weight * c.pl_every * pl + 0 * fake.flatten()[0], self.g_optim,
                            "path-length penalty", checked=pl)
@@ -360,7 +401,8 @@ class GANTrainer(ResumableTrainer):
     @torch.no_grad()
     def sample_images(self) -> torch.Tensor:
         """G_ema on the fixed sample z's with the fixed noise buffers: ``[n_sample, 3, H, W]`` on CPU."""
-        img, _ = self.g_ema(self.sample_z.to(self.device), randomize_noise=False)
+        c = self.sample_c.to(self.device) if self.sample_c is not None else None
+        img, _ = self.g_ema(self.sample_z.to(self.device), randomize_noise=False, c=c)
         return img.cpu()
 
     def save_samples(self) -> torch.Tensor:

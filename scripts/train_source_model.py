@@ -127,7 +127,8 @@ def record_command(run_dir: Path, entry: dict) -> None:
     (run_dir / "commands.json").write_text(json.dumps(entries + [entry], indent=2) + "\n")
 
 
-HISTORY_KEYS = ("fid_emoji", "kid_emoji", "precision", "recall", "recognisability")
+HISTORY_KEYS = ("fid_emoji", "kid_emoji", "precision", "recall", "recognisability", "class_consistency",
+                "classes_above_60")  # (the last two: conditional models)
 
 
 def metric_history(run_dir: Path) -> list[dict]:

@@ -1,6 +1,8 @@
 """CDC, its patch discriminator and the fine-tuning baselines, on tiny generators (fast, CPU)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -268,9 +270,10 @@ def test_evaluator_and_run_adaptation_curves():
     g = tiny_g(0)
     ev = AdaptationEvaluator(g, torch.randn(8, 16), real[:4], real, real, labels, real, labels, extractor=ext)
     scores = ev(g)
-    assert set(scores) == {"fid", "intra_cluster_lpips", "nn_modes", "nn_lpips", "correspondence",
+    assert set(scores) == {"fid", "recognisability", "intra_cluster_lpips", "nn_modes", "nn_lpips", "correspondence",
                            "correspondence_chance"}
-    assert all(np.isfinite(v) for v in scores.values())
+    assert math.isnan(scores["recognisability"])              # the untrained control cannot name what it sees
+    assert all(np.isfinite(v) for k, v in scores.items() if k != "recognisability")
     no_labels = AdaptationEvaluator(g, torch.randn(8, 16), real[:4], real, extractor=ext)(g)
     assert np.isnan(no_labels["correspondence"]) and np.isfinite(no_labels["fid"])
     trainer, curve = run_adaptation("tgan", g, tiny_d(), real[:4], adaptation_config(3, batch=2, r1_gamma=0),

@@ -82,3 +82,35 @@ def test_adding_a_class_keeps_seen_outputs_bit_identical_and_survives_export(tmp
     export_generator(G, tmp_path / "g.pt", half=False)
     G2 = load_generator(tmp_path / "g.pt")
     assert G2.c_dim == 5 and torch.equal(G2(z, c=c, randomize_noise=False)[0], after)
+
+
+def test_the_trainer_trains_a_conditional_pair_and_resumes_it_exactly(tmp_path):
+    from fewshot_lib.train import GANTrainer, TrainConfig
+
+    images = torch.rand(12, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    labels = torch.arange(12) % 4
+    cfg = TrainConfig(steps=4, batch=4, r1_every=2, pl_every=2, sample_every=0, checkpoint_every=2, n_sample=8)
+
+    def trainer(run_dir=None):
+        G, D = small_conditional()
+        return GANTrainer(G, D, images, cfg, run_dir=run_dir, labels=labels)
+
+    straight = trainer()
+    straight.train(show_progress=False)
+    half = trainer(tmp_path / "a")
+    half.train(steps=2, show_progress=False)
+    half.save()
+    resumed = trainer(tmp_path / "a")
+    resumed.train(show_progress=False)                          # resumes from step 2
+    assert resumed.step == 4
+    assert all(torch.equal(a, b) for a, b in zip(straight.G.state_dict().values(), resumed.G.state_dict().values()))
+    assert straight.sample_images().shape == (8, 3, 16, 16)
+    G, D = small_conditional()
+    with pytest.raises(ValueError, match="pass labels"):
+        GANTrainer(G, D, images, cfg)
+    with pytest.raises(ValueError, match=r"\[0, 4\)"):
+        GANTrainer(G, D, images, cfg, labels=labels + 1)
+    from fewshot_lib.models.stylegan2 import Discriminator, Generator
+    with pytest.raises(ValueError, match="unconditional"):
+        GANTrainer(Generator(16, style_dim=16, n_mlp=2, channel_base=64, channel_max=16),
+                   Discriminator(16, channel_base=64, channel_max=16), images, cfg, labels=labels)

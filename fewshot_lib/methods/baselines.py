@@ -235,7 +235,7 @@ class AdaptationEvaluator:
         from ..metrics.correspondence import correspondence_score
         from ..metrics.diversity import intra_cluster_lpips, nn_modes
         from ..metrics.fid import fid
-        from ..metrics.recognisability import recognisability
+        from ..metrics.recognisability import can_recognise, recognisability
 
         fake = self.generate(generator) if images is None else images
         emb = self.ext.distance_embedding(fake, show_progress=False)
@@ -243,8 +243,9 @@ class AdaptationEvaluator:
         f = fid(self.target_features, fake_features, self.ext)
         icl = intra_cluster_lpips(emb, self.shot_embedding, self.ext)
         modes = nn_modes(emb, self.shot_embedding, self.ext)
-        rec = recognisability(self.target_features, fake, extractor=self.ext)  # vs the ledger's image floor
-        scores = {"fid": f.value, "recognisability": rec.value, "intra_cluster_lpips": icl.value,
+        rec = (recognisability(self.target_features, fake, extractor=self.ext).value  # vs the ledger's image floor
+               if can_recognise(self.ext) else float("nan"))
+        scores = {"fid": f.value, "recognisability": rec, "intra_cluster_lpips": icl.value,
                   "nn_modes": float(modes.value),
                   "nn_lpips": modes.details["nn_lpips"], "correspondence": float("nan"),
                   "correspondence_chance": float("nan")}

@@ -489,8 +489,11 @@ def evaluate_generator(generator: nn.Module, shots: torch.Tensor, reference: tor
     w0 = generator.mapping(torch.randn(n_paths, generator.style_dim, generator=gen).to(dev))
     w1 = generator.mapping(torch.randn(n_paths, generator.style_dim, generator=gen).to(dev))
     ppl = M.ppl_uniformity(fixed_noise_synthesis(generator), w0, w1, extractor=extractor)
-    rec = M.recognisability(reference, fake, extractor=extractor)  # against the ledger's image floor
-    return {"fid": res["fid"].value, "recognisability": rec.value, "lpips_diversity": res["pairwise_lpips"].value,
+    from ..metrics.recognisability import can_recognise
+
+    ext = M.resolve_extractor(extractor)
+    rec = M.recognisability(reference, fake, extractor=ext).value if can_recognise(ext) else float("nan")  # floor
+    return {"fid": res["fid"].value, "recognisability": rec, "lpips_diversity": res["pairwise_lpips"].value,
             "nn_modes": float(res["nn_modes"].value), "nn_lpips": res["nn_modes"].details["nn_lpips"],
             "ppl_mean": ppl.value, "ppl_std": ppl.details["uniformity"], "ppl_end": ppl.details["endpoint"],
             "ppl_rel_std": ppl.details["relative_uniformity"],

@@ -70,6 +70,12 @@ def recognisability(real: torch.Tensor, fake: torch.Tensor, threshold: float = 0
                                  "commonest": dict(counts.most_common(top))})
 
 
+def can_recognise(extractor: FeatureExtractor) -> bool:
+    """Whether ``extractor`` has the subcategory head :func:`recognisability` needs (the untrained control and
+    the ImageNet networks do not; their callers report NaN instead)."""
+    return isinstance(extractor, EmojiFeatures) and getattr(extractor.net, "subcategory_head", None) is not None
+
+
 def novel_emoji_reference() -> dict | None:
     """Run C of ``scripts/train_feature_net.py`` as recorded in the shipped emoji network's manifest, or ``None``
     if it was not recorded: ``{"novel": .., "seen": .., "n_novel": .., "command": ..}`` — the recognisability of
