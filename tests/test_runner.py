@@ -79,7 +79,24 @@ def test_single_seed_claims_are_marked_as_direction_only(tmp_path):
     claim = {"notebook": "nb", **make_claim("c", "m", "x", "a", "b", [2.0], [1.0], True, kind="sanity")}
     results = {"profile": "smoke", "created": "now", "ok": 1, "failed": 0, "notebooks": [], "claims": [claim]}
     md, _ = write_report(results, tmp_path)
-    assert "**yes** (1 seed: direction only)" in md.read_text()
+    assert "**holds** (1 seed: direction only)" in md.read_text()
+
+
+def test_the_report_lists_paper_claims_and_sanity_checks_apart_with_per_seed_values(tmp_path):
+    from fewshot_lib.results import make_claim
+    from fewshot_lib.runner import write_report
+
+    floors = {"fid": 300.0, "recognisability": 0.4}
+    noise = {"fid": 250.0, "recognisability": 0.05}
+    paper = make_claim("noise vs noise", "fid", "x", "a", "b", [100, 101], [200, 201], False, floors=floors,
+                       method_side=noise, baseline_side=noise)
+    check = make_claim("FID notices blur", "fid", "x", "real", "blur", [10, 11], [50, 52], False, kind="sanity")
+    results = {"profile": "lab", "created": "now", "ok": 1, "failed": 0, "notebooks": [],
+               "claims": [{"notebook": "nb", **paper}, {"notebook": "nb", **check}]}
+    text = write_report(results, tmp_path)[0].read_text()
+    paper_part, sanity_part = text.split("## Metric sanity checks")
+    assert "noise vs noise" in paper_part and "not measurable at this budget" in paper_part
+    assert "FID notices blur" in sanity_part and "**holds**" in sanity_part and "[10, 11]" in sanity_part
 
 
 def test_run_with_nothing_matching(notebooks, tmp_path):
