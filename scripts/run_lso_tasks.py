@@ -1,0 +1,186 @@
+"""Run LSO on notebook 06's unseen classes and ship the samples notebook 07 evaluates.
+
+One LSO *task* = one unseen class × one episode of k shots (drawn from the class's fixed conditioning pool with
+the task's seed). For every task this script
+
+1. inverts the k shots into W+ of the shipped conditional source model (``fewshot_lib.projector.project``:
+   pixel MSE + the perceptual distance of ``emoji-features-seen-v1``, a network that never saw these classes;
+   cached per task),
+2. runs LSO's two stages (``fewshot_lib.methods.lso.LSOTask``; resumable per task),
+3. samples the injected class at the sampling magnitudes, and the **inversion-only** baseline: images from random
+   convex combinations of the shots' inverted codes with fresh noise, through the unchanged seen-class model.
+
+Validation classes (disjoint from the evaluation classes) are run at every magnitude of ``--magnitudes`` so that
+notebook 07 can choose the sampling magnitude without looking at the classes its claims are measured on.
+Everything goes to ``data/lso/lso_samples_seed<seed>.npz`` (uint8 images ``[N, 32, 32, 3]`` with ``method``,
+``task`` = class, ``episode``, ``magnitude``, ``seed`` per image) with a manifest (sha256, command, sittings, CPU
+seconds, the LSO config, σ(m) per task, the shots' indices); finished tasks are skipped when run again.
+
+    nice -n 10 python scripts/run_lso_tasks.py --seed 0 --minutes 120 --log /tmp/lso0.log
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from fewshot_lib import artifacts  # noqa: E402
+from fewshot_lib.checkpoint import file_sha256, load_checkpoint, save_atomic  # noqa: E402
+from fewshot_lib.config import data_dir, repo_root  # noqa: E402
+from fewshot_lib.data.emoji import load_emoji  # noqa: E402
+from fewshot_lib.methods.lofgan import emoji_episode_classes  # noqa: E402
+from fewshot_lib.methods.lso import LSOConfig, LSOTask, TrainingFeatures  # noqa: E402
+from fewshot_lib.metrics.protocols import conditioning_split  # noqa: E402
+from fewshot_lib.projector import project  # noqa: E402
+from train_source_model import record_command, sitting_clock, start_script, training_commands  # noqa: E402
+
+log = logging.getLogger("run_lso_tasks")
+STYLES = ("noto", "twemoji")
+# The lab recipe: the reference's rates and weights, fewer steps (its flowers row runs 125 + 375 at batch 16).
+LAB = LSOConfig(lal_steps=60, lsr_steps=150, batch=8, seen_batch=4, r1_gamma=0.0064)
+
+
+def unseen_tasks(n_eval: int, n_val: int) -> tuple[list[str], list[str], dict, dict]:
+    """``(evaluation classes, validation classes, conditioning pools, held-out images)``: the unseen classes of
+    notebook 06 in their fixed order; the last ``n_val`` are validation, the first ``n_eval`` evaluation."""
+    _, unseen = emoji_episode_classes(load_emoji(size=32), styles=STYLES, min_count=10)
+    conditioning, held_out = conditioning_split(unseen, n_condition=10, seed=0)
+    names = list(conditioning)
+    if n_eval + n_val > len(names):
+        raise ValueError(f"{n_eval} evaluation + {n_val} validation classes > {len(names)} unseen classes")
+    return names[:n_eval], names[len(names) - n_val:], conditioning, held_out
+
+
+def episode(pool: torch.Tensor, k: int, seed: int, index: int) -> tuple[torch.Tensor, list[int]]:
+    idx = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed * 1000 + index))[:k]
+    return pool[idx], idx.tolist()
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+
+
+@torch.no_grad()
+def inversion_only(G, w_inv: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """``n`` images from random convex combinations (Dirichlet(1)) of the k inverted W+ codes, fresh noise."""
+    gen = torch.Generator().manual_seed(seed)
+    alpha = torch.distributions.Dirichlet(torch.ones(len(w_inv))).sample((n,))   # global RNG: seed it first
+    latent = torch.einsum("nk,kld->nld", alpha, w_inv)
+    noise = [torch.randn(n, 1, *m.shape[2:], generator=gen) for m in G.noises.as_list()]
+    return G(latent, input_is_latent=True, noise=noise)[0]
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seed", type=int, default=0, help="draws the episodes and seeds LSO")
+    p.add_argument("--source", default="stylegan2_cond_seen32", help="shipped conditional source (G and _d)")
+    p.add_argument("--features", default="emoji_features_seen", help="training-loss network (not the judge)")
+    p.add_argument("--k", type=int, default=3)
+    p.add_argument("--classes", type=int, default=6, help="evaluation classes")
+    p.add_argument("--val-classes", type=int, default=3, help="validation classes (choose the magnitude)")
+    p.add_argument("--episodes", type=int, default=3, help="tasks per class")
+    p.add_argument("--n-per-task", type=int, default=32)
+    p.add_argument("--magnitudes", default="0.4,0.6,0.8,1.0")
+    p.add_argument("--invert-steps", type=int, default=200)
+    p.add_argument("--lal-steps", type=int, default=LAB.lal_steps)
+    p.add_argument("--lsr-steps", type=int, default=LAB.lsr_steps)
+    p.add_argument("--minutes", type=float, default=60.0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--run-dir", default=None)
+    p.add_argument("--out", default=None, help="default data/lso/lso_samples_seed<seed>.npz")
+    p.add_argument("--log", default=None)
+    args = p.parse_args(argv)
+    command = start_script("run_lso_tasks.py", args, argv)
+    magnitudes = [float(m) for m in args.magnitudes.split(",")]
+    cfg = replace(LAB, lal_steps=args.lal_steps, lsr_steps=args.lsr_steps)
+
+    run_dir = Path(args.run_dir) if args.run_dir else repo_root() / "runs" / f"lso_seed{args.seed}"
+    out = Path(args.out) if args.out else data_dir() / "lso" / f"lso_samples_seed{args.seed}.npz"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    G = artifacts.load(args.source).eval()
+    D = artifacts.load(f"{args.source}_d")
+    net, _ = artifacts.load(args.features)
+    features = TrainingFeatures(net)
+    eval_classes, val_classes, conditioning, _ = unseen_tasks(args.classes, args.val_classes)
+    tasks = [(c, e, c in val_classes) for c in val_classes + eval_classes for e in range(args.episodes)]
+    session = {"command": command, "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "threads": args.threads}
+    sitting = sitting_clock()
+    t_end = time.time() + args.minutes * 60
+    for i, (cls, ep, is_val) in enumerate(tasks):
+        done = run_dir / f"task{i:03d}.npz"
+        if done.is_file():
+            continue
+        if time.time() > t_end:
+            log.info("time budget used: %d of %d tasks done", i, len(tasks))
+            break
+        t0 = time.time()
+        shots, shot_idx = episode(conditioning[cls], args.k, args.seed, i)
+        inv_path = run_dir / f"task{i:03d}_inversion.pt"
+        if inv_path.is_file():
+            w_inv = load_checkpoint(inv_path)["w_plus"]
+        else:
+            res = project(G, shots, steps=args.invert_steps, w_plus=True, seed=args.seed,
+                          feature_loss=lambda x, y: torch.stack([features.perceptual(a[None], b[None])
+                                                                 for a, b in zip(x, y)]))
+            w_inv = res.latents
+            save_atomic({"w_plus": w_inv, "pixel_mse": res.pixel_mse, "images": res.images}, inv_path)
+        task = LSOTask(G, D, shots, w_inv, features, cfg, seed=args.seed * 1000 + i)
+        state_path = run_dir / f"task{i:03d}_lso.pt"
+        if state_path.is_file():
+            task.load_state_dict(load_checkpoint(state_path))
+        task.run("lal")
+        save_atomic(task.state_dict(), state_path)
+        task.run("lsr")
+        images, meta = [], []
+        for s in magnitudes:  # every magnitude: notebook 07 chooses on the validation classes
+            images.append(to_uint8(task.sample(args.n_per_task, magnitude=s, seed=i)))
+            meta += [("lso", s)] * args.n_per_task
+        torch.manual_seed(args.seed * 1000 + i)
+        images.append(to_uint8(inversion_only(G, w_inv, args.n_per_task, seed=i)))
+        meta += [("inversion_only", float("nan"))] * args.n_per_task
+        np.savez_compressed(done, images=np.concatenate(images), method=np.array([m for m, _ in meta]),
+                            magnitude=np.array([s for _, s in meta]), task=np.array([cls] * len(meta)),
+                            episode=np.full(len(meta), ep), validation=np.full(len(meta), is_val),
+                            seed=np.full(len(meta), args.seed), shot_indices=np.array(shot_idx),
+                            sigma=np.array(task.anchors.sigma.item()),
+                            anchors=to_uint8(task.anchor_images()), shots=to_uint8(shots))
+        state_path.unlink(missing_ok=True)
+        record_command(run_dir, {**session, "tasks_done": i + 1, **sitting()})
+        log.info("task %d/%d %s ep %d (%s): σ(m)=%.3f, %.0f s", i + 1, len(tasks), cls, ep,
+                 "validation" if is_val else "evaluation", task.anchors.sigma.item(), time.time() - t0)
+    record_command(run_dir, {**session, **sitting()})
+    finished = sorted(run_dir.glob("task[0-9][0-9][0-9].npz"))
+    if not finished:
+        return
+    parts = [dict(np.load(f)) for f in finished]
+    keys = ("images", "method", "magnitude", "task", "episode", "validation", "seed")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out, **{k: np.concatenate([q[k] for q in parts]) for k in keys},
+                        shots=np.stack([q["shots"] for q in parts]), anchors=np.stack([q["anchors"] for q in parts]),
+                        task_class=np.array([str(q["task"][0]) for q in parts]),
+                        task_sigma=np.array([float(q["sigma"]) for q in parts]))
+    commands = training_commands(run_dir)
+    manifest = {"name": out.stem, "file": out.name, "sha256": file_sha256(out), "bytes": out.stat().st_size,
+                "tasks_done": len(finished), "tasks_planned": len(tasks), "seed": args.seed, "k": args.k,
+                "evaluation_classes": eval_classes, "validation_classes": val_classes, "magnitudes": magnitudes,
+                "lso_config": cfg.as_dict(), "invert_steps": args.invert_steps, "source": args.source,
+                "source_sha256": artifacts.manifest(args.source).get("sha256"), "training_features": args.features,
+                "command": " ; then ".join(e["command"] for e in commands),
+                "cpu_time_s": round(sum(e.get("cpu_s", 0.0) for e in commands), 1), "sittings": commands,
+                "produced_by": "fewshot_lib.methods.lso.LSOTask (this project's code)"}
+    out.with_name(f"{out.stem}.manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    log.info("wrote %s: %d tasks", out, len(finished))
+
+
+if __name__ == "__main__":
+    main()
