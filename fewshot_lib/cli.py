@@ -1,6 +1,8 @@
 """The ``fewshot`` command.
 
-    fewshot run [--profile P] [--only PATTERN] [-p NAME VALUE]... [--sweep NAME=v1,v2] [--out DIR]
+    fewshot run [--profile P] [--only PATTERN] [-p NAME VALUE]... [--sweep NAME=v1,v2] [--out DIR] [--jobs N]
+    fewshot run ... --emit-slurm DIR        # write a SLURM array job instead of running
+    fewshot merge RUN_DIR... [--out DIR]    # gather separately executed runs into one results.json + report
     fewshot info
 
 ``fewshot run`` executes the notebooks in order with papermill into a new ``runs/<timestamp>-<n>/`` and writes
@@ -40,6 +42,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--notebook-timeout", type=float, default=None, metavar="SECONDS",
                      help="wall-clock limit per notebook (default by profile: smoke 1200, lab 7200, full 172800; "
                           "0 = none); a notebook over it is stopped and reported, the others run")
+    run.add_argument("--jobs", type=int, default=1,
+                     help="notebook runs at once, each with its share of the CPU threads (default 1)")
+    run.add_argument("--emit-slurm", type=Path, default=None, metavar="DIR",
+                     help="write DIR/run_array.sbatch (one SLURM array task per notebook × sweep value) instead "
+                          "of running; gather the results with `fewshot merge DIR/runs/*`")
+    merge = sub.add_parser("merge", help="gather separately executed run folders into one results.json + report")
+    merge.add_argument("run_dirs", nargs="+", type=Path)
+    merge.add_argument("--out", type=Path, default=None, help="merged run folder (default runs/<timestamp>)")
     sub.add_parser("info", help="print the environment, device and resolved profile")
     args = parser.parse_args(argv)
 
@@ -51,7 +61,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps({**environment_summary(), "profile": profile}, indent=2))
         return 0
 
-    from .runner import ParameterError, find_notebooks, parse_sweep, run_notebooks
+    from .runner import ParameterError, emit_slurm, find_notebooks, merge_runs, parse_sweep, run_notebooks
+
+    if args.command == "merge":
+        try:
+            path = merge_runs(args.run_dirs, args.out)
+        except (FileNotFoundError, FileExistsError, ValueError) as err:
+            return _usage_error(err)
+        print(f"merged {len(args.run_dirs)} run(s): {path} and {path.parent / 'report.md'}")
+        return 0
 
     notebooks = find_notebooks(args.notebooks, args.only)
     if not notebooks:
@@ -63,9 +81,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(err))
     # Values stay strings here: the runner types them by each notebook's declaration ("123" for a str stays "123").
     params = dict(args.parameter)
+    if args.emit_slurm:
+        try:
+            script = emit_slurm(notebooks, args.emit_slurm, profile, params, sweep)
+        except ParameterError as err:
+            return _usage_error(err)
+        print(f"wrote {script} ({len(notebooks) * len(sweep)} array task(s)); submit it with `sbatch {script}`, "
+              f"then `fewshot merge {args.emit_slurm}/runs/*`")
+        return 0
     try:
         runs, results = run_notebooks(notebooks, args.out, profile, params, sweep, args.timeout,
-                                      notebook_timeout=args.notebook_timeout)
+                                      notebook_timeout=args.notebook_timeout, jobs=args.jobs)
     except (ParameterError, FileExistsError) as err:
         return _usage_error(err)
     failed = [r for r in runs if r.status != "ok"]

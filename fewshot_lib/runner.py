@@ -338,17 +338,26 @@ def validate_parameters(notebooks: Sequence[Path], parameters: dict[str, Any] | 
             prepare_parameters(nb, spec, {**requested, **point}, base)
 
 
+def thread_budget(jobs: int, cpus: int | None = None) -> int:
+    """CPU threads per notebook job when ``jobs`` run at once: the machine's cores shared out, at least 1."""
+    cpus = cpus or os.cpu_count() or 1
+    return max(1, cpus // max(1, jobs))
+
+
 def run_notebooks(notebooks: Sequence[Path], out_root: Path | None = None, profile: str = "lab",
                   parameters: dict[str, Any] | None = None, sweep: Sequence[dict[str, Any]] = ({},),
-                  timeout: int | None = None, echo=print, notebook_timeout: float | None = None
-                  ) -> tuple[list[NotebookRun], Path]:
+                  timeout: int | None = None, echo=print, notebook_timeout: float | None = None,
+                  jobs: int = 1) -> tuple[list[NotebookRun], Path]:
     """Execute every notebook for every sweep point; write ``results.json`` and the report.
 
     ``out_root``: the run folder (``None``: a new unique ``runs/<stamp>-<n>``); one that already holds a
     ``results.json`` is refused rather than overwritten. ``notebook_timeout``: seconds per notebook
-    (``None``: :data:`NOTEBOOK_TIMEOUT_S` of the profile; ``0``: no limit). Parameters are validated first
-    (:func:`validate_parameters`). Returns the runs and the path of ``results.json``.
+    (``None``: :data:`NOTEBOOK_TIMEOUT_S` of the profile; ``0``: no limit). ``jobs``: notebook runs executed at
+    once (each its own kernel, with :func:`thread_budget` CPU threads; results keep the job order). Parameters
+    are validated first (:func:`validate_parameters`). Returns the runs and the path of ``results.json``.
     """
+    if jobs < 1:
+        raise ParameterError(f"--jobs must be ≥ 1, got {jobs}")
     profile = resolve_profile(profile)
     base = Path.cwd()
     validate_parameters(notebooks, parameters, sweep, base)
@@ -357,23 +366,120 @@ def run_notebooks(notebooks: Sequence[Path], out_root: Path | None = None, profi
     out_root = prepare_run_root(out_root)
     os.environ["FEWSHOT_PROFILE"] = profile          # inherited by the kernels
     os.environ.setdefault("FEWSHOT_PROGRESS", "plain")
-    jobs = [(nb, point) for nb in notebooks for point in sweep]
-    runs = []
-    for i, (nb, point) in enumerate(jobs, 1):
+    if jobs > 1:  # kernels inherit the environment: share the cores out instead of oversubscribing them
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "FEWSHOT_THREADS"):
+            os.environ[var] = str(thread_budget(jobs))
+    todo = [(nb, point) for nb in notebooks for point in sweep]
+
+    def one(i: int, nb: Path, point: dict[str, Any]) -> NotebookRun:
         name = nb.stem + _sweep_suffix(point)
-        echo(f"[{i}/{len(jobs)}] {name} (profile={profile}) …", flush=True)
+        echo(f"[{i}/{len(todo)}] {name} (profile={profile}) …", flush=True)
         params = {"profile": profile, **(parameters or {}), **point}
         run = execute_one(nb, out_root / name, params, timeout, notebook_timeout or None, base=base)
-        runs.append(run)
         status = "ok" if run.status == "ok" else f"FAILED in cell {run.error.get('cell')}: " \
                                                   f"{run.error.get('ename')}: {run.error.get('evalue')}"
-        echo(f"[{i}/{len(jobs)}] {name}: {status} ({run.seconds:.0f} s)", flush=True)
+        echo(f"[{i}/{len(todo)}] {name}: {status} ({run.seconds:.0f} s)", flush=True)
+        return run
+
+    if jobs == 1:
+        runs = [one(i, nb, point) for i, (nb, point) in enumerate(todo, 1)]
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=jobs) as pool:  # each thread waits on its own kernel process
+            futures = [pool.submit(one, i, nb, point) for i, (nb, point) in enumerate(todo, 1)]
+            runs = [f.result() for f in futures]
     results = collect_results(runs, profile, requested=parameters, sweep=sweep,
                               notebook_timeout=notebook_timeout or None)
     results_path = out_root / "results.json"
     results_path.write_text(json.dumps(results, indent=2) + "\n")
     write_report(results, out_root)
     return runs, results_path
+
+
+def emit_slurm(notebooks: Sequence[Path], out_dir: Path, profile: str = "full",
+               parameters: dict[str, Any] | None = None, sweep: Sequence[dict[str, Any]] = ({},),
+               cpus: int = 8, time_limit: str = "12:00:00", gpus: int = 1) -> Path:
+    """Write a SLURM array job: one task per notebook × sweep point, each a ``fewshot run`` into
+    ``out_dir/runs/<i>-<name>``; gather them afterwards with ``fewshot merge out_dir/runs/*``.
+
+    Writes ``out_dir/jobs.txt`` (one command per line, task ``i`` runs line ``i + 1``) and
+    ``out_dir/run_array.sbatch``; returns the latter. Parameters are validated here, before anything is queued.
+    """
+    import shlex
+
+    profile = resolve_profile(profile)
+    validate_parameters(notebooks, parameters, sweep, Path.cwd())
+    out_dir = Path(out_dir).resolve()
+    (out_dir / "logs").mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i, (nb, point) in enumerate((nb, point) for nb in notebooks for point in sweep):
+        cmd = ["fewshot", "run", "--profile", profile, "--notebooks", str(nb.parent.resolve()), "--only", nb.name,
+               "--out", str(out_dir / "runs" / f"{i:03d}-{nb.stem}{_sweep_suffix(point)}")]
+        for name, value in {**(parameters or {}), **point}.items():
+            cmd += ["-p", str(name), str(value)]
+        lines.append(shlex.join(cmd))
+    (out_dir / "jobs.txt").write_text("\n".join(lines) + "\n")
+    script = out_dir / "run_array.sbatch"
+    script.write_text(f"""#!/bin/bash
+# {len(lines)} notebook job(s) written by `fewshot run --emit-slurm`; submit with: sbatch {script}
+# then gather the results: fewshot merge {out_dir}/runs/*
+#SBATCH --job-name=fewshot-gen
+#SBATCH --array=0-{len(lines) - 1}
+#SBATCH --cpus-per-task={cpus}
+#SBATCH --time={time_limit}
+{f"#SBATCH --gres=gpu:{gpus}" if gpus else "# (no GPU requested)"}
+#SBATCH --output={out_dir}/logs/%A_%a.out
+set -euo pipefail
+cd {shlex.quote(str(repo_root()))}
+export OMP_NUM_THREADS="${{SLURM_CPUS_PER_TASK:-1}}" MKL_NUM_THREADS="${{SLURM_CPUS_PER_TASK:-1}}"
+CMD=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" {shlex.quote(str(out_dir / "jobs.txt"))})
+echo "task $SLURM_ARRAY_TASK_ID: $CMD"
+eval "$CMD"
+""")
+    script.chmod(0o755)
+    return script
+
+
+def merge_runs(run_dirs: Sequence[Path], out_root: Path | None = None) -> Path:
+    """Gather separately executed runs (``fewshot run`` folders, e.g. SLURM array tasks) into one run folder:
+    each notebook's folder is copied in, ``results.json`` lists every notebook and claim, and the report is
+    written. Returns the path of the merged ``results.json``."""
+    folders = [Path(d) for d in run_dirs]
+    loaded = []
+    for d in folders:
+        path = d / "results.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{d} holds no results.json: is it a finished `fewshot run` folder?")
+        loaded.append((d, json.loads(path.read_text())))
+    if not loaded:
+        raise ValueError("nothing to merge: give one or more run folders")
+    out_root = prepare_run_root(out_root)
+    notebooks, seen = [], set()
+    for d, data in loaded:
+        for r in data["notebooks"]:
+            name = r["name"]
+            while name in seen:  # the same notebook from two runs: keep both
+                name += "+"
+            seen.add(name)
+            if (d / r["name"]).is_dir():
+                shutil.copytree(d / r["name"], out_root / name)
+            notebooks.append({**r, "name": name, "merged_from": str(d)})
+    profiles = sorted({data["profile"] for _, data in loaded})
+    results = {
+        "schema_version": RESULTS_SCHEMA_VERSION,
+        "profile": profiles[0] if len(profiles) == 1 else "mixed: " + ", ".join(profiles),
+        "merged_from": [str(d) for d in folders],
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "ok": sum(r["status"] == "ok" for r in notebooks),
+        "failed": sum(r["status"] != "ok" for r in notebooks),
+        "notebooks": notebooks,
+        "claims": [{**c, "notebook": r["name"]} for r in notebooks for c in r.get("claims", [])],
+    }
+    results_path = out_root / "results.json"
+    results_path.write_text(json.dumps(results, indent=2) + "\n")
+    write_report(results, out_root)
+    return results_path
 
 
 def collect_results(runs: Sequence[NotebookRun], profile: str, requested: dict[str, Any] | None = None,

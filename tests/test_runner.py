@@ -101,3 +101,36 @@ def test_the_report_lists_paper_claims_and_sanity_checks_apart_with_per_seed_val
 
 def test_run_with_nothing_matching(notebooks, tmp_path):
     assert main(["run", "--notebooks", str(notebooks), "--only", "zzz", "--out", str(tmp_path / "o")]) == 2
+
+
+def test_parallel_jobs_a_slurm_array_and_a_merge_give_one_results_file(notebooks, tmp_path):
+    import os
+    import subprocess
+
+    from fewshot_lib.runner import thread_budget
+
+    assert thread_budget(2, cpus=2) == 1 and thread_budget(1, cpus=8) == 8 and thread_budget(16, cpus=2) == 1
+    good = ["--notebooks", str(notebooks), "--only", "01_good", "--profile", "smoke"]
+    assert main(["run", *good, "--sweep", "alpha=2,5", "--jobs", "2", "--out", str(tmp_path / "par")]) == 0
+    par = json.loads((tmp_path / "par" / "results.json").read_text())
+    assert [r["name"] for r in par["notebooks"]] == ["01_good__alpha=2", "01_good__alpha=5"]   # job order kept
+    assert [r["metrics"]["alpha"] for r in par["notebooks"]] == [2, 5]
+    assert main(["run", *good, "--jobs", "0", "--out", str(tmp_path / "zero")]) == 2
+
+    # The SLURM array: one line per notebook × sweep value; run its lines here as the array tasks would.
+    slurm = tmp_path / "slurm"
+    assert main(["run", *good, "--sweep", "alpha=3,4", "--emit-slurm", str(slurm)]) == 0
+    script = (slurm / "run_array.sbatch").read_text()
+    lines = (slurm / "jobs.txt").read_text().splitlines()
+    assert "#SBATCH --array=0-1" in script and len(lines) == 2 and "-p alpha 3" in lines[0]
+    # Array task 0 is a plain `fewshot run` into its own folder: run it here as SLURM would.
+    assert subprocess.run(lines[0].replace("fewshot run", f"{os.sys.executable} -m fewshot_lib.cli run", 1),
+                          shell=True, capture_output=True).returncode == 0
+    merged = tmp_path / "merged"
+    task0 = next((slurm / "runs").iterdir())
+    assert main(["merge", str(tmp_path / "par"), str(task0), "--out", str(merged)]) == 0
+    results = json.loads((merged / "results.json").read_text())
+    assert [r["metrics"]["alpha"] for r in results["notebooks"]] == [2, 5, 3] and len(results["claims"]) == 3
+    assert all((merged / r["name"]).is_dir() for r in results["notebooks"])       # notebooks copied in
+    assert "alpha helps" in (merged / "report.md").read_text()
+    assert main(["merge", str(tmp_path / "nowhere"), "--out", str(tmp_path / "m2")]) == 2
