@@ -8,6 +8,19 @@ Target (issue 21): ≤ 100 ms on 2 CPU cores. Run by hand, on a quiet machine if
     python benchmarks/explore_latency.py --threads 2 --repeats 30
 
 It also prints the machine's load average, because on a shared machine the figure mostly measures the others.
+
+Measured 2026-11-30 on this project's 2-core machine with two trainings and other notebooks running (load 9.9),
+median (best) of 15, torch 2.14.1 CPU::
+
+    1 thread   seeds grid (8)                   238.6 ms (226.7)
+    1 thread   directions (8, one slider moved) 230.0 ms (206.0)
+    1 thread   style mixing (16 images)         456.1 ms (345.5)
+    1 thread   interpolation (8 steps)          221.8 ms (202.6)
+    2 threads  seeds grid (8)                  2144.3 ms (360.1)   (two threads fight the other jobs)
+
+Target not shown met under that load. A grid of 8 is 1.9 GFLOP (FlopCounterMode) and ran at ≈ 47 % of the
+matmul rate measured beside it (17.7 GFLOP/s), so a quiet core (≈ 100 GFLOP/s matmul here when quiet, see
+stylegan2_step.py) should give ≈ 40–50 ms: rerun this script on a quiet machine to confirm.
 """
 from __future__ import annotations
 

@@ -81,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"(127.0.0.1 only; at most {args.max_kernels} pages at once; idle pages stop after {args.cull_idle} s; "
           "Ctrl-C stops the server)", flush=True)
     os.chdir(Path(args.notebook).resolve().parent)
+    os.environ["FEWSHOT_SERVED"] = "1"  # the notebook writes each visitor's files to a temporary folder
+    os.environ.setdefault("FEWSHOT_PROGRESS", "off")
     os.execv(cmd[0], cmd)
     return 0  # pragma: no cover - execv does not return
 

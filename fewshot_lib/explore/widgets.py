@@ -31,7 +31,7 @@ from .render import (MAX_UPLOAD_BYTES, DirectionLabel, ExploreInputError, Latent
 log = logging.getLogger(__name__)
 
 # Crisp pixels; and where the widget is live (JupyterLab, Voilà), hide the static PNG shown just before it.
-PIXELATED_CSS = W.HTML("<style>.fewshot-pixelated{image-rendering:pixelated}"
+PIXELATED_CSS = W.HTML("<style>.fewshot-pixelated{image-rendering:pixelated;align-self:flex-start}"
                        ".jp-OutputArea-child:has(+ .jp-OutputArea-child .fewshot-explorer){display:none}</style>")
 SHOW_SCALE = 3   # on-screen pixels per image pixel
 
@@ -137,6 +137,7 @@ class Explorer:
         grid = r.grid()
         self.image.value = png_bytes(grid)
         self.image.layout.width = f"{grid.shape[1] * SHOW_SCALE}px"
+        self.image.layout.height = f"{grid.shape[0] * SHOW_SCALE}px"
         self.message.value = r.caption
         return True
 
