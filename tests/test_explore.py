@@ -320,6 +320,13 @@ def test_widget_bad_checkpoint_is_a_message(session):
     loader.path.value = "/etc/hostname"
     loader.load()
     assert "outside the folders" in loader.status.value and loader.current.images.shape == (8, 32, 32, 3)
+    if sg.source_model_available():                      # a relative path is read from the repository root
+        own = xw.Session(session.space)
+        ok = xw.model_loader(own, sync=True)
+        ok.path.value = "data/checkpoints/stylegan2_noto32.pt"
+        ok.load()
+        assert ok.status.value.startswith("loaded stylegan2_noto32.pt: 32 px, 8 layers"), ok.status.value
+        assert own.space is not session.space and own.space.name == "stylegan2_noto32"
 
 
 def test_latest_state_wins_and_changes_coalesce(session):

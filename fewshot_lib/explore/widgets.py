@@ -42,6 +42,14 @@ def _slider(cls, **kw):
     return cls(**kw)
 
 
+def _typed_path(text: str) -> Path:
+    """A typed path: absolute as given, relative ones from the repository root (where ``data/`` lives)."""
+    from ..config import data_dir
+
+    p = Path(text.strip()).expanduser()
+    return p if p.is_absolute() else data_dir().parent / p
+
+
 def error_html(message: str) -> str:
     import html
 
@@ -80,7 +88,7 @@ class Session:
 
     def load(self, path: str | Path) -> str:
         """Swap in the generator stored at ``path`` (inside ``allowed_roots``); returns a one-line summary."""
-        p = Path(path).expanduser()
+        p = _typed_path(str(path))
         if not any(p.resolve().is_relative_to(r.resolve()) for r in self.allowed_roots):
             raise ExploreInputError(f"checkpoint path {str(path)!r} is outside the folders this explorer may read.")
         G = load_any_generator(p, device=self.space.device)
@@ -268,7 +276,8 @@ class _DirectionControls:
 
 
 def _export_row(explorer_ref: list, kinds: Sequence[str] = ("w", "w+")) -> tuple[W.Widget, W.HTML]:
-    """Buttons that turn the explorer's current first latent / image into download links."""
+    """Buttons that turn the last image of the explorer's grid (in the projection explorer: the edited
+    projection) and its latent into download links."""
     links = W.HTML()
     buttons = [W.Button(description=f"export {k.upper()}", layout=W.Layout(width="auto")) for k in kinds]
     img_button = W.Button(description="export PNG", layout=W.Layout(width="auto"))
@@ -333,7 +342,7 @@ def projection_explorer(session: Session, steps: int = 200, example: str | Path 
                                         f"{MAX_UPLOAD_BYTES / 2**20:.0f} MiB.")
             return bytes(item["content"]), item.get("name", "upload")
         if path.value.strip():
-            return Path(path.value.strip()), Path(path.value.strip()).name
+            return _typed_path(path.value), Path(path.value.strip()).name
         raise ExploreInputError("upload an image or type a path first.")
 
     def do_project(_=None):
