@@ -442,6 +442,13 @@ def _numpy_dtype(*args: Any) -> Any:
     return dt
 
 
+def _latin1_bytes(text: Any, encoding: str = "latin1") -> bytes:
+    """Stand-in for ``_codecs.encode``: how protocol-2 pickles store bytes (``encode(str, 'latin1')``) only."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise UnsafePickleError("_codecs.encode is only allowed as encode(str, 'latin1')")
+    return text.encode("latin1")
+
+
 def _safe_globals_table() -> dict[tuple[str, str], Any]:
     rebuild = torch._utils
     table: dict[tuple[str, str], Any] = {
@@ -454,7 +461,7 @@ def _safe_globals_table() -> dict[tuple[str, str], Any]:
         ("torch.storage", "_load_from_bytes"): _load_storage_bytes,
         ("dnnlib.util", "EasyDict"): _EasyDict, ("dnnlib", "EasyDict"): _EasyDict,
         ("numpy.core.multiarray", "scalar"): _numpy_scalar, ("numpy._core.multiarray", "scalar"): _numpy_scalar,
-        ("numpy", "dtype"): _numpy_dtype,
+        ("numpy", "dtype"): _numpy_dtype, ("_codecs", "encode"): _latin1_bytes,
     }
     if hasattr(rebuild, "_rebuild_parameter_with_state"):
         table[("torch._utils", "_rebuild_parameter_with_state")] = rebuild._rebuild_parameter_with_state
@@ -473,6 +480,10 @@ class _RestrictedUnpickler(_pickle.Unpickler):
         self._table = _safe_globals_table()
 
     def find_class(self, module: str, name: str) -> Any:
+        import _compat_pickle  # protocol-2 pickles name Python 2 modules (__builtin__.set, copy_reg, ...)
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         if (module, name) in self._table:
             return self._table[(module, name)]
         if module.startswith("dnnlib.tflib"):
