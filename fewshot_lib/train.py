@@ -31,6 +31,7 @@ import copy
 import logging
 import math
 import random
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -405,6 +406,22 @@ class GANTrainer(ResumableTrainer):
         img, _ = self.g_ema(self.sample_z.to(self.device), randomize_noise=False, c=c)
         return img.cpu()
 
+    def _check_run_dir(self) -> None:
+        """Fail before the first step, naming the folder, when ``run_dir`` cannot hold checkpoints and sample
+        grids (a file in the way, no permission) — not with a raw OS error after minutes of training."""
+        if self.run_dir is None:
+            return
+        from .checkpoint import CheckpointWriteError
+
+        try:
+            (self.run_dir / "samples").mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.run_dir, prefix=".write-test-"):
+                pass
+        except OSError as err:
+            raise CheckpointWriteError(f"run folder {self.run_dir} cannot hold checkpoints and samples "
+                                       f"({type(err).__name__}: {err.strerror or err}); choose another run_dir"
+                                       ) from None
+
     def save_samples(self) -> torch.Tensor:
         images = self.sample_images()
         if self.run_dir:
@@ -476,6 +493,7 @@ class GANTrainer(ResumableTrainer):
     def train(self, steps: int | None = None, resume: bool = True, show_progress: bool = True) -> TrainResult:
         """Train until ``steps`` total iterations (default ``config.steps``); resume from ``run_dir`` if asked."""
         total = int(steps if steps is not None else self.cfg.steps)
+        self._check_run_dir()
         if resume and self.step == 0:
             self.resume()
         c, ck = self.cfg, self.checkpoint_path

@@ -311,3 +311,12 @@ def test_unwritable_checkpoint_folder_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(CheckpointWriteError, match="is a file, not a folder") as err:
         trainer.save(tmp_path / "file" / "run" / "checkpoint.pt")
     assert str(tmp_path / "file" / "run" / "checkpoint.pt") in str(err.value)
+
+
+def test_training_into_an_unusable_run_folder_fails_before_the_first_step(tmp_path):
+    (tmp_path / "file").write_text("x")                         # a file where the run folder should go
+    trainer = _tiny_trainer(tmp_path / "ok", steps=2)
+    trainer.run_dir = tmp_path / "file" / "run"
+    with pytest.raises(CheckpointWriteError, match="cannot hold checkpoints") as err:
+        trainer.train(show_progress=False)
+    assert str(tmp_path / "file" / "run") in str(err.value) and trainer.step == 0
