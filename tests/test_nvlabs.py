@@ -372,3 +372,11 @@ def test_rosinality_nvlabs_state_dict_round_trip(c_dim):
                                rtol=1e-5, atol=1e-5)
     if not c_dim:  # unconditional: an exact re-indexing both ways
         assert set(back) == set(G.state_dict()) and all(torch.equal(back[k], v) for k, v in G.state_dict().items())
+
+
+def test_non_finite_weights_are_refused_by_name(tmp_path):
+    G, _, _ = synthetic_generator(res=8, ch=(8, 8))
+    torgb = G.meta["state"]["_modules"]["synthesis"].meta["state"]["_modules"]["b8"].meta["state"]["_modules"]["torgb"]
+    torgb.meta["state"]["_parameters"]["bias"] = torch.nn.Parameter(torch.tensor([0.0, float("nan"), 0.0]))
+    with pytest.raises(NVlabsPickleError, match=r"synthesis\.b8\.torgb\.bias.*NaN"):
+        load_nvlabs(write_snapshot(tmp_path / "nan.pkl", G))

@@ -857,6 +857,11 @@ def apply_conv_clamp(G: Generator, clamp: float | None) -> Generator:
     return G
 
 
+def _head(path: Path, n: int = 4) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(n)
+
+
 @dataclass
 class NVlabsCheckpoint:
     """What :func:`load_nvlabs` returns: the converted generator (eval mode, ``latent_avg`` = NVlabs' ``w_avg``,
@@ -889,7 +894,7 @@ def load_nvlabs(path: str | os.PathLike, save_to: str | os.PathLike | None = Non
         half: store fp16 in ``save_to`` (half the size, no longer bit-exact).
     """
     path = Path(path)
-    if path.is_file() and path.read_bytes()[:4] == b"PK\x03\x04":  # our own converted copy
+    if path.is_file() and _head(path) == b"PK\x03\x04":  # our own converted copy
         ck = load_checkpoint(path)
         nv = (ck.get("info") or {}).get("nvlabs") if isinstance(ck, dict) else None
         if not isinstance(nv, dict):
@@ -903,6 +908,9 @@ def load_nvlabs(path: str | os.PathLike, save_to: str | os.PathLike | None = Non
         raise NVlabsPickleError(f"{path} has no {which!r} network (entries: {sorted(map(str, snapshot))}).")
     where = f"{path.name}[{which!r}]"
     net = nvlabs_network(snapshot[which], where)
+    bad = next((k for k, v in net.state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise NVlabsPickleError(f"{where}: tensor {bad!r} holds NaN or infinite values (a diverged snapshot?).")
     config, extras = nvlabs_generator_config(net, where)
     state, w_avg = nvlabs_to_rosinality_state(net.state)
     G = Generator(**config)
