@@ -21,6 +21,10 @@ modulated-conv paths; image max abs in brackets):
 * reloading the saved weights_only copy with ``load_nvlabs``: identical figures;
 * a full snapshot (G, D, G_ema, an ``AugmentPipe`` with all 'bgc' + colour augmentations, 16 px, num_fp16_res 4,
   conv_clamp 256) pickled with protocols 2, 3 and 4: 2.6e-6 each;
+* discriminators (their ``training.networks.Discriminator``, 'resnet'): 32 px, conv_clamp 256, mbstd group 2,
+  num_fp16_res 2: 3.6e-7 (logits up to 0.44); 16 px with conv_clamp 0.3 (binding): 1.2e-7 (logits up to 0.33;
+  0.83 off without the clamp); our random D converted with :func:`rosinality_to_nvlabs_d_state` into theirs: 4.8e-7;
+  D state dicts round-trip bit-identically;
 * their state dict → :func:`nvlabs_to_rosinality_state` → :func:`rosinality_to_nvlabs_state` gave back every
   key and bit-identical tensors (3 models); our random generators (unconditional, and conditional after
   ``add_class`` so that the embedding gain had to be folded) converted with :func:`rosinality_to_nvlabs_state`
@@ -41,10 +45,11 @@ import pytest
 import torch
 
 from fewshot_lib.models.conditional import normalize_2nd_moment
-from fewshot_lib.models.stylegan2 import Generator
+from fewshot_lib.models.stylegan2 import Discriminator, Generator
 from fewshot_lib.models.stylegan2_io import (
-    NVlabsPickleError, UnsafePickleError, apply_conv_clamp, load_generator, load_nvlabs, nvlabs_network,
-    nvlabs_to_rosinality_state, read_nvlabs_pickle, rosinality_to_nvlabs_state)
+    NVlabsPickleError, UnsafePickleError, apply_conv_clamp, apply_d_conv_clamp, load_generator, load_nvlabs, load_nvlabs_discriminator,
+    nvlabs_network, nvlabs_to_rosinality_d_state, nvlabs_to_rosinality_state, read_nvlabs_pickle,
+    rosinality_to_nvlabs_d_state, rosinality_to_nvlabs_state)
 
 W = 16  # z_dim = w_dim of the synthetic networks
 FILTER = torch.tensor([1.0, 3.0, 3.0, 1.0])
@@ -173,6 +178,47 @@ def synthetic_generator(res=16, c_dim=0, n_map=2, lr=0.01, ch=(16, 16, 8), conv_
     G = _module("Generator", children=[("synthesis", syn), ("mapping", mapping)], z_dim=z_dim, c_dim=c_dim,
                 w_dim=W, img_resolution=res, img_channels=3, init_kwargs=init_kwargs)
     return G, flat, init_kwargs
+
+
+def synthetic_discriminator(res=16, ch=(16, 16, 8), conv_clamp=256.0, group=2, c_dim=0, architecture="resnet",
+                            seed=0):
+    """An NVlabs-layout Discriminator module tree and its flat state."""
+    g = torch.Generator().manual_seed(seed)
+    channels = dict(zip([2 ** r for r in range(2, int(math.log2(res)) + 1)], ch))
+    flat, kids = {}, []
+
+    def conv(prefix, cin, cout, k, act, down=1, bias=True, clamp=conv_clamp):
+        p = [("weight", torch.randn(cout, cin, k, k, generator=g))] + (
+            [("bias", torch.randn(cout, generator=g) * 0.3)] if bias else [])
+        b = [("resample_filter", FILTER2D.clone())]
+        flat.update({f"{prefix}.{n}": v for n, v in p + b})
+        return _module("Conv2dLayer", p, b, activation=act, up=1, down=down, conv_clamp=clamp, padding=k // 2,
+                       weight_gain=np.float64(1 / np.sqrt(cin * k * k)), act_gain=np.float64(np.sqrt(2)))
+
+    for r in sorted(channels, reverse=True)[:-1]:
+        b, bk = f"b{r}", []
+        if r == res:
+            bk.append(("fromrgb", conv(f"{b}.fromrgb", 3, channels[r], 1, "lrelu")))
+        bk.append(("conv0", conv(f"{b}.conv0", channels[r], channels[r], 3, "lrelu")))
+        bk.append(("conv1", conv(f"{b}.conv1", channels[r], channels[r // 2], 3, "lrelu", down=2)))
+        bk.append(("skip", conv(f"{b}.skip", channels[r], channels[r // 2], 1, "linear", down=2, bias=False,
+                                clamp=None)))
+        flat[f"{b}.resample_filter"] = FILTER2D.clone()
+        kids.append((b, _module("DiscriminatorBlock", buffers=[("resample_filter", FILTER2D.clone())], children=bk,
+                                in_channels=0 if r == res else channels[r], resolution=r, img_channels=3,
+                                architecture=architecture)))
+    c4 = channels[4]
+    epi = [("mbstd", _module("MinibatchStdLayer", group_size=group, num_channels=1)),
+           ("conv", conv("b4.conv", c4 + 1, c4, 3, "lrelu"))]
+    for name, n_in, n_out, act in (("fc", c4 * 16, c4, "lrelu"), ("out", c4, 1, "linear")):
+        m, t = _fc(g, n_in, n_out, activation=act)
+        epi.append((name, m))
+        flat.update({f"b4.{name}.{k}": v for k, v in t.items()})
+    kids.append(("b4", _module("DiscriminatorEpilogue", children=epi, in_channels=c4, cmap_dim=0, resolution=4,
+                               img_channels=3, architecture="resnet")))
+    D = _module("Discriminator", children=kids, c_dim=c_dim, img_resolution=res, img_channels=3,
+                init_kwargs=dict(c_dim=c_dim, img_resolution=res, img_channels=3))
+    return D, flat
 
 
 def write_snapshot(path: Path, G, extra: dict | None = None, protocol: int = 4) -> Path:
@@ -380,3 +426,46 @@ def test_non_finite_weights_are_refused_by_name(tmp_path):
     torgb.meta["state"]["_parameters"]["bias"] = torch.nn.Parameter(torch.tensor([0.0, float("nan"), 0.0]))
     with pytest.raises(NVlabsPickleError, match=r"synthesis\.b8\.torgb\.bias.*NaN"):
         load_nvlabs(write_snapshot(tmp_path / "nan.pkl", G))
+
+
+def test_discriminator_conversion_places_every_tensor_and_clamps(tmp_path):
+    G, _, _ = synthetic_generator(res=16)
+    D_nv, flat = synthetic_discriminator(res=16, ch=(16, 16, 8), group=2)
+    D = load_nvlabs_discriminator(write_snapshot(tmp_path / "gd.pkl", G, extra={"D": D_nv}))
+    assert D.config["size"] == 16 and D.config["stddev_group"] == 2 and D.channels == {4: 16, 8: 16, 16: 8}
+    assert torch.equal(D.convs[0][0].weight, flat["b16.fromrgb.weight"])
+    assert torch.equal(D.convs[1].conv2[1].weight, flat["b16.conv1.weight"])
+    assert torch.equal(D.convs[2].skip[1].weight, flat["b8.skip.weight"])
+    assert torch.equal(D.final_linear[1].bias, flat["b4.out.bias"]) and D.conv_clamp == 256.0
+    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert D(x).shape == (4, 1)
+        _, feats = D(x, return_features=True)
+        c = 0.5 * min(float(feats[0].abs().max()), float(feats[-2].abs().max()))
+        apply_d_conv_clamp(D, c)  # fromrgb and final_conv outputs (activated convs) are clamped
+        _, clamped = D(x, return_features=True)
+        assert float(clamped[0].abs().max()) <= c + 1e-6 and float(clamped[-2].abs().max()) <= c + 1e-6
+        apply_d_conv_clamp(D, None)
+        assert torch.equal(D(x, return_features=True)[1][-1], feats[-1])
+    # the inverse layout is NVlabs' (same keys and shapes as the synthetic writer) and round-trips exactly
+    nv = rosinality_to_nvlabs_d_state(D.state_dict())
+    assert {k: tuple(v.shape) for k, v in nv.items()} == {k: tuple(v.shape) for k, v in flat.items()}
+    back = nvlabs_to_rosinality_d_state(nv)
+    assert set(back) == set(D.state_dict()) and all(torch.equal(back[k], v) for k, v in D.state_dict().items())
+
+
+@pytest.mark.parametrize("kind, match", [("cond", "conditional discriminator"), ("skip", "architecture='skip'")])
+def test_discriminators_this_package_cannot_reproduce_are_refused(tmp_path, kind, match):
+    G, _, _ = synthetic_generator(res=8, ch=(8, 8))
+    D_nv, _ = synthetic_discriminator(res=8, ch=(8, 8), c_dim=3 if kind == "cond" else 0,
+                                      architecture="skip" if kind == "skip" else "resnet")
+    with pytest.raises(NVlabsPickleError, match=match):
+        load_nvlabs_discriminator(write_snapshot(tmp_path / f"{kind}.pkl", G, extra={"D": D_nv}))
+
+
+def test_discriminator_state_round_trip_from_this_package():
+    D = Discriminator(16, channel_base=128, channel_max=16, stddev_group=2).eval()
+    back = nvlabs_to_rosinality_d_state(rosinality_to_nvlabs_d_state(D.state_dict()))
+    assert set(back) == set(D.state_dict()) and all(torch.equal(back[k], v) for k, v in D.state_dict().items())
+    with pytest.raises(ValueError, match="no NVlabs counterpart"):
+        rosinality_to_nvlabs_d_state({**D.state_dict(), "sim_linear.0.weight": torch.zeros(2, 2)})

@@ -336,7 +336,8 @@ def load_discriminator(path: str | os.PathLike, device: str | torch.device = "cp
 # Refused: architecture 'orig' / 'resnet', img_channels ≠ 3, z_dim ≠ w_dim, embed or layer features ≠ w_dim,
 # activations other than lrelu, kernel sizes other than 3 (convs) / 1 (ToRGB), per-layer learning-rate
 # multipliers that differ, resolution < 8, TensorFlow-era pickles (``dnnlib.tflib``; convert those with NVlabs'
-# ``legacy.py`` in an environment you trust first), and the D / augment_pipe are not converted.
+# ``legacy.py`` in an environment you trust first). The snapshot's unconditional 'resnet' D converts too
+# (:func:`load_nvlabs_discriminator`, below); conditional Ds and the augment_pipe are not converted.
 #
 # Verified against the real NVlabs code (d72cc7d, run in a throwaway directory, never committed): random
 # generators built with their ``training.networks.Generator`` (32 px unconditional, 2 mapping layers, conv_clamp
@@ -928,3 +929,156 @@ def load_nvlabs(path: str | os.PathLike, save_to: str | os.PathLike | None = Non
         saved = save_atomic({"g_ema": _shipping_state(G, half), "config": G.config,
                              "latent_avg": None if w_avg is None else w_avg.float().cpu(), "info": info}, save_to)
     return NVlabsCheckpoint(g_ema=G, config=G.config, info=info, latent_avg=G.latent_avg, saved=saved)
+
+
+# -- discriminators (unconditional, architecture 'resnet': what CDC fine-tunes beside the generator) ----------
+#
+# NVlabs D ↔ this package's / rosinality's Discriminator: b{size}.fromrgb → convs.0; b{r}.conv0 / conv1 / skip →
+# convs.{i}.conv1 / conv2 / skip (the same blur-then-stride-2 resampling and (main + skip)/√2 sum: NVlabs
+# multiplies both branches by √0.5); b4.mbstd (group_size → stddev_group, 1 channel) → minibatch_stddev;
+# b4.conv / fc / out → final_conv / final_linear.0 / final_linear.1. conv_clamp clamps each activated conv
+# (NVlabs clamps conv1 at clamp·√0.5 after its √0.5 gain, which is the same). Conditional NVlabs Ds are
+# refused: their class mapping is an 8-layer MLP where this package's D has an embedding + 2 layers.
+
+
+def nvlabs_discriminator_config(net: NVlabsNetwork, where: str = "discriminator") -> tuple[dict[str, Any], dict[str, Any]]:
+    """Check that an NVlabs ``Discriminator`` maps exactly onto :class:`Discriminator`; ``(config, extras)``."""
+    def refuse(msg: str) -> NVlabsPickleError:
+        return NVlabsPickleError(f"{where}: {msg}; this package cannot reproduce it exactly, so it is not loaded.")
+
+    s, a = net.state, net.attrs
+    if net.class_name != "Discriminator" or "b4" not in a:
+        raise NVlabsPickleError(f"{where} is a {net.class_name}, not an NVlabs Discriminator.")
+    root = a[""]
+    res, c_dim, img_ch = int(root.get("img_resolution", 0)), int(root.get("c_dim", 0)), int(root.get("img_channels", 0))
+    if c_dim:
+        raise refuse(f"a conditional discriminator (c_dim={c_dim}; NVlabs maps classes with an MLP of "
+                     f"{a.get('mapping', {}).get('num_layers', '?')} layers, this package with an embedding and 2)")
+    if img_ch != 3:
+        raise refuse(f"img_channels={img_ch}")
+    blocks = [2 ** r for r in range(int(_math.log2(max(res, 8))), 2, -1)]
+    channels: dict[int, int] = {}
+    clamps = set()
+    filt = make_kernel(_NV_FILTER)
+    for r in blocks:
+        b = f"b{r}"
+        if a.get(b, {}).get("architecture") != "resnet" or f"{b}.skip.weight" not in s:
+            raise refuse(f"{b} architecture={a.get(b, {}).get('architecture')!r} (only the default 'resnet')")
+        if (f"{b}.fromrgb.weight" in s) != (r == res):
+            raise refuse(f"{b} has a fromrgb layer where a 'resnet' D has none (or lacks the first one)")
+        for name, k, act in (("fromrgb", 1, "lrelu"), ("conv0", 3, "lrelu"), ("conv1", 3, "lrelu"), ("skip", 1, "linear")):
+            if name == "fromrgb" and r != res:
+                continue
+            la = a.get(f"{b}.{name}", {})
+            if s[f"{b}.{name}.weight"].shape[-1] != k or la.get("activation") != act:
+                raise refuse(f"{b}.{name}: kernel {s[f'{b}.{name}.weight'].shape[-1]}, activation {la.get('activation')!r}")
+            if name != "skip":
+                clamps.add(la.get("conv_clamp"))
+        for key in [k for k in s if k.startswith(b + ".") and k.endswith("resample_filter")]:
+            if s[key].shape != filt.shape or not torch.allclose(s[key].float(), filt, atol=1e-7):
+                raise refuse(f"{key} is not the [1,3,3,1] filter")
+        channels[r] = s[f"{b}.conv0.weight"].shape[0]
+    epi, mb = a.get("b4", {}), a.get("b4.mbstd")
+    if epi.get("architecture") != "resnet" or epi.get("cmap_dim", 0):
+        raise refuse(f"epilogue architecture={epi.get('architecture')!r}, cmap_dim={epi.get('cmap_dim')}")
+    if mb is None or int(mb.get("num_channels", 0)) != 1:
+        raise refuse("minibatch-stddev with other than 1 channel")
+    group = mb.get("group_size")
+    if not isinstance(group, int) or group < 1:
+        raise refuse(f"mbstd group_size={group!r} (only a fixed integer)")
+    channels[4] = s["b4.conv.weight"].shape[0]
+    clamps.add(a.get("b4.conv", {}).get("conv_clamp"))
+    if len(clamps) != 1:
+        raise refuse(f"layers use different conv_clamp values {sorted(map(str, clamps))}")
+    if s["b4.out.weight"].shape[0] != 1:
+        raise refuse("the output layer has more than one unit")
+    bm = _base_and_max(channels)
+    if bm is None:
+        raise refuse(f"channel table {channels} is not min(channel_base // res, channel_max)")
+    config = dict(size=res, channel_base=bm[0], channel_max=bm[1], stddev_group=group)
+    try:
+        validate_discriminator_config(dict(config), where)
+    except ValueError as err:
+        raise refuse(str(err)) from None
+    conv_clamp = clamps.pop()
+    return config, dict(conv_clamp=None if conv_clamp is None else float(conv_clamp), init_kwargs=net.init_kwargs)
+
+
+def _nv_d_pairs(size: int) -> list[tuple[str, str]]:
+    """(our key, NVlabs key) for every weight and bias of an unconditional discriminator."""
+    pairs = [("convs.0.0.weight", f"b{size}.fromrgb.weight"), ("convs.0.1.bias", f"b{size}.fromrgb.bias")]
+    for i, r in enumerate(range(int(_math.log2(size)), 2, -1), start=1):
+        b = f"b{2 ** r}"
+        pairs += [(f"convs.{i}.conv1.0.weight", f"{b}.conv0.weight"), (f"convs.{i}.conv1.1.bias", f"{b}.conv0.bias"),
+                  (f"convs.{i}.conv2.1.weight", f"{b}.conv1.weight"), (f"convs.{i}.conv2.2.bias", f"{b}.conv1.bias"),
+                  (f"convs.{i}.skip.1.weight", f"{b}.skip.weight")]
+    pairs += [("final_conv.0.weight", "b4.conv.weight"), ("final_conv.1.bias", "b4.conv.bias"),
+              ("final_linear.0.weight", "b4.fc.weight"), ("final_linear.0.bias", "b4.fc.bias"),
+              ("final_linear.1.weight", "b4.out.weight"), ("final_linear.1.bias", "b4.out.bias")]
+    return pairs
+
+
+def nvlabs_to_rosinality_d_state(nv_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """NVlabs ``D.state_dict()`` (unconditional, 'resnet') → this package's / rosinality's discriminator layout
+    (exact re-indexing; loads with ``strict=True`` into ``Discriminator(**config)``)."""
+    s = {k: v.detach().float().cpu() for k, v in strip_module_prefix(nv_state).items()}
+    size = max(int(k.split(".")[0][1:]) for k in s if k.startswith("b"))
+    out = {ours: s[nv].clone() for ours, nv in _nv_d_pairs(size)}
+    for i in range(1, int(_math.log2(size)) - 1):
+        out[f"convs.{i}.conv2.0.kernel"] = make_kernel(_NV_FILTER)
+        out[f"convs.{i}.skip.0.kernel"] = make_kernel(_NV_FILTER)
+    return out
+
+
+def rosinality_to_nvlabs_d_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """This package's / rosinality's discriminator state dict → NVlabs ``D.state_dict()`` layout (unconditional,
+    ``architecture='resnet'``, ``conv_clamp=None``); MixDL's ``sim_linear`` head and a conditional D's class
+    layers are not part of NVlabs' D and raise ``ValueError``."""
+    s = {k: v.detach().float().cpu() for k, v in strip_module_prefix(state).items()}
+    extra = sorted(k for k in s if k.startswith(("sim_linear.", "class_embed.", "cmap.")))
+    if extra:
+        raise ValueError(f"discriminator keys {extra[:3]} have no NVlabs counterpart (a MixDL head or a "
+                         "conditional D); remove them or convert the unconditional part only.")
+    size = max(infer_discriminator_channels(s))
+    out = {nv: s[ours].clone() for ours, nv in _nv_d_pairs(size)}
+    filt = make_kernel(_NV_FILTER)
+    for r in range(int(_math.log2(size)), 2, -1):
+        b = f"b{2 ** r}"
+        for name in ["", "conv0.", "conv1.", "skip."] + (["fromrgb."] if 2 ** r == size else []):
+            out[f"{b}.{name}resample_filter"] = filt.clone()
+    out["b4.conv.resample_filter"] = filt.clone()
+    return out
+
+
+def apply_d_conv_clamp(D: Discriminator, clamp: float | None) -> Discriminator:
+    """NVlabs' ``conv_clamp`` for a discriminator: clamp every activated conv's output to ``[-clamp, clamp]``."""
+    from .stylegan2 import ConvLayer, FusedLeakyReLU
+    for handle in getattr(D, "_nv_clamp_handles", []):
+        handle.remove()
+    D._nv_clamp_handles = []
+    D.conv_clamp = clamp
+    if clamp is None:
+        return D
+    c = float(clamp)
+    for m in D.modules():
+        if isinstance(m, ConvLayer) and isinstance(m[-1], FusedLeakyReLU):
+            D._nv_clamp_handles.append(m.register_forward_hook(lambda mod, inp, out: out.clamp(-c, c)))
+    return D
+
+
+def load_nvlabs_discriminator(path: str | os.PathLike, device: str | torch.device = "cpu") -> Discriminator:
+    """The ``D`` of an NVlabs snapshot ``.pkl`` (read without running code) as this package's
+    :class:`Discriminator` (unconditional, 'resnet'; ``conv_clamp`` applied with hooks). ``D(x)`` equals NVlabs'
+    ``D(x, c=empty, force_fp32=True)`` within float tolerance. To hand it to rosinality-based code (CDC), write
+    ``save_rosinality(out, g_ema=load_nvlabs(path).g_ema, d=D, latent_avg=...)`` — rosinality's networks have no
+    clamp, which matters only where activations exceed it (±256 in NVlabs' configs)."""
+    path = Path(path)
+    snapshot = read_nvlabs_pickle(path)
+    if "D" not in snapshot or snapshot["D"] is None:
+        raise NVlabsPickleError(f"{path} has no 'D' network (entries: {sorted(map(str, snapshot))}).")
+    where = f"{path.name}['D']"
+    net = nvlabs_network(snapshot["D"], where)
+    config, extras = nvlabs_discriminator_config(net, where)
+    D = Discriminator(**config)
+    load_state_strict(D, nvlabs_to_rosinality_d_state(net.state), where)
+    return apply_d_conv_clamp(D.to(device).eval(), extras["conv_clamp"])
