@@ -47,9 +47,20 @@ import torch
 from fewshot_lib.models.conditional import normalize_2nd_moment
 from fewshot_lib.models.stylegan2 import Discriminator, Generator
 from fewshot_lib.models.stylegan2_io import (
-    NVlabsPickleError, UnsafePickleError, apply_conv_clamp, apply_d_conv_clamp, load_generator, load_nvlabs, load_nvlabs_discriminator,
-    nvlabs_network, nvlabs_to_rosinality_d_state, nvlabs_to_rosinality_state, read_nvlabs_pickle,
-    rosinality_to_nvlabs_d_state, rosinality_to_nvlabs_state)
+    NVlabsPickleError,
+    UnsafePickleError,
+    apply_conv_clamp,
+    apply_d_conv_clamp,
+    load_generator,
+    load_nvlabs,
+    load_nvlabs_discriminator,
+    nvlabs_network,
+    nvlabs_to_rosinality_d_state,
+    nvlabs_to_rosinality_state,
+    read_nvlabs_pickle,
+    rosinality_to_nvlabs_d_state,
+    rosinality_to_nvlabs_state,
+)
 
 W = 16  # z_dim = w_dim of the synthetic networks
 FILTER = torch.tensor([1.0, 3.0, 3.0, 1.0])
@@ -350,7 +361,7 @@ def test_a_pickle_that_would_run_code_is_refused_and_runs_nothing(tmp_path):
 
 def test_persistence_source_code_is_never_executed(tmp_path):
     marker = tmp_path / "from_module_src"
-    G, flat, _ = synthetic_generator(res=8, ch=(8, 8))
+    G, _, _ = synthetic_generator(res=8, ch=(8, 8))
     G.meta["module_src"] = f"open({str(marker)!r}, 'w').close()\n"  # NVlabs' own loader would exec this
     ck = load_nvlabs(write_snapshot(tmp_path / "src.pkl", G))
     assert not marker.exists() and ck.g_ema.size == 8

@@ -307,7 +307,7 @@ def load_discriminator(path: str | os.PathLike, device: str | torch.device = "cp
 # NVlabs                     here                                   conversion
 # =========================  =====================================  =============================================
 # mapping.fc{i}              style.{i+1} (style.{i} conditional)    same parametrisation (stored N(0,1)/lr, gain
-#                                                                   lr/√in, bias·lr); ``lr_multiplier`` → ``lr_mlp``;
+#                                                                   lr/√in, bias·lr); lr_multiplier → lr_mlp;
 #                                                                   ``num_layers`` (2 for cfg auto/cifar, 8 for
 #                                                                   paper*/stylegan2) → ``n_mlp``
 # mapping.embed (c_dim > 0)  class_embed (weight [E, C], gain 1/√C)  same layout; z and embed both normalised and
@@ -346,14 +346,14 @@ def load_discriminator(path: str | os.PathLike, device: str | torch.device = "cp
 # ``G(z, c, noise_mode='const', force_fp32=True)`` images — see tests/test_nvlabs.py for the measured maximum
 # absolute differences.
 
-import collections as _collections  # noqa: E402  (kept with the section that uses them)
-import hashlib as _hashlib  # noqa: E402
-import io as _io  # noqa: E402
-import math as _math  # noqa: E402
-import pickle as _pickle  # noqa: E402
-import warnings as _warnings  # noqa: E402
+import collections as _collections  # (imported here, with the section that uses them)
+import hashlib as _hashlib
+import io as _io
+import math as _math
+import pickle as _pickle
+import warnings as _warnings
 
-from .stylegan2 import StyledConv, ToRGB, make_kernel  # noqa: E402
+from .stylegan2 import StyledConv, ToRGB, make_kernel
 
 NVLABS_FORMAT = "nvlabs-stylegan2-ada-pytorch"
 _NV_FILTER = [1, 3, 3, 1]
@@ -727,7 +727,8 @@ def nvlabs_generator_config(net: NVlabsNetwork, where: str = "generator") -> tup
 
 def _nv_layer_pairs(size: int) -> list[tuple[str, str, int | None]]:
     """(our StyledConv prefix, NVlabs SynthesisLayer prefix, noise index) and ToRGB pairs (noise index None)."""
-    pairs: list[tuple[str, str, int | None]] = [("conv1", "synthesis.b4.conv1", 0), ("to_rgb1", "synthesis.b4.torgb", None)]
+    pairs: list[tuple[str, str, int | None]] = [("conv1", "synthesis.b4.conv1", 0),
+                                                 ("to_rgb1", "synthesis.b4.torgb", None)]
     for k, r in enumerate(range(3, int(_math.log2(size)) + 1)):
         b = f"synthesis.b{2 ** r}"
         pairs += [(f"convs.{2 * k}", f"{b}.conv0", 2 * k + 1), (f"convs.{2 * k + 1}", f"{b}.conv1", 2 * k + 2),
@@ -735,7 +736,8 @@ def _nv_layer_pairs(size: int) -> list[tuple[str, str, int | None]]:
     return pairs
 
 
-def nvlabs_to_rosinality_state(nv_state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+def nvlabs_to_rosinality_state(
+        nv_state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
     """NVlabs ``G.state_dict()`` layout → this package's / rosinality's generator layout, plus ``w_avg`` ``[1, D]``.
 
     Exact re-indexing (no arithmetic except the class embedding, see below): every tensor keeps its values.
@@ -941,7 +943,8 @@ def load_nvlabs(path: str | os.PathLike, save_to: str | os.PathLike | None = Non
 # refused: their class mapping is an 8-layer MLP where this package's D has an embedding + 2 layers.
 
 
-def nvlabs_discriminator_config(net: NVlabsNetwork, where: str = "discriminator") -> tuple[dict[str, Any], dict[str, Any]]:
+def nvlabs_discriminator_config(net: NVlabsNetwork,
+                                where: str = "discriminator") -> tuple[dict[str, Any], dict[str, Any]]:
     """Check that an NVlabs ``Discriminator`` maps exactly onto :class:`Discriminator`; ``(config, extras)``."""
     def refuse(msg: str) -> NVlabsPickleError:
         return NVlabsPickleError(f"{where}: {msg}; this package cannot reproduce it exactly, so it is not loaded.")
@@ -966,12 +969,14 @@ def nvlabs_discriminator_config(net: NVlabsNetwork, where: str = "discriminator"
             raise refuse(f"{b} architecture={a.get(b, {}).get('architecture')!r} (only the default 'resnet')")
         if (f"{b}.fromrgb.weight" in s) != (r == res):
             raise refuse(f"{b} has a fromrgb layer where a 'resnet' D has none (or lacks the first one)")
-        for name, k, act in (("fromrgb", 1, "lrelu"), ("conv0", 3, "lrelu"), ("conv1", 3, "lrelu"), ("skip", 1, "linear")):
+        for name, k, act in (("fromrgb", 1, "lrelu"), ("conv0", 3, "lrelu"), ("conv1", 3, "lrelu"),
+                             ("skip", 1, "linear")):
             if name == "fromrgb" and r != res:
                 continue
             la = a.get(f"{b}.{name}", {})
             if s[f"{b}.{name}.weight"].shape[-1] != k or la.get("activation") != act:
-                raise refuse(f"{b}.{name}: kernel {s[f'{b}.{name}.weight'].shape[-1]}, activation {la.get('activation')!r}")
+                raise refuse(f"{b}.{name}: kernel {s[f'{b}.{name}.weight'].shape[-1]}, "
+                             f"activation {la.get('activation')!r}")
             if name != "skip":
                 clamps.add(la.get("conv_clamp"))
         for key in [k for k in s if k.startswith(b + ".") and k.endswith("resample_filter")]:
