@@ -332,11 +332,26 @@ def test_conv_clamp_bounds_every_layer_like_nvlabs():
 
 
 class _WritesMarker:
-    def __init__(self, marker: Path):
-        self.marker = marker
+    def __init__(self, marker: Path, how: str = "open"):
+        self.marker, self.how = marker, how
 
     def __reduce__(self):  # what a malicious pickle does: make the unpickler call a function
+        if self.how == "eval":
+            return (eval, (f"open({str(self.marker)!r}, 'w').close()",))
+        if self.how == "system":
+            import os
+            return (os.system, (f"touch {str(self.marker)!r}",))
         return (open, (str(self.marker), "w"))
+
+
+@pytest.mark.parametrize("how, name", [("eval", r"builtins\.eval"), ("system", r"(posix|os|nt)\.system")])
+def test_eval_and_system_payloads_are_refused(tmp_path, how, name):
+    marker = tmp_path / "marker"
+    G, _, _ = synthetic_generator(res=8, ch=(8, 8))
+    bad = write_snapshot(tmp_path / f"{how}.pkl", G, extra={"G_ema": _WritesMarker(marker, how)})
+    with pytest.raises(UnsafePickleError, match=rf"{how}\.pkl was refused.*{name}"):
+        load_nvlabs(bad)
+    assert not marker.exists()
 
 
 def test_a_pickle_that_would_run_code_is_refused_and_runs_nothing(tmp_path):

@@ -464,8 +464,7 @@ def _safe_globals_table() -> dict[tuple[str, str], Any]:
         ("numpy.core.multiarray", "scalar"): _numpy_scalar, ("numpy._core.multiarray", "scalar"): _numpy_scalar,
         ("numpy", "dtype"): _numpy_dtype, ("_codecs", "encode"): _latin1_bytes,
     }
-    if hasattr(rebuild, "_rebuild_parameter_with_state"):
-        table[("torch._utils", "_rebuild_parameter_with_state")] = rebuild._rebuild_parameter_with_state
+    # not _rebuild_parameter_with_state: it sets arbitrary attributes on the parameter, and NVlabs never needs it
     for name in ("float32", "float16", "float64", "bfloat16", "int64", "int32", "uint8", "bool"):
         table[("torch", name)] = getattr(torch, name)
     table[("torch", "Size")] = torch.Size
@@ -590,9 +589,9 @@ def nvlabs_network(obj: Any, where: str = "network") -> NVlabsNetwork:
             for name, t in (st.get(group) or {}).items():
                 if t is None:
                     continue
-                if not isinstance(t, torch.Tensor):
+                if type(t) not in (torch.Tensor, nn.Parameter):
                     raise NVlabsPickleError(f"{where}: {prefix}{name} is a {type(t).__name__}, not a tensor.")
-                state[f"{prefix}{name}"] = t.detach().clone()
+                state[f"{prefix}{name}"] = torch.Tensor.clone(torch.Tensor.detach(t))
         attrs[prefix.rstrip(".")] = {k: _plain(v) for k, v in st.items()
                                      if not k.startswith("_") and not isinstance(v, (torch.Tensor, _Inert))}
         for name, child in (st.get("_modules") or {}).items():
