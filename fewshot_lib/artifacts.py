@@ -1,5 +1,5 @@
-"""One registry of every file the project ships in ``data/``: where it is, its manifest, its sha256, how to load
-it and the command that rebuilds it.
+"""One registry of every file the project ships in ``data/``: where it is, its manifest, its sha256, how to
+load it and the command that rebuilds it.
 
 >>> from fewshot_lib import artifacts
 >>> G = artifacts.load("stylegan2_noto32")              # checked against its manifest, then loaded
@@ -51,8 +51,8 @@ LOADERS: dict[str, str] = {
 }
 
 #: The files committed with the repository (checked by the tests); others are found by their manifests.
-BUILT_IN = ("emoji_32", "emoji_features", "stylegan2_noto32", "stylegan2_noto32_d", "mixdl_showcase_stylegan2",
-            "mixdl_showcase_mixdl")
+BUILT_IN = ("emoji_32", "emoji_features", "stylegan2_noto32", "stylegan2_noto32_d",
+            "mixdl_showcase_stylegan2", "mixdl_showcase_mixdl")
 
 
 class ArtifactMissing(FileNotFoundError):
@@ -64,7 +64,7 @@ class ArtifactCorrupt(ValueError):
 
 
 def manifest_path(path: str | Path) -> Path:
-    """``<name>.manifest.json`` beside ``<name>.pt`` / ``<name>.npz`` (the rule every shipped file follows)."""
+    """``<name>.manifest.json`` beside ``<name>.pt`` / ``<name>.npz`` (the rule all shipped files follow)."""
     path = Path(path)
     return path.with_name(f"{path.stem}.manifest.json")
 
@@ -102,8 +102,9 @@ class Artifact:
     def at(self, path: str | Path) -> "Artifact":
         """The same kind of file at another place (its manifest beside it), e.g. a user's own copy."""
         path = Path(path).resolve()
-        shared = self.sha_key != "sha256"  # a LoFGAN D shares its generator's manifest: <stem minus _d>.manifest.json
-        man = path.with_name(f"{path.stem.removesuffix('_d')}.manifest.json") if shared else manifest_path(path)
+        shared = self.sha_key != "sha256"  # a LoFGAN D shares its generator's <stem minus _d>.manifest.json
+        man = (path.with_name(f"{path.stem.removesuffix('_d')}.manifest.json") if shared
+               else manifest_path(path))
         return replace(self, file=str(path), manifest_file=str(man))
 
     def available(self) -> bool:
@@ -128,9 +129,9 @@ class Artifact:
         actual = file_sha256(self.path)
         if actual != expected:
             raise ArtifactCorrupt(
-                f"{self.path.name}: sha256 {actual[:12]}… does not match its manifest {self.manifest_path.name} "
-                f"({str(expected)[:12]}…). The file is corrupt or was replaced; rebuild it with `{self.rebuild}` "
-                "(or restore data/ with git).")
+                f"{self.path.name}: sha256 {actual[:12]}… does not match its manifest "
+                f"{self.manifest_path.name} ({str(expected)[:12]}…). The file is corrupt or was replaced; "
+                f"rebuild it with `{self.rebuild}` (or restore data/ with git).")
         return self.path
 
     def load(self, device: str | torch.device = "cpu", verify: bool = True) -> Any:
@@ -165,6 +166,7 @@ def loader(kind: str) -> Callable[[Path, str | torch.device], Any]:
 
 
 _LOFGAN = re.compile(r"(lofgan|globalfusion)_emoji32_seed(\d+)")
+_ADAPTED = re.compile(r"(tgan|freezed|ewc|cdc)_(\w+?)_shots(\d+)")
 
 
 def describe(name: str) -> Artifact:
@@ -172,30 +174,38 @@ def describe(name: str) -> Artifact:
 
     ``emoji_<size>`` datasets; ``emoji_features`` (and ``emoji_features_seen``); ``mixdl_showcase_<variant>``;
     LoFGAN exports ``lofgan_emoji32_seed<N>`` / ``globalfusion_emoji32_seed<N>`` and their ``_d``; otherwise a
-    StyleGAN2 export of ``scripts/train_source_model.py`` (``<name>``, and ``<name>_d`` for its discriminator).
+    StyleGAN2 export (``<name>``, and ``<name>_d`` for its discriminator) of ``scripts/train_adaptation.py``
+    (``<method>_<style>_shots<k>``), ``scripts/train_conditional_source.py`` (``stylegan2_cond_*``) or
+    ``scripts/train_source_model.py`` (any other name).
     """
     if m := re.fullmatch(r"emoji_(\d+)", name):
-        return Artifact(name, f"{name}.npz", "emoji_dataset", f"python -m fewshot_lib.data.emoji build --size "
-                        f"{m.group(1)}", f"{name}.manifest.json")
+        command = f"python -m fewshot_lib.data.emoji build --size {m.group(1)}"
+        return Artifact(name, f"{name}.npz", "emoji_dataset", command, f"{name}.manifest.json")
     file, man = f"checkpoints/{name}.pt", f"checkpoints/{name}.manifest.json"
     if name == "emoji_features":
         return Artifact(name, file, "feature_net", "python scripts/train_feature_net.py", man)
-    if name == "emoji_features_seen":  # run D: never shown notebook 06's unseen classes (training losses only)
-        return Artifact(name, file, "feature_net", "python scripts/train_feature_net.py --holdout-unseen-classes",
-                        man)
+    if name == "emoji_features_seen":  # run D: never saw notebook 06's unseen classes (training losses only)
+        return Artifact(name, file, "feature_net",
+                        "python scripts/train_feature_net.py --holdout-unseen-classes", man)
     if m := re.fullmatch(r"mixdl_showcase_(\w+)", name):
         return Artifact(name, file, "stylegan2_generator",
                         f"python scripts/train_mixdl_showcase.py --variant {m.group(1)}", man)
     if m := _LOFGAN.fullmatch(name.removesuffix("_d")):
         base = m.group(0)
-        command = (f"python scripts/train_lofgan.py --fusion {'local' if m.group(1) == 'lofgan' else 'global'} "
-                   f"--seed {m.group(2)}")
+        fusion = "local" if m.group(1) == "lofgan" else "global"
+        command = f"python scripts/train_lofgan.py --fusion {fusion} --seed {m.group(2)}"
         if name.endswith("_d"):
             return Artifact(name, file, "lofgan_discriminator", command, f"checkpoints/{base}.manifest.json",
                             sha_key="d_sha256", pairs_with=None)
         return Artifact(name, file, "lofgan_generator", command, man)
     base = name.removesuffix("_d")
-    command = f"python scripts/train_source_model.py --name {base} --export-only"
+    if m := _ADAPTED.fullmatch(base):  # scripts/train_adaptation.py: <method>_<target style>_shots<seed>
+        command = (f"python scripts/train_adaptation.py --method {m.group(1)} --target-style {m.group(2)} "
+                   f"--shots-seed {m.group(3)}")
+    elif base.startswith("stylegan2_cond_"):  # scripts/train_conditional_source.py (LSO's conditional source)
+        command = f"python scripts/train_conditional_source.py --name {base}"
+    else:
+        command = f"python scripts/train_source_model.py --name {base} --export-only"
     if name.endswith("_d"):
         return Artifact(name, file, "stylegan2_discriminator", command, man, pairs_with=base)
     return Artifact(name, file, "stylegan2_generator", command, man)
@@ -262,7 +272,8 @@ def source_model_available(name: str = "stylegan2_noto32") -> bool:
     return get(name).available()
 
 
-def load_source_model(name: str = "stylegan2_noto32", device: str | torch.device = "cpu", verify: bool = True):
+def load_source_model(name: str = "stylegan2_noto32", device: str | torch.device = "cpu",
+                      verify: bool = True):
     """The project-trained source generator (EMA weights, float32, eval mode): ``load(name)``."""
     return load(name, device=device, verify=verify)
 

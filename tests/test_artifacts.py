@@ -1,5 +1,5 @@
-"""The registry of shipped files: every file in data/ loads through it, and a missing or altered one is refused
-with the command that rebuilds it."""
+"""The registry of shipped files: every file in data/ loads through it, and a missing or altered one is
+refused with the command that rebuilds it."""
 from __future__ import annotations
 
 import json
@@ -31,10 +31,12 @@ def test_every_shipped_file_matches_its_manifest_and_loads(name):
         net, meta = obj
         assert net(torch.zeros(2, 3, 32, 32))["embed"].shape == (2, 256) and meta["name"]
     elif entry.kind == "stylegan2_generator":
-        img, _ = obj(torch.randn(2, obj.style_dim))
+        c = torch.zeros(2, dtype=torch.long) if obj.c_dim else None  # a conditional G needs classes
+        img, _ = obj(torch.randn(2, obj.style_dim), c=c)
         assert img.shape == (2, 3, obj.size, obj.size) and torch.isfinite(img).all() and not obj.training
     elif entry.kind == "stylegan2_discriminator":
-        assert obj(torch.zeros(2, 3, obj.size, obj.size)).shape == (2, 1)
+        c = torch.zeros(2, dtype=torch.long) if obj.c_dim else None
+        assert obj(torch.zeros(2, 3, obj.size, obj.size), c=c).shape == (2, 1)
     elif entry.kind == "lofgan_generator":
         fake, _ = obj(torch.zeros(2, 3, 3, obj.size, obj.size))
         assert fake.shape == (2, 3, obj.size, obj.size)
@@ -53,10 +55,15 @@ def test_built_in_files_are_all_there():
     ("emoji_64", "emoji_dataset", "python -m fewshot_lib.data.emoji build --size 64"),
     ("emoji_features", "feature_net", "python scripts/train_feature_net.py"),
     ("emoji_features_seen", "feature_net", "train_feature_net.py --holdout-unseen-classes"),
-    ("stylegan2_noto32", "stylegan2_generator", "python scripts/train_source_model.py --name stylegan2_noto32"),
+    ("stylegan2_noto32", "stylegan2_generator", "train_source_model.py --name stylegan2_noto32"),
     ("stylegan2_notoflat32_d", "stylegan2_discriminator", "--name stylegan2_notoflat32 --export-only"),
     ("mixdl_showcase_mixdl", "stylegan2_generator", "python scripts/train_mixdl_showcase.py --variant mixdl"),
     ("lofgan_emoji32_seed2", "lofgan_generator", "python scripts/train_lofgan.py --fusion local --seed 2"),
+    ("cdc_fluent_3d_shots1", "stylegan2_generator",
+     "train_adaptation.py --method cdc --target-style fluent_3d --shots-seed 1"),
+    ("freezed_twemoji_shots0_d", "stylegan2_discriminator", "--method freezed --target-style twemoji"),
+    ("stylegan2_cond_seen32", "stylegan2_generator",
+     "python scripts/train_conditional_source.py --name stylegan2_cond_seen32"),
     ("globalfusion_emoji32_seed1_d", "lofgan_discriminator", "train_lofgan.py --fusion global --seed 1"),
 ])
 def test_names_say_kind_and_rebuild_command(name, kind, command):
@@ -135,7 +142,8 @@ def test_lofgan_exports_are_found_and_load(tmp_data):
     out = tmp_data / "checkpoints" / "lofgan_emoji32_seed3.pt"
     save_atomic({**info, "g": half(g)}, out)
     save_atomic({**info, "d": half(d)}, out.with_name(f"{out.stem}_d.pt"))
-    manifest = {"sha256": file_sha256(out), "d_sha256": file_sha256(out.with_name(f"{out.stem}_d.pt")), "steps": 7}
+    d_out = out.with_name(f"{out.stem}_d.pt")
+    manifest = {"sha256": file_sha256(out), "d_sha256": file_sha256(d_out), "steps": 7}
     artifacts.manifest_path(out).write_text(json.dumps(manifest))
 
     assert {"lofgan_emoji32_seed3", "lofgan_emoji32_seed3_d"} <= set(artifacts.names())
