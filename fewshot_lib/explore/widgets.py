@@ -324,8 +324,8 @@ def projection_explorer(session: Session, steps: int = 200, example: str | Path 
     the direction sliders and export the latent. ``example``: an image path projected at start, or shown
     with ``initial`` (a :func:`~.render.project_image` result for it) without projecting again."""
     upload = W.FileUpload(accept="image/*", multiple=False, description="upload image")
-    path = W.Text(value=str(example or ""), description="or path", continuous_update=False,
-                  placeholder="a file inside the data or upload folder")
+    path = W.Text(value="" if initial is not None else str(example or ""), description="or path",
+                  continuous_update=False, placeholder="a file inside the data or upload folder")
     kind = W.Dropdown(options=[("W", "w"), ("W+", "w+")], value="w", description="project into")
     n_steps = _slider(W.IntSlider, value=steps, min=10, max=1000, step=10, description="steps")
     button = W.Button(description="project", button_style="primary")
