@@ -16,7 +16,8 @@ measured on the notebook's unseen classes with 32 samples per class.
     # a new machine (no runs/ folder) carries on from the shipped export (fp16 weights, fresh optimiser state)
     python scripts/train_lofgan.py --fusion local --seed 0 --warm-start data/checkpoints/lofgan_emoji32_seed0.pt
 
-Notebook 06 loads the exports with ``fewshot_lib.methods.lofgan.load_shipped_lofgan(name)``.
+Notebooks load an export (checked against its manifest) with ``fewshot_lib.artifacts.load(name)`` and read its
+manifest with ``fewshot_lib.artifacts.manifest(name)``.
 """
 from __future__ import annotations
 

@@ -15,8 +15,8 @@ records each).
     # the 64-wide model shipped before it (0.42 M parameters; its recognisability flattened near 51 %)
     python scripts/train_source_model.py --channel-max 64 --name stylegan2_noto32_w64
 
-Later notebooks load them with ``fewshot_lib.models.stylegan2.load_source_model()`` and
-``fewshot_lib.methods.baselines.load_source_discriminator()``.
+Later notebooks load them (checked against their manifests) with ``fewshot_lib.artifacts.load("stylegan2_noto32")``
+and ``fewshot_lib.artifacts.load("stylegan2_noto32_d")``.
 """
 from __future__ import annotations
 
