@@ -354,3 +354,30 @@ def test_directions_explorer_labels_and_export(session):
     row = e.widget.children[2].children[1].children[-2]
     row.children[1].click()                                            # export W+
     assert 'download="latent_wplus.npz"' in e.widget.children[2].children[1].children[-1].value
+
+
+# -- serving: loopback only, token, capped kernels, culling, message cap ----------------------------------
+
+def test_voila_command_is_safe_by_default():
+    from fewshot_lib.explore.serve import voila_argv
+
+    argv = " ".join(voila_argv("nb.ipynb", 9999, "tok", max_kernels=3, cull_idle_s=120, max_message_mib=2))
+    for part in ("--Voila.ip=127.0.0.1", "--port=9999", "--Voila.token=tok", "CappedKernelManager.max_kernels=3",
+                 "cull_idle_timeout=120", "cull_interval=60", "cull_connected=True", "'websocket_max_message_size': 2097152",
+                 "show_tracebacks=False", "--no-browser"):
+        assert part in argv, part
+    with pytest.raises(ValueError, match="loopback"):
+        voila_argv("nb.ipynb", ip="0.0.0.0")
+
+
+def test_kernel_cap_refuses_the_next_visitor():
+    import asyncio
+
+    from tornado import web
+
+    from fewshot_lib.explore.serve import CappedKernelManager
+
+    km = CappedKernelManager(max_kernels=0)
+    with pytest.raises(web.HTTPError) as e:
+        asyncio.run(km.start_kernel())
+    assert e.value.status_code == 503 and "too many explorers" in e.value.log_message
