@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import base64
 import logging
+import shutil
 import tempfile
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -70,6 +72,7 @@ class Session:
 
         self.space, self.extractor, self.k = space, extractor, k
         self.upload_dir = Path(tempfile.mkdtemp(prefix="fewshot-explore-"))
+        weakref.finalize(self, shutil.rmtree, self.upload_dir, ignore_errors=True)  # removed with the session
         self.allowed_roots = [Path(r) for r in (allowed_roots or [data_dir()])] + [self.upload_dir]
         self.label_kwargs = dict(label_kwargs or {})
         self._labels: dict[str, list[DirectionLabel]] = {}
