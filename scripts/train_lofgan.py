@@ -116,6 +116,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget of this invocation")
     p.add_argument("--steps", type=int, default=40_000, help="total iterations (the LR decays over the second half)")
+    p.add_argument("--until", type=int, default=None,
+                   help="stop this sitting at this step (the schedule still runs to --steps)")
     p.add_argument("--chunk", type=int, default=500, help="iterations between checkpoints")
     p.add_argument("--export-every", type=int, default=2000)
     p.add_argument("--threads", type=int, default=1)
@@ -164,9 +166,10 @@ def main(argv: list[str] | None = None) -> None:
     sitting = sitting_clock()
     t_end = time.time() + args.minutes * 60
     last_export = trainer.step
-    while trainer.step < args.steps and time.time() < t_end:
+    stop = min(args.steps, args.until or args.steps)
+    while trainer.step < stop and time.time() < t_end:
         t0 = time.time()
-        trainer.train(steps=min(args.steps, trainer.step + args.chunk), save_every=args.chunk, show_progress=False)
+        trainer.train(steps=min(stop, trainer.step + args.chunk), save_every=args.chunk, show_progress=False)
         tail = {k: sum(v[-args.chunk:]) / len(v[-args.chunk:]) for k, v in trainer.history.items() if v}
         log.info("step %d  %.3f s/it  %s", trainer.step, (time.time() - t0) / args.chunk,
                  "  ".join(f"{k}={v:.3f}" for k, v in tail.items()))
