@@ -1,0 +1,203 @@
+"""The experiment protocol, once for every notebook: seeds × variants → per-seed table → summary → claims →
+``metrics.json``.
+
+A method notebook asks one question over several seeds ("does CDC keep more diversity than TGAN?"). The
+protocol is the same every time, so it lives here and notebooks declare only *what* differs::
+
+    exp = Experiment("04_cdc", variants={"tgan": run_tgan, "cdc": run_cdc}, seeds=seeds_for("04_cdc", profile, seed))
+    result = exp.run()                                # each variant(seed) → {"fid": .., "intra_cluster_lpips": ..}
+    print(result.table())                             # mean ± sample std per variant and metric
+    claims = [result.claim("CDC keeps more diversity", "intra_cluster_lpips", "cdc", "tgan", higher_is_better=True,
+                           floors=floors)]
+    result.write(run_dir, notebook="04_cdc", profile=profile, claims=claims)
+
+Rules that used to differ between notebooks, fixed here:
+
+* **one std rule**: the sample standard deviation (``ddof=1``) over seeds; with one seed there is none — the
+  summary says ``"one seed"`` and the std is ``None``, never a silent 0 or NaN;
+* **sizes per profile in one table** (:data:`PROFILE_SIZES`): ``sizes("04_cdc", profile)`` is what the
+  notebook, ``fewshot run --profile`` and the README's runtime table mean by that profile; a notebook
+  parameter left at 0 takes the table's value;
+* **one CPU-thread policy** (:func:`cpu_threads`): the models of this course are small, and on a 2-core machine
+  extra intra-op threads only fight each other and any background job — one thread unless asked otherwise.
+
+Claims go through :func:`fewshot_lib.results.make_claim` (the ledger's rule) with each side's per-seed values and
+the image-floor evidence (the means of ``fid`` / ``recognisability`` when the variants report them).
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from .config import resolve_profile
+from .progress import progress
+from .results import make_claim, write_metrics
+
+__all__ = ["PROFILE_SIZES", "sizes", "seeds_for", "cpu_threads", "Summary", "summarize", "Experiment",
+           "ExperimentResult"]
+
+#: experiment → profile → sizes. The single place where a profile's meaning per notebook is written down.
+PROFILE_SIZES: dict[str, dict[str, dict[str, Any]]] = {
+    "03_evaluation": {"smoke": dict(n_fake=64, n_seeds=2), "lab": dict(n_fake=500, n_seeds=3),
+                      "full": dict(n_fake=5000, n_seeds=5)},
+    "04_cdc": {"smoke": dict(steps=4, n_seeds=1, n_eval=64), "lab": dict(steps=200, n_seeds=3, n_eval=500),
+               "full": dict(steps=5000, n_seeds=3, n_eval=5000)},
+    "05_mixdl": {"smoke": dict(steps=4, n_seeds=2, n_eval=64, n_paths=4),
+                 "lab": dict(steps=300, n_seeds=3, n_eval=200, n_paths=32),
+                 "full": dict(steps=10_000, n_seeds=3, n_eval=5000, n_paths=128)},
+    "06_lofgan": {"smoke": dict(steps=6, n_seeds=2, n_per_class=8), "lab": dict(steps=300, n_seeds=3, n_per_class=48),
+                  "full": dict(steps=20_000, n_seeds=3, n_per_class=128)},
+    "07_lso": {"smoke": dict(n_seeds=1, n_per_class=8, n_classes=2, n_episodes=1),
+               "lab": dict(n_seeds=3, n_per_class=32, n_classes=6, n_episodes=3),
+               "full": dict(n_seeds=3, n_per_class=128, n_classes=17, n_episodes=10)},
+}
+
+
+def sizes(experiment: str, profile: str, **overrides: Any) -> dict[str, Any]:
+    """The sizes of ``experiment`` at ``profile``; an override that is not ``0``/``None`` wins (notebook
+    parameters default to 0 = "the profile's value")."""
+    if experiment not in PROFILE_SIZES:
+        raise ValueError(f"unknown experiment {experiment!r}; known: {sorted(PROFILE_SIZES)}")
+    table = dict(PROFILE_SIZES[experiment][resolve_profile(profile)])
+    unknown = set(overrides) - set(table)
+    if unknown:
+        raise ValueError(f"{experiment} has no size(s) {sorted(unknown)}; its sizes are {sorted(table)}")
+    table.update({k: v for k, v in overrides.items() if v not in (0, None)})
+    return table
+
+
+def seeds_for(experiment: str, profile: str, first: int = 0, n_seeds: int = 0) -> list[int]:
+    """``first, first + 1, …``: the profile's number of seeds (or ``n_seeds``); the notebook's ``seed`` parameter
+    is the first one, so a sweep over ``seed`` must not overlap another run's seeds."""
+    n = n_seeds or sizes(experiment, profile)["n_seeds"]
+    return list(range(first, first + n))
+
+
+def cpu_threads(device: torch.device | str = "cpu", threads: int | None = None) -> int:
+    """Set and return torch's CPU threads: ``threads`` if given, else ``FEWSHOT_THREADS``, else 1 (small models
+    gain nothing from more on a shared CPU). Does nothing on an accelerator."""
+    if torch.device(device).type != "cpu":
+        return torch.get_num_threads()
+    n = int(threads or os.environ.get("FEWSHOT_THREADS") or 1)
+    torch.set_num_threads(max(1, n))
+    return torch.get_num_threads()
+
+
+@dataclass
+class Summary:
+    """Mean and sample std of one metric over seeds (``std`` is ``None`` with one seed: it is unknown)."""
+    mean: float
+    std: float | None
+    n: int
+    values: list[float]
+
+    @property
+    def label(self) -> str:
+        if self.n == 0:
+            return "no value"
+        if self.std is None:
+            return f"{self.mean:.4g} (one seed)"
+        return f"{self.mean:.4g} ± {self.std:.2g}"
+
+
+def summarize(values: Sequence[float]) -> Summary:
+    """Mean and sample standard deviation (``ddof=1``) of the finite ``values``; NaNs (a metric a seed could not
+    compute) are left out and counted out of ``n``."""
+    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not vals:
+        return Summary(float("nan"), None, 0, [])
+    mean = sum(vals) / len(vals)
+    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else None
+    return Summary(mean, std, len(vals), vals)
+
+
+@dataclass
+class ExperimentResult:
+    """Per-seed metrics ``{variant: [{"seed": s, metric: value, ...}, ...]}`` and what is derived from them."""
+    name: str
+    per_seed: dict[str, list[dict[str, Any]]]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def values(self, variant: str, metric: str) -> list[float]:
+        return [float(r[metric]) for r in self.per_seed[variant] if metric in r]
+
+    def summary(self, variant: str, metric: str) -> Summary:
+        return summarize(self.values(variant, metric))
+
+    def metrics(self) -> list[str]:
+        """Every numeric metric some variant reports, in first-seen order."""
+        names: dict[str, None] = {}
+        for rows in self.per_seed.values():
+            for r in rows:
+                names.update({k: None for k, v in r.items() if k != "seed" and isinstance(v, (int, float))
+                              and not isinstance(v, bool)})
+        return list(names)
+
+    def table(self, metrics: Sequence[str] | None = None) -> str:
+        """A plain-text table: one row per variant, mean ± std (or "one seed") per metric."""
+        metrics = list(metrics or self.metrics())
+        head = f"{'variant':16s}" + "".join(f"{m[:18]:>22s}" for m in metrics)
+        rows = [head] + [f"{v:16s}" + "".join(f"{self.summary(v, m).label:>22s}" for m in metrics)
+                         for v in self.per_seed]
+        return "\n".join(rows)
+
+    def side(self, variant: str) -> dict[str, float]:
+        """Image-floor evidence of one variant: the means of ``fid`` and ``recognisability`` it reports."""
+        out = {}
+        for metric in ("fid", "recognisability"):
+            s = self.summary(variant, metric)
+            if s.n:
+                out[metric] = s.mean
+        return out
+
+    def claim(self, claim: str, metric: str, method: str, baseline: str, higher_is_better: bool,
+              extractor: str = "emoji-features-v1", test: str = "better", kind: str = "paper",
+              floors: dict[str, float] | None = None, **extra: Any) -> dict:
+        """A ledger entry from the per-seed values of ``method`` and ``baseline`` (with floor evidence for a paper
+        claim when ``floors`` is given)."""
+        evidence = dict(floors=floors, method_side=self.side(method), baseline_side=self.side(baseline)) \
+            if floors is not None else {}
+        return make_claim(claim, metric, extractor, method, baseline, self.values(method, metric),
+                          self.values(baseline, metric), higher_is_better, test=test, kind=kind, **evidence, **extra)
+
+    def as_dict(self) -> dict[str, Any]:
+        table = {v: {m: {"mean": s.mean, "std": s.std, "n": s.n} for m in self.metrics()
+                     for s in [self.summary(v, m)]} for v in self.per_seed}
+        return {"experiment": self.name, "per_seed": self.per_seed, "summary": table, "seconds": self.seconds}
+
+    def write(self, run_dir: str | os.PathLike, notebook: str, profile: str, claims: list[dict] | None = None,
+              **metrics: Any) -> Path:
+        """``metrics.json`` with the per-seed table, the summary, any extra ``metrics`` and the claims."""
+        return write_metrics(run_dir, {**self.as_dict(), **metrics}, notebook=notebook, profile=profile,
+                             claims=claims)
+
+
+@dataclass
+class Experiment:
+    """``variants``: name → ``fn(seed) -> {metric: value}``; every variant runs on every seed (seed-major, so
+    that an interrupted run has complete seeds), with a progress bar and its time recorded."""
+    name: str
+    variants: dict[str, Callable[[int], dict[str, Any]]]
+    seeds: Sequence[int]
+
+    def run(self, show_progress: bool = True) -> ExperimentResult:
+        if not self.seeds:
+            raise ValueError(f"{self.name}: no seeds to run")
+        per_seed: dict[str, list[dict[str, Any]]] = {v: [] for v in self.variants}
+        seconds: dict[str, float] = {v: 0.0 for v in self.variants}
+        jobs = [(s, v) for s in self.seeds for v in self.variants]
+        for seed, variant in progress(jobs, desc=self.name, disable=not show_progress):
+            t0 = time.perf_counter()
+            out = self.variants[variant](seed)
+            if not isinstance(out, dict):
+                raise TypeError(f"{self.name}: variant {variant!r} returned {type(out).__name__}, expected a dict "
+                                "of metrics")
+            seconds[variant] += time.perf_counter() - t0
+            per_seed[variant].append({"seed": seed, **out})
+        return ExperimentResult(self.name, per_seed, seconds)
