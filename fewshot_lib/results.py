@@ -63,21 +63,22 @@ def _clean(value: Any) -> Any:
 KINDS = ("paper", "sanity")
 NOT_WORSE_MAX_RELATIVE_MARGIN = 0.10
 NOT_MEASURABLE = "not measurable at this budget"
-# How each floor metric is beaten: FID must be lower than the floor's, the others higher.
-_FLOOR_LOWER_IS_BETTER = {"fid": True, "kid": True}
+# The floor metrics and how each is beaten: FID must be lower than the floor's, recognisability higher.
+FLOOR_METRICS = {"fid": "lower", "recognisability": "higher"}
 
 
 def beats_floors(side: dict[str, float], floors: dict[str, float]) -> dict[str, bool]:
-    """Which of ``floors`` (``{"fid": .., "recognisability": ..}``) the side's metrics beat (``{metric: bool}``);
-    a metric the side lacks does not beat its floor."""
+    """Which of the floor metrics in ``floors`` (``{"fid": .., "recognisability": ..}``; other entries such as the
+    extractor's name or the reference size are ignored) the side's metrics beat (``{metric: bool}``); a metric
+    the side lacks does not beat its floor."""
     out = {}
     for metric, floor in floors.items():
-        if not isinstance(floor, (int, float)):
-            continue  # e.g. the extractor's name stored beside the numbers
+        if metric not in FLOOR_METRICS or not isinstance(floor, (int, float)):
+            continue
         value = side.get(metric)
         if value is None or not math.isfinite(float(value)):
             out[metric] = False
-        elif _FLOOR_LOWER_IS_BETTER.get(metric, False):
+        elif FLOOR_METRICS[metric] == "lower":
             out[metric] = float(value) < floor
         else:
             out[metric] = float(value) > floor

@@ -113,12 +113,13 @@ def test_claim_rule_not_worse_and_inconclusive():
 
 
 def test_paper_claims_are_judged_only_when_both_sides_beat_the_image_floors():
-    floors = {"fid": 300.0, "recognisability": 0.40, "extractor": "emoji-features-v1"}
+    floors = {"fid": 300.0, "recognisability": 0.40, "extractor": "emoji-features-v1", "n_reference": 1906}
     images = {"fid": 60.0, "recognisability": 0.55}
     blobs = {"fid": 180.0, "recognisability": 0.12}  # below the 8-px floor: not yet images
     args = ("c", "fid", "x", "a", "b", [50, 51, 52], [90, 91, 92], False)
     judged = make_claim(*args, floors=floors, method_side=images, baseline_side=images)
     assert judged["measurable"] and judged["holds"] and judged["floor_check"]["beats"]["method"]["fid"]
+    assert set(judged["floor_check"]["beats"]["method"]) == {"fid", "recognisability"}   # not n_reference
     for method_side, baseline_side in ((blobs, images), (images, blobs), (blobs, blobs)):
         c = make_claim(*args, floors=floors, method_side=method_side, baseline_side=baseline_side)
         assert c["holds"] is None and c["verdict"] == "not measurable at this budget" and not c["measurable"]
