@@ -30,3 +30,16 @@ def load_script():
         return module
 
     return load
+
+
+def write_notebook(path: Path, params_src: str, body_src: str) -> None:
+    """A two-cell notebook for runner tests: a ``parameters``-tagged cell and a body cell."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    nb = new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = new_code_cell(params_src)
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, new_code_cell(body_src)]
+    nbformat.write(nb, path)

@@ -13,15 +13,15 @@ import threading
 import time
 from pathlib import Path
 
-import nbformat
 import pytest
 import torch
-from nbformat.v4 import new_code_cell, new_notebook
 
 from fewshot_lib import runner
 from fewshot_lib.checkpoint import CheckpointWriteError, load_checkpoint, save_atomic
 from fewshot_lib.cli import main
 from fewshot_lib.config import make_run_dir, unique_dir
+
+from conftest import write_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
 WARNING = "Kernel is running over TCP without encryption"
@@ -35,22 +35,13 @@ write_metrics(run_dir, {"ok": 1}, "01_echo", profile, [])
 '''
 
 
-def _notebook(path: Path, params_src: str, body_src: str) -> None:
-    nb = new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    params = new_code_cell(params_src)
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, new_code_cell(body_src)]
-    nbformat.write(nb, path)
-
-
 @pytest.fixture
 def notebooks(tmp_path):
     folder = tmp_path / "nbs"
     folder.mkdir()
-    _notebook(folder / "01_echo.ipynb",
+    write_notebook(folder / "01_echo.ipynb",
               'profile = "auto"\nrun_dir = ""\nseed = 0\nlabel = "x"\nalpha: int = 1\ntarget_dir = ""', ECHO)
-    _notebook(folder / "02_plain.ipynb", 'profile = "auto"\nrun_dir = ""',
+    write_notebook(folder / "02_plain.ipynb", 'profile = "auto"\nrun_dir = ""',
               "from fewshot_lib.results import write_metrics\nwrite_metrics(run_dir, {}, '02', profile, [])")
     return folder
 
@@ -188,8 +179,8 @@ def test_profile_errors_are_one_line(capsys, monkeypatch):
 def test_a_notebook_over_its_timeout_is_stopped_and_the_others_run(tmp_path, capsys):
     folder = tmp_path / "nbs"
     folder.mkdir()
-    _notebook(folder / "01_slow.ipynb", 'profile = "auto"', "import time\nfor _ in range(600):\n    time.sleep(0.1)")
-    _notebook(folder / "02_fast.ipynb", 'profile = "auto"', "x = 1")
+    write_notebook(folder / "01_slow.ipynb", 'profile = "auto"', "import time\nfor _ in range(600):\n    time.sleep(0.1)")
+    write_notebook(folder / "02_fast.ipynb", 'profile = "auto"', "x = 1")
     start = time.monotonic()
     code = main(["run", "--profile", "smoke", "--notebooks", str(folder), "--out", str(tmp_path / "out"),
                  "--notebook-timeout", "2"])

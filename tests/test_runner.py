@@ -1,12 +1,12 @@
 """The papermill runner: parameter injection, sweeps, results collection, report, failing notebooks."""
 import json
 
-import nbformat
 import pytest
-from nbformat.v4 import new_code_cell, new_notebook
 
 from fewshot_lib.cli import main
 from fewshot_lib.runner import find_notebooks, parse_sweep, parse_value
+
+from conftest import write_notebook
 
 GOOD = '''
 from fewshot_lib.results import write_metrics, make_claim
@@ -15,21 +15,12 @@ write_metrics(run_dir, {"alpha": alpha, "label": label}, "01_good", profile, [cl
 '''
 
 
-def _notebook(path, params_src, body_src):
-    nb = new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    params = new_code_cell(params_src)
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, new_code_cell(body_src)]
-    nbformat.write(nb, path)
-
-
 @pytest.fixture
 def notebooks(tmp_path):
     folder = tmp_path / "nbs"
     folder.mkdir()
-    _notebook(folder / "01_good.ipynb", 'profile = "auto"\nrun_dir = ""\nalpha = 1\nlabel = "x"', GOOD)
-    _notebook(folder / "02_bad.ipynb", 'profile = "auto"\nrun_dir = ""',
+    write_notebook(folder / "01_good.ipynb", 'profile = "auto"\nrun_dir = ""\nalpha = 1\nlabel = "x"', GOOD)
+    write_notebook(folder / "02_bad.ipynb", 'profile = "auto"\nrun_dir = ""',
               "x = 1\n" + "raise RuntimeError('deliberate failure')")
     (folder / "notes.ipynb").write_text("{}")  # not numbered: never run
     return folder

@@ -300,6 +300,11 @@ def test_mismatched_or_corrupt_checkpoints_fail_clearly(tmp_path):
     torch.save({"g_ema": state, "args": torch.nn.Identity()}, tmp_path / "pickled.pt")  # arbitrary object
     with pytest.raises(ValueError, match="trust_pickle"):
         sgio.load_rosinality(tmp_path / "pickled.pt")
+    assert sgio.load_rosinality(tmp_path / "pickled.pt", trust_pickle=True).g_ema is not None   # trusted: loads
+    sick = {k: (v.clone().fill_(float("nan")) if k == "conv1.conv.weight" else v) for k, v in state.items()}
+    torch.save({"g_ema": sick, "args": torch.nn.Identity()}, tmp_path / "sick.pt")
+    with pytest.raises(ValueError, match=r"non-finite.*conv1\.conv\.weight"):       # trusted is not healthy
+        sgio.load_rosinality(tmp_path / "sick.pt", trust_pickle=True)
     torch.save({"d": {}}, tmp_path / "nog.pt")
     with pytest.raises(ValueError, match="g_ema"):
         sgio.load_rosinality(tmp_path / "nog.pt")

@@ -22,12 +22,12 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from ..progress import progress
 from .diversity import intra_cluster_lpips, nn_modes, pairwise_lpips
 from .features import FeatureExtractor
 from .fid import fid, kid
 from .pr import density_coverage, precision_recall
 from .result import MetricResult, as_features, resolve_extractor
+from .unseen_class import sample_episodes
 
 log = logging.getLogger(__name__)
 
@@ -114,19 +114,7 @@ def evaluate_per_class(generate: Callable[[torch.Tensor], torch.Tensor], conditi
     if set(conditioning) != set(held_out):
         raise ValueError("conditioning and held_out must have the same classes")
     ext = resolve_extractor(extractor, device)
-    g = torch.Generator().manual_seed(seed)
-    fakes: dict[str, torch.Tensor] = {}
-    for c in progress(list(conditioning), desc="generating per class"):
-        pool = conditioning[c]
-        if len(pool) < k:
-            raise ValueError(f"class {c!r}: conditioning pool of {len(pool)} images < k={k}")
-        picks = torch.stack([torch.randperm(len(pool), generator=g)[:k] for _ in range(n_per_class)])
-        out = []
-        for s in range(0, n_per_class, batch):
-            shots = pool[picks[s:s + batch]]                   # [B, k, 3, H, W]
-            with torch.no_grad():
-                out.append(generate(shots).float().cpu())
-        fakes[c] = torch.cat(out)
+    fakes, _ = sample_episodes(generate, conditioning, k=k, n_per_class=n_per_class, batch=batch, seed=seed)
     all_fake = torch.cat(list(fakes.values()))
     all_real = torch.cat(list(held_out.values()))
     fr, ff = ext.features(all_real), ext.features(all_fake)

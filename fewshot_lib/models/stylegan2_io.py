@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..checkpoint import load_checkpoint, save_atomic
+from ..checkpoint import CheckpointLoadError, first_nonfinite, load_checkpoint, save_atomic
 from .stylegan2 import Discriminator, Generator, validate_discriminator_config, validate_generator_config
 
 log = logging.getLogger(__name__)
@@ -144,6 +144,10 @@ def read_torch_file(path: str | os.PathLike, trust_pickle: bool = False) -> dict
     if trust_pickle:
         log.warning("Loading %s with weights_only=False (trust_pickle=True): only do this for trusted files.", path)
         obj = torch.load(path, map_location="cpu", weights_only=False)
+        bad = first_nonfinite(obj) if isinstance(obj, dict) else None  # trusted is not the same as healthy
+        if bad is not None:
+            raise CheckpointLoadError(f"Checkpoint {path} holds non-finite values (NaN or inf) in {bad}: the run "
+                                      "that wrote it had diverged. Use an earlier checkpoint or retrain.")
     else:
         # load_checkpoint tells random bytes, truncated zips and plain pickles apart from pickled objects, so
         # the trust_pickle advice is only given for the last; it also refuses NaN/inf weights by name.
