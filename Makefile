@@ -53,7 +53,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	FEWSHOT_PROFILE=smoke FEWSHOT_PROGRESS=plain $(PY) -m pytest -q -p no:cacheprovider \
-		--nbval-lax --nbval-current-env --nbval-cell-timeout=600 --nbval-sanitize-with tests/nbval_sanitize.cfg \
+		--nbval-lax --nbval-current-env --nbval-cell-timeout=600 --nbval-sanitize-with $(CURDIR)/tests/nbval_sanitize.cfg \
 		tests notebooks
 
 test-unit: $(STAMP)
@@ -61,7 +61,7 @@ test-unit: $(STAMP)
 
 test-notebooks: $(STAMP)
 	FEWSHOT_PROFILE=smoke FEWSHOT_PROGRESS=plain $(PY) -m pytest -q -p no:cacheprovider --nbval-lax \
-		--nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg notebooks
+		--nbval-current-env --nbval-sanitize-with $(CURDIR)/tests/nbval_sanitize.cfg notebooks
 
 notebooks: $(STAMP)
 	cd notebooks && for nb in [0-9][0-9]_*.ipynb; do \

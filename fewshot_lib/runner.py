@@ -290,8 +290,12 @@ def execute_one(notebook: Path, out_dir: Path, parameters: dict[str, Any], timeo
     if ipc_folder:
         engine["kernel_manager_class"] = _ipc_kernel_manager(ipc_folder)
     try:
-        pm.execute_notebook(str(notebook), str(output), parameters=params, kernel_name="python3",
-                            cwd=str(notebook.parent), progress_bar=False, **engine)
+        # The kernel starts in the notebook's folder through nbclient's resources, not papermill's ``cwd=``:
+        # that one chdirs the whole process, and two jobs on threads (``--jobs 2``) then restore each other's
+        # folder, leaving the caller somewhere else (it broke every later relative path of a test session).
+        engine["resources"] = {"metadata": {"path": str(notebook.parent.resolve())}}
+        pm.execute_notebook(str(notebook.resolve()), str(output.resolve()), parameters=params,
+                            kernel_name="python3", progress_bar=False, **engine)
         run.status = "ok"
     except pm.PapermillExecutionError as err:
         run.status = "failed"

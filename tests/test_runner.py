@@ -1,6 +1,6 @@
 """The papermill runner: parameter injection, sweeps, results collection, report, failing notebooks."""
 import json
-
+from pathlib import Path
 import pytest
 
 from fewshot_lib.cli import main
@@ -90,19 +90,44 @@ def test_the_report_lists_paper_claims_and_sanity_checks_apart_with_per_seed_val
     assert "FID notices blur" in sanity_part and "**holds**" in sanity_part and "[10, 11]" in sanity_part
 
 
+def test_each_kernel_starts_in_its_notebooks_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "where"
+    folder.mkdir()
+    write_notebook(folder / "01_where.ipynb", 'profile = "auto"\nrun_dir = ""',
+                   "import os\nfrom fewshot_lib.results import write_metrics\n"
+                   "write_metrics(run_dir, {'cwd': os.getcwd()}, '01_where', profile, [])")
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--notebooks", str(folder), "--profile", "smoke", "--out", "out"]) == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["notebooks"][0]["metrics"]["cwd"] == str(folder.resolve())
+    assert Path.cwd() == tmp_path
+
+
 def test_run_with_nothing_matching(notebooks, tmp_path):
     assert main(["run", "--notebooks", str(notebooks), "--only", "zzz", "--out", str(tmp_path / "o")]) == 2
 
 
-def test_parallel_jobs_a_slurm_array_and_a_merge_give_one_results_file(notebooks, tmp_path):
+def test_parallel_jobs_a_slurm_array_and_a_merge_give_one_results_file(notebooks, tmp_path, monkeypatch):
     import os
     import subprocess
 
     from fewshot_lib.runner import thread_budget
 
     assert thread_budget(2, cpus=2) == 1 and thread_budget(1, cpus=8) == 8 and thread_budget(16, cpus=2) == 1
+    # Jobs run on threads of one process, so none may change the process's folder: two chdirs racing left the
+    # caller in a notebook folder and broke every later relative path of the test session.
+    # (papermill itself "changes" to the current folder around each read and write; that one is harmless.)
+    here, chdir = Path.cwd(), os.chdir
+
+    def no_chdir(path):
+        if Path(path).resolve() != here:
+            raise AssertionError(f"the runner changed the process's folder to {path}")
+        chdir(path)
+
+    monkeypatch.setattr(os, "chdir", no_chdir)
     good = ["--notebooks", str(notebooks), "--only", "01_good", "--profile", "smoke"]
     assert main(["run", *good, "--sweep", "alpha=2,5", "--jobs", "2", "--out", str(tmp_path / "par")]) == 0
+    monkeypatch.undo()
     par = json.loads((tmp_path / "par" / "results.json").read_text())
     assert [r["name"] for r in par["notebooks"]] == ["01_good__alpha=2", "01_good__alpha=5"]   # job order kept
     assert [r["metrics"]["alpha"] for r in par["notebooks"]] == [2, 5]
