@@ -3,7 +3,8 @@ inversion of a conditional generator, clear errors."""
 import pytest
 import torch
 
-from fewshot_lib.methods.lso import Anchors, LSOConfig, LSOTask, TrainingFeatures, mapping_parameters
+from fewshot_lib.methods.lso import (Anchors, InversionFinetuneTask, LSOConfig, LSOTask, TrainingFeatures, convex_codes,
+                                    inversion_only_samples, mapping_parameters)
 from fewshot_lib.metrics.features import EmojiFeatureNet
 from fewshot_lib.models.stylegan2 import Discriminator, Generator
 from fewshot_lib.projector import project
@@ -108,3 +109,52 @@ def test_bad_input_gets_a_clear_error(features, task_inputs):
         Anchors(0, 16)
     with pytest.raises(ValueError, match="stage"):
         LSOTask(G, D, shots, w_inv, features, TINY).run("lalr")
+
+
+def test_convex_codes_are_reproducible_convex_combinations():
+    alpha = convex_codes(torch.eye(4), 50, torch.Generator().manual_seed(0))        # one-hot codes → the weights
+    assert alpha.shape == (50, 4) and (alpha >= 0).all()
+    assert torch.allclose(alpha.sum(1), torch.ones(50)) and alpha.std(0).min() > 0.05  # a different mix each time
+    assert torch.equal(alpha, convex_codes(torch.eye(4), 50, torch.Generator().manual_seed(0)))
+    w = torch.randn(1, 8, 16).expand(3, -1, -1)                                       # equal codes stay that code
+    assert torch.allclose(convex_codes(w, 5, torch.Generator().manual_seed(1)), w[:1].expand(5, -1, -1), atol=1e-6)
+
+
+def test_inversion_plain_finetune_tunes_the_synthesis_without_the_mapping_and_resumes(features, task_inputs):
+    shots, w_inv = task_inputs
+    G, D = tiny_models()
+    task = InversionFinetuneTask(G, D, shots, w_inv, features, TINY, seed=2)
+    before = params(task.G)
+
+    def no_mapping(*args, **kwargs):
+        raise AssertionError("inversion + plain fine-tune must not use the mapping network (no LAL, no seen classes)")
+
+    task.G.mapping = task.g_ema.mapping = no_mapping
+    task.run()
+    after = params(task.G)
+    embed, mlp = mapping_parameters(task.G)
+    mapping_ids = {id(p) for p in embed + mlp}
+    mapping_names = {n for n, p in task.G.named_parameters() if id(p) in mapping_ids}
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and not changed & mapping_names                                    # synthesis only
+    assert task.step == TINY.lsr_steps and len(task.history.values["recon"]) == TINY.lsr_steps
+    tuned = task.sample(6, seed=0)
+    untuned = inversion_only_samples(G, w_inv, 6, seed=0)
+    assert tuned.shape == untuned.shape == (6, 3, 32, 32) and torch.isfinite(tuned).all()
+    assert not torch.allclose(tuned, untuned)                                         # the fine-tune shows
+    assert torch.equal(untuned, inversion_only_samples(G, w_inv, 6, seed=0))          # seeded
+
+    G, D = tiny_models()
+    straight = InversionFinetuneTask(G, D, shots, w_inv, features, TINY, seed=2)
+    straight.run()
+    G, D = tiny_models()
+    first = InversionFinetuneTask(G, D, shots, w_inv, features, TINY, seed=2)
+    first.run(steps=2)
+    G, D = tiny_models()
+    resumed = InversionFinetuneTask(G, D, shots, w_inv, features, TINY, seed=2)
+    resumed.load_state_dict(first.state_dict())
+    resumed.run()
+    for a, b in ((straight.G, resumed.G), (straight.D, resumed.D), (straight.g_ema, resumed.g_ema)):
+        assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    with pytest.raises(ValueError, match="k ≥ 1"):
+        InversionFinetuneTask(G, D, shots[:0], w_inv[:0], features, TINY)

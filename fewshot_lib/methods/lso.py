@@ -20,6 +20,11 @@ code (chansey0529/LSO) runs them, every task (class × k shots) starting afresh 
 **Sampling.** ``w = G_ema.mapping(z, c_new, magnitude=s)`` with a hand-set ``s`` (the reference: 0.6–1.0 per
 dataset and k) — chosen here on validation classes disjoint from the ones the claims are measured on.
 
+**Baselines of notebook 07.** :func:`inversion_only_samples` — the unchanged seen-class model at random convex
+combinations of the shots' inverted codes (no training); :class:`InversionFinetuneTask` — *inversion + plain
+fine-tune*: LSR's synthesis/D fine-tune on the shots around those codes, without LAL (no anchors, magnitude or new
+class in the mapping) and without seen-class preservation; the ablation that shows what LSO's two ideas add.
+
 **Judge and training never share a network.** The perceptual and feature terms use a feature network trained
 without the unseen classes (``emoji-features-seen-v1``, run D of ``scripts/train_feature_net.py``); the metrics
 use ``emoji-features-v1``.
@@ -46,7 +51,8 @@ from ..progress import progress
 log = logging.getLogger(__name__)
 
 __all__ = ["LSOConfig", "Anchors", "TrainingFeatures", "extend_with_new_class", "lal_loss", "minmax_joint",
-           "LSOTask", "mapping_parameters"]
+           "LSOTask", "InversionFinetuneTask", "mapping_parameters", "synthesis_parameters", "check_task_inputs",
+           "convex_codes", "inversion_only_samples"]
 
 
 @dataclass
@@ -122,6 +128,39 @@ def extend_with_new_class(G: nn.Module, D: nn.Module | None = None, seed: int = 
         if D.add_class(torch.Generator().manual_seed(seed + 1)) != new:
             raise ValueError("G and D disagree on the number of classes")
     return new
+
+
+def check_task_inputs(G: nn.Module, shots: torch.Tensor, w_inv: torch.Tensor) -> None:
+    """Clear errors for a task's inputs: ``shots [k ≥ 1, 3, S, S]`` at the generator's size, one inversion per shot."""
+    if shots.dim() != 4 or shots.shape[1] != 3 or len(shots) == 0:
+        raise ValueError(f"shots must be images [k, 3, S, S] with k ≥ 1, got {tuple(shots.shape)}")
+    if shots.shape[-1] != G.size or shots.shape[-2] != G.size:
+        raise ValueError(f"shots are {shots.shape[-2]}×{shots.shape[-1]} px; the generator makes {G.size} px")
+    if len(w_inv) != len(shots):
+        raise ValueError(f"{len(w_inv)} inversions for {len(shots)} shots")
+
+
+def convex_codes(w_inv: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
+    """``n`` random convex combinations of the ``k`` inverted codes ``[k, L, D]`` (or ``[k, D]``), weights drawn from
+    Dirichlet(1) with ``gen`` (normalised exponentials, so the draw is reproducible) → ``[n, L, D]``."""
+    e = -torch.rand(n, len(w_inv), generator=gen).clamp_min(1e-12).log()          # Exp(1)  [n, k]
+    alpha = (e / e.sum(1, keepdim=True)).to(w_inv.device)
+    return torch.einsum("nk,k...->n...", alpha, w_inv)
+
+
+@torch.no_grad()
+def inversion_only_samples(G: nn.Module, w_inv: torch.Tensor, n: int, seed: int = 0, batch: int = 64) -> torch.Tensor:
+    """The *inversion only* baseline: ``n`` images of the unchanged generator at random convex combinations of the
+    shots' inverted codes, with fresh noise → ``[n, 3, S, S]`` (no training at all)."""
+    gen = torch.Generator().manual_seed(seed)
+    dev = next(G.parameters()).device
+    out = []
+    for i in range(0, n, batch):
+        m = min(batch, n - i)
+        w = convex_codes(w_inv.to(dev), m, gen)
+        noise = [torch.randn(m, 1, *b.shape[2:], generator=gen).to(dev) for b in G.noises.as_list()]
+        out.append(G(w, input_is_latent=True, noise=noise)[0].cpu())
+    return torch.cat(out) if out else torch.zeros(0, 3, G.size, G.size)
 
 
 class TrainingFeatures(nn.Module):
@@ -208,12 +247,7 @@ class LSOTask:
                  device: str | torch.device = "cpu"):
         self.cfg = cfg or LSOConfig()
         self.device = torch.device(device)
-        if shots.dim() != 4 or shots.shape[1] != 3 or len(shots) == 0:
-            raise ValueError(f"shots must be images [k, 3, S, S] with k ≥ 1, got {tuple(shots.shape)}")
-        if shots.shape[-1] != G.size or shots.shape[-2] != G.size:
-            raise ValueError(f"shots are {shots.shape[-2]}×{shots.shape[-1]} px; the generator makes {G.size} px")
-        if len(w_inv) != len(shots):
-            raise ValueError(f"{len(w_inv)} inversions for {len(shots)} shots")
+        check_task_inputs(G, shots, w_inv)
         self.n_seen = int(G.c_dim) if getattr(G, "c_dim", 0) else 0
         self.G = copy.deepcopy(G).to(self.device).train()
         self.D = copy.deepcopy(D).to(self.device).train()
@@ -393,3 +427,101 @@ class LSOTask:
         self.ada.load_state_dict(state["ada"])
         self.history.values = {k: list(v) for k, v in state["history"].items()}
 
+
+
+class InversionFinetuneTask:
+    """The ablation *inversion + plain fine-tune*: what LSO's stage 2 does without its two ideas around it — no
+    LAL (no anchors, no magnitude, no new class in the mapping: the latents are the shots' inversions, fixed) and
+    no seen-class preservation (no teachers, no distillation).
+
+    The synthesis network is fine-tuned as LSR does it — the shots' codes must reproduce the shots
+    (``features.reconstruction``: pixel MSE + perceptual + feature terms, weight ``w_perceptual``), images at random
+    convex combinations of the codes must fool D (which gets a new class column and the shots as its reals; lazy R1,
+    adaptive augmentation), same rates, batch and ``lsr_steps``, EMA — and samples are drawn at random convex
+    combinations of the codes through the fine-tuned ``G_ema``. The mapping network is never called.
+    ``run()`` is resumable (``state_dict`` / ``load_state_dict``).
+    """
+
+    def __init__(self, G: nn.Module, D: nn.Module, shots: torch.Tensor, w_inv: torch.Tensor,
+                 features: TrainingFeatures, cfg: LSOConfig | None = None, seed: int = 0,
+                 device: str | torch.device = "cpu"):
+        self.cfg = c = cfg or LSOConfig()
+        self.device = torch.device(device)
+        check_task_inputs(G, shots, w_inv)
+        self.G = copy.deepcopy(G).to(self.device).train()
+        self.D = copy.deepcopy(D).to(self.device).train()
+        self.c_new = extend_with_new_class(self.G, self.D, seed=seed)   # D's label for the shots
+        w = w_inv.to(self.device).float()
+        self.w = w if w.dim() == 3 else w[:, None].expand(-1, self.G.n_latent, -1).contiguous()  # [k, L, D]
+        self.shots = shots.to(self.device).float()
+        self.features = features.to(self.device)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.ada = AdaptiveAugment(c.ada_target, c.ada_speed_images)
+        self.step = 0
+        self.history = _History()
+        self.opt_g = torch.optim.Adam(synthesis_parameters(self.G), lr=c.lsr_lr * 0.8, betas=(0.0, 0.99 ** 0.8),
+                                      eps=1e-8)
+        ratio = c.r1_every / (c.r1_every + 1)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=c.lsr_lr * ratio, betas=(0.0, 0.99 ** ratio), eps=1e-8)
+        self.g_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+
+    def _image(self, G: nn.Module, w: torch.Tensor) -> torch.Tensor:
+        noise = [torch.randn(len(w), 1, *m.shape[2:], generator=self.gen).to(self.device) for m in G.noises.as_list()]
+        return G(w, input_is_latent=True, noise=noise)[0]
+
+    def train_step(self) -> dict[str, torch.Tensor]:
+        c, dev = self.cfg, self.device
+        k = len(self.shots)
+        p = self.ada.p
+        aug = lambda x: diff_augment(x, "color,translation,cutout", p, self.gen)  # noqa: E731
+        reals = self.shots[torch.arange(c.batch, device=dev) % k]                       # [B, 3, S, S]
+        labels = torch.full((c.batch,), self.c_new, dtype=torch.long, device=dev)
+        with torch.no_grad():
+            fake = self._image(self.G, convex_codes(self.w, c.batch, self.gen))
+        real_logits = self.D(aug(reals), labels)
+        d_loss = F.softplus(self.D(aug(fake), labels)).mean() + F.softplus(-real_logits).mean()
+        self.ada.update(real_logits)
+        d_total = d_loss
+        if c.r1_every and self.step % c.r1_every == 0:
+            x = reals.detach().requires_grad_(True)
+            grad, = torch.autograd.grad(self.D(aug(x), labels).sum(), x, create_graph=True)
+            d_total = d_total + c.r1_gamma / 2 * grad.pow(2).flatten(1).sum(1).mean() * c.r1_every
+        self.opt_d.zero_grad(set_to_none=True)
+        d_total.backward()
+        self.opt_d.step()
+        with frozen(self.D):
+            recon = self.features.reconstruction(self._image(self.G, self.w), self.shots, c)
+            adv = F.softplus(-self.D(aug(self._image(self.G, convex_codes(self.w, c.batch, self.gen))), labels)).mean()
+            g_total = c.w_perceptual * recon + c.w_adv * adv
+            self.opt_g.zero_grad(set_to_none=True)
+            g_total.backward()
+            self.opt_g.step()
+        seen_images = (self.step + 1) * c.batch
+        half_life = min(c.ema_half_life_images, c.ema_rampup * seen_images) if c.ema_rampup else c.ema_half_life_images
+        accumulate(self.g_ema, self.G, 0.5 ** (c.batch / max(half_life, 1e-8)))
+        return {"d_loss": d_loss.detach(), "g_adv": adv.detach(), "recon": recon.detach(),
+                "ada_p": torch.tensor(self.ada.p)}
+
+    def run(self, steps: int | None = None, show_progress: bool = False) -> None:
+        """Fine-tune up to ``steps`` (default: the config's ``lsr_steps``, LSR's budget) — resumes where it stopped."""
+        total = self.cfg.lsr_steps if steps is None else steps
+        for _ in progress(range(self.step, total), desc="inversion + fine-tune", disable=not show_progress):
+            self.history.add(**self.train_step())
+            self.step += 1
+
+    @torch.no_grad()
+    def sample(self, n: int, seed: int = 0, batch: int = 64) -> torch.Tensor:
+        """``n`` images from ``G_ema`` at random convex combinations of the inverted codes → ``[n, 3, S, S]``."""
+        return inversion_only_samples(self.g_ema.eval(), self.w, n, seed=seed, batch=batch)
+
+    def state_dict(self) -> dict:
+        return {"G": self.G.state_dict(), "D": self.D.state_dict(), "g_ema": self.g_ema.state_dict(),
+                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "step": self.step,
+                "gen": self.gen.get_state(), "ada": self.ada.state_dict(), "history": self.history.values}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in ("G", "D", "g_ema", "opt_g", "opt_d", "ada"):
+            getattr(self, name).load_state_dict(state[name])
+        self.step = int(state["step"])
+        self.gen.set_state(state["gen"])
+        self.history.values = {k: list(v) for k, v in state["history"].items()}
