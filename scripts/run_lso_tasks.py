@@ -7,8 +7,11 @@ the task's seed). For every task this script
    pixel MSE + the perceptual distance of ``emoji-features-seen-v1``, a network that never saw these classes;
    cached per task),
 2. runs LSO's two stages (``fewshot_lib.methods.lso.LSOTask``; resumable per task),
-3. samples the injected class at the sampling magnitudes, and the **inversion-only** baseline: images from random
-   convex combinations of the shots' inverted codes with fresh noise, through the unchanged seen-class model.
+3. samples the injected class at the sampling magnitudes, and two baselines on the same shots and inversions:
+   **inversion only** (images from random convex combinations of the shots' inverted codes with fresh noise,
+   through the unchanged seen-class model) and **inversion + plain fine-tune** (``InversionFinetuneTask``: LSR's
+   synthesis/D fine-tune around those codes for ``--lsr-steps`` steps, without LAL and without seen-class
+   preservation).
 
 Validation classes (disjoint from the evaluation classes) are run at every magnitude of ``--magnitudes`` so that
 notebook 07 can choose the sampling magnitude without looking at the classes its claims are measured on.
@@ -39,7 +42,8 @@ from fewshot_lib.checkpoint import file_sha256, load_checkpoint, save_atomic  # 
 from fewshot_lib.config import data_dir, repo_root  # noqa: E402
 from fewshot_lib.data.emoji import load_emoji  # noqa: E402
 from fewshot_lib.methods.lofgan import emoji_episode_classes  # noqa: E402
-from fewshot_lib.methods.lso import LSOConfig, LSOTask, TrainingFeatures  # noqa: E402
+from fewshot_lib.methods.lso import (InversionFinetuneTask, LSOConfig, LSOTask, TrainingFeatures,  # noqa: E402
+                                    draw_shots, inversion_only_samples)
 from fewshot_lib.metrics.protocols import conditioning_split  # noqa: E402
 from fewshot_lib.projector import project  # noqa: E402
 from train_source_model import record_command, sitting_clock, start_script, training_commands  # noqa: E402
@@ -61,23 +65,8 @@ def unseen_tasks(n_eval: int, n_val: int) -> tuple[list[str], list[str], dict, d
     return names[:n_eval], names[len(names) - n_val:], conditioning, held_out
 
 
-def episode(pool: torch.Tensor, k: int, seed: int, index: int) -> tuple[torch.Tensor, list[int]]:
-    idx = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed * 1000 + index))[:k]
-    return pool[idx], idx.tolist()
-
-
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
-
-
-@torch.no_grad()
-def inversion_only(G, w_inv: torch.Tensor, n: int, seed: int) -> torch.Tensor:
-    """``n`` images from random convex combinations (Dirichlet(1)) of the k inverted W+ codes, fresh noise."""
-    gen = torch.Generator().manual_seed(seed)
-    alpha = torch.distributions.Dirichlet(torch.ones(len(w_inv))).sample((n,))   # global RNG: seed it first
-    latent = torch.einsum("nk,kld->nld", alpha, w_inv)
-    noise = [torch.randn(n, 1, *m.shape[2:], generator=gen) for m in G.noises.as_list()]
-    return G(latent, input_is_latent=True, noise=noise)[0]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -124,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
             log.info("time budget used: %d of %d tasks done", i, len(tasks))
             break
         t0 = time.time()
-        shots, shot_idx = episode(conditioning[cls], args.k, args.seed, i)
+        shots, shot_idx = draw_shots(conditioning[cls], args.k, args.seed, i)
         inv_path = run_dir / f"task{i:03d}_inversion.pt"
         if inv_path.is_file():
             w_inv = load_checkpoint(inv_path)["w_plus"]
@@ -145,9 +134,13 @@ def main(argv: list[str] | None = None) -> None:
         for s in magnitudes:  # every magnitude: notebook 07 chooses on the validation classes
             images.append(to_uint8(task.sample(args.n_per_task, magnitude=s, seed=i)))
             meta += [("lso", s)] * args.n_per_task
-        torch.manual_seed(args.seed * 1000 + i)
-        images.append(to_uint8(inversion_only(G, w_inv, args.n_per_task, seed=i)))
+        images.append(to_uint8(inversion_only_samples(G, w_inv, args.n_per_task, seed=i)))
         meta += [("inversion_only", float("nan"))] * args.n_per_task
+        if not is_val:  # the ablation is compared on the evaluation classes only
+            plain = InversionFinetuneTask(G, D, shots, w_inv, features, cfg, seed=args.seed * 1000 + i)
+            plain.run()
+            images.append(to_uint8(plain.sample(args.n_per_task, seed=i)))
+            meta += [("inversion_finetune", float("nan"))] * args.n_per_task
         np.savez_compressed(done, images=np.concatenate(images), method=np.array([m for m, _ in meta]),
                             magnitude=np.array([s for _, s in meta]), task=np.array([cls] * len(meta)),
                             episode=np.full(len(meta), ep), validation=np.full(len(meta), is_val),
@@ -168,6 +161,9 @@ def main(argv: list[str] | None = None) -> None:
     np.savez_compressed(out, **{k: np.concatenate([q[k] for q in parts]) for k in keys},
                         shots=np.stack([q["shots"] for q in parts]), anchors=np.stack([q["anchors"] for q in parts]),
                         task_class=np.array([str(q["task"][0]) for q in parts]),
+                        task_episode=np.array([int(q["episode"][0]) for q in parts]),
+                        task_validation=np.array([bool(q["validation"][0]) for q in parts]),
+                        task_shot_indices=np.stack([q["shot_indices"] for q in parts]),
                         task_sigma=np.array([float(q["sigma"]) for q in parts]))
     commands = training_commands(run_dir)
     manifest = {"name": out.stem, "file": out.name, "sha256": file_sha256(out), "bytes": out.stat().st_size,

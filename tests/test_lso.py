@@ -3,8 +3,8 @@ inversion of a conditional generator, clear errors."""
 import pytest
 import torch
 
-from fewshot_lib.methods.lso import (Anchors, InversionFinetuneTask, LSOConfig, LSOTask, TrainingFeatures, convex_codes,
-                                    inversion_only_samples, mapping_parameters)
+from fewshot_lib.methods.lso import (Anchors, InversionFinetuneTask, LSOConfig, LSOTask, TrainingFeatures,
+                                    convex_codes, inversion_only_samples, mapping_parameters)
 from fewshot_lib.metrics.features import EmojiFeatureNet
 from fewshot_lib.models.stylegan2 import Discriminator, Generator
 from fewshot_lib.projector import project

@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["LSOConfig", "Anchors", "TrainingFeatures", "extend_with_new_class", "lal_loss", "minmax_joint",
            "LSOTask", "InversionFinetuneTask", "mapping_parameters", "synthesis_parameters", "check_task_inputs",
-           "convex_codes", "inversion_only_samples"]
+           "convex_codes", "inversion_only_samples", "draw_shots"]
 
 
 @dataclass
@@ -131,7 +131,7 @@ def extend_with_new_class(G: nn.Module, D: nn.Module | None = None, seed: int = 
 
 
 def check_task_inputs(G: nn.Module, shots: torch.Tensor, w_inv: torch.Tensor) -> None:
-    """Clear errors for a task's inputs: ``shots [k ≥ 1, 3, S, S]`` at the generator's size, one inversion per shot."""
+    """Clear errors for a task's inputs: ``shots [k ≥ 1, 3, S, S]`` at G's size, one inversion per shot."""
     if shots.dim() != 4 or shots.shape[1] != 3 or len(shots) == 0:
         raise ValueError(f"shots must be images [k, 3, S, S] with k ≥ 1, got {tuple(shots.shape)}")
     if shots.shape[-1] != G.size or shots.shape[-2] != G.size:
@@ -146,6 +146,15 @@ def convex_codes(w_inv: torch.Tensor, n: int, gen: torch.Generator) -> torch.Ten
     e = -torch.rand(n, len(w_inv), generator=gen).clamp_min(1e-12).log()          # Exp(1)  [n, k]
     alpha = (e / e.sum(1, keepdim=True)).to(w_inv.device)
     return torch.einsum("nk,k...->n...", alpha, w_inv)
+
+
+def draw_shots(pool: torch.Tensor, k: int, seed: int, index: int) -> tuple[torch.Tensor, list[int]]:
+    """Task ``index`` of run ``seed``: ``k`` shots drawn without replacement from a class's conditioning ``pool``
+    ``[n, 3, S, S]`` → ``(shots [k, 3, S, S], their indices)`` (the draw of ``scripts/run_lso_tasks.py``)."""
+    if not 1 <= k <= len(pool):
+        raise ValueError(f"k must be in 1..{len(pool)} (the pool's size), got {k}")
+    idx = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed * 1000 + index))[:k]
+    return pool[idx], idx.tolist()
 
 
 @torch.no_grad()
@@ -503,7 +512,7 @@ class InversionFinetuneTask:
                 "ada_p": torch.tensor(self.ada.p)}
 
     def run(self, steps: int | None = None, show_progress: bool = False) -> None:
-        """Fine-tune up to ``steps`` (default: the config's ``lsr_steps``, LSR's budget) — resumes where it stopped."""
+        """Fine-tune up to ``steps`` (default: the config's ``lsr_steps``, LSR's budget); resumes where it stopped."""
         total = self.cfg.lsr_steps if steps is None else steps
         for _ in progress(range(self.step, total), desc="inversion + fine-tune", disable=not show_progress):
             self.history.add(**self.train_step())
