@@ -29,7 +29,8 @@ of the difference of the two means over the seeds (sample std, ``ddof=1``). Then
   the verdict is ``"inconclusive"`` (``holds: null``) whatever the observed difference.
 
 ``margin = 2·se`` is stored so readers can see how close a call was, and so are the per-seed values. With one
-seed the std is unknown: ``se = 0``, and the claim says ``"seeds": 1`` — a single run only shows a direction.
+seed on either side the seeds' noise is unknown (it is not 0), so the claim is not judged: ``"holds": null``,
+``"verdict": "not judged: one seed"`` — a single run only shows a direction, which ``improvement`` keeps.
 Verdicts never change a program's exit status; they are results, not errors.
 """
 from __future__ import annotations
@@ -63,6 +64,7 @@ def _clean(value: Any) -> Any:
 KINDS = ("paper", "sanity")
 NOT_WORSE_MAX_RELATIVE_MARGIN = 0.10
 NOT_MEASURABLE = "not measurable at this budget"
+ONE_SEED = "not judged: one seed"
 # The floor metrics and how each is beaten: FID must be lower than the floor's, recognisability higher.
 FLOOR_METRICS = {"fid": "lower", "recognisability": "higher"}
 
@@ -130,6 +132,8 @@ def make_claim(claim: str, metric: str, extractor: str, method: str, baseline: s
                                     "beats": checks}
     if not measurable:
         verdict, holds = NOT_MEASURABLE, None
+    elif min(len(m), len(b)) < 2:  # no estimate of the seeds' noise: a margin of 0 would let any difference pass
+        verdict, holds = ONE_SEED, None
     elif test == "better":
         holds = bool(d > margin)
         verdict = "holds" if holds else "does not hold"

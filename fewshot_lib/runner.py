@@ -517,7 +517,8 @@ def _verdict(claim: dict[str, Any]) -> str:
     direction."""
     verdict = claim.get("verdict") or ("holds" if claim.get("holds") else "does not hold")
     verdict = f"**{verdict}**" if verdict == "holds" else verdict
-    return verdict + (" (1 seed: direction only)" if claim.get("seeds", 0) < 2 else "")
+    direction_only = claim.get("seeds", 0) < 2 and claim.get("verdict") != "not judged: one seed"
+    return verdict + (" (1 seed: direction only)" if direction_only else "")
 
 
 def _per_seed(values: Any) -> str:

@@ -68,9 +68,13 @@ def test_single_seed_claims_are_marked_as_direction_only(tmp_path):
     from fewshot_lib.runner import write_report
 
     claim = {"notebook": "nb", **make_claim("c", "m", "x", "a", "b", [2.0], [1.0], True, kind="sanity")}
-    results = {"profile": "smoke", "created": "now", "ok": 1, "failed": 0, "notebooks": [], "claims": [claim]}
+    assert claim["holds"] is None and claim["verdict"] == "not judged: one seed" and claim["improvement"] == 1.0
+    # a results file written before one-seed claims were left unjudged still says what its verdict rests on
+    old = {**claim, "holds": True}
+    old.pop("verdict")
+    results = {"profile": "smoke", "created": "now", "ok": 1, "failed": 0, "notebooks": [], "claims": [claim, old]}
     md, _ = write_report(results, tmp_path)
-    assert "**holds** (1 seed: direction only)" in md.read_text()
+    assert "not judged: one seed |" in md.read_text() and "**holds** (1 seed: direction only)" in md.read_text()
 
 
 def test_the_report_lists_paper_claims_and_sanity_checks_apart_with_per_seed_values(tmp_path):
