@@ -170,6 +170,47 @@ def write_metrics(run_dir: str | os.PathLike, metrics: dict, notebook: str, prof
     return path
 
 
+SAMPLES_FILE = "samples.npz"
+
+
+def write_samples(run_dir: str | os.PathLike, batches: Sequence[tuple[str, str, int, Any]],
+                  name: str = SAMPLES_FILE) -> Path:
+    """Write what a notebook shows as ``run_dir/samples.npz`` (atomically) and return its path.
+
+    ``batches``: ``(method, task, seed, images)`` with ``images`` a ``[n, 3, H, W]`` tensor or array in [-1, 1]
+    (``task``: an unseen class, a target style, ...). The file holds ``images`` (uint8 ``[N, H, W, 3]``) and, per
+    image, ``method``, ``task`` and ``seed`` — enough for a later notebook (or a reader) to recompute any metric
+    from the pictures themselves.
+    """
+    if not batches:
+        raise ValueError("write_samples needs at least one (method, task, seed, images) batch")
+    images, methods, tasks, seeds = [], [], [], []
+    for method, task, seed, x in batches:
+        x = np.asarray(x.detach().cpu().float() if hasattr(x, "detach") else x, dtype=np.float32)
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"{method}/{task}: images must be [n, 3, H, W], got {list(x.shape)}")
+        images.append(np.clip(np.rint((x + 1) * 127.5), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1))
+        methods += [method] * len(x)
+        tasks += [task] * len(x)
+        seeds += [int(seed)] * len(x)
+    path = Path(run_dir) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, images=np.concatenate(images), method=np.array(methods), task=np.array(tasks),
+                        seed=np.array(seeds, dtype=np.int64))
+    os.replace(tmp, path)
+    return path
+
+
+def read_samples(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read a ``samples.npz`` written by :func:`write_samples` (no pickled objects are loaded)."""
+    with np.load(Path(path), allow_pickle=False) as f:
+        missing = {"images", "method", "task", "seed"} - set(f.files)
+        if missing:
+            raise ValueError(f"{path} lacks {sorted(missing)}; was it written by fewshot_lib.results.write_samples?")
+        return {k: f[k] for k in ("images", "method", "task", "seed")}
+
+
 def read_metrics(path: str | os.PathLike) -> dict:
     """Read a ``metrics.json`` back (raises ``ValueError`` naming the file if it is malformed)."""
     path = Path(path)

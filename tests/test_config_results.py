@@ -139,3 +139,25 @@ def test_write_and_read_metrics(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"metrics": {}}))
     with pytest.raises(ValueError, match="lacks the key"):
         read_metrics(tmp_path / "bad.json")
+
+
+def test_write_and_read_samples_keep_every_image_with_its_method_task_and_seed(tmp_path):
+    import numpy as np
+    import torch
+
+    from fewshot_lib.results import read_samples, write_samples
+
+    a = torch.linspace(-1, 1, 2 * 3 * 4 * 4).view(2, 3, 4, 4)
+    b = -torch.ones(3, 3, 4, 4)
+    path = write_samples(tmp_path, [("lofgan", "noto/animal-bird", 0, a), ("copy", "noto/arrow", 1, b)])
+    got = read_samples(path)
+    assert got["images"].shape == (5, 4, 4, 3) and got["images"].dtype == np.uint8
+    assert got["method"].tolist() == ["lofgan"] * 2 + ["copy"] * 3 and got["seed"].tolist() == [0, 0, 1, 1, 1]
+    assert got["task"][2] == "noto/arrow" and (got["images"][2:] == 0).all()
+    assert got["images"][0, 0, 0, 0] == 0 and got["images"][1, 3, 3, 2] == 255   # [-1, 1] → [0, 255], HWC
+    assert not list(tmp_path.glob("*.tmp*"))                                    # written atomically
+    with pytest.raises(ValueError, match="images must be"):
+        write_samples(tmp_path, [("m", "t", 0, torch.zeros(3, 4, 4))])
+    np.savez(tmp_path / "other.npz", x=np.zeros(2))
+    with pytest.raises(ValueError, match="lacks"):
+        read_samples(tmp_path / "other.npz")
