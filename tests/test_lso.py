@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from fewshot_lib.methods.lso import (Anchors, InversionFinetuneTask, LSOConfig, LSOTask, TrainingFeatures,
-                                    convex_codes, inversion_only_samples, mapping_parameters)
+                                    convex_codes, inversion_only_samples, mapping_parameters,
+                                    shipped_task_samples)
 from fewshot_lib.metrics.features import EmojiFeatureNet
 from fewshot_lib.models.stylegan2 import Discriminator, Generator
 from fewshot_lib.projector import project
@@ -158,3 +159,23 @@ def test_inversion_plain_finetune_tunes_the_synthesis_without_the_mapping_and_re
         assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     with pytest.raises(ValueError, match="k ≥ 1"):
         InversionFinetuneTask(G, D, shots[:0], w_inv[:0], features, TINY)
+
+
+def test_shipped_task_samples_are_checked_against_their_manifest(tmp_path):
+    import json
+
+    import numpy as np
+
+    from fewshot_lib.checkpoint import file_sha256
+
+    assert shipped_task_samples(0, tmp_path) is None                                   # not shipped: None
+    path = tmp_path / "lso_samples_seed0.npz"
+    np.savez_compressed(path, images=np.zeros((2, 32, 32, 3), np.uint8), method=np.array(["lso", "lso"]))
+    with pytest.raises(ValueError, match="no manifest"):
+        shipped_task_samples(0, tmp_path)
+    (tmp_path / "lso_samples_seed0.manifest.json").write_text(json.dumps({"sha256": file_sha256(path)}))
+    arrays, manifest = shipped_task_samples(0, tmp_path)
+    assert arrays["images"].shape == (2, 32, 32, 3) and list(arrays["method"]) == ["lso", "lso"]
+    path.write_bytes(path.read_bytes()[:-1] + b"x")
+    with pytest.raises(ValueError, match="sha256"):
+        shipped_task_samples(0, tmp_path)

@@ -37,14 +37,20 @@ replaced by the offline emoji network's layer distances and embedding cosine.
 from __future__ import annotations
 
 import copy
+import json
 import logging
+import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..augment import AdaptiveAugment, diff_augment
+from ..checkpoint import file_sha256
+from ..config import data_dir
 from ..models.helpers import accumulate, frozen
 from ..progress import progress
 
@@ -52,7 +58,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["LSOConfig", "Anchors", "TrainingFeatures", "extend_with_new_class", "lal_loss", "minmax_joint",
            "LSOTask", "InversionFinetuneTask", "mapping_parameters", "synthesis_parameters", "check_task_inputs",
-           "convex_codes", "inversion_only_samples", "draw_shots"]
+           "convex_codes", "inversion_only_samples", "draw_shots", "shipped_task_samples"]
 
 
 @dataclass
@@ -534,3 +540,28 @@ class InversionFinetuneTask:
         self.step = int(state["step"])
         self.gen.set_state(state["gen"])
         self.history.values = {k: list(v) for k, v in state["history"].items()}
+
+
+def shipped_task_samples(seed: int, folder: str | os.PathLike | None = None
+                         ) -> tuple[dict[str, np.ndarray], dict] | None:
+    """The samples ``scripts/run_lso_tasks.py --seed <seed>`` shipped (``data/lso/lso_samples_seed<seed>.npz``),
+    checked against the sha256 of their manifest → ``(arrays, manifest)``; ``None`` when they are not shipped.
+
+    ``arrays``: ``images [N, S, S, 3]`` uint8 with per-image ``method``, ``magnitude``, ``task`` (class),
+    ``episode``, ``validation``, ``seed``; per task ``shots [T, k, S, S, 3]``, ``task_class``, ``task_episode``,
+    ``task_sigma`` (σ(m) after LSR). Raises ``ValueError`` naming the file when it does not match its manifest.
+    """
+    folder = Path(folder) if folder is not None else data_dir() / "lso"
+    path = folder / f"lso_samples_seed{seed}.npz"
+    man_path = folder / f"lso_samples_seed{seed}.manifest.json"
+    if not path.is_file():
+        return None
+    if not man_path.is_file():
+        raise ValueError(f"{path.name} has no manifest {man_path.name}; re-run scripts/run_lso_tasks.py --seed {seed}")
+    manifest = json.loads(man_path.read_text())
+    if manifest.get("sha256") != file_sha256(path):
+        raise ValueError(f"{path.name} does not match the sha256 in {man_path.name}; re-run "
+                         f"scripts/run_lso_tasks.py --seed {seed}")
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    return arrays, manifest
