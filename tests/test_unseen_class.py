@@ -64,3 +64,6 @@ def test_image_floors_sit_below_real_images():
     floors = image_floors(real)
     assert 0.1 < floors["recognisability"] < 0.8 and floors["fid"] > 300 and floors["extractor"] == "emoji-features-v1"
     assert shrink_and_enlarge(real[:2]).shape == real[:2].shape
+    # against another manifold (every noto emoji, as notebook 06 measures its samples) the floor is measured there
+    wider = image_floors(real, manifold=load_emoji(styles=["noto"]).tensors()[:800])
+    assert wider["fid"] == floors["fid"] and wider["recognisability"] != floors["recognisability"]
