@@ -11,7 +11,7 @@ import torch.nn as nn
 from fewshot_lib.methods.baselines import (AdaptationEvaluator, EWCHook, adaptation_config, frozen_block_parameters,
                                            make_adapter, run_adaptation)
 from fewshot_lib.methods.cdc import (AnchorSampler, CDCHook, cross_domain_consistency, distance_consistency_loss,
-                                     kl_from_logits, sample_layers, similarity_kl, similarity_logits, similarity_probs)
+                                     kl_from_logits, sample_layers, similarity_kl, similarity_logits)
 from fewshot_lib.metrics.correspondence import correspondence_score, nearest_labels
 from fewshot_lib.metrics.features import random_emoji_extractor
 from fewshot_lib.models.helpers import generate_with_features

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from fewshot_lib.config import data_dir
-from fewshot_lib.data.emoji import STYLE_NAMES, EmojiData, load_emoji, to_tensor, to_uint8
+from fewshot_lib.data.emoji import STYLE_NAMES, load_emoji, to_uint8
 from fewshot_lib.data.emoji_build import frame_and_resize, iconify_sources, norm_key
 from fewshot_lib.data.fewshot import EpisodeSampler, class_split, class_tensors, sample_shots
 from fewshot_lib.data.folders import load_image_folder

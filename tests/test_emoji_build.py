@@ -1,7 +1,6 @@
 """The dataset builder, end to end, on tiny npm-style packages the test writes (no network)."""
 import json
 
-import numpy as np
 import pytest
 from PIL import Image
 

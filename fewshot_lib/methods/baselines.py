@@ -26,7 +26,6 @@ from __future__ import annotations
 import copy
 import logging
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn as nn

@@ -207,7 +207,7 @@ def cross_domain_consistency(adapted_features: list[torch.Tensor], source_featur
     if (layer_per_sample is None) == (layers is None):
         raise ValueError("pass exactly one of layer_per_sample (the reference) or layers (a fixed list)")
     if layers is not None:
-        return sum(distance_consistency_loss(adapted_features[l], source_features[l], reduction) for l in layers)
+        return sum(distance_consistency_loss(adapted_features[k], source_features[k], reduction) for k in layers)
     n = adapted_features[0].shape[0]
     if layer_per_sample.shape != (n,):
         raise ValueError(f"layer_per_sample must have shape [{n}], got {tuple(layer_per_sample.shape)}")
