@@ -50,10 +50,6 @@ STYLES = ("noto", "twemoji")
 N_PER_CLASS = 32  # samples per unseen class at each export
 
 
-def export_name(fusion: str, seed: int) -> str:
-    return f"{'lofgan' if fusion == 'local' else 'globalfusion'}_emoji32_seed{seed}"
-
-
 def evaluate(trainer: LF.LoFGANTrainer, conditioning: dict, held_out: dict, manifold: torch.Tensor, ext
              ) -> dict[str, float]:
     """Unseen-class metrics of the current G (eval mode, fixed episodes and fusion randomness)."""
@@ -129,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     command = start_script("train_lofgan.py", args, argv)
 
-    name = export_name(args.fusion, args.seed)
+    name = LF.export_name(args.fusion, args.seed)
     out = Path(args.out) if args.out else data_dir() / "checkpoints" / f"{name}.pt"
     run_dir = Path(args.run_dir) if args.run_dir else repo_root() / "runs" / name
     run_dir.mkdir(parents=True, exist_ok=True)

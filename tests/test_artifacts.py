@@ -171,3 +171,17 @@ def test_old_loaders_go_through_the_registry():
     assert emoji_checkpoint_path() == artifacts.get("emoji_features").path
     g, meta = mixdl.load_showcase_generator("stylegan2")
     assert meta == artifacts.manifest("mixdl_showcase_stylegan2") and g.size == 32
+
+
+def test_shipped_lofgan_exports_are_found_by_fusion_and_seed(tmp_data):
+    from fewshot_lib.methods.lofgan import export_name, shipped_exports
+
+    assert export_name("local", 3) == "lofgan_emoji32_seed3" and export_name("global", 0) == "globalfusion_emoji32_seed0"
+    with pytest.raises(ValueError, match="fusion"):
+        export_name("mixed", 0)
+    assert shipped_exports("local") == {} == shipped_exports("global")
+    for name in ("lofgan_emoji32_seed2", "lofgan_emoji32_seed2_d", "lofgan_emoji32_seed10", "globalfusion_emoji32_seed1"):
+        (tmp_data / "checkpoints" / f"{name}.manifest.json").write_text("{}")
+        (tmp_data / "checkpoints" / f"{name}.pt").write_bytes(b"")              # names() lists files with manifests
+    assert shipped_exports("local") == {2: "lofgan_emoji32_seed2", 10: "lofgan_emoji32_seed10"}   # not the _d file
+    assert shipped_exports("global") == {1: "globalfusion_emoji32_seed1"}

@@ -44,6 +44,7 @@ __all__ = [
     "LoFGANConfig", "thumbnails", "local_target", "local_reconstruction_loss", "global_reconstruction_loss",
     "hinge_d_loss", "hinge_g_loss", "class_loss", "class_logit_gradient_penalty", "lr_at", "make_optimizers",
     "d_step", "g_step", "train_step", "LoFGANTrainer", "generate", "episode_generate_fn", "emoji_episode_classes",
+    "export_name", "shipped_exports",
 ]
 
 
@@ -339,6 +340,25 @@ def generate(g: LoFGANGenerator, shots: torch.Tensor, n: int, eta: float | None 
     finally:
         g.train(was_training)
     return torch.cat(out) if out else shots.new_zeros(0, *shots.shape[1:])
+
+
+def export_name(fusion: str, seed: int) -> str:
+    """The shipped name of a long-trained run of ``scripts/train_lofgan.py``: ``lofgan_emoji32_seed0`` (local
+    fusion) or ``globalfusion_emoji32_seed0``."""
+    if fusion not in ("local", "global"):
+        raise ValueError(f"fusion must be 'local' or 'global', got {fusion!r}")
+    return f"{'lofgan' if fusion == 'local' else 'globalfusion'}_emoji32_seed{seed}"
+
+
+def shipped_exports(fusion: str) -> dict[int, str]:
+    """``{seed: name}`` of the long-trained generators of ``fusion`` that ship in ``data/checkpoints`` now (each
+    seed a separately trained run); load one with ``fewshot_lib.artifacts.load(name)``."""
+    from .. import artifacts
+
+    prefix = export_name(fusion, 0)[: -len("0")]
+    found = {int(n[len(prefix):]): n for n in artifacts.names()
+             if n.startswith(prefix) and n[len(prefix):].isdigit()}
+    return dict(sorted(found.items()))
 
 
 def episode_generate_fn(g: LoFGANGenerator, eta: float | None = None, generator: torch.Generator | None = None):
