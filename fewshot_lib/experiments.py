@@ -26,6 +26,7 @@ the image-floor evidence (the means of ``fid`` / ``recognisability`` when the va
 """
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
@@ -44,13 +45,24 @@ __all__ = ["PROFILE_SIZES", "sizes", "seeds_for", "cpu_threads", "Summary", "sum
 
 #: experiment → profile → sizes. The single place where a profile's meaning per notebook is written down.
 PROFILE_SIZES: dict[str, dict[str, dict[str, Any]]] = {
-    "03_evaluation": {"smoke": dict(n_fake=64, n_seeds=2), "lab": dict(n_fake=500, n_seeds=3),
-                      "full": dict(n_fake=5000, n_seeds=5)},
-    "04_cdc": {"smoke": dict(steps=4, n_seeds=1, n_eval=64), "lab": dict(steps=200, n_seeds=3, n_eval=500),
-               "full": dict(steps=5000, n_seeds=3, n_eval=5000)},
-    "05_mixdl": {"smoke": dict(steps=4, n_seeds=2, n_eval=64, n_paths=4),
-                 "lab": dict(steps=300, n_seeds=3, n_eval=200, n_paths=32),
-                 "full": dict(steps=10_000, n_seeds=3, n_eval=5000, n_paths=128)},
+    # 03: n_fake fakes per hand-made generator, n_seeds shot/split draws; per_class_n fakes per unseen class,
+    # ppl_paths latent walks, n_concepts for the cross-style retrieval (full: n_fake stays below set B's 792)
+    "03_evaluation": {"smoke": dict(n_fake=150, n_seeds=2, per_class_n=8, ppl_paths=8, n_concepts=200),
+                      "lab": dict(n_fake=700, n_seeds=3, per_class_n=32, ppl_paths=64, n_concepts=800),
+                      "full": dict(n_fake=780, n_seeds=5, per_class_n=128, ppl_paths=256, n_concepts=1500)},
+    # 04: n_curve_points evaluations along the first seed's training (eval_every = steps // n_curve_points)
+    "04_cdc": {"smoke": dict(steps=4, n_seeds=1, n_eval=64, n_curve_points=1),
+               "lab": dict(steps=200, n_seeds=3, n_eval=500, n_curve_points=6),
+               "full": dict(steps=5000, n_seeds=3, n_eval=5000, n_curve_points=10)},
+    # 05: model = the StyleGAN2 built for every run (lab: methods.mixdl.LAB_MODEL, the showcase's model);
+    # showcase_samples / showcase_paths measure the shipped long-trained generators
+    "05_mixdl": {"smoke": dict(steps=6, n_seeds=1, n_eval=64, n_paths=8, showcase_samples=64, showcase_paths=8,
+                               model=dict(size=32, style_dim=16, n_mlp=2, channel_base=32 * 8, channel_max=8)),
+                 "lab": dict(steps=300, n_seeds=3, n_eval=200, n_paths=32, showcase_samples=256, showcase_paths=32,
+                             model=dict(size=32, style_dim=64, n_mlp=2, channel_base=32 * 32, channel_max=32)),
+                 "full": dict(steps=20_000, n_seeds=3, n_eval=5000, n_paths=1000, showcase_samples=256,
+                              showcase_paths=32,
+                              model=dict(size=32, style_dim=256, n_mlp=8, channel_base=32 * 256, channel_max=256))},
     "06_lofgan": {"smoke": dict(steps=6, n_seeds=2, n_per_class=8), "lab": dict(steps=300, n_seeds=3, n_per_class=48),
                   "full": dict(steps=20_000, n_seeds=3, n_per_class=128)},
     "07_lso": {"smoke": dict(n_seeds=1, n_per_class=8, n_classes=2, n_episodes=1),
@@ -64,7 +76,7 @@ def sizes(experiment: str, profile: str, **overrides: Any) -> dict[str, Any]:
     parameters default to 0 = "the profile's value")."""
     if experiment not in PROFILE_SIZES:
         raise ValueError(f"unknown experiment {experiment!r}; known: {sorted(PROFILE_SIZES)}")
-    table = dict(PROFILE_SIZES[experiment][resolve_profile(profile)])
+    table = copy.deepcopy(PROFILE_SIZES[experiment][resolve_profile(profile)])   # callers may edit theirs
     unknown = set(overrides) - set(table)
     if unknown:
         raise ValueError(f"{experiment} has no size(s) {sorted(unknown)}; its sizes are {sorted(table)}")
@@ -139,11 +151,12 @@ class ExperimentResult:
                               and not isinstance(v, bool)})
         return list(names)
 
-    def table(self, metrics: Sequence[str] | None = None) -> str:
-        """A plain-text table: one row per variant, mean ± std (or "one seed") per metric."""
+    def table(self, metrics: Sequence[str] | None = None, width: int = 22) -> str:
+        """A plain-text table: one row per variant, mean ± std (or "one seed") per metric, ``width`` characters
+        per column (metric names are cut to fit)."""
         metrics = list(metrics or self.metrics())
-        head = f"{'variant':16s}" + "".join(f"{m[:18]:>22s}" for m in metrics)
-        rows = [head] + [f"{v:16s}" + "".join(f"{self.summary(v, m).label:>22s}" for m in metrics)
+        head = f"{'variant':16s}" + "".join(f"{m[:width - 2]:>{width}s}" for m in metrics)
+        rows = [head] + [f"{v:16s}" + "".join(f"{self.summary(v, m).label:>{width}s}" for m in metrics)
                          for v in self.per_seed]
         return "\n".join(rows)
 

@@ -1,4 +1,4 @@
-"""Figures: image grids, sheets with row/column labels, training curves.
+"""Figures: image grids, sheets with row/column labels, training curves (and their smoothing), latent walks.
 
 All functions take images as ``[N, 3, H, W]`` tensors in ``[-1, 1]`` (or ``[N, H, W, 3]`` uint8 arrays) so that
 generator outputs and dataset images can be shown the same way. Plotting functions draw on a matplotlib
@@ -141,3 +141,45 @@ def plot_bars(values: Mapping[str, float], errors: Mapping[str, float] | None = 
         label.set_horizontalalignment("right")
         label.set_rotation_mode("anchor")
     return ax
+
+
+def smooth(values: Sequence[float], k: int | None = None) -> np.ndarray:
+    """Moving average over ``k`` points (default: 2 % of the series, at least 1) for noisy training curves.
+
+    Only full windows are kept (``len - k + 1`` points); a series shorter than ``k`` comes back unchanged, so a
+    short smoke run still draws its raw values instead of nothing.
+    """
+    v = np.asarray(values, dtype=float)
+    k = max(1, int(k if k is not None else len(v) // 50))
+    return np.convolve(v, np.ones(k) / k, mode="valid") if len(v) >= k else v
+
+
+def plot_walks(generators: Mapping[str, torch.nn.Module], n_walks: int = 3, z_seed: int = 7,
+               extractor="emoji", n_steps: int = 10):
+    """Latent walks, "staircase or ramp": one row per walk; per generator its image strip along
+    ``lerp(w0, w1, t)``, and in the last column the LPIPS of every step as grouped bars (one colour per generator).
+
+    Every generator walks between the mappings of the same seeded ``z`` pairs (``z_seed``); returns the figure.
+    """
+    from .metrics.generator import interpolation_walk
+
+    first = next(iter(generators.values()))
+    zs = torch.randn(2, n_walks, first.style_dim, generator=torch.Generator().manual_seed(z_seed))
+    width = 0.8 / len(generators)
+    fig, axes = plt.subplots(n_walks, len(generators) + 1, figsize=(13, 1.25 * n_walks + 0.4), dpi=80,
+                             gridspec_kw=dict(width_ratios=[5] * len(generators) + [2.2]), squeeze=False)
+    for row in range(n_walks):
+        for col, (name, g) in enumerate(generators.items()):
+            dev = next(g.parameters()).device
+            with torch.no_grad():
+                w0, w1 = (g.mapping(zs[k, row:row + 1].to(dev))[0] for k in (0, 1))
+            strip, step_d = interpolation_walk(g, w0, w1, n_steps=n_steps, extractor=extractor)  # [n+1, 3, H, W]
+            show_grid(strip, nrow=n_steps + 1, title=f"{name}, walk {row}", ax=axes[row, col])
+            axes[row, -1].bar(np.arange(1, n_steps + 1) + width * (col - (len(generators) - 1) / 2),
+                              step_d.numpy(), width=width, label=name)
+        axes[row, -1].set_ylabel("step LPIPS", fontsize=7)
+        axes[row, -1].tick_params(labelsize=7)
+    axes[0, -1].legend(fontsize=7)
+    axes[-1, -1].set_xlabel("step of the walk", fontsize=8)
+    fig.tight_layout()
+    return fig

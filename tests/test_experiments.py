@@ -9,7 +9,7 @@ from fewshot_lib.experiments import Experiment, cpu_threads, seeds_for, sizes, s
 
 
 def test_sizes_and_seeds_come_from_one_table():
-    assert sizes("04_cdc", "lab") == {"steps": 200, "n_seeds": 3, "n_eval": 500}
+    assert sizes("04_cdc", "lab") == {"steps": 200, "n_seeds": 3, "n_eval": 500, "n_curve_points": 6}
     assert sizes("04_cdc", "lab", steps=0, n_eval=64)["n_eval"] == 64          # 0 means "the profile's value"
     assert sizes("04_cdc", "lab", steps=0)["steps"] == 200
     assert seeds_for("06_lofgan", "smoke", first=5) == [5, 6] and seeds_for("04_cdc", "lab", 0, n_seeds=1) == [0]
@@ -69,3 +69,27 @@ def test_one_cpu_thread_policy(monkeypatch):
         assert cpu_threads("cpu") == 2 and cpu_threads("cpu", threads=1) == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_table_holds_what_the_notebooks_ran_before_the_move():
+    """03–05 took these sizes from their own by_profile calls; tests/test_notebook_pins.py checks the smoke ones
+    end to end, this the lab/full ones the pins cannot reach (a full-profile 03 must fit set B: 792 images)."""
+    from fewshot_lib.methods.mixdl import LAB_MODEL
+
+    assert [sizes("03_evaluation", p)["n_fake"] for p in ("smoke", "lab", "full")] == [150, 700, 780]
+    assert [sizes("05_mixdl", p)["steps"] for p in ("smoke", "lab", "full")] == [6, 300, 20_000]
+    assert sizes("05_mixdl", "lab")["model"] == LAB_MODEL
+    # lab's curve every steps // 6 = 33 iterations and full's every 500, as before
+    assert [sizes("04_cdc", p)["steps"] // sizes("04_cdc", p)["n_curve_points"] for p in ("lab", "full")] == [33, 500]
+
+
+def test_sizes_hand_out_copies():
+    mine = sizes("05_mixdl", "smoke")
+    mine["model"]["style_dim"] = 999                      # a notebook editing its model must not edit the table
+    assert sizes("05_mixdl", "smoke")["model"]["style_dim"] == 16
+
+
+def test_table_width():
+    result = Experiment("w", {"a": lambda s: {"a_rather_long_metric_name": 1.0 + s}}, [0, 1]).run(False)
+    lines = result.table(width=12).splitlines()
+    assert len(lines) == 2 and len(lines[0]) == 16 + 12 and "a_rather_l" in lines[0] and "1.5 ± 0.71" in lines[1]

@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 
 from fewshot_lib.methods import mixdl as M
+from fewshot_lib.metrics import generator as GM
 from fewshot_lib.models.stylegan2 import Discriminator, Generator
 
 
@@ -104,8 +105,8 @@ def test_layerwise_logits_use_each_mixups_own_layer():
     layers = torch.tensor([2, 0, 2])
     logits = M.layerwise_mixup_logits(mix, anc, layers)
     assert logits.shape == (3, 4)
-    for i, l in enumerate(layers.tolist()):
-        expected = torch.nn.functional.cosine_similarity(mix[l][i].flatten()[None], anc[l].flatten(1))
+    for i, layer in enumerate(layers.tolist()):
+        expected = torch.nn.functional.cosine_similarity(mix[layer][i].flatten()[None], anc[layer].flatten(1))
         torch.testing.assert_close(logits[i], expected)
 
 
@@ -212,8 +213,8 @@ def test_interpolation_walk_endpoints_and_step_distances():
 
     g, _ = tiny_models()
     w = g.mapping(torch.randn(2, 16))
-    images, steps = M.interpolation_walk(g, w[0], w[1], n_steps=4, extractor=random_emoji_extractor())
+    images, steps = GM.interpolation_walk(g, w[0], w[1], n_steps=4, extractor=random_emoji_extractor())
     assert images.shape == (5, 3, 16, 16) and steps.shape == (4,) and (steps >= 0).all()
-    synth = M.fixed_noise_synthesis(g)
+    synth = GM.fixed_noise_synthesis(g)
     torch.testing.assert_close(images[0], synth(w[:1])[0])
     torch.testing.assert_close(images[-1], synth(w[1:])[0])

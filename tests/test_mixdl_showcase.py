@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 from fewshot_lib.methods import mixdl as M
+from fewshot_lib.metrics import generator as GM
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(size=32, style_dim=16, n_mlp=2, channel_base=32 * 8, channel_max=8)
@@ -52,8 +53,8 @@ def test_category_task_is_the_notebook_task(shots):
 
 def test_memorisation_metrics_tell_a_copier_from_a_smooth_generator(shots):
     kw = dict(n_samples=64, n_paths=6, seed=0)
-    copier = M.memorisation_metrics(_ToyGenerator(shots, copy=True), shots, **kw)
-    smooth = M.memorisation_metrics(_ToyGenerator(shots, copy=False), shots, **kw)
+    copier = GM.memorisation_metrics(_ToyGenerator(shots, copy=True), shots, **kw)
+    smooth = GM.memorisation_metrics(_ToyGenerator(shots, copy=False), shots, **kw)
     assert copier["copy_fraction"] == 1.0 and copier["pixel_copy_fraction"] == 1.0
     assert copier["nn_ratio_median"] < 1e-6 and copier["nn_modes"] == 10
     assert smooth["copy_fraction"] == 0.0 and smooth["pixel_copy_fraction"] == 0.0 and smooth["nn_ratio_median"] > 0.5
@@ -65,7 +66,7 @@ def test_memorisation_metrics_tell_a_copier_from_a_smooth_generator(shots):
 def test_walk_step_shares_sum_to_one(shots):
     g = _ToyGenerator(shots, copy=False)
     w0, w1 = torch.randn(3, 16), torch.randn(3, 16)
-    shares = M.walk_step_shares(g, w0, w1, n_steps=5)
+    shares = GM.walk_step_shares(g, w0, w1, n_steps=5)
     assert shares.shape == (3, 5)
     torch.testing.assert_close(shares.sum(1), torch.ones(3, dtype=shares.dtype))
 
@@ -105,7 +106,7 @@ def test_shipped_showcase_generators_match_their_manifests(variant, shots):
     assert {k: v for k, v in meta["model_config"].items() if k in M.LAB_MODEL} == M.LAB_MODEL
     assert meta["variant"] == variant and meta["steps"] == meta["memorisation"]["step"] > 0
     last = meta["memorisation"]
-    again = M.memorisation_metrics(g, shots, n_samples=last["n_samples"], n_paths=last["n_paths"])
+    again = GM.memorisation_metrics(g, shots, n_samples=last["n_samples"], n_paths=last["n_paths"])
     # the shipped weights are fp16 copies of the measured fp32 model: equal up to rounding
     assert abs(again["copy_fraction"] - last["copy_fraction"]) <= 0.05
     assert again["ppl_std"] == pytest.approx(last["ppl_std"], rel=0.1, abs=0.05)

@@ -12,6 +12,8 @@
 >>> M.recognisability(real, fake)             # share of samples named by the emoji net and inside the real set
 >>> M.evaluate_against_set(fake, target, train=shots)              # CDC / MixDL protocol, all of the above
 >>> M.evaluate_per_class(generate_fn, conditioning, held_out)      # LoFGAN / LSO protocol
+>>> M.evaluate_generator(G, shots, reference)  # one unconditional generator: seeded samples, walks (MixDL)
+>>> M.memorisation_metrics(G, shots)          # how much a generator copies its shots, how stairlike its walks are
 
 Inputs are images ``[N, 3, H, W]`` in ``[-1, 1]`` (any size; the emoji extractor resizes to 32×32). FID/KID/P/R/D/C
 also accept precomputed features ``[N, D]`` from ``extractor.features(images)`` — compute the real set's once
@@ -31,6 +33,8 @@ from .diversity import assign_to_nearest, intra_cluster_lpips, nn_modes, pairwis
 from .features import (EXTRACTOR_NAMES, EmojiFeatureNet, EmojiFeatures, FeatureExtractor, InceptionFeatures,
                        LPIPSFeatures, emoji_extractor, get_extractor, load_emoji_feature_net,
                        random_emoji_extractor)
+from .generator import (evaluate_generator, fixed_noise_synthesis, interpolation_walk, memorisation_metrics,
+                        walk_step_shares)
 from .fid import feature_statistics, fid, frechet_distance, kid, polynomial_mmd_unbiased
 from .ppl import lerp, ppl_uniformity
 from .pr import density_coverage, knn_radii, precision_recall
@@ -42,7 +46,8 @@ from .result import MetricResult, resolve_extractor
 __all__ = [
     "EXTRACTOR_NAMES", "EmojiFeatureNet", "EmojiFeatures", "FeatureExtractor", "InceptionFeatures", "LPIPSFeatures",
     "MetricResult", "SET_METRICS", "assign_to_nearest", "conditioning_split", "density_coverage", "emoji_extractor",
-    "evaluate_against_set", "evaluate_per_class", "feature_statistics", "fid", "frechet_distance", "get_extractor",
+    "evaluate_against_set", "evaluate_generator", "evaluate_per_class", "fixed_noise_synthesis",
+    "interpolation_walk", "memorisation_metrics", "walk_step_shares", "feature_statistics", "fid", "frechet_distance", "get_extractor",
     "intra_cluster_lpips", "kid", "knn_radii", "lerp", "load_emoji_feature_net", "nn_modes", "novel_emoji_reference",
     "pairwise_lpips", "polynomial_mmd_unbiased", "ppl_uniformity", "precision_recall", "random_emoji_extractor",
     "recognisability",
