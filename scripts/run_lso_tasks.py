@@ -98,7 +98,10 @@ def main(argv: list[str] | None = None) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     G = artifacts.load(args.source).eval()
     D = artifacts.load(f"{args.source}_d")
-    net, _ = artifacts.load(args.features)
+    net, net_meta = artifacts.load(args.features)
+    if net_meta.get("name") == "emoji-features-v1":
+        p.error(f"--features {args.features} is the metrics' judge (emoji-features-v1, trained on every class); LSO's "
+                "training losses need emoji_features_seen (scripts/train_feature_net.py --holdout-unseen-classes)")
     features = TrainingFeatures(net)
     eval_classes, val_classes, conditioning, _ = unseen_tasks(args.classes, args.val_classes)
     tasks = [(c, e, c in val_classes) for c in val_classes + eval_classes for e in range(args.episodes)]
