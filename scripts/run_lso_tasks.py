@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--k", type=int, default=3)
     p.add_argument("--classes", type=int, default=6, help="evaluation classes")
     p.add_argument("--val-classes", type=int, default=3, help="validation classes (choose the magnitude)")
-    p.add_argument("--episodes", type=int, default=3, help="tasks per class")
+    p.add_argument("--episodes", type=int, default=3, help="tasks per evaluation class")
+    p.add_argument("--val-episodes", type=int, default=1, help="tasks per validation class (they only choose s)")
     p.add_argument("--n-per-task", type=int, default=32)
     p.add_argument("--magnitudes", default="0.4,0.6,0.8,1.0")
     p.add_argument("--invert-steps", type=int, default=200)
@@ -104,7 +105,8 @@ def main(argv: list[str] | None = None) -> None:
                 "training losses need emoji_features_seen (scripts/train_feature_net.py --holdout-unseen-classes)")
     features = TrainingFeatures(net)
     eval_classes, val_classes, conditioning, _ = unseen_tasks(args.classes, args.val_classes)
-    tasks = [(c, e, c in val_classes) for c in val_classes + eval_classes for e in range(args.episodes)]
+    tasks = ([(c, e, True) for c in val_classes for e in range(args.val_episodes)]
+             + [(c, e, False) for c in eval_classes for e in range(args.episodes)])
     session = {"command": command, "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "threads": args.threads}
     sitting = sitting_clock()
     t_end = time.time() + args.minutes * 60
