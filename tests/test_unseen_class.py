@@ -5,8 +5,9 @@ import torch
 from fewshot_lib.data.emoji import load_emoji
 from fewshot_lib.metrics import get_extractor
 from fewshot_lib.metrics.floors import image_floors, shrink_and_enlarge
-from fewshot_lib.metrics.unseen_class import (class_consistency, near_copy_fraction, sample_episodes,
-                                              subcategory_of, unseen_class_report)
+from fewshot_lib.metrics.recognisability import recognisability
+from fewshot_lib.metrics.unseen_class import (UnseenClassJudge, class_consistency, near_copy_fraction,
+                                              sample_episodes, subcategory_of, unseen_class_report)
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +58,19 @@ def test_unseen_class_report_names_its_extractor(classes, ext):
     report = unseen_class_report(fakes, shots, held, extractor=ext)
     assert set(report) == {"class_consistency", "near_copies", "recognisability", "lpips_diversity", "fid"}
     assert all(r.extractor == "emoji-features-v1" for r in report.values())
+    # one judge for many generators gives the same numbers as the metrics computed one by one
+    judge = UnseenClassJudge(held, extractor=ext)
+    copies, copy_shots = sample_episodes(lambda s: s[:, 0], pools, k=3, n_per_class=8, seed=1)
+    for f, s in ((fakes, shots), (copies, copy_shots)):
+        by_judge = judge(f, s)
+        assert by_judge["class_consistency"].value == class_consistency(f, ext).value
+        assert by_judge["near_copies"].value == near_copy_fraction(f, s, extractor=ext).value
+        real = torch.cat(list(held.values()))
+        assert by_judge["recognisability"].value == recognisability(real, torch.cat(list(f.values())), extractor=ext).value
+        assert abs(by_judge["fid"].value - unseen_class_report(f, s, held, extractor=ext)["fid"].value) < 1e-6
+    assert judge(copies, copy_shots)["near_copies"].value == 1.0
+    with pytest.raises(ValueError, match="no held-out images"):
+        judge({"noto/unknown": copies[next(iter(copies))]}, copy_shots)
 
 
 def test_image_floors_sit_below_real_images():

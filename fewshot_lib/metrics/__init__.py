@@ -42,6 +42,8 @@ from .protocols import (SET_METRICS, conditioning_split, evaluate_against_set, e
                         results_to_dict)
 from .recognisability import novel_emoji_reference, recognisability
 from .result import MetricResult, resolve_extractor
+from .unseen_class import (UnseenClassJudge, class_consistency, near_copy_fraction, sample_episodes,
+                           unseen_class_report)
 
 __all__ = [
     "EXTRACTOR_NAMES", "EmojiFeatureNet", "EmojiFeatures", "FeatureExtractor", "InceptionFeatures", "LPIPSFeatures",
@@ -52,4 +54,5 @@ __all__ = [
     "pairwise_lpips", "polynomial_mmd_unbiased", "ppl_uniformity", "precision_recall", "random_emoji_extractor",
     "recognisability",
     "resolve_extractor", "results_to_dict", "squared_distances",
+    "UnseenClassJudge", "class_consistency", "near_copy_fraction", "sample_episodes", "unseen_class_report",
 ]

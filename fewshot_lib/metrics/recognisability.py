@@ -40,12 +40,13 @@ from .result import MetricResult, as_features, resolve_extractor
 
 def recognisability(real: torch.Tensor, fake: torch.Tensor, threshold: float = 0.5, k: int = 3,
                     extractor: str | FeatureExtractor = "emoji", device: str | torch.device | None = None,
-                    top: int = 5) -> MetricResult:
+                    top: int = 5, real_radii: torch.Tensor | None = None) -> MetricResult:
     """Fraction of ``fake [N, 3, H, W]`` images that are both named (subcategory p ≥ ``threshold``) and inside
     the k-NN manifold of ``real`` (images ``[M, 3, H, W]`` or their features ``[M, D]``), both in ``[-1, 1]``.
 
-    ``details``: the fraction passing each test alone, the mean top probability, and the ``top`` commonest
-    subcategories among the recognisable images.
+    ``real_radii``: ``knn_radii(real features, k)`` computed once, when one real set judges many fakes (the
+    radii cost O(M²)). ``details``: the fraction passing each test alone, the mean top probability, and the
+    ``top`` commonest subcategories among the recognisable images.
     """
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")
@@ -55,15 +56,28 @@ def recognisability(real: torch.Tensor, fake: torch.Tensor, threshold: float = 0
     if fake.dim() != 4:
         raise ValueError(f"fake must be images [N, 3, H, W] (the classifier needs pixels), got {tuple(fake.shape)}")
     f_real = as_features(real, ext, "real")                           # [M, D]
+    if real_radii is None:
+        real_radii = knn_radii(f_real, k)                               # [M]
     f_fake, probs = ext.features_and_subcategories(fake)                # [N, D], [N, n_subcategories]
+    return recognisability_of_scores(f_real, real_radii, f_fake, probs, ext, threshold, k, top)
+
+
+def recognisability_of_scores(f_real: torch.Tensor, real_radii: torch.Tensor, f_fake: torch.Tensor,
+                              probs: torch.Tensor, extractor: EmojiFeatures, threshold: float = 0.5, k: int = 3,
+                              top: int = 5) -> MetricResult:
+    """:func:`recognisability` from what the emoji network already said about the fakes — features ``[N, D]``
+    and subcategory probabilities ``[N, S]`` (``features_and_subcategories``) — and the real set's features
+    ``[M, D]`` with their k-NN radii ``[M]``: for callers that need the same pass for other metrics."""
+    if real_radii.shape != (len(f_real),):
+        raise ValueError(f"real_radii must be [{len(f_real)}] (one radius per real sample), got {tuple(real_radii.shape)}")
     confidence, label = probs.max(dim=1)                                # [N], [N]
     named = confidence >= threshold
-    inside = in_manifold(f_fake, f_real, knn_radii(f_real, k)).any(dim=1)  # [N]
+    inside = in_manifold(f_fake, f_real, real_radii).any(dim=1)         # [N]
     both = named & inside
-    names = ext.meta.get("subcategories") or []
+    names = extractor.meta.get("subcategories") or []
     counts = Counter(names[i] if i < len(names) else str(i) for i in label[both].tolist())
-    return MetricResult("recognisability", float(both.float().mean()), ext.name, n_real=len(f_real),
-                        n_fake=len(fake),
+    return MetricResult("recognisability", float(both.float().mean()), extractor.name, n_real=len(f_real),
+                        n_fake=len(f_fake),
                         details={"threshold": threshold, "k": k, "named": float(named.float().mean()),
                                  "inside_real_manifold": float(inside.float().mean()),
                                  "mean_confidence": float(confidence.mean()),
