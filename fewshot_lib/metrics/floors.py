@@ -29,13 +29,15 @@ def shrink_and_enlarge(images: torch.Tensor, size: int = 8) -> torch.Tensor:
 
 
 def image_floors(reference: torch.Tensor, extractor="emoji", device=None, seed: int = 0,
-                 max_images: int = 2000, manifold: torch.Tensor | None = None) -> dict:
+                 max_images: int = 2000, manifold: torch.Tensor | None = None,
+                 manifold_radii: torch.Tensor | None = None) -> dict:
     """``{"fid": .., "recognisability": .., "extractor": .., "n_reference": ..}`` for ``reference [N, 3, H, W]``
     in ``[-1, 1]`` (at most ``max_images`` of them, a seeded subset).
 
     ``manifold``: the real images (or their features) that the samples' recognisability is measured against,
     when that is not the reference itself (notebook 06 tests unseen-class samples against every real emoji of
-    their styles): the floor must be measured against the same manifold to be comparable.
+    their styles): the floor must be measured against the same manifold to be comparable. ``manifold_radii``:
+    its k-NN radii if already computed (``UnseenClassJudge.radii``).
     """
     ext = resolve_extractor(extractor, device)
     g = torch.Generator().manual_seed(seed)
@@ -45,7 +47,8 @@ def image_floors(reference: torch.Tensor, extractor="emoji", device=None, seed: 
     noise = torch.rand(len(reference), *reference.shape[1:], generator=g) * 2 - 1
     against = f_ref if manifold is None else manifold
     return {"fid": float(fid(f_ref, ext.features(noise, show_progress=False), ext)),
-            "recognisability": recognisability(against, shrink_and_enlarge(reference), extractor=ext).value,
+            "recognisability": recognisability(against, shrink_and_enlarge(reference), extractor=ext,
+                                               real_radii=manifold_radii if manifold is not None else None).value,
             "extractor": ext.name, "n_reference": len(reference)}
 
 
