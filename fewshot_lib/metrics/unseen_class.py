@@ -42,11 +42,12 @@ def subcategory_of(class_name: str) -> str:
 
 
 def sample_episodes(generate: Callable[[torch.Tensor], torch.Tensor], conditioning: dict[str, torch.Tensor],
-                    k: int = 3, n_per_class: int = 128, batch: int = 64, seed: int = 0
-                    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+                    k: int = 3, n_per_class: int = 128, batch: int = 64, seed: int = 0,
+                    show_progress: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """``n_per_class`` samples per class, each from ``k`` shots drawn without replacement from the class's pool.
 
-    ``generate``: ``shots [B, k, 3, H, W] → [B, 3, H, W]``. Returns ``(fakes, shots)``:
+    ``generate``: ``shots [B, k, 3, H, W] → [B, 3, H, W]``; ``show_progress``: a bar over the classes (off by
+    default: a report runs it many times, each in seconds). Returns ``(fakes, shots)``:
     ``{class: [n, 3, H, W]}`` and ``{class: [n, k, 3, H, W]}`` (the shots each sample was made from).
     """
     if k < 1:
@@ -54,7 +55,7 @@ def sample_episodes(generate: Callable[[torch.Tensor], torch.Tensor], conditioni
     g = torch.Generator().manual_seed(seed)
     fakes: dict[str, torch.Tensor] = {}
     episodes: dict[str, torch.Tensor] = {}
-    for c in progress(list(conditioning), desc="generating per class"):
+    for c in progress(list(conditioning), desc="generating per class", disable=not show_progress):
         pool = conditioning[c]
         if len(pool) < k:
             raise ValueError(f"class {c!r}: conditioning pool of {len(pool)} images < k={k}")
