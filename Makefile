@@ -26,7 +26,7 @@ QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 export OMP_NUM_THREADS ?= $(THREADS)
 export MKL_NUM_THREADS ?= $(THREADS)
 
-.PHONY: help setup run test test-unit test-notebooks notebooks benchmarks lab explore clean
+.PHONY: help setup run test lint test-unit test-notebooks notebooks benchmarks lab explore clean
 
 help:
 	@echo "make run    - set up and run all notebooks at the lab profile (runs/<stamp>/)"
@@ -51,7 +51,10 @@ setup: $(STAMP)
 run: $(STAMP)
 	FEWSHOT_PROGRESS=plain $(VENV)/bin/fewshot run --profile $(PROFILE)
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check fewshot_lib scripts benchmarks tests notebooks
+
+test: $(STAMP) lint
 	FEWSHOT_PROFILE=smoke FEWSHOT_PROGRESS=plain $(PY) -m pytest -q -p no:cacheprovider \
 		--nbval-lax --nbval-current-env --nbval-cell-timeout=600 --nbval-sanitize-with $(CURDIR)/tests/nbval_sanitize.cfg \
 		tests notebooks

@@ -16,8 +16,14 @@ Taught in: ``notebooks/01_stylegan2_building_blocks.ipynb`` (loading a rosinalit
 from __future__ import annotations
 
 import argparse
+import collections as _collections
+import hashlib as _hashlib
+import io as _io
 import logging
+import math as _math
 import os
+import pickle as _pickle
+import warnings as _warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +32,8 @@ import torch
 from torch import nn
 
 from ..checkpoint import CheckpointLoadError, first_nonfinite, load_checkpoint, save_atomic
-from .stylegan2 import Discriminator, Generator, validate_discriminator_config, validate_generator_config
+from .stylegan2 import (Discriminator, Generator, StyledConv, ToRGB, make_kernel, validate_discriminator_config,
+                        validate_generator_config)
 
 log = logging.getLogger(__name__)
 
@@ -350,14 +357,6 @@ def load_discriminator(path: str | os.PathLike, device: str | torch.device = "cp
 # ``G(z, c, noise_mode='const', force_fp32=True)`` images — see tests/test_nvlabs.py for the measured maximum
 # absolute differences.
 
-import collections as _collections  # (imported here, with the section that uses them)
-import hashlib as _hashlib
-import io as _io
-import math as _math
-import pickle as _pickle
-import warnings as _warnings
-
-from .stylegan2 import StyledConv, ToRGB, make_kernel
 
 NVLABS_FORMAT = "nvlabs-stylegan2-ada-pytorch"
 _NV_FILTER = [1, 3, 3, 1]
