@@ -152,11 +152,13 @@ class ExperimentResult:
         return list(names)
 
     def table(self, metrics: Sequence[str] | None = None, width: int = 22) -> str:
-        """A plain-text table: one row per variant, mean ± std (or "one seed") per metric, ``width`` characters
-        per column (metric names are cut to fit)."""
+        """A plain-text table: one row per variant, mean ± std (or "one seed") per metric, at least ``width``
+        characters per column (metric names are cut to fit; a column widens so its values never touch)."""
         metrics = list(metrics or self.metrics())
-        head = f"{'variant':16s}" + "".join(f"{m[:width - 2]:>{width}s}" for m in metrics)
-        rows = [head] + [f"{v:16s}" + "".join(f"{self.summary(v, m).label:>{width}s}" for m in metrics)
+        labels = {(v, m): self.summary(v, m).label for v in self.per_seed for m in metrics}
+        widths = {m: max([width] + [len(labels[v, m]) + 2 for v in self.per_seed]) for m in metrics}
+        head = f"{'variant':16s}" + "".join(f"{m[:widths[m] - 2]:>{widths[m]}s}" for m in metrics)
+        rows = [head] + [f"{v:16s}" + "".join(f"{labels[v, m]:>{widths[m]}s}" for m in metrics)
                          for v in self.per_seed]
         return "\n".join(rows)
 

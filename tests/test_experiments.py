@@ -93,3 +93,12 @@ def test_table_width():
     result = Experiment("w", {"a": lambda s: {"a_rather_long_metric_name": 1.0 + s}}, [0, 1]).run(False)
     lines = result.table(width=12).splitlines()
     assert len(lines) == 2 and len(lines[0]) == 16 + 12 and "a_rather_l" in lines[0] and "1.5 ± 0.71" in lines[1]
+
+
+def test_table_columns_never_run_together():
+    result = Experiment("w", {"real": lambda s: {"kid": -0.0006896 + s * 1e-3, "lpips": 1.091 + s * 0.03},
+                              "copy": lambda s: {"kid": 0.9 + s, "lpips": 1.972e-17 + s * 1e-17}}, [0, 1, 2]).run(False)
+    text = result.table(width=12)
+    for line in text.splitlines()[1:]:
+        cells = line[16:].split()
+        assert cells.count("±") == 2 and len(cells) == 6, line     # every value separated from its neighbour
