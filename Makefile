@@ -48,8 +48,11 @@ $(STAMP): pyproject.toml | $(PY)
 
 setup: $(STAMP)
 
+# Two notebooks at a time, one CPU thread each (the package's thread policy): both cores of a laptop busy.
+JOBS ?= 2
+
 run: $(STAMP)
-	FEWSHOT_PROGRESS=plain $(VENV)/bin/fewshot run --profile $(PROFILE)
+	FEWSHOT_PROGRESS=plain $(VENV)/bin/fewshot run --profile $(PROFILE) --jobs $(JOBS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check fewshot_lib scripts benchmarks tests notebooks
