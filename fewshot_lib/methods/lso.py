@@ -53,12 +53,19 @@ from ..checkpoint import file_sha256
 from ..config import data_dir
 from ..models.helpers import accumulate, frozen
 from ..progress import progress
+from ..stylegan2_losses import r1_penalty
 
 log = logging.getLogger(__name__)
 
 __all__ = ["LSOConfig", "Anchors", "TrainingFeatures", "extend_with_new_class", "lal_loss", "minmax_joint",
            "LSOTask", "InversionFinetuneTask", "mapping_parameters", "synthesis_parameters", "check_task_inputs",
            "convex_codes", "inversion_only_samples", "draw_shots", "shipped_task_samples"]
+
+
+def _lazy_r1(D: nn.Module, reals: torch.Tensor, labels: torch.Tensor, aug, c) -> torch.Tensor:
+    """Lazy R1 on the augmented reals (γ/2 · E‖∇D‖², scaled by the interval it is applied at)."""
+    x = reals.detach().requires_grad_(True)
+    return c.r1_gamma / 2 * r1_penalty(D(aug(x), labels), x) * c.r1_every
 
 
 @dataclass
@@ -350,9 +357,7 @@ class LSOTask:
         self.ada.update(real_logits)
         step = self.step["lsr"]
         if c.r1_every and step % c.r1_every == 0:
-            x = reals.detach().requires_grad_(True)
-            grad, = torch.autograd.grad(self.D(aug(x), labels).sum(), x, create_graph=True)
-            d_total = d_total + c.r1_gamma / 2 * grad.pow(2).flatten(1).sum(1).mean() * c.r1_every
+            d_total = d_total + _lazy_r1(self.D, reals, labels, aug, c)
         self.opt_d.zero_grad(set_to_none=True)
         d_total.backward()
         self.opt_d.step()
@@ -498,9 +503,7 @@ class InversionFinetuneTask:
         self.ada.update(real_logits)
         d_total = d_loss
         if c.r1_every and self.step % c.r1_every == 0:
-            x = reals.detach().requires_grad_(True)
-            grad, = torch.autograd.grad(self.D(aug(x), labels).sum(), x, create_graph=True)
-            d_total = d_total + c.r1_gamma / 2 * grad.pow(2).flatten(1).sum(1).mean() * c.r1_every
+            d_total = d_total + _lazy_r1(self.D, reals, labels, aug, c)
         self.opt_d.zero_grad(set_to_none=True)
         d_total.backward()
         self.opt_d.step()
