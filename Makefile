@@ -56,6 +56,7 @@ run: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check fewshot_lib scripts benchmarks tests notebooks
+	$(VENV)/bin/ruff format --check fewshot_lib scripts benchmarks tests notebooks
 
 test: $(STAMP) lint
 	FEWSHOT_PROFILE=smoke FEWSHOT_PROGRESS=plain $(PY) -m pytest -q -p no:cacheprovider \

@@ -22,6 +22,7 @@ Target not shown met under that load. A grid of 8 is 1.9 GFLOP (FlopCounterMode)
 matmul rate measured beside it (17.7 GFLOP/s), so a quiet core (≈ 100 GFLOP/s matmul here when quiet, see
 stylegan2_step.py) should give ≈ 40–50 ms: rerun this script on a quiet machine to confirm.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,7 +36,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from fewshot_lib.explore import LatentSpace, png_bytes, render_edit, render_interpolation, render_mixing, render_seeds  # noqa: E402
+from fewshot_lib.explore import (
+    LatentSpace,
+    png_bytes,
+    render_edit,
+    render_interpolation,
+    render_mixing,
+    render_seeds,
+)  # noqa: E402
 from fewshot_lib.models.stylegan2 import load_source_model  # noqa: E402
 
 TARGET_MS = 100.0
@@ -63,13 +71,17 @@ def main(argv=None) -> int:
     space.directions("pca", 8)  # cached before timing, as in the explorer
     updates = {
         "seeds grid (8)": lambda i: render_seeds(space, "0-7", 0.5 + 0.03 * (i % 10)),
-        "directions (8, one slider moved)": lambda i: render_edit(space, "0-7", "pca", [0.2 * (i % 10), 1.0], (0, 8)),
+        "directions (8, one slider moved)": lambda i: render_edit(
+            space, "0-7", "pca", [0.2 * (i % 10), 1.0], (0, 8)
+        ),
         "style mixing (A + 7 B, 16 images)": lambda i: render_mixing(space, 0, "1-7", (0, 1 + i % 7)),
         "interpolation (8 steps)": lambda i: render_interpolation(space, 0, 1 + i % 5, 8, "w"),
     }
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {load:.1f}; "
-          f"median (best) ms per update over {args.repeats} updates")
+    print(
+        f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {load:.1f}; "
+        f"median (best) ms per update over {args.repeats} updates"
+    )
     worst_grid8 = 0.0
     for threads in args.threads:
         torch.set_num_threads(threads)
@@ -79,8 +91,10 @@ def main(argv=None) -> int:
                 worst_grid8 = max(worst_grid8, med) if threads == max(args.threads) else worst_grid8
             print(f"  {threads} thread(s)  {name:36s} {med:7.1f} ms  ({best:.1f})")
     verdict = "met" if worst_grid8 <= TARGET_MS else f"missed by {worst_grid8 - TARGET_MS:.0f} ms"
-    print(f"target ≤ {TARGET_MS:.0f} ms for a grid of 8 at {max(args.threads)} thread(s): {verdict} "
-          f"(slowest grid-of-8 median {worst_grid8:.1f} ms, load {load:.1f})")
+    print(
+        f"target ≤ {TARGET_MS:.0f} ms for a grid of 8 at {max(args.threads)} thread(s): {verdict} "
+        f"(slowest grid-of-8 median {worst_grid8:.1f} ms, load {load:.1f})"
+    )
     return 0
 
 

@@ -33,6 +33,7 @@ their own whose backward is the two ordinary kernels, and skip weight gradients 
 the reference: one backward pass per update instead of one per loss term, no D weight gradients in the G step,
 no anomaly detection (worth little here).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,11 +65,20 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = get_device(args.device)
-    cfg = LoFGANConfig(size=args.size, nf=args.nf, nf_d=args.nf_d, fusion=args.fusion, k=args.k, batch=args.batch,
-                       gp_every=args.gp_every)
+    cfg = LoFGANConfig(
+        size=args.size,
+        nf=args.nf,
+        nf_d=args.nf_d,
+        fusion=args.fusion,
+        k=args.k,
+        batch=args.batch,
+        gp_every=args.gp_every,
+    )
     gen = torch.Generator().manual_seed(0)
-    data = {str(c): torch.rand(args.k + 2, 3, args.size, args.size, generator=gen) * 2 - 1
-            for c in range(args.classes)}
+    data = {
+        str(c): torch.rand(args.k + 2, 3, args.size, args.size, generator=gen) * 2 - 1
+        for c in range(args.classes)
+    }
     tr = LoFGANTrainer(data, cfg, seed=0, device=device)
     n_g = sum(p.numel() for p in tr.g.parameters())
     n_d = sum(p.numel() for p in tr.d.parameters())
@@ -87,9 +97,11 @@ def main() -> None:
             times.append(time.perf_counter() - t)
     sec = sum(times) / len(times)  # the mean: with --gp-every n only every n-th step pays for the penalty
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"LoFGAN step ({args.fusion} fusion) {args.size}px, batch {args.batch} episodes × {args.k} shots, "
-          f"G {n_g / 1e6:.2f}M / D {n_d / 1e6:.2f}M params, device {device}, threads {torch.get_num_threads()}, "
-          f"anomaly detection {'on' if args.anomaly else 'off'}, load avg {load:.1f}")
+    print(
+        f"LoFGAN step ({args.fusion} fusion) {args.size}px, batch {args.batch} episodes × {args.k} shots, "
+        f"G {n_g / 1e6:.2f}M / D {n_d / 1e6:.2f}M params, device {device}, threads {torch.get_num_threads()}, "
+        f"anomaly detection {'on' if args.anomaly else 'off'}, load avg {load:.1f}"
+    )
     print(f"  mean {sec:.3f} s/iter over {len(times)} iters (min {min(times):.3f}, max {max(times):.3f})")
     print(f"  {args.batch / sec:.2f} generated img/s, {args.batch * args.k / sec:.2f} real img/s through D")
     if device.type == "cuda":

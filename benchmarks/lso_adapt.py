@@ -11,6 +11,7 @@ full configuration's time per class can be read off.
 
 Run by hand on an idle machine (pause background trainings with ``kill -STOP``); it prints one table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,12 @@ def models():
     torch.manual_seed(0)
     c_dim = 90
     G = Generator(**SOURCE_MODEL_CONFIG, c_dim=c_dim).eval()
-    D = Discriminator(32, channel_base=SOURCE_MODEL_CONFIG["channel_base"],
-                      channel_max=SOURCE_MODEL_CONFIG["channel_max"], c_dim=c_dim)
+    D = Discriminator(
+        32,
+        channel_base=SOURCE_MODEL_CONFIG["channel_base"],
+        channel_max=SOURCE_MODEL_CONFIG["channel_max"],
+        c_dim=c_dim,
+    )
     return G, D, "fresh model of the shipped architecture (no conditional export found)"
 
 
@@ -86,19 +91,27 @@ def main() -> None:
     total = t_inv + t_lal + t_lsr
 
     ref = LSOConfig()
-    ref_task = LSOTask(G, D, shots, w_inv, feats, replace(ref, lal_steps=args.step_reps, lsr_steps=args.step_reps))
+    ref_task = LSOTask(
+        G, D, shots, w_inv, feats, replace(ref, lal_steps=args.step_reps, lsr_steps=args.step_reps)
+    )
     s_lal = timed(lambda: ref_task.run("lal")) / args.step_reps
     s_lsr = timed(lambda: ref_task.run("lsr")) / args.step_reps
     ref_total = t_inv + ref.lal_steps * s_lal + ref.lsr_steps * s_lsr
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"LSO injection of one class ({eval_classes[0]}, k = 3), {what}; torch {torch.__version__}, "
-          f"{args.threads} thread(s), load average {load:.1f}")
+    print(
+        f"LSO injection of one class ({eval_classes[0]}, k = 3), {what}; torch {torch.__version__}, "
+        f"{args.threads} thread(s), load average {load:.1f}"
+    )
     print(f"{'recipe':34s} {'inversion':>10s} {'LAL':>14s} {'LSR':>16s} {'total':>9s}")
-    print(f"{'lab (run_lso_tasks.py)':34s} {t_inv:9.1f}s {t_lal:6.1f}s/{lab.lal_steps:<4d}  "
-          f"{t_lsr:7.1f}s/{lab.lsr_steps:<4d} {total / 60:7.2f} min   target ≤ 3 min: "
-          f"{'met' if total <= 180 else f'missed by {total / 180:.1f}×'}")
-    print(f"{'reference (LSOConfig(), batch 16)':34s} {t_inv:9.1f}s {s_lal:6.3f}s/step  {s_lsr:7.3f}s/step  "
-          f"{ref_total / 60:7.2f} min (estimated from {args.step_reps} steps each)")
+    print(
+        f"{'lab (run_lso_tasks.py)':34s} {t_inv:9.1f}s {t_lal:6.1f}s/{lab.lal_steps:<4d}  "
+        f"{t_lsr:7.1f}s/{lab.lsr_steps:<4d} {total / 60:7.2f} min   target ≤ 3 min: "
+        f"{'met' if total <= 180 else f'missed by {total / 180:.1f}×'}"
+    )
+    print(
+        f"{'reference (LSOConfig(), batch 16)':34s} {t_inv:9.1f}s {s_lal:6.3f}s/step  {s_lsr:7.3f}s/step  "
+        f"{ref_total / 60:7.2f} min (estimated from {args.step_reps} steps each)"
+    )
 
 
 if __name__ == "__main__":

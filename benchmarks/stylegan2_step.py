@@ -33,6 +33,7 @@ yardstick it reaches ≈ 70 %. The lab net's 32–64-channel convolutions are to
 (≈ 45 % of the conv yardstick). On CPU the activation-scaling form is the default (``fused=None``); the grouped
 form is kept for GPUs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,7 +67,7 @@ def best_gflops(fn, flops: float, reps: int = 10) -> float:
 def matmul_peak(n: int = 2048) -> float:
     """Achieved fp32 GFLOP/s of an ``n×n`` matmul: the issue's reference "peak"."""
     a, b = torch.randn(n, n), torch.randn(n, n)
-    return best_gflops(lambda: a @ b, 2 * n ** 3)
+    return best_gflops(lambda: a @ b, 2 * n**3)
 
 
 def conv_peak(channels: int = 512, size: int = 32, batch: int = 8) -> float:
@@ -77,7 +78,7 @@ def conv_peak(channels: int = 512, size: int = 32, batch: int = 8) -> float:
     for a convolution network: the best this machine's library does on the same kind of work.
     """
     x, w = torch.randn(batch, channels, size, size), torch.randn(channels, channels, 3, 3)
-    return best_gflops(lambda: F.conv2d(x, w, padding=1), 2 * batch * channels ** 2 * 9 * size * size)
+    return best_gflops(lambda: F.conv2d(x, w, padding=1), 2 * batch * channels**2 * 9 * size * size)
 
 
 def make_step(G: Generator, D: Discriminator, batch: int):
@@ -99,6 +100,7 @@ def make_step(G: Generator, D: Discriminator, batch: int):
         g_opt.zero_grad(set_to_none=True)
         g_loss.backward()
         g_opt.step()
+
     return step
 
 
@@ -112,19 +114,29 @@ def count_flops(model: dict, batch: int) -> int:
 
     torch.manual_seed(0)
     G = Generator(**model, fused=False)
-    D = Discriminator(model["size"], channel_base=model.get("channel_base"), channel_max=model.get("channel_max", 512))
+    D = Discriminator(
+        model["size"], channel_base=model.get("channel_base"), channel_max=model.get("channel_max", 512)
+    )
     step = make_step(G, D, batch)
     with FlopCounterMode(display=False) as counter:
         step()
     return counter.get_total_flops()
 
 
-def bench(name: str, model: dict, batch: int, fused: bool, reps: int, flops: int,
-          device: torch.device = torch.device("cpu")) -> dict:
+def bench(
+    name: str,
+    model: dict,
+    batch: int,
+    fused: bool,
+    reps: int,
+    flops: int,
+    device: torch.device = torch.device("cpu"),
+) -> dict:
     torch.manual_seed(0)
     G = Generator(**model, fused=fused).to(device)
-    D = Discriminator(model["size"], channel_base=model.get("channel_base"),
-                      channel_max=model.get("channel_max", 512)).to(device)
+    D = Discriminator(
+        model["size"], channel_base=model.get("channel_base"), channel_max=model.get("channel_max", 512)
+    ).to(device)
     step = make_step(G, D, batch)
     cuda = device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
@@ -141,19 +153,36 @@ def bench(name: str, model: dict, batch: int, fused: bool, reps: int, flops: int
     dt = min(times)
     gflops = flops / dt / 1e9
     if cuda:  # the CPU yardsticks mean nothing here; report the memory a user has to have instead
-        print(f"{name:9s} {'grouped' if fused else 'scaled':7s} batch {batch:3d}  {dt:7.4f} s/it  "
-              f"{batch / dt:8.1f} img/s  {gflops:8.1f} GFLOP/s  peak memory "
-              f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB", flush=True)
+        print(
+            f"{name:9s} {'grouped' if fused else 'scaled':7s} batch {batch:3d}  {dt:7.4f} s/it  "
+            f"{batch / dt:8.1f} img/s  {gflops:8.1f} GFLOP/s  peak memory "
+            f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB",
+            flush=True,
+        )
         return dict(config=name, s_per_it=dt, img_per_s=batch / dt, gflop_per_s=gflops)
-    mm_peak, cv_peak = matmul_peak(), conv_peak()   # measured right after the step: same load
-    row = dict(config=name, impl="grouped" if fused else "scaled", batch=batch, G_params=count_parameters(G),
-               D_params=count_parameters(D), s_per_it=dt, img_per_s=batch / dt, gflop_per_it=flops / 1e9,
-               gflop_per_s=gflops, matmul_peak=mm_peak, conv_peak=cv_peak, pct_matmul_peak=100 * gflops / mm_peak,
-               pct_conv_peak=100 * gflops / cv_peak)
-    print(f"{name:9s} {row['impl']:7s} batch {batch:3d}  G {row['G_params'] / 1e6:6.2f}M  D {row['D_params'] / 1e6:6.2f}M  "
-          f"{dt:7.3f} s/it  {row['img_per_s']:7.1f} img/s  {row['gflop_per_it']:8.1f} GFLOP/it  "
-          f"{gflops:6.1f} GFLOP/s  {row['pct_matmul_peak']:5.0f}% of matmul peak ({mm_peak:.0f})  "
-          f"{row['pct_conv_peak']:4.0f}% of 3×3-conv peak ({cv_peak:.0f})", flush=True)
+    mm_peak, cv_peak = matmul_peak(), conv_peak()  # measured right after the step: same load
+    row = dict(
+        config=name,
+        impl="grouped" if fused else "scaled",
+        batch=batch,
+        G_params=count_parameters(G),
+        D_params=count_parameters(D),
+        s_per_it=dt,
+        img_per_s=batch / dt,
+        gflop_per_it=flops / 1e9,
+        gflop_per_s=gflops,
+        matmul_peak=mm_peak,
+        conv_peak=cv_peak,
+        pct_matmul_peak=100 * gflops / mm_peak,
+        pct_conv_peak=100 * gflops / cv_peak,
+    )
+    print(
+        f"{name:9s} {row['impl']:7s} batch {batch:3d}  G {row['G_params'] / 1e6:6.2f}M  D {row['D_params'] / 1e6:6.2f}M  "
+        f"{dt:7.3f} s/it  {row['img_per_s']:7.1f} img/s  {row['gflop_per_it']:8.1f} GFLOP/it  "
+        f"{gflops:6.1f} GFLOP/s  {row['pct_matmul_peak']:5.0f}% of matmul peak ({mm_peak:.0f})  "
+        f"{row['pct_conv_peak']:4.0f}% of 3×3-conv peak ({cv_peak:.0f})",
+        flush=True,
+    )
     return row
 
 
@@ -167,8 +196,10 @@ def main() -> None:
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"torch {torch.__version__}, {args.threads} thread(s), load average {load:.1f}; peaks (GFLOP/s) are "
-          f"measured after each row")
+    print(
+        f"torch {torch.__version__}, {args.threads} thread(s), load average {load:.1f}; peaks (GFLOP/s) are "
+        f"measured after each row"
+    )
     configs = [("lab", LAB, 16)]
     if not args.skip_official:
         configs.insert(0, ("official", dict(size=32), 8))

@@ -5,4 +5,5 @@ image folders), ``models`` (StyleGAN2, LoFGAN), ``methods`` (CDC, MixDL, LoFGAN,
 ``metrics``, ``viz``, ``results`` (metrics.json and the claims ledger), ``runner`` (papermill batch runs).
 Nothing heavy is imported here: ``import fewshot_lib`` is instant.
 """
+
 __version__ = "0.1.0"

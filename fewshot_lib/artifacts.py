@@ -19,6 +19,7 @@ bottom of the package (it imports only ``config`` and ``checkpoint``) so that ev
 checked path; each kind's loader belongs to the layer that owns the format and is named in :data:`LOADERS`,
 imported only when :func:`load` runs.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -36,9 +37,24 @@ from .config import data_dir
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Artifact", "ArtifactMissing", "ArtifactCorrupt", "LOADERS", "describe", "get", "names", "load",
-           "check", "manifest", "manifest_path", "check_all", "source_model_paths", "source_model_available",
-           "load_source_model", "load_source_discriminator"]
+__all__ = [
+    "Artifact",
+    "ArtifactMissing",
+    "ArtifactCorrupt",
+    "LOADERS",
+    "describe",
+    "get",
+    "names",
+    "load",
+    "check",
+    "manifest",
+    "manifest_path",
+    "check_all",
+    "source_model_paths",
+    "source_model_available",
+    "load_source_model",
+    "load_source_discriminator",
+]
 
 #: kind → ``"module:function"`` of its loader, called as ``function(path, device)``.
 LOADERS: dict[str, str] = {
@@ -51,8 +67,14 @@ LOADERS: dict[str, str] = {
 }
 
 #: The files committed with the repository (checked by the tests); others are found by their manifests.
-BUILT_IN = ("emoji_32", "emoji_features", "stylegan2_noto32", "stylegan2_noto32_d",
-            "mixdl_showcase_stylegan2", "mixdl_showcase_mixdl")
+BUILT_IN = (
+    "emoji_32",
+    "emoji_features",
+    "stylegan2_noto32",
+    "stylegan2_noto32_d",
+    "mixdl_showcase_stylegan2",
+    "mixdl_showcase_mixdl",
+)
 
 
 class ArtifactMissing(FileNotFoundError):
@@ -103,8 +125,9 @@ class Artifact:
         """The same kind of file at another place (its manifest beside it), e.g. a user's own copy."""
         path = Path(path).resolve()
         shared = self.sha_key != "sha256"  # a LoFGAN D shares its generator's <stem minus _d>.manifest.json
-        man = (path.with_name(f"{path.stem.removesuffix('_d')}.manifest.json") if shared
-               else manifest_path(path))
+        man = (
+            path.with_name(f"{path.stem.removesuffix('_d')}.manifest.json") if shared else manifest_path(path)
+        )
         return replace(self, file=str(path), manifest_file=str(man))
 
     def available(self) -> bool:
@@ -112,8 +135,10 @@ class Artifact:
         return self.path.is_file() and self.manifest_path.is_file()
 
     def _missing(self, what: Path) -> ArtifactMissing:
-        return ArtifactMissing(f"Shipped file {self.name!r} is incomplete: no {what.name} in {what.parent}. "
-                               f"Rebuild it with `{self.rebuild}` (or restore data/ with git).")
+        return ArtifactMissing(
+            f"Shipped file {self.name!r} is incomplete: no {what.name} in {what.parent}. "
+            f"Rebuild it with `{self.rebuild}` (or restore data/ with git)."
+        )
 
     def manifest(self) -> dict[str, Any]:
         """The manifest's contents (raises :class:`ArtifactMissing` when it is not there)."""
@@ -131,7 +156,8 @@ class Artifact:
             raise ArtifactCorrupt(
                 f"{self.path.name}: sha256 {actual[:12]}… does not match its manifest "
                 f"{self.manifest_path.name} ({str(expected)[:12]}…). The file is corrupt or was replaced; "
-                f"rebuild it with `{self.rebuild}` (or restore data/ with git).")
+                f"rebuild it with `{self.rebuild}` (or restore data/ with git)."
+            )
         return self.path
 
     def load(self, device: str | torch.device = "cpu", verify: bool = True) -> Any:
@@ -153,8 +179,14 @@ class Artifact:
             return
         mine, theirs = self.manifest().get("steps"), partner.manifest().get("steps")
         if theirs is not None and theirs != mine:
-            log.warning("%s is from step %s but %s is from step %s; re-export them together (`%s`)",
-                        self.path.name, mine, partner.path.name, theirs, partner.rebuild)
+            log.warning(
+                "%s is from step %s but %s is from step %s; re-export them together (`%s`)",
+                self.path.name,
+                mine,
+                partner.path.name,
+                theirs,
+                partner.rebuild,
+            )
 
 
 def loader(kind: str) -> Callable[[Path, str | torch.device], Any]:
@@ -185,23 +217,38 @@ def describe(name: str) -> Artifact:
     if name == "emoji_features":
         return Artifact(name, file, "feature_net", "python scripts/train_feature_net.py", man)
     if name == "emoji_features_seen":  # run D: never saw notebook 06's unseen classes (training losses only)
-        return Artifact(name, file, "feature_net",
-                        "python scripts/train_feature_net.py --holdout-unseen-classes", man)
+        return Artifact(
+            name, file, "feature_net", "python scripts/train_feature_net.py --holdout-unseen-classes", man
+        )
     if m := re.fullmatch(r"mixdl_showcase_(\w+)", name):
-        return Artifact(name, file, "stylegan2_generator",
-                        f"python scripts/train_mixdl_showcase.py --variant {m.group(1)}", man)
+        return Artifact(
+            name,
+            file,
+            "stylegan2_generator",
+            f"python scripts/train_mixdl_showcase.py --variant {m.group(1)}",
+            man,
+        )
     if m := _LOFGAN.fullmatch(name.removesuffix("_d")):
         base = m.group(0)
         fusion = "local" if m.group(1) == "lofgan" else "global"
         command = f"python scripts/train_lofgan.py --fusion {fusion} --seed {m.group(2)}"
         if name.endswith("_d"):
-            return Artifact(name, file, "lofgan_discriminator", command, f"checkpoints/{base}.manifest.json",
-                            sha_key="d_sha256", pairs_with=None)
+            return Artifact(
+                name,
+                file,
+                "lofgan_discriminator",
+                command,
+                f"checkpoints/{base}.manifest.json",
+                sha_key="d_sha256",
+                pairs_with=None,
+            )
         return Artifact(name, file, "lofgan_generator", command, man)
     base = name.removesuffix("_d")
     if m := _ADAPTED.fullmatch(base):  # scripts/train_adaptation.py: <method>_<target style>_shots<seed>
-        command = (f"python scripts/train_adaptation.py --method {m.group(1)} --target-style {m.group(2)} "
-                   f"--shots-seed {m.group(3)}")
+        command = (
+            f"python scripts/train_adaptation.py --method {m.group(1)} --target-style {m.group(2)} "
+            f"--shots-seed {m.group(3)}"
+        )
     elif base.startswith("stylegan2_cond_"):  # scripts/train_conditional_source.py (LSO's conditional source)
         command = f"python scripts/train_conditional_source.py --name {base}"
     else:
@@ -262,6 +309,7 @@ def check_all() -> dict[str, str]:
 # The names notebooks and scripts used before the registry
 # ---------------------------------------------------------------------------------------------------------
 
+
 def source_model_paths(name: str = "stylegan2_noto32") -> tuple[Path, Path]:
     """``(checkpoint, manifest)`` paths of a shipped model under ``data/checkpoints``."""
     entry = get(name)
@@ -272,14 +320,16 @@ def source_model_available(name: str = "stylegan2_noto32") -> bool:
     return get(name).available()
 
 
-def load_source_model(name: str = "stylegan2_noto32", device: str | torch.device = "cpu",
-                      verify: bool = True):
+def load_source_model(
+    name: str = "stylegan2_noto32", device: str | torch.device = "cpu", verify: bool = True
+):
     """The project-trained source generator (EMA weights, float32, eval mode): ``load(name)``."""
     return load(name, device=device, verify=verify)
 
 
-def load_source_discriminator(name: str = "stylegan2_noto32", device: str | torch.device = "cpu",
-                              verify: bool = True):
+def load_source_discriminator(
+    name: str = "stylegan2_noto32", device: str | torch.device = "cpu", verify: bool = True
+):
     """The discriminator exported with the source generator ``name`` (``<name>_d``): ``load(name + "_d")``.
 
     Adaptation fine-tunes the *pretrained* D as well, so the generator alone is not enough; a warning says

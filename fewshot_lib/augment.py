@@ -20,6 +20,7 @@ is overconfident on reals when ``r_t`` exceeds the target 0.6, so ``p`` goes up,
 Randomness is drawn on the CPU from an optional ``torch.Generator`` (reproducible on every device) or the
 global RNG. Shapes: ``[B, C, H, W]`` → ``[B, C, H, W]``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -32,7 +33,9 @@ def _rand(shape: tuple[int, ...], generator: torch.Generator | None, device: tor
     return torch.rand(shape, generator=generator).to(device)
 
 
-def _apply_mask(x: torch.Tensor, y: torch.Tensor, p: float, generator: torch.Generator | None) -> torch.Tensor:
+def _apply_mask(
+    x: torch.Tensor, y: torch.Tensor, p: float, generator: torch.Generator | None
+) -> torch.Tensor:
     """Use the transformed ``y`` for a random fraction ``p`` of the samples, ``x`` elsewhere."""
     if p >= 1.0:
         return y
@@ -54,8 +57,9 @@ def rand_contrast(x: torch.Tensor, generator: torch.Generator | None = None) -> 
     return (x - mean) * (_rand((x.shape[0], 1, 1, 1), generator, x.device) + 0.5) + mean
 
 
-def rand_translation(x: torch.Tensor, ratio: float = 0.125, generator: torch.Generator | None = None
-                     ) -> torch.Tensor:
+def rand_translation(
+    x: torch.Tensor, ratio: float = 0.125, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Shift each image by an integer ``(dy, dx) ∈ [-s, s]²`` with ``s = round(ratio·size)``, zero fill."""
     b, _, h, w = x.shape
     sy, sx = int(h * ratio + 0.5), int(w * ratio + 0.5)
@@ -69,7 +73,9 @@ def rand_translation(x: torch.Tensor, ratio: float = 0.125, generator: torch.Gen
     return out.permute(0, 3, 1, 2)
 
 
-def rand_cutout(x: torch.Tensor, ratio: float = 0.5, generator: torch.Generator | None = None) -> torch.Tensor:
+def rand_cutout(
+    x: torch.Tensor, ratio: float = 0.5, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Zero a ``ratio·H × ratio·W`` square per image; its centre is uniform over the image."""
     b, _, h, w = x.shape
     ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
@@ -92,8 +98,12 @@ def parse_policy(policy: str | None) -> list[str]:
     return ops
 
 
-def diff_augment(x: torch.Tensor, policy: str | None = "color,translation,cutout", p: float = 1.0,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+def diff_augment(
+    x: torch.Tensor,
+    policy: str | None = "color,translation,cutout",
+    p: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Apply the ops of ``policy`` in order, each to a random fraction ``p`` of the batch (``p=1``: all)."""
     ops = parse_policy(policy)
     if not ops or p <= 0:
@@ -136,8 +146,16 @@ class AdaptiveAugment:
         return self.p
 
     def state_dict(self) -> dict:
-        return {"p": self.p, "rt": self.rt, "sum": self._sum, "n": self._n, "steps": self._steps,
-                "target": self.target, "speed_images": self.speed_images, "interval": self.interval}
+        return {
+            "p": self.p,
+            "rt": self.rt,
+            "sum": self._sum,
+            "n": self._n,
+            "steps": self._steps,
+            "target": self.target,
+            "speed_images": self.speed_images,
+            "interval": self.interval,
+        }
 
     def load_state_dict(self, s: dict) -> None:
         self.p, self.rt, self._sum, self._n, self._steps = s["p"], s["rt"], s["sum"], s["n"], s["steps"]

@@ -15,6 +15,7 @@ pickled objects other than tensors. The message starts with the cause; torch's o
 ``weights_only=False`` is not repeated. Weights that are NaN or infinite are refused, naming the first bad
 tensor, so a diverged checkpoint cannot quietly sample NaN images.
 """
+
 from __future__ import annotations
 
 import errno
@@ -27,9 +28,11 @@ from typing import Any, Iterable, Iterator
 
 import torch
 
-ZIP_MAGIC = b"PK\x03\x04"                             # torch.save since PyTorch 1.6 writes a zip archive
-LEGACY_MAGIC = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19."  # older torch.save: pickle protocol 2 + magic number
-OTHER_FORMATS = {                                      # first bytes of files users give by mistake
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save since PyTorch 1.6 writes a zip archive
+LEGACY_MAGIC = (
+    b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19."  # older torch.save: pickle protocol 2 + magic number
+)
+OTHER_FORMATS = {  # first bytes of files users give by mistake
     b"\x93NUMPY": "a NumPy .npy array",
     b"\x89PNG": "a PNG image",
     b"\xff\xd8\xff": "a JPEG image",
@@ -75,15 +78,18 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
     except OSError as err:
         _remove_quietly(tmp)
         kept = "the previous checkpoint there is unchanged" if path.exists() else "nothing was written"
-        hint = {errno.ENOSPC: " The disk is full: free some space or choose another run folder.",
-                errno.EDQUOT: " The disk quota is exceeded: free some space or choose another run folder.",
-                errno.EACCES: " The folder is not writable: fix its permissions or choose another run folder.",
-                errno.EROFS: " The file system is read-only: choose another run folder.",
-                errno.ENOTDIR: " A path component is a file, not a folder: choose another run folder."
-                }.get(err.errno, "")
+        hint = {
+            errno.ENOSPC: " The disk is full: free some space or choose another run folder.",
+            errno.EDQUOT: " The disk quota is exceeded: free some space or choose another run folder.",
+            errno.EACCES: " The folder is not writable: fix its permissions or choose another run folder.",
+            errno.EROFS: " The file system is read-only: choose another run folder.",
+            errno.ENOTDIR: " A path component is a file, not a folder: choose another run folder.",
+        }.get(err.errno, "")
         # from None: the cause is in the message; torch's internal frames would only hide it.
-        raise CheckpointWriteError(err.errno, f"Could not write checkpoint {path}: "
-                                   f"{err.strerror or strip_ansi(str(err))}; {kept}.{hint}") from None
+        raise CheckpointWriteError(
+            err.errno,
+            f"Could not write checkpoint {path}: {err.strerror or strip_ansi(str(err))}; {kept}.{hint}",
+        ) from None
     except BaseException:  # KeyboardInterrupt, a pickling error …: never leave the temp file behind
         _remove_quietly(tmp)
         raise
@@ -130,8 +136,10 @@ def _torch_cause(text: str) -> str:
     text = strip_ansi(text)
     found = re.search(r"GLOBAL ([\w.]+)", text)
     if found:
-        return (f"it holds a pickled Python object `{found.group(1)}` (not a tensor, number, string, list or "
-                "dict), which the safe loader (weights_only=True) refuses because loading it could run code")
+        return (
+            f"it holds a pickled Python object `{found.group(1)}` (not a tensor, number, string, list or "
+            "dict), which the safe loader (weights_only=True) refuses because loading it could run code"
+        )
     found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", text, re.S)
     if found:
         return f"its pickle stream is not one the safe loader (weights_only=True) accepts ({found.group(1).strip()})"
@@ -141,9 +149,14 @@ def _torch_cause(text: str) -> str:
     return first[:200]
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu", *,
-                    safe_globals: Iterable[type] = (), pickle_help: str | None = None,
-                    check_finite: bool = True) -> dict:
+def load_checkpoint(
+    path: str | os.PathLike,
+    map_location: str | torch.device = "cpu",
+    *,
+    safe_globals: Iterable[type] = (),
+    pickle_help: str | None = None,
+    check_finite: bool = True,
+) -> dict:
     """Load a checkpoint written by :func:`save_atomic` (or any tensor-only ``torch.save`` file).
 
     Args:
@@ -159,17 +172,21 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         link = " (a dangling symlink or a symlink loop)" if path.is_symlink() else ""
         raise FileNotFoundError(f"No checkpoint at {path}{link}.")
     if path.stat().st_size == 0:
-        raise CheckpointLoadError(f"Checkpoint {path} is empty (an interrupted copy?); delete it and retrain "
-                                  "or re-copy.")
+        raise CheckpointLoadError(
+            f"Checkpoint {path} is empty (an interrupted copy?); delete it and retrain or re-copy."
+        )
     kind = sniff_format(path)
     if kind == "pickle":
         raise CheckpointLoadError(
             f"Checkpoint {path} could not be read: it is a plain Python pickle, not a torch.save file, and "
-            "unpickling it could run code, so it was not opened. Re-save the tensors with torch.save.")
+            "unpickling it could run code, so it was not opened. Re-save the tensors with torch.save."
+        )
     if kind not in ("zip", "legacy"):
         what = "unknown bytes" if kind == "unknown" else kind
-        raise CheckpointLoadError(f"Checkpoint {path} could not be read: it is not a PyTorch checkpoint "
-                                  f"(it looks like {what}; corrupt or the wrong file?).")
+        raise CheckpointLoadError(
+            f"Checkpoint {path} could not be read: it is not a PyTorch checkpoint "
+            f"(it looks like {what}; corrupt or the wrong file?)."
+        )
     try:
         with torch.serialization.safe_globals(list(safe_globals)):
             obj = torch.load(path, map_location=map_location, weights_only=True)
@@ -178,11 +195,15 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         if "pickled Python object" in cause:
             help_text = pickle_help or (
                 "If you trust its source, convert it once, keeping only state dicts and plain values: "
-                "`ck = torch.load(path, weights_only=False); torch.save({'g_ema': ck['g_ema']}, 'clean.pt')`.")
-            raise CheckpointLoadError(f"Checkpoint {path} could not be loaded safely: {cause}. {help_text}") from None
+                "`ck = torch.load(path, weights_only=False); torch.save({'g_ema': ck['g_ema']}, 'clean.pt')`."
+            )
+            raise CheckpointLoadError(
+                f"Checkpoint {path} could not be loaded safely: {cause}. {help_text}"
+            ) from None
         layout = "zip" if kind == "zip" else "legacy (pre-1.6) torch"
-        raise CheckpointLoadError(f"Checkpoint {path} could not be read (truncated or corrupt {layout} file?): "
-                                  f"{cause}.") from None
+        raise CheckpointLoadError(
+            f"Checkpoint {path} could not be read (truncated or corrupt {layout} file?): {cause}."
+        ) from None
     if not isinstance(obj, dict):
         raise CheckpointLoadError(f"Checkpoint {path} holds a {type(obj).__name__}, expected a dict.")
     if check_finite:
@@ -190,7 +211,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         if bad is not None:
             raise CheckpointLoadError(
                 f"Checkpoint {path} holds non-finite values (NaN or inf) in {bad}: the run that wrote it had "
-                "diverged. Use an earlier checkpoint or retrain.")
+                "diverged. Use an earlier checkpoint or retrain."
+            )
     return obj
 
 
@@ -230,5 +252,7 @@ def verify_sha256(path: str | os.PathLike, expected: str | None, how_to_fix: str
     """
     actual = file_sha256(path)
     if actual != expected:
-        raise ValueError(f"{Path(path).name}: sha256 {actual[:12]}… does not match its manifest "
-                         f"({str(expected)[:12]}…). The file is corrupt or was replaced; {how_to_fix}")
+        raise ValueError(
+            f"{Path(path).name}: sha256 {actual[:12]}… does not match its manifest "
+            f"({str(expected)[:12]}…). The file is corrupt or was replaced; {how_to_fix}"
+        )

@@ -10,6 +10,7 @@
 notebook failed, 2 for a usage error (unknown profile, undeclared or ill-typed parameter, occupied --out),
 reported in one line.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,22 +33,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = sub.add_parser("run", help="execute notebooks with papermill and write a report")
     run.add_argument("--profile", default="auto", help="smoke | lab | full | auto (default: auto)")
     run.add_argument("--only", default=None, help="glob or substring of notebook names, comma-separated")
-    run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                     help="set a notebook parameter (repeatable)")
-    run.add_argument("--sweep", action="append", default=[], metavar="NAME=v1,v2",
-                     help="run every notebook once per value (repeatable: cartesian product)")
+    run.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="set a notebook parameter (repeatable)",
+    )
+    run.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="NAME=v1,v2",
+        help="run every notebook once per value (repeatable: cartesian product)",
+    )
     run.add_argument("--notebooks", type=Path, default=repo_root() / "notebooks", help="notebook folder")
     run.add_argument("--out", type=Path, default=None, help="run folder (default runs/<timestamp>)")
     run.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds")
-    run.add_argument("--notebook-timeout", type=float, default=None, metavar="SECONDS",
-                     help="wall-clock limit per notebook (default by profile: smoke 1200, lab 7200, full 172800; "
-                          "0 = none); a notebook over it is stopped and reported, the others run")
-    run.add_argument("--jobs", type=int, default=1,
-                     help="notebook runs at once, each with its share of the CPU threads (default 1)")
-    run.add_argument("--emit-slurm", type=Path, default=None, metavar="DIR",
-                     help="write DIR/run_array.sbatch (one SLURM array task per notebook × sweep value) instead "
-                          "of running; gather the results with `fewshot merge DIR/runs/*`")
-    merge = sub.add_parser("merge", help="gather separately executed run folders into one results.json + report")
+    run.add_argument(
+        "--notebook-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="wall-clock limit per notebook (default by profile: smoke 1200, lab 7200, full 172800; "
+        "0 = none); a notebook over it is stopped and reported, the others run",
+    )
+    run.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="notebook runs at once, each with its share of the CPU threads (default 1)",
+    )
+    run.add_argument(
+        "--emit-slurm",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write DIR/run_array.sbatch (one SLURM array task per notebook × sweep value) instead "
+        "of running; gather the results with `fewshot merge DIR/runs/*`",
+    )
+    merge = sub.add_parser(
+        "merge", help="gather separately executed run folders into one results.json + report"
+    )
     merge.add_argument("run_dirs", nargs="+", type=Path)
     merge.add_argument("--out", type=Path, default=None, help="merged run folder (default runs/<timestamp>)")
     sub.add_parser("info", help="print the environment, device and resolved profile")
@@ -86,12 +115,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             script = emit_slurm(notebooks, args.emit_slurm, profile, params, sweep)
         except ParameterError as err:
             return _usage_error(err)
-        print(f"wrote {script} ({len(notebooks) * len(sweep)} array task(s)); submit it with `sbatch {script}`, "
-              f"then `fewshot merge {args.emit_slurm}/runs/*`")
+        print(
+            f"wrote {script} ({len(notebooks) * len(sweep)} array task(s)); submit it with `sbatch {script}`, "
+            f"then `fewshot merge {args.emit_slurm}/runs/*`"
+        )
         return 0
     try:
-        runs, results = run_notebooks(notebooks, args.out, profile, params, sweep, args.timeout,
-                                      notebook_timeout=args.notebook_timeout, jobs=args.jobs)
+        runs, results = run_notebooks(
+            notebooks,
+            args.out,
+            profile,
+            params,
+            sweep,
+            args.timeout,
+            notebook_timeout=args.notebook_timeout,
+            jobs=args.jobs,
+        )
     except (ParameterError, FileExistsError) as err:
         return _usage_error(err)
     failed = [r for r in runs if r.status != "ok"]
@@ -99,10 +138,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         shown = results.parent.relative_to(Path.cwd())
     except ValueError:
         shown = results.parent
-    print(f"\n{len(runs) - len(failed)}/{len(runs)} notebook runs succeeded. Results: {shown}/results.json, "
-          f"report: {shown}/report.md")
+    print(
+        f"\n{len(runs) - len(failed)}/{len(runs)} notebook runs succeeded. Results: {shown}/results.json, "
+        f"report: {shown}/report.md"
+    )
     for r in failed:
-        print(f"  FAILED {r.name}: cell {r.error.get('cell')}: {r.error.get('ename')}: {r.error.get('evalue')}")
+        print(
+            f"  FAILED {r.name}: cell {r.error.get('cell')}: {r.error.get('ename')}: {r.error.get('evalue')}"
+        )
     return 1 if failed else 0
 
 

@@ -16,6 +16,7 @@ profile through that variable, which the notebook kernel inherits.
 
 Taught in: ``notebooks/00_data_and_setup.ipynb``.
 """
+
 from __future__ import annotations
 
 import os
@@ -65,7 +66,9 @@ def resolve_profile(profile: str = "auto") -> str:
 
         close = difflib.get_close_matches(name, PROFILES, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ProfileError(f"Unknown profile {profile!r}{source}; choose one of {', '.join(PROFILES)} or auto.{hint}")
+        raise ProfileError(
+            f"Unknown profile {profile!r}{source}; choose one of {', '.join(PROFILES)} or auto.{hint}"
+        )
     return name
 
 
@@ -133,8 +136,10 @@ def make_run_dir(run_dir: str | os.PathLike | None = None, name: str = "run") ->
     another run already uses).
     """
     if not run_dir:
-        return unique_dir(Path(os.environ.get("FEWSHOT_RUNS") or repo_root() / "runs"),
-                          f"{time.strftime('%Y%m%d-%H%M%S')}-{name}")
+        return unique_dir(
+            Path(os.environ.get("FEWSHOT_RUNS") or repo_root() / "runs"),
+            f"{time.strftime('%Y%m%d-%H%M%S')}-{name}",
+        )
     path = Path(run_dir)
     path.mkdir(parents=True, exist_ok=True)
     return path

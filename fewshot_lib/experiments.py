@@ -24,6 +24,7 @@ Rules that used to differ between notebooks, fixed here:
 Claims go through :func:`fewshot_lib.results.make_claim` (the ledger's rule) with each side's per-seed values and
 the image-floor evidence (the means of ``fid`` / ``recognisability`` when the variants report them).
 """
+
 from __future__ import annotations
 
 import copy
@@ -40,34 +41,73 @@ from .config import resolve_profile
 from .progress import progress
 from .results import make_claim, write_metrics
 
-__all__ = ["PROFILE_SIZES", "sizes", "seeds_for", "cpu_threads", "Summary", "summarize", "Experiment",
-           "ExperimentResult"]
+__all__ = [
+    "PROFILE_SIZES",
+    "sizes",
+    "seeds_for",
+    "cpu_threads",
+    "Summary",
+    "summarize",
+    "Experiment",
+    "ExperimentResult",
+]
 
 #: experiment → profile → sizes. The single place where a profile's meaning per notebook is written down.
 PROFILE_SIZES: dict[str, dict[str, dict[str, Any]]] = {
     # 03: n_fake fakes per hand-made generator, n_seeds shot/split draws; per_class_n fakes per unseen class,
     # ppl_paths latent walks, n_concepts for the cross-style retrieval (full: n_fake stays below set B's 792)
-    "03_evaluation": {"smoke": dict(n_fake=150, n_seeds=2, per_class_n=8, ppl_paths=8, n_concepts=200),
-                      "lab": dict(n_fake=700, n_seeds=3, per_class_n=32, ppl_paths=64, n_concepts=800),
-                      "full": dict(n_fake=780, n_seeds=5, per_class_n=128, ppl_paths=256, n_concepts=1500)},
+    "03_evaluation": {
+        "smoke": dict(n_fake=150, n_seeds=2, per_class_n=8, ppl_paths=8, n_concepts=200),
+        "lab": dict(n_fake=700, n_seeds=3, per_class_n=32, ppl_paths=64, n_concepts=800),
+        "full": dict(n_fake=780, n_seeds=5, per_class_n=128, ppl_paths=256, n_concepts=1500),
+    },
     # 04: n_curve_points evaluations along the first seed's training (eval_every = steps // n_curve_points)
-    "04_cdc": {"smoke": dict(steps=4, n_seeds=1, n_eval=64, n_curve_points=1),
-               "lab": dict(steps=200, n_seeds=3, n_eval=500, n_curve_points=6),
-               "full": dict(steps=5000, n_seeds=3, n_eval=5000, n_curve_points=10)},
+    "04_cdc": {
+        "smoke": dict(steps=4, n_seeds=1, n_eval=64, n_curve_points=1),
+        "lab": dict(steps=200, n_seeds=3, n_eval=500, n_curve_points=6),
+        "full": dict(steps=5000, n_seeds=3, n_eval=5000, n_curve_points=10),
+    },
     # 05: model = the StyleGAN2 built for every run (lab: methods.mixdl.LAB_MODEL, the showcase's model);
     # showcase_samples / showcase_paths measure the shipped long-trained generators
-    "05_mixdl": {"smoke": dict(steps=6, n_seeds=1, n_eval=64, n_paths=8, showcase_samples=64, showcase_paths=8,
-                               model=dict(size=32, style_dim=16, n_mlp=2, channel_base=32 * 8, channel_max=8)),
-                 "lab": dict(steps=300, n_seeds=3, n_eval=200, n_paths=32, showcase_samples=256, showcase_paths=32,
-                             model=dict(size=32, style_dim=64, n_mlp=2, channel_base=32 * 32, channel_max=32)),
-                 "full": dict(steps=20_000, n_seeds=3, n_eval=5000, n_paths=1000, showcase_samples=256,
-                              showcase_paths=32,
-                              model=dict(size=32, style_dim=256, n_mlp=8, channel_base=32 * 256, channel_max=256))},
-    "06_lofgan": {"smoke": dict(steps=6, n_seeds=2, n_per_class=8), "lab": dict(steps=300, n_seeds=3, n_per_class=48),
-                  "full": dict(steps=20_000, n_seeds=3, n_per_class=128)},
-    "07_lso": {"smoke": dict(n_seeds=1, n_per_class=8, n_classes=2, n_episodes=1),
-               "lab": dict(n_seeds=3, n_per_class=32, n_classes=6, n_episodes=3),
-               "full": dict(n_seeds=3, n_per_class=128, n_classes=17, n_episodes=10)},
+    "05_mixdl": {
+        "smoke": dict(
+            steps=6,
+            n_seeds=1,
+            n_eval=64,
+            n_paths=8,
+            showcase_samples=64,
+            showcase_paths=8,
+            model=dict(size=32, style_dim=16, n_mlp=2, channel_base=32 * 8, channel_max=8),
+        ),
+        "lab": dict(
+            steps=300,
+            n_seeds=3,
+            n_eval=200,
+            n_paths=32,
+            showcase_samples=256,
+            showcase_paths=32,
+            model=dict(size=32, style_dim=64, n_mlp=2, channel_base=32 * 32, channel_max=32),
+        ),
+        "full": dict(
+            steps=20_000,
+            n_seeds=3,
+            n_eval=5000,
+            n_paths=1000,
+            showcase_samples=256,
+            showcase_paths=32,
+            model=dict(size=32, style_dim=256, n_mlp=8, channel_base=32 * 256, channel_max=256),
+        ),
+    },
+    "06_lofgan": {
+        "smoke": dict(steps=6, n_seeds=2, n_per_class=8),
+        "lab": dict(steps=300, n_seeds=3, n_per_class=48),
+        "full": dict(steps=20_000, n_seeds=3, n_per_class=128),
+    },
+    "07_lso": {
+        "smoke": dict(n_seeds=1, n_per_class=8, n_classes=2, n_episodes=1),
+        "lab": dict(n_seeds=3, n_per_class=32, n_classes=6, n_episodes=3),
+        "full": dict(n_seeds=3, n_per_class=128, n_classes=17, n_episodes=10),
+    },
 }
 
 
@@ -76,7 +116,7 @@ def sizes(experiment: str, profile: str, **overrides: Any) -> dict[str, Any]:
     parameters default to 0 = "the profile's value")."""
     if experiment not in PROFILE_SIZES:
         raise ValueError(f"unknown experiment {experiment!r}; known: {sorted(PROFILE_SIZES)}")
-    table = copy.deepcopy(PROFILE_SIZES[experiment][resolve_profile(profile)])   # callers may edit theirs
+    table = copy.deepcopy(PROFILE_SIZES[experiment][resolve_profile(profile)])  # callers may edit theirs
     unknown = set(overrides) - set(table)
     if unknown:
         raise ValueError(f"{experiment} has no size(s) {sorted(unknown)}; its sizes are {sorted(table)}")
@@ -104,6 +144,7 @@ def cpu_threads(device: torch.device | str = "cpu", threads: int | None = None) 
 @dataclass
 class Summary:
     """Mean and sample std of one metric over seeds (``std`` is ``None`` with one seed: it is unknown)."""
+
     mean: float
     std: float | None
     n: int
@@ -132,6 +173,7 @@ def summarize(values: Sequence[float]) -> Summary:
 @dataclass
 class ExperimentResult:
     """Per-seed metrics ``{variant: [{"seed": s, metric: value, ...}, ...]}`` and what is derived from them."""
+
     name: str
     per_seed: dict[str, list[dict[str, Any]]]
     seconds: dict[str, float] = field(default_factory=dict)
@@ -147,8 +189,13 @@ class ExperimentResult:
         names: dict[str, None] = {}
         for rows in self.per_seed.values():
             for r in rows:
-                names.update({k: None for k, v in r.items() if k != "seed" and isinstance(v, (int, float))
-                              and not isinstance(v, bool)})
+                names.update(
+                    {
+                        k: None
+                        for k, v in r.items()
+                        if k != "seed" and isinstance(v, (int, float)) and not isinstance(v, bool)
+                    }
+                )
         return list(names)
 
     def table(self, metrics: Sequence[str] | None = None, width: int = 22) -> str:
@@ -157,9 +204,10 @@ class ExperimentResult:
         metrics = list(metrics or self.metrics())
         labels = {(v, m): self.summary(v, m).label for v in self.per_seed for m in metrics}
         widths = {m: max([width] + [len(labels[v, m]) + 2 for v in self.per_seed]) for m in metrics}
-        head = f"{'variant':16s}" + "".join(f"{m[:widths[m] - 2]:>{widths[m]}s}" for m in metrics)
-        rows = [head] + [f"{v:16s}" + "".join(f"{labels[v, m]:>{widths[m]}s}" for m in metrics)
-                         for v in self.per_seed]
+        head = f"{'variant':16s}" + "".join(f"{m[: widths[m] - 2]:>{widths[m]}s}" for m in metrics)
+        rows = [head] + [
+            f"{v:16s}" + "".join(f"{labels[v, m]:>{widths[m]}s}" for m in metrics) for v in self.per_seed
+        ]
         return "\n".join(rows)
 
     def side(self, variant: str) -> dict[str, float]:
@@ -171,32 +219,71 @@ class ExperimentResult:
                 out[metric] = s.mean
         return out
 
-    def claim(self, claim: str, metric: str, method: str, baseline: str, higher_is_better: bool,
-              extractor: str = "emoji-features-v1", test: str = "better", kind: str = "paper",
-              floors: dict[str, float] | None = None, **extra: Any) -> dict:
+    def claim(
+        self,
+        claim: str,
+        metric: str,
+        method: str,
+        baseline: str,
+        higher_is_better: bool,
+        extractor: str = "emoji-features-v1",
+        test: str = "better",
+        kind: str = "paper",
+        floors: dict[str, float] | None = None,
+        **extra: Any,
+    ) -> dict:
         """A ledger entry from the per-seed values of ``method`` and ``baseline`` (with floor evidence for a paper
         claim when ``floors`` is given)."""
-        evidence = dict(floors=floors, method_side=self.side(method), baseline_side=self.side(baseline)) \
-            if floors is not None else {}
-        return make_claim(claim, metric, extractor, method, baseline, self.values(method, metric),
-                          self.values(baseline, metric), higher_is_better, test=test, kind=kind, **evidence, **extra)
+        evidence = (
+            dict(floors=floors, method_side=self.side(method), baseline_side=self.side(baseline))
+            if floors is not None
+            else {}
+        )
+        return make_claim(
+            claim,
+            metric,
+            extractor,
+            method,
+            baseline,
+            self.values(method, metric),
+            self.values(baseline, metric),
+            higher_is_better,
+            test=test,
+            kind=kind,
+            **evidence,
+            **extra,
+        )
 
     def as_dict(self) -> dict[str, Any]:
-        table = {v: {m: {"mean": s.mean, "std": s.std, "n": s.n} for m in self.metrics()
-                     for s in [self.summary(v, m)]} for v in self.per_seed}
+        table = {
+            v: {
+                m: {"mean": s.mean, "std": s.std, "n": s.n}
+                for m in self.metrics()
+                for s in [self.summary(v, m)]
+            }
+            for v in self.per_seed
+        }
         return {"experiment": self.name, "per_seed": self.per_seed, "summary": table, "seconds": self.seconds}
 
-    def write(self, run_dir: str | os.PathLike, notebook: str, profile: str, claims: list[dict] | None = None,
-              **metrics: Any) -> Path:
+    def write(
+        self,
+        run_dir: str | os.PathLike,
+        notebook: str,
+        profile: str,
+        claims: list[dict] | None = None,
+        **metrics: Any,
+    ) -> Path:
         """``metrics.json`` with the per-seed table, the summary, any extra ``metrics`` and the claims."""
-        return write_metrics(run_dir, {**self.as_dict(), **metrics}, notebook=notebook, profile=profile,
-                             claims=claims)
+        return write_metrics(
+            run_dir, {**self.as_dict(), **metrics}, notebook=notebook, profile=profile, claims=claims
+        )
 
 
 @dataclass
 class Experiment:
     """``variants``: name → ``fn(seed) -> {metric: value}``; every variant runs on every seed (seed-major, so
     that an interrupted run has complete seeds), with a progress bar and its time recorded."""
+
     name: str
     variants: dict[str, Callable[[int], dict[str, Any]]]
     seeds: Sequence[int]
@@ -211,8 +298,10 @@ class Experiment:
             t0 = time.perf_counter()
             out = self.variants[variant](seed)
             if not isinstance(out, dict):
-                raise TypeError(f"{self.name}: variant {variant!r} returned {type(out).__name__}, expected a dict "
-                                "of metrics")
+                raise TypeError(
+                    f"{self.name}: variant {variant!r} returned {type(out).__name__}, expected a dict "
+                    "of metrics"
+                )
             seconds[variant] += time.perf_counter() - t0
             per_seed[variant].append({"seed": seed, **out})
         return ExperimentResult(self.name, per_seed, seconds)

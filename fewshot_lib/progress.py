@@ -5,6 +5,7 @@ Text ``tqdm`` is the default everywhere: it renders in terminals and notebooks a
 blob. ``FEWSHOT_PROGRESS=widget`` switches to ``tqdm.auto`` widgets for interactive use;
 ``FEWSHOT_PROGRESS=off`` silences bars; the batch runner sets ``FEWSHOT_PROGRESS=plain`` (rare refreshes).
 """
+
 from __future__ import annotations
 
 import os

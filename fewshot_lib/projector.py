@@ -15,6 +15,7 @@ The loss is pixel MSE plus an optional perceptual term from any callable ``featu
 Shapes: ``target`` ``[N, 3, H, W]`` in ``[-1, 1]`` → latents ``[N, D]`` (W) or ``[N, L, D]`` (W+).
 Taught in: ``notebooks/02_stylegan2_training.ipynb``.
 """
+
 from __future__ import annotations
 
 import math
@@ -50,7 +51,11 @@ def noise_regularisation(noises: list[torch.Tensor]) -> torch.Tensor:
         n = n.float()
         loss = loss.to(n.device)
         while True:
-            loss = loss + (n * torch.roll(n, 1, dims=3)).mean().pow(2) + (n * torch.roll(n, 1, dims=2)).mean().pow(2)
+            loss = (
+                loss
+                + (n * torch.roll(n, 1, dims=3)).mean().pow(2)
+                + (n * torch.roll(n, 1, dims=2)).mean().pow(2)
+            )
             if n.shape[-1] <= 8:
                 break
             n = F.avg_pool2d(n, 2) * 2  # halve the size, keep unit variance
@@ -62,11 +67,22 @@ def _lr_schedule(t: float, lr: float, rampdown: float = 0.25, rampup: float = 0.
     return lr * 0.5 * (1 - math.cos(ramp * math.pi))
 
 
-def project(G: torch.nn.Module, target: torch.Tensor, steps: int = 300, w_plus: bool = False, lr: float = 0.1,
-            pixel_weight: float = 1.0, feature_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-            feature_weight: float = 1.0, optimize_noise: bool = False, noise_weight: float = 1e5,
-            init_noise_scale: float = 0.05, n_mean: int = 4096, seed: int = 0,
-            show_progress: bool = False) -> ProjectionResult:
+def project(
+    G: torch.nn.Module,
+    target: torch.Tensor,
+    steps: int = 300,
+    w_plus: bool = False,
+    lr: float = 0.1,
+    pixel_weight: float = 1.0,
+    feature_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    feature_weight: float = 1.0,
+    optimize_noise: bool = False,
+    noise_weight: float = 1e5,
+    init_noise_scale: float = 0.05,
+    n_mean: int = 4096,
+    seed: int = 0,
+    show_progress: bool = False,
+) -> ProjectionResult:
     """Invert ``target`` images into G's W (or W+) space; see module docstring for the recipe."""
     if target.ndim != 4 or target.shape[1] != 3 or target.shape[-1] != G.size:
         raise ValueError(f"target must be [N, 3, {G.size}, {G.size}] in [-1, 1], got {list(target.shape)}.")
@@ -79,7 +95,7 @@ def project(G: torch.nn.Module, target: torch.Tensor, steps: int = 300, w_plus: 
     with torch.no_grad():
         # The start: the mean w — over every class of a conditional G (LSO inverts images of a class it has
         # not seen yet, so no class is privileged).
-        c = (torch.randint(0, G.c_dim, (n_mean,), generator=gen).to(dev) if getattr(G, "c_dim", 0) else None)
+        c = torch.randint(0, G.c_dim, (n_mean,), generator=gen).to(dev) if getattr(G, "c_dim", 0) else None
         w_samples = G.mapping(torch.randn(n_mean, G.style_dim, generator=gen).to(dev), c)  # [n_mean, D]
         w_avg = w_samples.mean(0)
         w_std = ((w_samples - w_avg).pow(2).sum(1).mean()).sqrt().item()
@@ -117,5 +133,11 @@ def project(G: torch.nn.Module, target: torch.Tensor, steps: int = 300, w_plus: 
     with torch.no_grad():
         final, _ = G(latent, input_is_latent=True, noise=noises)
         mse = (final - target).pow(2).flatten(1).mean(1)
-    return ProjectionResult(latents=latent.detach(), images=final.detach().cpu(), w_plus=w_plus,
-                            noise=[m.detach() for m in noises], losses=losses, pixel_mse=mse.cpu())
+    return ProjectionResult(
+        latents=latent.detach(),
+        images=final.detach().cpu(),
+        w_plus=w_plus,
+        noise=[m.detach() for m in noises],
+        losses=losses,
+        pixel_mse=mse.cpu(),
+    )

@@ -33,6 +33,7 @@ seed on either side the seeds' noise is unknown (it is not 0), so the claim is n
 ``"verdict": "not judged: one seed"`` — a single run only shows a direction, which ``improvement`` keeps.
 Verdicts never change a program's exit status; they are results, not errors.
 """
+
 from __future__ import annotations
 
 import json
@@ -87,11 +88,22 @@ def beats_floors(side: dict[str, float], floors: dict[str, float]) -> dict[str, 
     return out
 
 
-def make_claim(claim: str, metric: str, extractor: str, method: str, baseline: str,
-               method_values: Sequence[float], baseline_values: Sequence[float], higher_is_better: bool,
-               test: str = "better", kind: str = "paper", floors: dict[str, float] | None = None,
-               method_side: dict[str, float] | None = None, baseline_side: dict[str, float] | None = None,
-               **extra: Any) -> dict:
+def make_claim(
+    claim: str,
+    metric: str,
+    extractor: str,
+    method: str,
+    baseline: str,
+    method_values: Sequence[float],
+    baseline_values: Sequence[float],
+    higher_is_better: bool,
+    test: str = "better",
+    kind: str = "paper",
+    floors: dict[str, float] | None = None,
+    method_side: dict[str, float] | None = None,
+    baseline_side: dict[str, float] | None = None,
+    **extra: Any,
+) -> dict:
     """One claims-ledger entry, judged by the rule in this module's docstring.
 
     ``floors`` with ``method_side`` / ``baseline_side`` (each ``{"fid": .., "recognisability": ..}``, means over
@@ -113,26 +125,48 @@ def make_claim(claim: str, metric: str, extractor: str, method: str, baseline: s
     d = (m.mean() - b.mean()) if higher_is_better else (b.mean() - m.mean())
     margin = NOISE_FACTOR * se
     entry = {
-        "claim": claim, "kind": kind, "metric": metric, "extractor": extractor,
-        "higher_is_better": bool(higher_is_better), "method": method, "baseline": baseline,
-        "method_mean": float(m.mean()), "method_std": m_std,
-        "baseline_mean": float(b.mean()), "baseline_std": b_std,
-        "method_values": m.tolist(), "baseline_values": b.tolist(),
-        "seeds": int(n), "test": test, "improvement": float(d), "margin": float(margin), **extra,
+        "claim": claim,
+        "kind": kind,
+        "metric": metric,
+        "extractor": extractor,
+        "higher_is_better": bool(higher_is_better),
+        "method": method,
+        "baseline": baseline,
+        "method_mean": float(m.mean()),
+        "method_std": m_std,
+        "baseline_mean": float(b.mean()),
+        "baseline_std": b_std,
+        "method_values": m.tolist(),
+        "baseline_values": b.tolist(),
+        "seeds": int(n),
+        "test": test,
+        "improvement": float(d),
+        "margin": float(margin),
+        **extra,
     }
     measurable = True
     if kind == "paper":
         if floors is None or method_side is None or baseline_side is None:
             measurable, entry["floor_check"] = False, "no floor evidence given"
         else:
-            checks = {"method": beats_floors(method_side, floors), "baseline": beats_floors(baseline_side, floors)}
-            measurable = all(checks["method"].values()) and all(checks["baseline"].values()) \
-                and bool(checks["method"])
-            entry["floor_check"] = {"floors": floors, "method": method_side, "baseline": baseline_side,
-                                    "beats": checks}
+            checks = {
+                "method": beats_floors(method_side, floors),
+                "baseline": beats_floors(baseline_side, floors),
+            }
+            measurable = (
+                all(checks["method"].values()) and all(checks["baseline"].values()) and bool(checks["method"])
+            )
+            entry["floor_check"] = {
+                "floors": floors,
+                "method": method_side,
+                "baseline": baseline_side,
+                "beats": checks,
+            }
     if not measurable:
         verdict, holds = NOT_MEASURABLE, None
-    elif min(len(m), len(b)) < 2:  # no estimate of the seeds' noise: a margin of 0 would let any difference pass
+    elif (
+        min(len(m), len(b)) < 2
+    ):  # no estimate of the seeds' noise: a margin of 0 would let any difference pass
         verdict, holds = ONE_SEED, None
     elif test == "better":
         holds = bool(d > margin)
@@ -148,13 +182,16 @@ def make_claim(claim: str, metric: str, extractor: str, method: str, baseline: s
 def format_claim(c: dict) -> str:
     """One line per claim with its per-seed values, for notebooks to print under their ledger."""
     fmt = lambda v: "[" + ", ".join(f"{x:.4g}" for x in v) + "]"  # noqa: E731
-    return (f"[{c.get('kind', 'paper')}] {c['claim']}: {c['verdict']} — {c['method']} {fmt(c['method_values'])} vs "
-            f"{c['baseline']} {fmt(c['baseline_values'])} ({c['metric']}, {c['extractor']}; "
-            f"improvement {c['improvement']:.4g}, margin {c['margin']:.4g}, {c['seeds']} seed(s))")
+    return (
+        f"[{c.get('kind', 'paper')}] {c['claim']}: {c['verdict']} — {c['method']} {fmt(c['method_values'])} vs "
+        f"{c['baseline']} {fmt(c['baseline_values'])} ({c['metric']}, {c['extractor']}; "
+        f"improvement {c['improvement']:.4g}, margin {c['margin']:.4g}, {c['seeds']} seed(s))"
+    )
 
 
-def write_metrics(run_dir: str | os.PathLike, metrics: dict, notebook: str, profile: str,
-                  claims: list[dict] | None = None) -> Path:
+def write_metrics(
+    run_dir: str | os.PathLike, metrics: dict, notebook: str, profile: str, claims: list[dict] | None = None
+) -> Path:
     """Write ``run_dir/metrics.json`` (atomically) and return its path.
 
     ``metrics`` is any JSON-able dict of numbers/strings; name the feature extractor next to every metric
@@ -162,8 +199,12 @@ def write_metrics(run_dir: str | os.PathLike, metrics: dict, notebook: str, prof
     """
     path = Path(run_dir) / "metrics.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"notebook": notebook, "profile": profile, "metrics": _clean(metrics),
-               "claims": _clean(list(claims or []))}
+    payload = {
+        "notebook": notebook,
+        "profile": profile,
+        "metrics": _clean(metrics),
+        "claims": _clean(list(claims or [])),
+    }
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
     os.replace(tmp, path)
@@ -173,8 +214,9 @@ def write_metrics(run_dir: str | os.PathLike, metrics: dict, notebook: str, prof
 SAMPLES_FILE = "samples.npz"
 
 
-def write_samples(run_dir: str | os.PathLike, batches: Sequence[tuple[str, str, int, Any]],
-                  name: str = SAMPLES_FILE) -> Path:
+def write_samples(
+    run_dir: str | os.PathLike, batches: Sequence[tuple[str, str, int, Any]], name: str = SAMPLES_FILE
+) -> Path:
     """Write what a notebook shows as ``run_dir/samples.npz`` (atomically) and return its path.
 
     ``batches``: ``(method, task, seed, images)`` with ``images`` a ``[n, 3, H, W]`` tensor or array in [-1, 1]
@@ -196,8 +238,13 @@ def write_samples(run_dir: str | os.PathLike, batches: Sequence[tuple[str, str, 
     path = Path(run_dir) / name
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, images=np.concatenate(images), method=np.array(methods), task=np.array(tasks),
-                        seed=np.array(seeds, dtype=np.int64))
+    np.savez_compressed(
+        tmp,
+        images=np.concatenate(images),
+        method=np.array(methods),
+        task=np.array(tasks),
+        seed=np.array(seeds, dtype=np.int64),
+    )
     os.replace(tmp, path)
     return path
 
@@ -207,7 +254,9 @@ def read_samples(path: str | os.PathLike) -> dict[str, np.ndarray]:
     with np.load(Path(path), allow_pickle=False) as f:
         missing = {"images", "method", "task", "seed"} - set(f.files)
         if missing:
-            raise ValueError(f"{path} lacks {sorted(missing)}; was it written by fewshot_lib.results.write_samples?")
+            raise ValueError(
+                f"{path} lacks {sorted(missing)}; was it written by fewshot_lib.results.write_samples?"
+            )
         return {k: f[k] for k in ("images", "method", "task", "seed")}
 
 
@@ -220,5 +269,7 @@ def read_metrics(path: str | os.PathLike) -> dict:
         raise ValueError(f"{path} is not valid JSON: {err}") from err
     for key in ("notebook", "profile", "metrics", "claims"):
         if key not in data:
-            raise ValueError(f"{path} lacks the key {key!r}; was it written by fewshot_lib.results.write_metrics?")
+            raise ValueError(
+                f"{path} lacks the key {key!r}; was it written by fewshot_lib.results.write_metrics?"
+            )
     return data

@@ -35,6 +35,7 @@ stopped (its kernel shut down), reported as ``NotebookTimeout``, and the next no
 Kernels talk to the runner over local IPC sockets, not TCP: nothing listens on a port, and ipykernel has no
 reason to warn "Kernel is running over TCP without encryption".
 """
+
 from __future__ import annotations
 
 import ast
@@ -57,7 +58,7 @@ from .results import read_metrics
 
 log = logging.getLogger(__name__)
 
-RESULTS_SCHEMA_VERSION = 2   # 2: requested parameters, not_declared, timeouts, schema_version itself
+RESULTS_SCHEMA_VERSION = 2  # 2: requested parameters, not_declared, timeouts, schema_version itself
 NOTEBOOK_TIMEOUT_S = {"smoke": 20 * 60, "lab": 2 * 3600, "full": 48 * 3600}
 PATH_SUFFIXES = ("_dir", "_path")
 RUNNER_OWNED = ("run_dir",)
@@ -74,12 +75,12 @@ class NotebookRun:
     notebook: str
     name: str
     parameters: dict[str, Any]
-    status: str = "pending"          # "ok" | "failed"
+    status: str = "pending"  # "ok" | "failed"
     seconds: float = 0.0
-    output: str = ""                 # executed notebook, relative to the run folder
+    output: str = ""  # executed notebook, relative to the run folder
     error: dict[str, Any] | None = None
-    not_declared: list[str] = field(default_factory=list)   # requested names this notebook does not have
-    timeout_s: float | None = None                          # its wall-clock limit
+    not_declared: list[str] = field(default_factory=list)  # requested names this notebook does not have
+    timeout_s: float | None = None  # its wall-clock limit
     metrics: dict[str, Any] = field(default_factory=dict)
     claims: list[dict] = field(default_factory=list)
     figures: list[str] = field(default_factory=list)
@@ -124,8 +125,9 @@ def find_notebooks(folder: Path, only: str | None = None) -> list[Path]:
     notebooks = sorted(p for p in Path(folder).glob("[0-9][0-9]_*.ipynb"))
     if only:
         patterns = [p.strip() for p in only.split(",") if p.strip()]
-        notebooks = [nb for nb in notebooks
-                     if any(fnmatch.fnmatch(nb.name, p) or p in nb.name for p in patterns)]
+        notebooks = [
+            nb for nb in notebooks if any(fnmatch.fnmatch(nb.name, p) or p in nb.name for p in patterns)
+        ]
     return notebooks
 
 
@@ -158,9 +160,13 @@ def declared_type(spec: dict[str, Any]) -> type | None:
 
 def coerce_value(name: str, value: Any, kind: type | None, where: str) -> Any:
     """``value`` (a command-line string or a Python value) as a ``kind``; :class:`ParameterError` if it is not one."""
+
     def bad() -> ParameterError:
-        return ParameterError(f"Parameter {name}={value!r}: {where} declares {name} as {kind.__name__}, and "
-                              f"{value!r} is not one.")
+        return ParameterError(
+            f"Parameter {name}={value!r}: {where} declares {name} as {kind.__name__}, and "
+            f"{value!r} is not one."
+        )
+
     if kind is None:
         return parse_value(value) if isinstance(value, str) else value
     if kind is str:
@@ -194,7 +200,12 @@ def coerce_value(name: str, value: Any, kind: type | None, where: str) -> Any:
 
 def resolve_path_value(name: str, value: Any, base: Path) -> Any:
     """A non-empty relative ``*_dir`` / ``*_path`` value made absolute against ``base`` (the caller's folder)."""
-    if not name.endswith(PATH_SUFFIXES) or name in RUNNER_OWNED or not isinstance(value, str) or not value.strip():
+    if (
+        not name.endswith(PATH_SUFFIXES)
+        or name in RUNNER_OWNED
+        or not isinstance(value, str)
+        or not value.strip()
+    ):
         return value
     path = Path(value).expanduser()
     return str(path if path.is_absolute() else (base / path).resolve())
@@ -205,17 +216,21 @@ def check_parameters(specs: dict[Path, dict[str, dict[str, Any]]], requested: It
     declared = sorted({name for s in specs.values() for name in s})
     for name in requested:
         if name in RUNNER_OWNED:
-            raise ParameterError(f"Parameter {name!r} is set by the runner (one folder per notebook); use --out "
-                                 "to choose where the run goes.")
+            raise ParameterError(
+                f"Parameter {name!r} is set by the runner (one folder per notebook); use --out "
+                "to choose where the run goes."
+            )
         if name not in declared:
             close = difflib.get_close_matches(name, declared, n=1, cutoff=0.6)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ParameterError(f"No selected notebook declares a parameter {name!r}.{hint} "
-                                 f"Declared: {', '.join(declared)}.")
+            raise ParameterError(
+                f"No selected notebook declares a parameter {name!r}.{hint} Declared: {', '.join(declared)}."
+            )
 
 
-def prepare_parameters(notebook: Path, specs: dict[str, dict[str, Any]], requested: dict[str, Any],
-                       base: Path | None = None) -> tuple[dict[str, Any], list[str]]:
+def prepare_parameters(
+    notebook: Path, specs: dict[str, dict[str, Any]], requested: dict[str, Any], base: Path | None = None
+) -> tuple[dict[str, Any], list[str]]:
     """``(what to inject, requested names not declared)`` for one notebook: typed, paths made absolute."""
     base = Path.cwd() if base is None else base
     injected = {}
@@ -243,9 +258,15 @@ def _sweep_suffix(point: dict[str, Any]) -> str:
     return "".join(f"__{k}={v}" for k, v in point.items()).replace("/", "_")
 
 
-def execute_one(notebook: Path, out_dir: Path, parameters: dict[str, Any], timeout: int | None = None,
-                notebook_timeout: float | None = None, transport: str = "ipc", base: Path | None = None
-                ) -> NotebookRun:
+def execute_one(
+    notebook: Path,
+    out_dir: Path,
+    parameters: dict[str, Any],
+    timeout: int | None = None,
+    notebook_timeout: float | None = None,
+    transport: str = "ipc",
+    base: Path | None = None,
+) -> NotebookRun:
     """Execute one notebook into ``out_dir`` and read back what it wrote.
 
     ``parameters``: requested values (strings from the command line, or Python values); only those the notebook
@@ -263,8 +284,14 @@ def execute_one(notebook: Path, out_dir: Path, parameters: dict[str, Any], timeo
         params["run_dir"] = str(out_dir.resolve())
     if skipped:
         log.info("%s does not declare %s; not injected", notebook.name, skipped)
-    run = NotebookRun(notebook=notebook.name, name=out_dir.name, parameters=params, output=notebook.name,
-                      not_declared=skipped, timeout_s=notebook_timeout)
+    run = NotebookRun(
+        notebook=notebook.name,
+        name=out_dir.name,
+        parameters=params,
+        output=notebook.name,
+        not_declared=skipped,
+        timeout_s=notebook_timeout,
+    )
     start = time.monotonic()
     clock: dict[str, float] = {}  # the budget starts with the first cell: kernel start-up has its own timeout
 
@@ -282,8 +309,10 @@ def execute_one(notebook: Path, out_dir: Path, parameters: dict[str, Any], timeo
         return "deadline" in clock and time.monotonic() >= clock["deadline"] - 1
 
     def timeout_message() -> str:
-        return (f"stopped after {time.monotonic() - start:.0f} s: the per-notebook limit is {notebook_timeout:.0f} s "
-                "(--notebook-timeout to change it)")
+        return (
+            f"stopped after {time.monotonic() - start:.0f} s: the per-notebook limit is {notebook_timeout:.0f} s "
+            "(--notebook-timeout to change it)"
+        )
 
     engine: dict[str, Any] = {"timeout_func": cell_timeout, "interrupt_on_timeout": True}
     ipc_folder = tempfile.mkdtemp(prefix="fewshot-kernel-") if transport == "ipc" else None
@@ -294,13 +323,24 @@ def execute_one(notebook: Path, out_dir: Path, parameters: dict[str, Any], timeo
         # that one chdirs the whole process, and two jobs on threads (``--jobs 2``) then restore each other's
         # folder, leaving the caller somewhere else (it broke every later relative path of a test session).
         engine["resources"] = {"metadata": {"path": str(notebook.parent.resolve())}}
-        pm.execute_notebook(str(notebook.resolve()), str(output.resolve()), parameters=params,
-                            kernel_name="python3", progress_bar=False, **engine)
+        pm.execute_notebook(
+            str(notebook.resolve()),
+            str(output.resolve()),
+            parameters=params,
+            kernel_name="python3",
+            progress_bar=False,
+            **engine,
+        )
         run.status = "ok"
     except pm.PapermillExecutionError as err:
         run.status = "failed"
-        run.error = {"cell": err.cell_index, "execution_count": err.exec_count, "ename": err.ename,
-                     "evalue": err.evalue, "source": err.source[:500]}
+        run.error = {
+            "cell": err.cell_index,
+            "execution_count": err.exec_count,
+            "ename": err.ename,
+            "evalue": err.evalue,
+            "source": err.source[:500],
+        }
         if err.ename == "KeyboardInterrupt" and over_budget():
             run.error.update(ename="NotebookTimeout", evalue=timeout_message())
     except Exception as err:  # kernel died, notebook unreadable, timeout …
@@ -322,14 +362,22 @@ def execute_one(notebook: Path, out_dir: Path, parameters: dict[str, Any], timeo
             run.error = run.error or {"cell": None, "ename": "BadMetrics", "evalue": str(err), "source": ""}
     elif run.status == "ok" and "run_dir" in specs:
         run.status = "failed"
-        run.error = {"cell": None, "ename": "MissingMetrics",
-                     "evalue": "the notebook finished but wrote no metrics.json to run_dir", "source": ""}
+        run.error = {
+            "cell": None,
+            "ename": "MissingMetrics",
+            "evalue": "the notebook finished but wrote no metrics.json to run_dir",
+            "source": "",
+        }
     run.figures = sorted(p.name for p in out_dir.glob("*.png"))
     return run
 
 
-def validate_parameters(notebooks: Sequence[Path], parameters: dict[str, Any] | None = None,
-                        sweep: Sequence[dict[str, Any]] = ({},), base: Path | None = None) -> None:
+def validate_parameters(
+    notebooks: Sequence[Path],
+    parameters: dict[str, Any] | None = None,
+    sweep: Sequence[dict[str, Any]] = ({},),
+    base: Path | None = None,
+) -> None:
     """Check names and types of every requested parameter against the selected notebooks, before any runs.
 
     Raises :class:`ParameterError` (one line) for an undeclared name or a value a notebook cannot take.
@@ -348,10 +396,17 @@ def thread_budget(jobs: int, cpus: int | None = None) -> int:
     return max(1, cpus // max(1, jobs))
 
 
-def run_notebooks(notebooks: Sequence[Path], out_root: Path | None = None, profile: str = "lab",
-                  parameters: dict[str, Any] | None = None, sweep: Sequence[dict[str, Any]] = ({},),
-                  timeout: int | None = None, echo=print, notebook_timeout: float | None = None,
-                  jobs: int = 1) -> tuple[list[NotebookRun], Path]:
+def run_notebooks(
+    notebooks: Sequence[Path],
+    out_root: Path | None = None,
+    profile: str = "lab",
+    parameters: dict[str, Any] | None = None,
+    sweep: Sequence[dict[str, Any]] = ({},),
+    timeout: int | None = None,
+    echo=print,
+    notebook_timeout: float | None = None,
+    jobs: int = 1,
+) -> tuple[list[NotebookRun], Path]:
     """Execute every notebook for every sweep point; write ``results.json`` and the report.
 
     ``out_root``: the run folder (``None``: a new unique ``runs/<stamp>-<n>``); one that already holds a
@@ -368,7 +423,7 @@ def run_notebooks(notebooks: Sequence[Path], out_root: Path | None = None, profi
     if notebook_timeout is None:
         notebook_timeout = NOTEBOOK_TIMEOUT_S[profile]
     out_root = prepare_run_root(out_root)
-    os.environ["FEWSHOT_PROFILE"] = profile          # inherited by the kernels
+    os.environ["FEWSHOT_PROFILE"] = profile  # inherited by the kernels
     os.environ.setdefault("FEWSHOT_PROGRESS", "plain")
     if jobs > 1:  # kernels inherit the environment: share the cores out instead of oversubscribing them
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "FEWSHOT_THREADS"):
@@ -380,8 +435,12 @@ def run_notebooks(notebooks: Sequence[Path], out_root: Path | None = None, profi
         echo(f"[{i}/{len(todo)}] {name} (profile={profile}) …", flush=True)
         params = {"profile": profile, **(parameters or {}), **point}
         run = execute_one(nb, out_root / name, params, timeout, notebook_timeout or None, base=base)
-        status = "ok" if run.status == "ok" else f"FAILED in cell {run.error.get('cell')}: " \
-                                                  f"{run.error.get('ename')}: {run.error.get('evalue')}"
+        status = (
+            "ok"
+            if run.status == "ok"
+            else f"FAILED in cell {run.error.get('cell')}: "
+            f"{run.error.get('ename')}: {run.error.get('evalue')}"
+        )
         echo(f"[{i}/{len(todo)}] {name}: {status} ({run.seconds:.0f} s)", flush=True)
         return run
 
@@ -393,17 +452,25 @@ def run_notebooks(notebooks: Sequence[Path], out_root: Path | None = None, profi
         with ThreadPoolExecutor(max_workers=jobs) as pool:  # each thread waits on its own kernel process
             futures = [pool.submit(one, i, nb, point) for i, (nb, point) in enumerate(todo, 1)]
             runs = [f.result() for f in futures]
-    results = collect_results(runs, profile, requested=parameters, sweep=sweep,
-                              notebook_timeout=notebook_timeout or None)
+    results = collect_results(
+        runs, profile, requested=parameters, sweep=sweep, notebook_timeout=notebook_timeout or None
+    )
     results_path = out_root / "results.json"
     results_path.write_text(json.dumps(results, indent=2) + "\n")
     write_report(results, out_root)
     return runs, results_path
 
 
-def emit_slurm(notebooks: Sequence[Path], out_dir: Path, profile: str = "full",
-               parameters: dict[str, Any] | None = None, sweep: Sequence[dict[str, Any]] = ({},),
-               cpus: int = 8, time_limit: str = "12:00:00", gpus: int = 1) -> Path:
+def emit_slurm(
+    notebooks: Sequence[Path],
+    out_dir: Path,
+    profile: str = "full",
+    parameters: dict[str, Any] | None = None,
+    sweep: Sequence[dict[str, Any]] = ({},),
+    cpus: int = 8,
+    time_limit: str = "12:00:00",
+    gpus: int = 1,
+) -> Path:
     """Write a SLURM array job: one task per notebook × sweep point, each a ``fewshot run`` into
     ``out_dir/runs/<i>-<name>``; gather them afterwards with ``fewshot merge out_dir/runs/*``.
 
@@ -418,8 +485,18 @@ def emit_slurm(notebooks: Sequence[Path], out_dir: Path, profile: str = "full",
     (out_dir / "logs").mkdir(parents=True, exist_ok=True)
     lines = []
     for i, (nb, point) in enumerate((nb, point) for nb in notebooks for point in sweep):
-        cmd = ["fewshot", "run", "--profile", profile, "--notebooks", str(nb.parent.resolve()), "--only", nb.name,
-               "--out", str(out_dir / "runs" / f"{i:03d}-{nb.stem}{_sweep_suffix(point)}")]
+        cmd = [
+            "fewshot",
+            "run",
+            "--profile",
+            profile,
+            "--notebooks",
+            str(nb.parent.resolve()),
+            "--only",
+            nb.name,
+            "--out",
+            str(out_dir / "runs" / f"{i:03d}-{nb.stem}{_sweep_suffix(point)}"),
+        ]
         for name, value in {**(parameters or {}), **point}.items():
             cmd += ["-p", str(name), str(value)]
         lines.append(shlex.join(cmd))
@@ -486,9 +563,13 @@ def merge_runs(run_dirs: Sequence[Path], out_root: Path | None = None) -> Path:
     return results_path
 
 
-def collect_results(runs: Sequence[NotebookRun], profile: str, requested: dict[str, Any] | None = None,
-                    sweep: Sequence[dict[str, Any]] = ({},), notebook_timeout: float | None = None
-                    ) -> dict[str, Any]:
+def collect_results(
+    runs: Sequence[NotebookRun],
+    profile: str,
+    requested: dict[str, Any] | None = None,
+    sweep: Sequence[dict[str, Any]] = ({},),
+    notebook_timeout: float | None = None,
+) -> dict[str, Any]:
     """Gather every notebook's outcome and every claim into one JSON-able dict."""
     claims = [{"notebook": r.name, **c} for r in runs for c in r.claims]
     return {
@@ -526,14 +607,19 @@ def _per_seed(values: Any) -> str:
 
 
 def _claims_table(claims: list[dict[str, Any]]) -> list[str]:
-    rows = ["| notebook | claim | metric (extractor) | method: mean ± std [per seed] | baseline: mean ± std "
-            "[per seed] | seeds | verdict |", "|---|---|---|---|---|---|---|"]
+    rows = [
+        "| notebook | claim | metric (extractor) | method: mean ± std [per seed] | baseline: mean ± std "
+        "[per seed] | seeds | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for c in claims:
-        rows.append(f"| {c['notebook']} | {c['claim']} | {c['metric']} ({c.get('extractor', '?')}) | "
-                    f"{c['method']}: {_fmt(c['method_mean'])} ± {_fmt(c['method_std'])} "
-                    f"{_per_seed(c.get('method_values'))} | "
-                    f"{c['baseline']}: {_fmt(c['baseline_mean'])} ± {_fmt(c['baseline_std'])} "
-                    f"{_per_seed(c.get('baseline_values'))} | {c['seeds']} | {_verdict(c)} |")
+        rows.append(
+            f"| {c['notebook']} | {c['claim']} | {c['metric']} ({c.get('extractor', '?')}) | "
+            f"{c['method']}: {_fmt(c['method_mean'])} ± {_fmt(c['method_std'])} "
+            f"{_per_seed(c.get('method_values'))} | "
+            f"{c['baseline']}: {_fmt(c['baseline_mean'])} ± {_fmt(c['baseline_std'])} "
+            f"{_per_seed(c.get('baseline_values'))} | {c['seeds']} | {_verdict(c)} |"
+        )
     return rows
 
 
@@ -546,25 +632,41 @@ def _headline_metrics(metrics: dict[str, Any], limit: int = 4) -> str:
 def write_report(results: dict[str, Any], out_root: Path) -> tuple[Path, Path]:
     """``report.md`` and ``report.html``: the claims table first, then one table of notebooks, then figures."""
     claims, runs = results["claims"], results["notebooks"]
-    md = [f"# fewshot-gen run ({results['profile']} profile, {results['created']})", "",
-          f"{results['ok']} notebook run(s) succeeded, {results['failed']} failed.", "",
-          "## Paper claims: reproduced or not", ""]
+    md = [
+        f"# fewshot-gen run ({results['profile']} profile, {results['created']})",
+        "",
+        f"{results['ok']} notebook run(s) succeeded, {results['failed']} failed.",
+        "",
+        "## Paper claims: reproduced or not",
+        "",
+    ]
     paper = [c for c in claims if c.get("kind", "paper") == "paper"]
     sanity = [c for c in claims if c.get("kind") == "sanity"]
     if paper:
-        md += ["A paper claim is judged only when both sides' samples beat the image floors (recognisability "
-               "of the reference shrunk to 8 px, FID of noise); otherwise it is *not measurable at this "
-               "budget*.", ""] + _claims_table(paper)
+        md += [
+            "A paper claim is judged only when both sides' samples beat the image floors (recognisability "
+            "of the reference shrunk to 8 px, FID of noise); otherwise it is *not measurable at this "
+            "budget*.",
+            "",
+        ] + _claims_table(paper)
     else:
         md.append("No notebook in this run tests a paper claim.")
     if sanity:
         md += ["", "## Metric sanity checks", ""] + _claims_table(sanity)
     md += ["", "## Notebooks", "", "| notebook | status | time (s) | headline metrics |", "|---|---|---|---|"]
     for r in runs:
-        status = "ok" if r["status"] == "ok" else (f"failed (cell {r['error'].get('cell')}: "
-                                                   f"{r['error'].get('ename')}: {r['error'].get('evalue')})")
-        md.append(f"| [{r['name']}]({r['name']}/{r['output']}) | {status.replace('|', '/')} | {r['seconds']:.0f} | "
-                  f"{_headline_metrics(r['metrics'])} |")
+        status = (
+            "ok"
+            if r["status"] == "ok"
+            else (
+                f"failed (cell {r['error'].get('cell')}: "
+                f"{r['error'].get('ename')}: {r['error'].get('evalue')})"
+            )
+        )
+        md.append(
+            f"| [{r['name']}]({r['name']}/{r['output']}) | {status.replace('|', '/')} | {r['seconds']:.0f} | "
+            f"{_headline_metrics(r['metrics'])} |"
+        )
     md += ["", "## Figures", ""]
     for r in runs:
         for fig in r["figures"][:4]:
@@ -580,10 +682,12 @@ def _markdown_tables_to_html(lines: list[str]) -> str:
     """A tiny converter for the report's own Markdown (headings, paragraphs, tables, images)."""
     import re
 
-    out = ["<!doctype html><html><head><meta charset='utf-8'><title>fewshot-gen report</title>",
-           "<style>body{font-family:sans-serif;max-width:70em;margin:2em auto}table{border-collapse:collapse}"
-           "td,th{border:1px solid #ccc;padding:4px 8px}img{image-rendering:pixelated;max-width:48em;"
-           "display:block;margin:1em 0}</style></head><body>"]
+    out = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>fewshot-gen report</title>",
+        "<style>body{font-family:sans-serif;max-width:70em;margin:2em auto}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:4px 8px}img{image-rendering:pixelated;max-width:48em;"
+        "display:block;margin:1em 0}</style></head><body>",
+    ]
     in_table = False
 
     def inline(text: str) -> str:
@@ -607,8 +711,10 @@ def _markdown_tables_to_html(lines: list[str]) -> str:
             in_table = False
         if line.startswith("!["):
             alt, src = re.match(r"!\[(.*)\]\((.*)\)", line).groups()
-            out.append(f"<figure><img src='{html.escape(src)}' alt='{html.escape(alt)}'>"
-                       f"<figcaption>{html.escape(alt)}</figcaption></figure>")
+            out.append(
+                f"<figure><img src='{html.escape(src)}' alt='{html.escape(alt)}'>"
+                f"<figcaption>{html.escape(alt)}</figcaption></figure>"
+            )
         elif line.startswith("#"):
             level = len(line) - len(line.lstrip("#"))
             out.append(f"<h{level}>{inline(line.lstrip('#').strip())}</h{level}>")
@@ -636,7 +742,9 @@ def prepare_run_root(out_root: Path | None) -> Path:
         return default_run_root()
     out_root = Path(out_root)
     if (out_root / "results.json").exists():
-        raise FileExistsError(f"{out_root} already holds a run (results.json); choose another --out or leave it "
-                              "out for a new runs/<stamp>-<n> folder.")
+        raise FileExistsError(
+            f"{out_root} already holds a run (results.json); choose another --out or leave it "
+            "out for a new runs/<stamp>-<n> folder."
+        )
     out_root.mkdir(parents=True, exist_ok=True)
     return out_root

@@ -17,6 +17,7 @@ Shapes: logits ``[B, 1]`` (or ``[B, 1, h, w]`` for patch discriminators; means a
 They belong to the training layer: :class:`fewshot_lib.train.GANTrainer` uses them and every method builds on it.
 Taught in: ``notebooks/02_stylegan2_training.ipynb``.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,8 +26,15 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["d_logistic_loss", "g_nonsaturating_loss", "r1_penalty", "PathLengthState", "path_length_penalty",
-           "mixing_noise", "lazy_adam_params"]
+__all__ = [
+    "d_logistic_loss",
+    "g_nonsaturating_loss",
+    "r1_penalty",
+    "PathLengthState",
+    "path_length_penalty",
+    "mixing_noise",
+    "lazy_adam_params",
+]
 
 
 def d_logistic_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
@@ -65,8 +73,12 @@ class PathLengthState:
         self.mean, self.decay = float(state["mean"]), float(state["decay"])
 
 
-def path_length_penalty(images: torch.Tensor, latents: torch.Tensor, state: PathLengthState,
-                        generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def path_length_penalty(
+    images: torch.Tensor,
+    latents: torch.Tensor,
+    state: PathLengthState,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Path-length penalty and the per-sample path lengths; updates ``state.mean`` in place.
 
     Shapes: ``images`` ``[B, 3, H, W]`` (generated from ``latents``), ``latents`` ``[B, L, D]`` with
@@ -82,8 +94,13 @@ def path_length_penalty(images: torch.Tensor, latents: torch.Tensor, state: Path
     return penalty, lengths.detach()
 
 
-def mixing_noise(batch: int, dim: int, prob: float, generator: torch.Generator | None = None,
-                 device: str | torch.device = "cpu") -> list[torch.Tensor]:
+def mixing_noise(
+    batch: int,
+    dim: int,
+    prob: float,
+    generator: torch.Generator | None = None,
+    device: str | torch.device = "cpu",
+) -> list[torch.Tensor]:
     """One z ``[B, D]`` or, with probability ``prob``, two (style mixing) — drawn on CPU, then moved."""
     n = 2 if prob > 0 and torch.rand((), generator=generator).item() < prob else 1
     return [torch.randn(batch, dim, generator=generator).to(device) for _ in range(n)]

@@ -25,6 +25,7 @@ Saving, loading, resuming, the loss history and the progress loop live in :class
 
 Taught in: ``notebooks/02_stylegan2_training.ipynb``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -47,8 +48,15 @@ from .models.helpers import accumulate, frozen
 from .models.stylegan2 import same_architecture
 from .models.stylegan2_io import load_state_strict
 from .progress import progress
-from .stylegan2_losses import (PathLengthState, d_logistic_loss, g_nonsaturating_loss, lazy_adam_params, mixing_noise,
-                               path_length_penalty, r1_penalty)
+from .stylegan2_losses import (
+    PathLengthState,
+    d_logistic_loss,
+    g_nonsaturating_loss,
+    lazy_adam_params,
+    mixing_noise,
+    path_length_penalty,
+    r1_penalty,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,27 +65,27 @@ log = logging.getLogger(__name__)
 class TrainConfig:
     """Hyper-parameters of :class:`GANTrainer` (defaults: StyleGAN2 config-f, except the EMA half-life)."""
 
-    steps: int = 1000                 # total iterations (a resumed run continues up to this number)
+    steps: int = 1000  # total iterations (a resumed run continues up to this number)
     batch: int = 16
     lr: float = 0.002
     betas: tuple[float, float] = (0.0, 0.99)
-    r1_gamma: float = 10.0            # R1 weight γ (penalty γ/2·‖∇D‖²); 0 disables
-    r1_every: int = 16                # lazy R1 interval
-    pl_weight: float = 2.0            # path-length weight; 0 disables
-    pl_every: int = 4                 # lazy path-length interval
-    pl_batch_shrink: int = 2          # PL batch = batch // shrink
-    mixing: float = 0.9               # style-mixing probability
+    r1_gamma: float = 10.0  # R1 weight γ (penalty γ/2·‖∇D‖²); 0 disables
+    r1_every: int = 16  # lazy R1 interval
+    pl_weight: float = 2.0  # path-length weight; 0 disables
+    pl_every: int = 4  # lazy path-length interval
+    pl_batch_shrink: int = 2  # PL batch = batch // shrink
+    mixing: float = 0.9  # style-mixing probability
     ema_half_life_images: float = 10_000.0
-    ema_rampup: float | None = None   # NVlabs ramp-up: half-life ≤ rampup · images seen so far (e.g. 0.05)
+    ema_rampup: float | None = None  # NVlabs ramp-up: half-life ≤ rampup · images seen so far (e.g. 0.05)
     augment: str | None = "color,translation,cutout"  # DiffAugment policy; None/"" = no augmentation
-    augment_p: float = 1.0            # fixed probability per op (ignored when ada_target is set)
-    ada_target: float | None = None   # set (e.g. 0.6) to adapt p ADA-style, starting from 0
+    augment_p: float = 1.0  # fixed probability per op (ignored when ada_target is set)
+    ada_target: float | None = None  # set (e.g. 0.6) to adapt p ADA-style, starting from 0
     ada_speed_images: int = 20_000
-    xflip: bool = False               # random horizontal flips of the real images
-    sample_every: int = 0             # save a G_ema sample grid every N steps (0 = only at the end)
+    xflip: bool = False  # random horizontal flips of the real images
+    sample_every: int = 0  # save a G_ema sample grid every N steps (0 = only at the end)
     n_sample: int = 16
-    checkpoint_every: int = 0         # 0 = only at the end
-    log_every: int = 10               # progress-bar postfix refresh
+    checkpoint_every: int = 0  # 0 = only at the end
+    log_every: int = 10  # progress-bar postfix refresh
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -94,9 +102,9 @@ class StepContext:
 
     step: int
     trainer: "GANTrainer"
-    real: torch.Tensor                       # [B, 3, H, W] on device
-    z: list[torch.Tensor] | None = None      # latents used for this phase
-    fake: torch.Tensor | None = None         # [B, 3, H, W]
+    real: torch.Tensor  # [B, 3, H, W] on device
+    z: list[torch.Tensor] | None = None  # latents used for this phase
+    fake: torch.Tensor | None = None  # [B, 3, H, W]
     real_logits: torch.Tensor | None = None
     fake_logits: torch.Tensor | None = None
 
@@ -114,8 +122,9 @@ class GANHook:
     def sample_z(self, trainer: "GANTrainer", step: int, batch: int) -> list[torch.Tensor] | None:
         return None
 
-    def discriminate(self, D: nn.Module, images: torch.Tensor, step: int, phase: str,
-                     **c: torch.Tensor) -> torch.Tensor:
+    def discriminate(
+        self, D: nn.Module, images: torch.Tensor, step: int, phase: str, **c: torch.Tensor
+    ) -> torch.Tensor:
         return D(images, **c)  # c: the classes, only for a class-conditional D
 
     def d_extra(self, ctx: StepContext) -> torch.Tensor | None:
@@ -150,10 +159,13 @@ class TrainResult:
 
 def _check_finite(value: torch.Tensor, name: str, step: int, checkpoint: Path | None) -> None:
     if not torch.isfinite(value).all():
-        where = f" The last good checkpoint is {checkpoint.name}." if checkpoint and checkpoint.exists() else ""
+        where = (
+            f" The last good checkpoint is {checkpoint.name}." if checkpoint and checkpoint.exists() else ""
+        )
         raise FloatingPointError(
             f"Non-finite {name} ({value.detach().flatten()[0].item()}) at step {step}. The GAN diverged: lower the "
-            f"learning rate, raise r1_gamma, or check the data for NaNs/[-1,1] range.{where}")
+            f"learning rate, raise r1_gamma, or check the data for NaNs/[-1,1] range.{where}"
+        )
 
 
 class ResumableTrainer:
@@ -207,8 +219,9 @@ class ResumableTrainer:
         self.load(path)
         return True
 
-    def _loop(self, total: int, desc: str, show_progress: bool,
-              after_step: Callable[[dict[str, float], Any], None]) -> None:
+    def _loop(
+        self, total: int, desc: str, show_progress: bool, after_step: Callable[[dict[str, float], Any], None]
+    ) -> None:
         """:meth:`train_step` until ``step == total``: record the losses, advance, then ``after_step(logs, bar)``
         (checkpoints, samples, the bar's postfix)."""
         bar = progress(total=total, initial=self.step, desc=desc, disable=not show_progress)
@@ -230,11 +243,14 @@ def _check_labels(labels: torch.Tensor | None, images: torch.Tensor, c_dim: int)
             raise ValueError("labels were given but the generator is unconditional (c_dim = 0)")
         return None
     if labels is None:
-        raise ValueError(f"the generator is class-conditional ({c_dim} classes): pass labels=[N] class indices")
+        raise ValueError(
+            f"the generator is class-conditional ({c_dim} classes): pass labels=[N] class indices"
+        )
     labels = torch.as_tensor(labels)
     if labels.shape != (len(images),) or labels.dtype.is_floating_point:
-        raise ValueError(f"labels must be integer class indices [{len(images)}], got {labels.dtype} "
-                         f"{tuple(labels.shape)}")
+        raise ValueError(
+            f"labels must be integer class indices [{len(images)}], got {labels.dtype} {tuple(labels.shape)}"
+        )
     if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= c_dim):
         raise ValueError(f"labels must be in [0, {c_dim}), got {int(labels.min())}..{int(labels.max())}")
     return labels.long().cpu()
@@ -249,15 +265,25 @@ class GANTrainer(ResumableTrainer):
     judged with their own class, fakes are drawn with classes sampled like the data's.
     """
 
-    def __init__(self, G: nn.Module, D: nn.Module, images: torch.Tensor, config: TrainConfig | None = None,
-                 run_dir: str | Path | None = None, device: str | torch.device = "cpu",
-                 hook: GANHook | None = None, g_ema: nn.Module | None = None,
-                 sample_callback: Callable[[int, torch.Tensor], None] | None = None,
-                 labels: torch.Tensor | None = None):
+    def __init__(
+        self,
+        G: nn.Module,
+        D: nn.Module,
+        images: torch.Tensor,
+        config: TrainConfig | None = None,
+        run_dir: str | Path | None = None,
+        device: str | torch.device = "cpu",
+        hook: GANHook | None = None,
+        g_ema: nn.Module | None = None,
+        sample_callback: Callable[[int, torch.Tensor], None] | None = None,
+        labels: torch.Tensor | None = None,
+    ):
         self.cfg = config or TrainConfig()
         if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must be a [N, 3, H, W] tensor, got "
-                             f"{tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__}.")
+            raise ValueError(
+                f"images must be a [N, 3, H, W] tensor, got "
+                f"{tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__}."
+            )
         if images.shape[-1] != G.size:
             raise ValueError(f"images are {images.shape[-1]} px but the generator makes {G.size} px.")
         self.device = torch.device(device)
@@ -280,7 +306,9 @@ class GANTrainer(ResumableTrainer):
         self.d_optim = torch.optim.Adam(d_params, lr=d_lr, betas=d_betas, eps=1e-8)
 
         self.gen = torch.Generator().manual_seed(c.seed)  # data order, latents, augmentation, PL noise
-        self.sample_z = torch.randn(c.n_sample, G.style_dim, generator=torch.Generator().manual_seed(c.seed + 1))
+        self.sample_z = torch.randn(
+            c.n_sample, G.style_dim, generator=torch.Generator().manual_seed(c.seed + 1)
+        )
         self.sample_c = (torch.arange(c.n_sample) % G.c_dim) if self.labels is not None else None
         self.pl_state = PathLengthState()
         self.ada = AdaptiveAugment(c.ada_target, c.ada_speed_images) if c.ada_target else None
@@ -325,7 +353,11 @@ class GANTrainer(ResumableTrainer):
 
     def latents(self, batch: int) -> list[torch.Tensor]:
         z = self.hook.sample_z(self, self.step, batch)
-        return z if z is not None else mixing_noise(batch, self.G.style_dim, self.cfg.mixing, self.gen, self.device)
+        return (
+            z
+            if z is not None
+            else mixing_noise(batch, self.G.style_dim, self.cfg.mixing, self.gen, self.device)
+        )
 
     def ema_decay(self) -> float:
         hl = self.cfg.ema_half_life_images
@@ -334,8 +366,9 @@ class GANTrainer(ResumableTrainer):
         return 0.5 ** (self.cfg.batch / max(hl, 1e-8))
 
     # -- one iteration -------------------------------------------------------------------------------------
-    def _optimise(self, loss: torch.Tensor, optim: torch.optim.Optimizer, what: str,
-                  checked: torch.Tensor | None = None) -> None:
+    def _optimise(
+        self, loss: torch.Tensor, optim: torch.optim.Optimizer, what: str, checked: torch.Tensor | None = None
+    ) -> None:
         """One optimiser step on ``loss`` after checking that it (or ``checked``, the term that ``what`` names) is
         finite, so a diverged GAN stops with a clear error instead of writing NaN weights."""
         _check_finite(loss if checked is None else checked, what, self.step, self.checkpoint_path)
@@ -356,16 +389,27 @@ class GANTrainer(ResumableTrainer):
         if extra is not None:
             loss = loss + extra
         self._optimise(loss, self.d_optim, "discriminator loss")
-        out = {"d_loss": loss.item(), "real_score": real_logits.mean().item(), "fake_score": fake_logits.mean().item()}
+        out = {
+            "d_loss": loss.item(),
+            "real_score": real_logits.mean().item(),
+            "fake_score": fake_logits.mean().item(),
+        }
         if self.ada is not None:
             out["ada_p"] = self.ada.update(real_logits)
         if c.r1_gamma > 0 and c.r1_every > 0 and step % c.r1_every == 0:
             real_req = real.detach().requires_grad_(True)  # gradient w.r.t. the clean image (through the aug)
-            logits = self.D(self.augment(real_req)) if self.real_c is None else self.D(self.augment(real_req),
-                                                                                          self.real_c)
+            logits = (
+                self.D(self.augment(real_req))
+                if self.real_c is None
+                else self.D(self.augment(real_req), self.real_c)
+            )
             r1 = r1_penalty(logits, real_req)
-            self._optimise(c.r1_gamma / 2 * r1 * c.r1_every + 0 * logits.flatten()[0], self.d_optim, "R1 penalty",
-                           checked=r1)
+            self._optimise(
+                c.r1_gamma / 2 * r1 * c.r1_every + 0 * logits.flatten()[0],
+                self.d_optim,
+                "R1 penalty",
+                checked=r1,
+            )
             out["r1"] = r1.item()
         return out
 
@@ -373,7 +417,9 @@ class GANTrainer(ResumableTrainer):
         c, step = self.cfg, self.step
         z = self.latents(c.batch)
         fake_c = self.fake_classes(c.batch)
-        with frozen(self.D):  # the loss flows through D to G; D's weights get no gradient and keep their flags
+        with frozen(
+            self.D
+        ):  # the loss flows through D to G; D's weights get no gradient and keep their flags
             fake, _ = self.G(z, c=fake_c)
             fake_logits = self.discriminate(self.augment(fake), "g", fake_c)
             loss = g_nonsaturating_loss(fake_logits)
@@ -386,8 +432,12 @@ class GANTrainer(ResumableTrainer):
             pb = max(1, c.batch // c.pl_batch_shrink)
             fake, latents = self.G(self.latents(pb), return_latents=True, c=self.fake_classes(pb))
             pl, lengths = path_length_penalty(fake, latents, self.pl_state, self.gen)
-            self._optimise(c.pl_weight * c.pl_every * pl + 0 * fake.flatten()[0], self.g_optim,
-                           "path-length penalty", checked=pl)
+            self._optimise(
+                c.pl_weight * c.pl_every * pl + 0 * fake.flatten()[0],
+                self.g_optim,
+                "path-length penalty",
+                checked=pl,
+            )
             out.update(pl=pl.item(), path_length=lengths.mean().item())
         return out
 
@@ -418,9 +468,10 @@ class GANTrainer(ResumableTrainer):
             with tempfile.NamedTemporaryFile(dir=self.run_dir, prefix=".write-test-"):
                 pass
         except OSError as err:
-            raise CheckpointWriteError(f"run folder {self.run_dir} cannot hold checkpoints and samples "
-                                       f"({type(err).__name__}: {err.strerror or err}); choose another run_dir"
-                                       ) from None
+            raise CheckpointWriteError(
+                f"run folder {self.run_dir} cannot hold checkpoints and samples "
+                f"({type(err).__name__}: {err.strerror or err}); choose another run_dir"
+            ) from None
 
     def save_samples(self) -> torch.Tensor:
         images = self.sample_images()
@@ -437,19 +488,31 @@ class GANTrainer(ResumableTrainer):
     def state_dict(self) -> dict[str, Any]:
         np_state = np.random.get_state()
         return {
-            "g": self.G.state_dict(), "d": self.D.state_dict(), "g_ema": self.g_ema.state_dict(),
-            "g_optim": self.g_optim.state_dict(), "d_optim": self.d_optim.state_dict(),
-            "g_config": getattr(self.G, "config", {}), "d_config": getattr(self.D, "config", {}),
-            "train_config": asdict(self.cfg), "step": self.step, "seconds": self.seconds,
-            "pl_state": self.pl_state.state_dict(), "ada": self.ada.state_dict() if self.ada else None,
+            "g": self.G.state_dict(),
+            "d": self.D.state_dict(),
+            "g_ema": self.g_ema.state_dict(),
+            "g_optim": self.g_optim.state_dict(),
+            "d_optim": self.d_optim.state_dict(),
+            "g_config": getattr(self.G, "config", {}),
+            "d_config": getattr(self.D, "config", {}),
+            "train_config": asdict(self.cfg),
+            "step": self.step,
+            "seconds": self.seconds,
+            "pl_state": self.pl_state.state_dict(),
+            "ada": self.ada.state_dict() if self.ada else None,
             "history": self.history,
             "hook": self.hook.state_dict(),
-            "hook_modules": {"d": [m.state_dict() for m in self.hook.d_modules()],
-                             "g": [m.state_dict() for m in self.hook.g_modules()]},
-            "rng": {"torch": torch.get_rng_state(), "trainer": self.gen.get_state(),
-                    "python": random.getstate(),
-                    "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+            "hook_modules": {
+                "d": [m.state_dict() for m in self.hook.d_modules()],
+                "g": [m.state_dict() for m in self.hook.g_modules()],
+            },
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "trainer": self.gen.get_state(),
+                "python": random.getstate(),
+                "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            },
         }
 
     def load_state_dict(self, ck: dict[str, Any], source: str = "checkpoint") -> None:
@@ -457,10 +520,15 @@ class GANTrainer(ResumableTrainer):
         for key in ("g", "d", "g_ema", "g_optim", "d_optim", "step", "rng"):
             if key not in ck:
                 raise ValueError(f"{source} is not a GANTrainer checkpoint (missing {key!r}).")
-        if ck.get("g_config") and getattr(self.G, "config", None) and \
-                not same_architecture(ck["g_config"], self.G.config):
-            raise ValueError(f"{source} was trained with generator config {ck['g_config']}, "
-                             f"but this trainer's generator is {self.G.config}. Use another run_dir or resume=False.")
+        if (
+            ck.get("g_config")
+            and getattr(self.G, "config", None)
+            and not same_architecture(ck["g_config"], self.G.config)
+        ):
+            raise ValueError(
+                f"{source} was trained with generator config {ck['g_config']}, "
+                f"but this trainer's generator is {self.G.config}. Use another run_dir or resume=False."
+            )
         load_state_strict(self.G, ck["g"], f"{source}['g']")
         load_state_strict(self.D, ck["d"], f"{source}['d']")
         load_state_strict(self.g_ema, ck["g_ema"], f"{source}['g_ema']")
@@ -504,10 +572,17 @@ class GANTrainer(ResumableTrainer):
         def after_step(logs: dict[str, float], bar: Any) -> None:
             nonlocal t0
             if self.step % max(1, c.log_every) == 0:
-                bar.set_postfix({k: f"{logs[k]:.3f}" for k in ("d_loss", "g_loss") if k in logs}, refresh=False)
+                bar.set_postfix(
+                    {k: f"{logs[k]:.3f}" for k in ("d_loss", "g_loss") if k in logs}, refresh=False
+                )
             if c.sample_every and self.step % c.sample_every == 0 and self.step < total:
                 self.save_samples()
-            if c.checkpoint_every and ck is not None and self.step % c.checkpoint_every == 0 and self.step < total:
+            if (
+                c.checkpoint_every
+                and ck is not None
+                and self.step % c.checkpoint_every == 0
+                and self.step < total
+            ):
                 self.seconds += time.perf_counter() - t0
                 t0 = time.perf_counter()
                 self.save()
@@ -517,13 +592,26 @@ class GANTrainer(ResumableTrainer):
         self.save_samples()
         if ck is not None:
             self.save()
-        return TrainResult(history=self.history, checkpoint=ck if ck is not None and ck.exists() else None,
-                           steps=self.step, seconds=self.seconds, samples=list(self.samples))
+        return TrainResult(
+            history=self.history,
+            checkpoint=ck if ck is not None and ck.exists() else None,
+            steps=self.step,
+            seconds=self.seconds,
+            samples=list(self.samples),
+        )
 
 
-def train_gan(G: nn.Module, D: nn.Module, images: torch.Tensor, config: TrainConfig | None = None,
-              run_dir: str | Path | None = None, device: str | torch.device = "cpu", resume: bool = True,
-              hook: GANHook | None = None, **kwargs: Any) -> tuple[GANTrainer, TrainResult]:
+def train_gan(
+    G: nn.Module,
+    D: nn.Module,
+    images: torch.Tensor,
+    config: TrainConfig | None = None,
+    run_dir: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    resume: bool = True,
+    hook: GANHook | None = None,
+    **kwargs: Any,
+) -> tuple[GANTrainer, TrainResult]:
     """Build a :class:`GANTrainer` and run it; returns ``(trainer, result)`` (``trainer.g_ema`` is the model)."""
     trainer = GANTrainer(G, D, images, config, run_dir=run_dir, device=device, hook=hook, **kwargs)
     return trainer, trainer.train(resume=resume)

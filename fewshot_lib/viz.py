@@ -4,6 +4,7 @@ All functions take images as ``[N, 3, H, W]`` tensors in ``[-1, 1]`` (or ``[N, H
 generator outputs and dataset images can be shown the same way. Plotting functions draw on a matplotlib
 axis and return it; the notebook ends the cell with ``plt.show()``.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,7 +37,9 @@ def image_grid(images, nrow: int = 8, pad: int = 1, pad_value: int = 200) -> np.
     grid = np.full((rows * (h + pad) + pad, nrow * (w + pad) + pad, 3), pad_value, np.uint8)
     for i, img in enumerate(imgs):
         r, c = divmod(i, nrow)
-        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = img
+        grid[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + c * (w + pad) : pad + c * (w + pad) + w] = (
+            img
+        )
     return grid
 
 
@@ -60,20 +63,26 @@ def _wrap_label(text: str, width: int = 11, lines: int = 2) -> str:
     parts = textwrap.wrap(str(text), width) or [""]
     if len(parts) > lines:
         parts = parts[:lines]
-        parts[-1] = parts[-1][:width - 1] + "…"
+        parts[-1] = parts[-1][: width - 1] + "…"
     return "\n".join(parts)
 
 
-def show_sheet(rows: Sequence, row_labels: Sequence[str], col_labels: Sequence[str] | None = None,
-               title: str | None = None, scale: float = 0.7):
+def show_sheet(
+    rows: Sequence,
+    row_labels: Sequence[str],
+    col_labels: Sequence[str] | None = None,
+    title: str | None = None,
+    scale: float = 0.7,
+):
     """A labelled sheet: one row per entry of ``rows`` (each ``[M, 3, H, W]`` or uint8), same column count.
 
     Used for correspondence sheets (rows = styles or methods, columns = the same emoji / latent).
     """
     rows = [_as_uint8(r) for r in rows]
     n_cols = max(len(r) for r in rows)
-    fig, axes = plt.subplots(len(rows), n_cols, figsize=(n_cols * scale, len(rows) * scale + 0.3), dpi=80,
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(rows), n_cols, figsize=(n_cols * scale, len(rows) * scale + 0.3), dpi=80, squeeze=False
+    )
     for i, row in enumerate(rows):
         for j in range(n_cols):
             ax = axes[i, j]
@@ -104,8 +113,15 @@ def save_grid(images, path: str | Path, nrow: int = 8, upscale: int = 2) -> Path
     return path
 
 
-def plot_curves(curves: Mapping[str, Sequence[float]], title: str | None = None, xlabel: str = "step",
-                ylabel: str = "", ax=None, x: Sequence[float] | None = None, logy: bool = False):
+def plot_curves(
+    curves: Mapping[str, Sequence[float]],
+    title: str | None = None,
+    xlabel: str = "step",
+    ylabel: str = "",
+    ax=None,
+    x: Sequence[float] | None = None,
+    logy: bool = False,
+):
     """Plot several named curves on one axis (e.g. losses or a metric over training)."""
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 3), dpi=80)
@@ -124,14 +140,24 @@ def plot_curves(curves: Mapping[str, Sequence[float]], title: str | None = None,
     return ax
 
 
-def plot_bars(values: Mapping[str, float], errors: Mapping[str, float] | None = None, title: str | None = None,
-              ylabel: str = "", ax=None):
+def plot_bars(
+    values: Mapping[str, float],
+    errors: Mapping[str, float] | None = None,
+    title: str | None = None,
+    ylabel: str = "",
+    ax=None,
+):
     """A bar chart of named values with optional error bars (e.g. mean ± std over seeds)."""
     if ax is None:
         _, ax = plt.subplots(figsize=(4.5, 3), dpi=80)
     names = list(values)
-    ax.bar(names, [values[n] for n in names], yerr=[errors[n] for n in names] if errors else None, capsize=4,
-           color="#4c72b0")
+    ax.bar(
+        names,
+        [values[n] for n in names],
+        yerr=[errors[n] for n in names] if errors else None,
+        capsize=4,
+        color="#4c72b0",
+    )
     ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title, fontsize=10)
@@ -154,8 +180,13 @@ def smooth(values: Sequence[float], k: int | None = None) -> np.ndarray:
     return np.convolve(v, np.ones(k) / k, mode="valid") if len(v) >= k else v
 
 
-def plot_walks(generators: Mapping[str, torch.nn.Module], n_walks: int = 3, z_seed: int = 7,
-               extractor="emoji", n_steps: int = 10):
+def plot_walks(
+    generators: Mapping[str, torch.nn.Module],
+    n_walks: int = 3,
+    z_seed: int = 7,
+    extractor="emoji",
+    n_steps: int = 10,
+):
     """Latent walks, "staircase or ramp": one row per walk; per generator its image strip along
     ``lerp(w0, w1, t)``, and in the last column the LPIPS of every step as grouped bars (one colour per generator).
 
@@ -166,17 +197,29 @@ def plot_walks(generators: Mapping[str, torch.nn.Module], n_walks: int = 3, z_se
     first = next(iter(generators.values()))
     zs = torch.randn(2, n_walks, first.style_dim, generator=torch.Generator().manual_seed(z_seed))
     width = 0.8 / len(generators)
-    fig, axes = plt.subplots(n_walks, len(generators) + 1, figsize=(13, 1.25 * n_walks + 0.4), dpi=80,
-                             gridspec_kw=dict(width_ratios=[5] * len(generators) + [2.2]), squeeze=False)
+    fig, axes = plt.subplots(
+        n_walks,
+        len(generators) + 1,
+        figsize=(13, 1.25 * n_walks + 0.4),
+        dpi=80,
+        gridspec_kw=dict(width_ratios=[5] * len(generators) + [2.2]),
+        squeeze=False,
+    )
     for row in range(n_walks):
         for col, (name, g) in enumerate(generators.items()):
             dev = next(g.parameters()).device
             with torch.no_grad():
-                w0, w1 = (g.mapping(zs[k, row:row + 1].to(dev))[0] for k in (0, 1))
-            strip, step_d = interpolation_walk(g, w0, w1, n_steps=n_steps, extractor=extractor)  # [n+1, 3, H, W]
+                w0, w1 = (g.mapping(zs[k, row : row + 1].to(dev))[0] for k in (0, 1))
+            strip, step_d = interpolation_walk(
+                g, w0, w1, n_steps=n_steps, extractor=extractor
+            )  # [n+1, 3, H, W]
             show_grid(strip, nrow=n_steps + 1, title=f"{name}, walk {row}", ax=axes[row, col])
-            axes[row, -1].bar(np.arange(1, n_steps + 1) + width * (col - (len(generators) - 1) / 2),
-                              step_d.numpy(), width=width, label=name)
+            axes[row, -1].bar(
+                np.arange(1, n_steps + 1) + width * (col - (len(generators) - 1) / 2),
+                step_d.numpy(),
+                width=width,
+                label=name,
+            )
         axes[row, -1].set_ylabel("step LPIPS", fontsize=7)
         axes[row, -1].tick_params(labelsize=7)
     axes[0, -1].legend(fontsize=7)

@@ -21,6 +21,7 @@ seconds, the LSO config, σ(m) per task, the shots' indices); finished tasks are
 
     nice -n 10 python scripts/run_lso_tasks.py --seed 0 --minutes 120 --log /tmp/lso0.log
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,14 @@ from fewshot_lib.checkpoint import file_sha256, load_checkpoint, save_atomic  # 
 from fewshot_lib.config import data_dir, repo_root  # noqa: E402
 from fewshot_lib.data.emoji import load_emoji  # noqa: E402
 from fewshot_lib.methods.lofgan import emoji_episode_classes  # noqa: E402
-from fewshot_lib.methods.lso import (InversionFinetuneTask, LSOConfig, LSOTask, TrainingFeatures,  # noqa: E402
-                                    draw_shots, inversion_only_samples)
+from fewshot_lib.methods.lso import (
+    InversionFinetuneTask,
+    LSOConfig,
+    LSOTask,
+    TrainingFeatures,  # noqa: E402
+    draw_shots,
+    inversion_only_samples,
+)
 from fewshot_lib.metrics.protocols import conditioning_split  # noqa: E402
 from fewshot_lib.projector import project  # noqa: E402
 from train_source_model import record_command, sitting_clock, start_script, training_commands  # noqa: E402
@@ -62,7 +69,7 @@ def unseen_tasks(n_eval: int, n_val: int) -> tuple[list[str], list[str], dict, d
     names = list(conditioning)
     if n_eval + n_val > len(names):
         raise ValueError(f"{n_eval} evaluation + {n_val} validation classes > {len(names)} unseen classes")
-    return names[:n_eval], names[len(names) - n_val:], conditioning, held_out
+    return names[:n_eval], names[len(names) - n_val :], conditioning, held_out
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -78,7 +85,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--classes", type=int, default=6, help="evaluation classes")
     p.add_argument("--val-classes", type=int, default=3, help="validation classes (choose the magnitude)")
     p.add_argument("--episodes", type=int, default=3, help="tasks per evaluation class")
-    p.add_argument("--val-episodes", type=int, default=1, help="tasks per validation class (they only choose s)")
+    p.add_argument(
+        "--val-episodes", type=int, default=1, help="tasks per validation class (they only choose s)"
+    )
     p.add_argument("--n-per-task", type=int, default=32)
     p.add_argument("--magnitudes", default="0.4,0.6,0.8,1.0")
     p.add_argument("--invert-steps", type=int, default=200)
@@ -101,12 +110,15 @@ def main(argv: list[str] | None = None) -> None:
     D = artifacts.load(f"{args.source}_d")
     net, net_meta = artifacts.load(args.features)
     if net_meta.get("name") == "emoji-features-v1":
-        p.error(f"--features {args.features} is the metrics' judge (emoji-features-v1, trained on every class); LSO's "
-                "training losses need emoji_features_seen (scripts/train_feature_net.py --holdout-unseen-classes)")
+        p.error(
+            f"--features {args.features} is the metrics' judge (emoji-features-v1, trained on every class); LSO's "
+            "training losses need emoji_features_seen (scripts/train_feature_net.py --holdout-unseen-classes)"
+        )
     features = TrainingFeatures(net)
     eval_classes, val_classes, conditioning, _ = unseen_tasks(args.classes, args.val_classes)
-    tasks = ([(c, e, True) for c in val_classes for e in range(args.val_episodes)]
-             + [(c, e, False) for c in eval_classes for e in range(args.episodes)])
+    tasks = [(c, e, True) for c in val_classes for e in range(args.val_episodes)] + [
+        (c, e, False) for c in eval_classes for e in range(args.episodes)
+    ]
     session = {"command": command, "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "threads": args.threads}
     sitting = sitting_clock()
     t_end = time.time() + args.minutes * 60
@@ -123,9 +135,16 @@ def main(argv: list[str] | None = None) -> None:
         if inv_path.is_file():
             w_inv = load_checkpoint(inv_path)["w_plus"]
         else:
-            res = project(G, shots, steps=args.invert_steps, w_plus=True, seed=args.seed,
-                          feature_loss=lambda x, y: torch.stack([features.perceptual(a[None], b[None])
-                                                                 for a, b in zip(x, y)]))
+            res = project(
+                G,
+                shots,
+                steps=args.invert_steps,
+                w_plus=True,
+                seed=args.seed,
+                feature_loss=lambda x, y: torch.stack(
+                    [features.perceptual(a[None], b[None]) for a, b in zip(x, y)]
+                ),
+            )
             w_inv = res.latents
             save_atomic({"w_plus": w_inv, "pixel_mse": res.pixel_mse, "images": res.images}, inv_path)
         task = LSOTask(G, D, shots, w_inv, features, cfg, seed=args.seed * 1000 + i)
@@ -146,16 +165,32 @@ def main(argv: list[str] | None = None) -> None:
             plain.run()
             images.append(to_uint8(plain.sample(args.n_per_task, seed=i)))
             meta += [("inversion_finetune", float("nan"))] * args.n_per_task
-        np.savez_compressed(done, images=np.concatenate(images), method=np.array([m for m, _ in meta]),
-                            magnitude=np.array([s for _, s in meta]), task=np.array([cls] * len(meta)),
-                            episode=np.full(len(meta), ep), validation=np.full(len(meta), is_val),
-                            seed=np.full(len(meta), args.seed), shot_indices=np.array(shot_idx),
-                            sigma=np.array(task.anchors.sigma.item()),
-                            anchors=to_uint8(task.anchor_images()), shots=to_uint8(shots))
+        np.savez_compressed(
+            done,
+            images=np.concatenate(images),
+            method=np.array([m for m, _ in meta]),
+            magnitude=np.array([s for _, s in meta]),
+            task=np.array([cls] * len(meta)),
+            episode=np.full(len(meta), ep),
+            validation=np.full(len(meta), is_val),
+            seed=np.full(len(meta), args.seed),
+            shot_indices=np.array(shot_idx),
+            sigma=np.array(task.anchors.sigma.item()),
+            anchors=to_uint8(task.anchor_images()),
+            shots=to_uint8(shots),
+        )
         state_path.unlink(missing_ok=True)
         record_command(run_dir, {**session, "tasks_done": i + 1, **sitting()})
-        log.info("task %d/%d %s ep %d (%s): σ(m)=%.3f, %.0f s", i + 1, len(tasks), cls, ep,
-                 "validation" if is_val else "evaluation", task.anchors.sigma.item(), time.time() - t0)
+        log.info(
+            "task %d/%d %s ep %d (%s): σ(m)=%.3f, %.0f s",
+            i + 1,
+            len(tasks),
+            cls,
+            ep,
+            "validation" if is_val else "evaluation",
+            task.anchors.sigma.item(),
+            time.time() - t0,
+        )
     record_command(run_dir, {**session, **sitting()})
     finished = sorted(run_dir.glob("task[0-9][0-9][0-9].npz"))
     if not finished:
@@ -163,22 +198,40 @@ def main(argv: list[str] | None = None) -> None:
     parts = [dict(np.load(f)) for f in finished]
     keys = ("images", "method", "magnitude", "task", "episode", "validation", "seed")
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out, **{k: np.concatenate([q[k] for q in parts]) for k in keys},
-                        shots=np.stack([q["shots"] for q in parts]), anchors=np.stack([q["anchors"] for q in parts]),
-                        task_class=np.array([str(q["task"][0]) for q in parts]),
-                        task_episode=np.array([int(q["episode"][0]) for q in parts]),
-                        task_validation=np.array([bool(q["validation"][0]) for q in parts]),
-                        task_shot_indices=np.stack([q["shot_indices"] for q in parts]),
-                        task_sigma=np.array([float(q["sigma"]) for q in parts]))
+    np.savez_compressed(
+        out,
+        **{k: np.concatenate([q[k] for q in parts]) for k in keys},
+        shots=np.stack([q["shots"] for q in parts]),
+        anchors=np.stack([q["anchors"] for q in parts]),
+        task_class=np.array([str(q["task"][0]) for q in parts]),
+        task_episode=np.array([int(q["episode"][0]) for q in parts]),
+        task_validation=np.array([bool(q["validation"][0]) for q in parts]),
+        task_shot_indices=np.stack([q["shot_indices"] for q in parts]),
+        task_sigma=np.array([float(q["sigma"]) for q in parts]),
+    )
     commands = training_commands(run_dir)
-    manifest = {"name": out.stem, "file": out.name, "sha256": file_sha256(out), "bytes": out.stat().st_size,
-                "tasks_done": len(finished), "tasks_planned": len(tasks), "seed": args.seed, "k": args.k,
-                "evaluation_classes": eval_classes, "validation_classes": val_classes, "magnitudes": magnitudes,
-                "lso_config": cfg.as_dict(), "invert_steps": args.invert_steps, "source": args.source,
-                "source_sha256": artifacts.manifest(args.source).get("sha256"), "training_features": args.features,
-                "command": " ; then ".join(e["command"] for e in commands),
-                "cpu_time_s": round(sum(e.get("cpu_s", 0.0) for e in commands), 1), "sittings": commands,
-                "produced_by": "fewshot_lib.methods.lso.LSOTask (this project's code)"}
+    manifest = {
+        "name": out.stem,
+        "file": out.name,
+        "sha256": file_sha256(out),
+        "bytes": out.stat().st_size,
+        "tasks_done": len(finished),
+        "tasks_planned": len(tasks),
+        "seed": args.seed,
+        "k": args.k,
+        "evaluation_classes": eval_classes,
+        "validation_classes": val_classes,
+        "magnitudes": magnitudes,
+        "lso_config": cfg.as_dict(),
+        "invert_steps": args.invert_steps,
+        "source": args.source,
+        "source_sha256": artifacts.manifest(args.source).get("sha256"),
+        "training_features": args.features,
+        "command": " ; then ".join(e["command"] for e in commands),
+        "cpu_time_s": round(sum(e.get("cpu_s", 0.0) for e in commands), 1),
+        "sittings": commands,
+        "produced_by": "fewshot_lib.methods.lso.LSOTask (this project's code)",
+    }
     out.with_name(f"{out.stem}.manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     log.info("wrote %s: %d tasks", out, len(finished))
 

@@ -17,6 +17,7 @@ sitting (command, steps, wall time, process CPU seconds, threads), the shots' in
     # a new machine: carry on from the shipped export (fp16 weights, fresh optimiser state)
     python scripts/train_adaptation.py --method cdc --shots-seed 0 --warm-start data/checkpoints/cdc_fluent_3d_shots0.pt
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,13 +36,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fewshot_lib.checkpoint import file_sha256  # noqa: E402
 from fewshot_lib.config import data_dir, repo_root  # noqa: E402
 from fewshot_lib.data.emoji import load_emoji  # noqa: E402
-from fewshot_lib.methods.baselines import (AdaptationEvaluator, adaptation_config, load_source_discriminator,  # noqa: E402
-                                           make_adapter)
+from fewshot_lib.methods.baselines import (
+    AdaptationEvaluator,
+    adaptation_config,
+    load_source_discriminator,  # noqa: E402
+    make_adapter,
+)
 from fewshot_lib.metrics.style import style_share  # noqa: E402
 from fewshot_lib.models.stylegan2 import count_parameters, export_discriminator, export_generator  # noqa: E402
 from fewshot_lib.models.stylegan2 import load_source_model  # noqa: E402
-from train_source_model import (manifest_path, record_command, sitting_clock, start_script,  # noqa: E402
-                                training_commands, warm_start)
+from train_source_model import (
+    manifest_path,
+    record_command,
+    sitting_clock,
+    start_script,  # noqa: E402
+    training_commands,
+    warm_start,
+)
 
 log = logging.getLogger("train_adaptation")
 
@@ -61,8 +72,11 @@ def export_name(method: str, style: str, shots_seed: int) -> str:
 def evaluate(trainer, evaluator: AdaptationEvaluator, style: str) -> dict[str, float]:
     images = evaluator.generate(trainer.g_ema)
     scores = evaluator(trainer.g_ema, images=images)
-    return {"step": trainer.step, **{k: round(float(v), 4) for k, v in scores.items()},
-            "style_share": round(style_share(images, style, evaluator.ext).value, 4)}
+    return {
+        "step": trainer.step,
+        **{k: round(float(v), 4) for k, v in scores.items()},
+        "style_share": round(style_share(images, style, evaluator.ext).value, 4),
+    }
 
 
 def export(trainer, out: Path, run_dir: Path, curve: list[dict], task: dict) -> None:
@@ -71,20 +85,39 @@ def export(trainer, out: Path, run_dir: Path, curve: list[dict], task: dict) -> 
     d_out = out.with_name(f"{out.stem}_d.pt")
     export_discriminator(trainer.D, d_out, half=True, info=info)
     commands = training_commands(run_dir)
-    common = {**info, "images_seen": trainer.step * trainer.cfg.batch,
-              "cpu_time_s": round(sum(e.get("cpu_s", 0.0) for e in commands), 1),
-              "command": " ; then ".join(e["command"] for e in commands) or "unknown", "training_sessions": commands,
-              "precision": "float16 weights (cast to float32 on load)", "torch": torch.__version__,
-              "trained_by": "fewshot_lib.methods.baselines.make_adapter + GANTrainer (this project's code)",
-              "train_config": {k: v for k, v in vars(trainer.cfg).items()}}
-    manifest = {"name": out.stem, "file": out.name, "sha256": file_sha256(out), "bytes": out.stat().st_size,
-                **common, "model_config": trainer.g_ema.config, "g_parameters": count_parameters(trainer.G),
-                "metrics": curve[-1] if curve else {}, "metric_history": curve,
-                "metrics_protocol": "AdaptationEvaluator on 500 fixed latents vs every image of the target style "
-                                    "+ style head share; extractor emoji-features-v1"}
+    common = {
+        **info,
+        "images_seen": trainer.step * trainer.cfg.batch,
+        "cpu_time_s": round(sum(e.get("cpu_s", 0.0) for e in commands), 1),
+        "command": " ; then ".join(e["command"] for e in commands) or "unknown",
+        "training_sessions": commands,
+        "precision": "float16 weights (cast to float32 on load)",
+        "torch": torch.__version__,
+        "trained_by": "fewshot_lib.methods.baselines.make_adapter + GANTrainer (this project's code)",
+        "train_config": {k: v for k, v in vars(trainer.cfg).items()},
+    }
+    manifest = {
+        "name": out.stem,
+        "file": out.name,
+        "sha256": file_sha256(out),
+        "bytes": out.stat().st_size,
+        **common,
+        "model_config": trainer.g_ema.config,
+        "g_parameters": count_parameters(trainer.G),
+        "metrics": curve[-1] if curve else {},
+        "metric_history": curve,
+        "metrics_protocol": "AdaptationEvaluator on 500 fixed latents vs every image of the target style "
+        "+ style head share; extractor emoji-features-v1",
+    }
     manifest_path(out).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-    d_manifest = {"name": d_out.stem, "file": d_out.name, "sha256": file_sha256(d_out), "bytes": d_out.stat().st_size,
-                  **common, "config": trainer.D.config}
+    d_manifest = {
+        "name": d_out.stem,
+        "file": d_out.name,
+        "sha256": file_sha256(d_out),
+        "bytes": d_out.stat().st_size,
+        **common,
+        "config": trainer.D.config,
+    }
     manifest_path(d_out).write_text(json.dumps(d_manifest, indent=2, default=str) + "\n")
     log.info("exported %s at step %d: %s", out.name, trainer.step, manifest["metrics"])
 
@@ -93,11 +126,15 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--method", choices=sorted(METHOD_OPTIONS), required=True)
     p.add_argument("--target-style", default="fluent_3d")
-    p.add_argument("--shots-seed", type=int, default=0, help="which 10 shots (different seeds, different shots)")
+    p.add_argument(
+        "--shots-seed", type=int, default=0, help="which 10 shots (different seeds, different shots)"
+    )
     p.add_argument("--seed", type=int, default=0, help="training randomness")
     p.add_argument("--n-shots", type=int, default=10)
     p.add_argument("--source", default="stylegan2_noto32", help="shipped source model name (G and _d)")
-    p.add_argument("--steps", type=int, default=5000, help="total iterations (CDC's reference: 5,000 at batch 4)")
+    p.add_argument(
+        "--steps", type=int, default=5000, help="total iterations (CDC's reference: 5,000 at batch 4)"
+    )
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget of this invocation")
     p.add_argument("--eval-every", type=int, default=500)
@@ -118,9 +155,15 @@ def main(argv: list[str] | None = None) -> None:
     source_data, target_data = emoji.select(styles="noto"), emoji.select(styles=args.target_style)
     target = target_data.tensors()
     shots, shot_idx = draw_shots(target, args.n_shots, args.shots_seed)
-    task = {"target_style": args.target_style, "n_shots": args.n_shots, "shots_seed": args.shots_seed,
-            "shot_indices": shot_idx, "shot_keys": [str(target_data.key[i]) for i in shot_idx], "method": args.method,
-            "source": args.source}
+    task = {
+        "target_style": args.target_style,
+        "n_shots": args.n_shots,
+        "shots_seed": args.shots_seed,
+        "shot_indices": shot_idx,
+        "shot_keys": [str(target_data.key[i]) for i in shot_idx],
+        "method": args.method,
+        "source": args.source,
+    }
     G_source, D_source = load_source_model(args.source), load_source_discriminator(args.source)
     cfg = adaptation_config(args.steps, args.batch, seed=args.seed)
     options = dict(METHOD_OPTIONS[args.method])
@@ -131,9 +174,16 @@ def main(argv: list[str] | None = None) -> None:
     trainer.run_dir = run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     z_eval = torch.randn(args.n_eval, G_source.style_dim, generator=torch.Generator().manual_seed(10_000))
-    evaluator = AdaptationEvaluator(G_source, z_eval, shots, target, source_gallery=source_data.tensors(),
-                                    source_labels=source_data.subcategory, target_gallery=target,
-                                    target_labels=target_data.subcategory)
+    evaluator = AdaptationEvaluator(
+        G_source,
+        z_eval,
+        shots,
+        target,
+        source_gallery=source_data.tensors(),
+        source_labels=source_data.subcategory,
+        target_gallery=target,
+        target_labels=target_data.subcategory,
+    )
     curve_path = run_dir / "curve.json"
     curve = json.loads(curve_path.read_text()) if curve_path.is_file() else []
     note = None
@@ -141,16 +191,23 @@ def main(argv: list[str] | None = None) -> None:
         trainer.load(trainer.checkpoint_path)
     elif args.warm_start:
         warm_start(trainer, args.warm_start, run_dir)
-        curve = curve or json.loads(manifest_path(Path(args.warm_start)).read_text()).get("metric_history", [])
+        curve = curve or json.loads(manifest_path(Path(args.warm_start)).read_text()).get(
+            "metric_history", []
+        )
         note = f"warm start from {Path(args.warm_start).name} (fp16 weights, fresh optimiser state)"
     curve = [e for e in curve if e["step"] <= trainer.step]
     if not curve:
-        curve.append(evaluate(trainer, evaluator, args.target_style))        # step 0: the source itself
+        curve.append(evaluate(trainer, evaluator, args.target_style))  # step 0: the source itself
     if args.export_only:
         export(trainer, out, run_dir, curve, task)
         return
-    session = {"command": command, "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "start_step": trainer.step,
-               "threads": args.threads, **({"note": note} if note else {})}
+    session = {
+        "command": command,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "start_step": trainer.step,
+        "threads": args.threads,
+        **({"note": note} if note else {}),
+    }
     sitting = sitting_clock()
     t_end = time.time() + args.minutes * 60
     while trainer.step < args.steps and time.time() < t_end:
@@ -160,8 +217,12 @@ def main(argv: list[str] | None = None) -> None:
         curve.append(evaluate(trainer, evaluator, args.target_style))
         curve_path.write_text(json.dumps(curve, indent=1) + "\n")
         record_command(run_dir, {**session, "end_step": trainer.step, **sitting()})
-        log.info("step %d  %.3f s/it  %s", trainer.step, (time.time() - t0) / max(1, trainer.step - s0),
-                 "  ".join(f"{k}={v}" for k, v in curve[-1].items() if k != "step"))
+        log.info(
+            "step %d  %.3f s/it  %s",
+            trainer.step,
+            (time.time() - t0) / max(1, trainer.step - s0),
+            "  ".join(f"{k}={v}" for k, v in curve[-1].items() if k != "step"),
+        )
     record_command(run_dir, {**session, "end_step": trainer.step, **sitting()})
     export(trainer, out, run_dir, curve, task)
 

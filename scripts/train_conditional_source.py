@@ -21,6 +21,7 @@ emoji network's subcategory head assigns to that class's subcategory; the bar: â
 
 Notebook 07 loads it with ``fewshot_lib.artifacts.load("stylegan2_cond_seen32")``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,12 +40,24 @@ from fewshot_lib.checkpoint import file_sha256, load_checkpoint  # noqa: E402
 from fewshot_lib.config import data_dir, repo_root  # noqa: E402
 from fewshot_lib.data.emoji import load_emoji  # noqa: E402
 from fewshot_lib.methods.lofgan import emoji_episode_classes  # noqa: E402
-from fewshot_lib.models.stylegan2 import (SOURCE_MODEL_CONFIG, Discriminator, Generator,  # noqa: E402
-                                          count_parameters)
+from fewshot_lib.models.stylegan2 import (
+    SOURCE_MODEL_CONFIG,
+    Discriminator,
+    Generator,  # noqa: E402
+    count_parameters,
+)
 from fewshot_lib.models.stylegan2_io import export_discriminator, export_generator, load_generator  # noqa: E402
 from fewshot_lib.train import GANTrainer, TrainConfig  # noqa: E402
-from train_source_model import (manifest_path, metric_history, record_command, record_metrics,  # noqa: E402
-                                sitting_clock, start_script, training_commands, warm_start)
+from train_source_model import (
+    manifest_path,
+    metric_history,
+    record_command,
+    record_metrics,  # noqa: E402
+    sitting_clock,
+    start_script,
+    training_commands,
+    warm_start,
+)
 
 log = logging.getLogger("train_conditional_source")
 STYLES = ("noto", "twemoji")
@@ -78,13 +91,17 @@ def evaluate(g: Generator, names: list[str], real: torch.Tensor) -> dict[str, fl
     ext = M.get_extractor("emoji")
     fake = class_samples(g.eval(), len(names), SAMPLES_PER_CLASS)
     f_real = ext.features(real, show_progress=False)
-    consistency = class_consistency({c: fake[i * SAMPLES_PER_CLASS:(i + 1) * SAMPLES_PER_CLASS]
-                                     for i, c in enumerate(names)}, ext)
+    consistency = class_consistency(
+        {c: fake[i * SAMPLES_PER_CLASS : (i + 1) * SAMPLES_PER_CLASS] for i, c in enumerate(names)}, ext
+    )
     per_class = list(consistency.details["per_class"].values())
-    return {"fid_emoji": float(M.fid(f_real, ext.features(fake, show_progress=False), ext)),
-            "recognisability": M.recognisability(f_real, fake, extractor=ext).value,
-            "class_consistency": consistency.value,  # = the mean over classes (equal samples per class)
-            "classes_above_60": sum(v >= 0.6 for v in per_class) / len(per_class), "extractor": ext.name}
+    return {
+        "fid_emoji": float(M.fid(f_real, ext.features(fake, show_progress=False), ext)),
+        "recognisability": M.recognisability(f_real, fake, extractor=ext).value,
+        "class_consistency": consistency.value,  # = the mean over classes (equal samples per class)
+        "classes_above_60": sum(v >= 0.6 for v in per_class) / len(per_class),
+        "extractor": ext.name,
+    }
 
 
 def init_from_unconditional(trainer: GANTrainer, g_path: Path) -> str:
@@ -105,36 +122,68 @@ def init_from_unconditional(trainer: GANTrainer, g_path: Path) -> str:
         if k in d_state and d_state[k].shape == v.shape:
             d_state[k] = v.float()
     trainer.D.load_state_dict(d_state)
-    return f"synthesis and D trunk from {g_path.name} ({len(set(copied))} tensors); mapping and projection new"
+    return (
+        f"synthesis and D trunk from {g_path.name} ({len(set(copied))} tensors); mapping and projection new"
+    )
 
 
-def export(trainer: GANTrainer, args, names: list[str], real: torch.Tensor, run_dir: Path,
-           exported_by: str | None = None) -> None:
+def export(
+    trainer: GANTrainer,
+    args,
+    names: list[str],
+    real: torch.Tensor,
+    run_dir: Path,
+    exported_by: str | None = None,
+) -> None:
     out = Path(args.out) if args.out else data_dir() / "checkpoints" / f"{args.name}.pt"
     metrics = evaluate(trainer.g_ema, names, real)
     history = record_metrics(run_dir, trainer.step, metrics)
     commands = training_commands(run_dir)
-    info = {"steps": trainer.step, "images_seen": trainer.step * trainer.cfg.batch,
-            "wall_time_s": round(trainer.seconds, 1), "classes": names,
-            "dataset": f"emoji_32 seen classes of notebook 06 ({','.join(STYLES)}; {len(names)} classes, "
-                       f"n={len(real)})"}
-    common = {**info, "cpu_time_s": round(sum(e.get("cpu_s", 0.0) for e in commands), 1),
-              "command": " ; then ".join(e["command"] for e in commands) or "unknown", "training_sessions": commands,
-              "precision": "float16 weights (cast to float32 on load)", "torch": torch.__version__,
-              "trained_by": "fewshot_lib.train.GANTrainer with labels (this project's code)",
-              **({"exported_by": exported_by} if exported_by else {})}
+    info = {
+        "steps": trainer.step,
+        "images_seen": trainer.step * trainer.cfg.batch,
+        "wall_time_s": round(trainer.seconds, 1),
+        "classes": names,
+        "dataset": f"emoji_32 seen classes of notebook 06 ({','.join(STYLES)}; {len(names)} classes, "
+        f"n={len(real)})",
+    }
+    common = {
+        **info,
+        "cpu_time_s": round(sum(e.get("cpu_s", 0.0) for e in commands), 1),
+        "command": " ; then ".join(e["command"] for e in commands) or "unknown",
+        "training_sessions": commands,
+        "precision": "float16 weights (cast to float32 on load)",
+        "torch": torch.__version__,
+        "trained_by": "fewshot_lib.train.GANTrainer with labels (this project's code)",
+        **({"exported_by": exported_by} if exported_by else {}),
+    }
     export_generator(trainer.g_ema, out, half=True, info=info)
-    manifest = {"name": out.stem, "file": out.name, "sha256": file_sha256(out), "bytes": out.stat().st_size,
-                **common, "model_config": trainer.g_ema.config, "g_parameters": count_parameters(trainer.G),
-                "train_config": dict(vars(trainer.cfg)), "metrics": metrics, "metric_history": history,
-                "metrics_protocol": f"{SAMPLES_PER_CLASS} samples per seen class (seed 123) vs every seen image; "
-                                    "emoji-features-v1"}
+    manifest = {
+        "name": out.stem,
+        "file": out.name,
+        "sha256": file_sha256(out),
+        "bytes": out.stat().st_size,
+        **common,
+        "model_config": trainer.g_ema.config,
+        "g_parameters": count_parameters(trainer.G),
+        "train_config": dict(vars(trainer.cfg)),
+        "metrics": metrics,
+        "metric_history": history,
+        "metrics_protocol": f"{SAMPLES_PER_CLASS} samples per seen class (seed 123) vs every seen image; "
+        "emoji-features-v1",
+    }
     manifest_path(out).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
     d_out = out.with_name(f"{out.stem}_d.pt")
     export_discriminator(trainer.D, d_out, half=True, info=info)
-    d_manifest = {"name": d_out.stem, "file": d_out.name, "sha256": file_sha256(d_out),
-                  "bytes": d_out.stat().st_size, **common, "config": trainer.D.config,
-                  "d_parameters": count_parameters(trainer.D)}
+    d_manifest = {
+        "name": d_out.stem,
+        "file": d_out.name,
+        "sha256": file_sha256(d_out),
+        "bytes": d_out.stat().st_size,
+        **common,
+        "config": trainer.D.config,
+        "d_parameters": count_parameters(trainer.D),
+    }
     manifest_path(d_out).write_text(json.dumps(d_manifest, indent=2, default=str) + "\n")
     log.info("exported %s at step %d: %s", out.name, trainer.step, metrics)
 
@@ -152,8 +201,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--export-every", type=int, default=4000)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--init-from", default=str(data_dir() / "checkpoints" / "stylegan2_noto32.pt"),
-                   help="a fresh run starts its synthesis from this unconditional export ('' for random)")
+    p.add_argument(
+        "--init-from",
+        default=str(data_dir() / "checkpoints" / "stylegan2_noto32.pt"),
+        help="a fresh run starts its synthesis from this unconditional export ('' for random)",
+    )
     p.add_argument("--export-only", action="store_true")
     p.add_argument("--warm-start", default=None, metavar="G.pt")
     p.add_argument("--log", default=None)
@@ -162,14 +214,29 @@ def main(argv: list[str] | None = None) -> None:
 
     names, real, labels = seen_data()
     run_dir = Path(args.run_dir) if args.run_dir else repo_root() / "runs" / f"source_{args.name}"
-    cfg = TrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, r1_gamma=0.1, r1_every=16, pl_weight=2.0,
-                      pl_every=4, mixing=0.9, ema_half_life_images=5_000, ema_rampup=0.05,
-                      augment="color,translation,cutout", sample_every=0, checkpoint_every=0, n_sample=64,
-                      seed=args.seed)
+    cfg = TrainConfig(
+        steps=args.steps,
+        batch=args.batch,
+        lr=args.lr,
+        r1_gamma=0.1,
+        r1_every=16,
+        pl_weight=2.0,
+        pl_every=4,
+        mixing=0.9,
+        ema_half_life_images=5_000,
+        ema_rampup=0.05,
+        augment="color,translation,cutout",
+        sample_every=0,
+        checkpoint_every=0,
+        n_sample=64,
+        seed=args.seed,
+    )
     torch.manual_seed(args.seed)
     model = {**SOURCE_MODEL_CONFIG, "c_dim": len(names)}
     G = Generator(**model)
-    D = Discriminator(32, channel_base=model["channel_base"], channel_max=model["channel_max"], c_dim=len(names))
+    D = Discriminator(
+        32, channel_base=model["channel_base"], channel_max=model["channel_max"], c_dim=len(names)
+    )
     trainer = GANTrainer(G, D, real, cfg, run_dir=run_dir, labels=labels)
     note = None
     if trainer.checkpoint_path.exists():
@@ -179,13 +246,25 @@ def main(argv: list[str] | None = None) -> None:
         note = f"warm start from {Path(args.warm_start).name} (fp16 weights, fresh optimiser state)"
     elif args.init_from:
         note = init_from_unconditional(trainer, Path(args.init_from))
-    log.info("%d seen classes, %d images, G %d params, D %d params, start step %d", len(names), len(real),
-             count_parameters(G), count_parameters(D), trainer.step)
+    log.info(
+        "%d seen classes, %d images, G %d params, D %d params, start step %d",
+        len(names),
+        len(real),
+        count_parameters(G),
+        count_parameters(D),
+        trainer.step,
+    )
     if args.export_only:
         export(trainer, args, names, real, run_dir, exported_by=command)
         return
-    session = {"command": command, "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "start_step": trainer.step,
-               "lr": cfg.lr, "threads": args.threads, **({"note": note} if note else {})}
+    session = {
+        "command": command,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "start_step": trainer.step,
+        "lr": cfg.lr,
+        "threads": args.threads,
+        **({"note": note} if note else {}),
+    }
     sitting = sitting_clock()
     t_end = time.time() + args.minutes * 60
     last_export = trainer.step if metric_history(run_dir) else -args.export_every

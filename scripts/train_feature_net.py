@@ -39,6 +39,7 @@ contrast and saturation jitter. **No horizontal flips** (they turn ⬅️ into �
 mirrored, differently-keyed concept) and **no hue jitter** (a red heart and a blue heart are different concepts).
 No blur or noise either: the metrics are meant to *notice* blurry and noisy generators.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,7 +64,7 @@ from fewshot_lib.metrics.recognisability import recognisability  # noqa: E402
 
 log = logging.getLogger("train_feature_net")
 NAME = "emoji-features-v1"
-SEEN_NAME = "emoji-features-seen-v1"   # run D: trained without the unseen classes
+SEEN_NAME = "emoji-features-seen-v1"  # run D: trained without the unseen classes
 
 
 def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -95,7 +96,7 @@ def evaluate(net: EmojiFeatureNet, x: torch.Tensor, labels: dict[str, torch.Tens
     outs: dict[str, list] = {k: [] for k in labels}
     with torch.no_grad():
         for s in range(0, len(x), 512):
-            o = net(x[s:s + 512])
+            o = net(x[s : s + 512])
             for k in labels:
                 outs[k].append(o[k])
     net.train()
@@ -118,19 +119,22 @@ def novel_concept_split(data, fraction: float, rng: np.random.Generator) -> np.n
     return np.array([k in held for k in data.key.tolist()])
 
 
-def novel_concept_recognisability(net: EmojiFeatureNet, data, x_all: torch.Tensor, held_out: np.ndarray,
-                                  meta: dict, seed: int = 0) -> dict:
+def novel_concept_recognisability(
+    net: EmojiFeatureNet, data, x_all: torch.Tensor, held_out: np.ndarray, meta: dict, seed: int = 0
+) -> dict:
     """Run C's measurement: recognisability of the held-out noto drawings (concepts the network never saw in any
     style) and of as many training noto drawings, both against the training noto drawings' features."""
     ext = EmojiFeatures(net, name="emoji-features-run-c", meta=meta)
     noto = data.style == "noto"
     seen = x_all[torch.from_numpy(noto & ~held_out)]
     novel = x_all[torch.from_numpy(noto & held_out)]
-    pick = torch.randperm(len(seen), generator=torch.Generator().manual_seed(seed + 1))[:len(novel)]
+    pick = torch.randperm(len(seen), generator=torch.Generator().manual_seed(seed + 1))[: len(novel)]
     with torch.no_grad():
         real_feats = ext.features(seen, show_progress=False)
-        scores = {"novel": recognisability(real_feats, novel, extractor=ext),
-                  "seen": recognisability(real_feats, seen[pick], extractor=ext)}
+        scores = {
+            "novel": recognisability(real_feats, novel, extractor=ext),
+            "seen": recognisability(real_feats, seen[pick], extractor=ext),
+        }
     found = {"n_novel_noto": len(novel), "n_seen_noto": len(pick)}
     for name, r in scores.items():
         found[f"{name}_noto_recognisability"] = round(r.value, 4)
@@ -141,30 +145,55 @@ def novel_concept_recognisability(net: EmojiFeatureNet, data, x_all: torch.Tenso
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--holdout-style", default=None, choices=STYLE_NAMES,
-                   help="never train on this style; report concept accuracy on it (run A)")
-    p.add_argument("--val-fraction", type=float, default=0.2,
-                   help="share of concepts with one drawing held out for validation (run B)")
-    p.add_argument("--holdout-concepts", type=float, default=None, metavar="FRACTION",
-                   help="hold out this share of the noto concepts in every style; report the recognisability "
-                        "of their noto images (run C)")
-    p.add_argument("--holdout-unseen-classes", action="store_true",
-                   help="run D: hold out notebook 06's unseen subcategories in every style; writes "
-                        "data/checkpoints/emoji_features_seen.pt and its manifest (for training losses only)")
-    p.add_argument("--record-in-manifest", action="store_true",
-                   help="run C: add the result to the shipped network's manifest as 'novel_concept_run'")
+    p.add_argument(
+        "--holdout-style",
+        default=None,
+        choices=STYLE_NAMES,
+        help="never train on this style; report concept accuracy on it (run A)",
+    )
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.2,
+        help="share of concepts with one drawing held out for validation (run B)",
+    )
+    p.add_argument(
+        "--holdout-concepts",
+        type=float,
+        default=None,
+        metavar="FRACTION",
+        help="hold out this share of the noto concepts in every style; report the recognisability "
+        "of their noto images (run C)",
+    )
+    p.add_argument(
+        "--holdout-unseen-classes",
+        action="store_true",
+        help="run D: hold out notebook 06's unseen subcategories in every style; writes "
+        "data/checkpoints/emoji_features_seen.pt and its manifest (for training losses only)",
+    )
+    p.add_argument(
+        "--record-in-manifest",
+        action="store_true",
+        help="run C: add the result to the shipped network's manifest as 'novel_concept_run'",
+    )
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help=f"checkpoint (default data/{EMOJI_CHECKPOINT})")
-    p.add_argument("--holdout-result", type=Path, default=None,
-                   help="JSON written by run A, copied into the manifest of run B")
+    p.add_argument(
+        "--holdout-result",
+        type=Path,
+        default=None,
+        help="JSON written by run A, copied into the manifest of run B",
+    )
     args = p.parse_args(argv)
     shipped = data_dir() / EMOJI_CHECKPOINT
     if sum([bool(args.holdout_style), args.holdout_concepts is not None, args.holdout_unseen_classes]) > 1:
-        p.error("--holdout-style (run A), --holdout-concepts (run C) and --holdout-unseen-classes (run D) are "
-                "separate runs; pass one of them")
+        p.error(
+            "--holdout-style (run A), --holdout-concepts (run C) and --holdout-unseen-classes (run D) are "
+            "separate runs; pass one of them"
+        )
     if args.holdout_unseen_classes and args.out is None:
         args.out = data_dir() / "checkpoints" / "emoji_features_seen.pt"
     if args.holdout_unseen_classes and args.out.resolve() == shipped.resolve():
@@ -173,8 +202,10 @@ def main(argv=None) -> dict:
         if not 0.0 < args.holdout_concepts < 1.0:
             p.error(f"--holdout-concepts is a fraction in (0, 1), got {args.holdout_concepts}")
         if args.out is None or args.out.resolve() == shipped.resolve():
-            p.error("run C trains a network that has not seen every emoji; give it its own --out "
-                    "(e.g. /tmp/feat_novel.pt) so that the shipped network is not overwritten")
+            p.error(
+                "run C trains a network that has not seen every emoji; give it its own --out "
+                "(e.g. /tmp/feat_novel.pt) so that the shipped network is not overwritten"
+            )
     if args.record_in_manifest and args.holdout_concepts is None:
         p.error("--record-in-manifest belongs to run C (--holdout-concepts)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -199,19 +230,25 @@ def main(argv=None) -> dict:
     if args.holdout_style:
         val = data.style == args.holdout_style
         val_labels = ("concept", "subcategory")  # the style itself was never a training target
-        protocol = f"style {args.holdout_style!r} never seen in training; val = all its {int(val.sum())} images"
+        protocol = (
+            f"style {args.holdout_style!r} never seen in training; val = all its {int(val.sum())} images"
+        )
     elif args.holdout_unseen_classes:
         unseen = unseen_subcategories()
         val = np.isin(data.subcategory, unseen)
         val_labels = ("style",)  # their subcategories were never a training target
-        protocol = (f"{len(unseen)} unseen subcategories of notebook 06 held out in every style "
-                    f"({int(val.sum())} images): {unseen}")
+        protocol = (
+            f"{len(unseen)} unseen subcategories of notebook 06 held out in every style "
+            f"({int(val.sum())} images): {unseen}"
+        )
     elif args.holdout_concepts is not None:
         val = novel_concept_split(data, args.holdout_concepts, rng)
         val_labels = ("style", "subcategory")  # the concepts themselves are new: no concept class to hit
-        protocol = (f"{len(set(data.key[val].tolist()))} noto concepts held out in every style "
-                    f"({int(val.sum())} images); "
-                    "recognisability of their noto drawings vs as many training noto drawings")
+        protocol = (
+            f"{len(set(data.key[val].tolist()))} noto concepts held out in every style "
+            f"({int(val.sum())} images); "
+            "recognisability of their noto drawings vs as many training noto drawings"
+        )
     else:
         val = np.zeros(len(data), bool)
         multi = [k for k, n in data.counts("key").items() if n >= 2]
@@ -220,8 +257,10 @@ def main(argv=None) -> dict:
             rows = np.nonzero(data.key == k)[0]
             val[rng.choice(rows)] = True
         val_labels = ("concept", "style", "subcategory")
-        protocol = (f"one random drawing of {int(val.sum())} concepts held out (each concept still seen in its "
-                    "other styles); val concept accuracy = recognising a concept from other styles' drawings")
+        protocol = (
+            f"one random drawing of {int(val.sum())} concepts held out (each concept still seen in its "
+            "other styles); val concept accuracy = recognising a concept from other styles' drawings"
+        )
     train = ~val
     log.info("train %d images, val %d (%s)", train.sum(), val.sum(), protocol)
     x_tr, x_va = x_all[train], x_all[val]
@@ -232,19 +271,22 @@ def main(argv=None) -> dict:
     net = EmojiFeatureNet(len(keys), len(styles), len(subcats))
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=5e-4)
     steps_per_epoch = len(x_tr) // args.batch
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch,
-                                                pct_start=0.15)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch, pct_start=0.15
+    )
     g = torch.Generator().manual_seed(args.seed)
     history = []
     for epoch in range(args.epochs):
         order = torch.randperm(len(x_tr), generator=g)
         total = 0.0
         for i in range(steps_per_epoch):
-            idx = order[i * args.batch:(i + 1) * args.batch]
+            idx = order[i * args.batch : (i + 1) * args.batch]
             out = net(augment(x_tr[idx], g))
-            loss = (F.cross_entropy(out["concept"], y_tr["concept"][idx], label_smoothing=0.1)
-                    + F.cross_entropy(out["style"], y_tr["style"][idx])
-                    + 0.5 * F.cross_entropy(out["subcategory"], y_tr["subcategory"][idx]))
+            loss = (
+                F.cross_entropy(out["concept"], y_tr["concept"][idx], label_smoothing=0.1)
+                + F.cross_entropy(out["style"], y_tr["style"][idx])
+                + 0.5 * F.cross_entropy(out["subcategory"], y_tr["subcategory"][idx])
+            )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -254,19 +296,36 @@ def main(argv=None) -> dict:
         if (epoch + 1) % 5 == 0 or epoch + 1 == args.epochs:
             entry.update(evaluate(net, x_va, y_va))
         history.append(entry)
-        log.info("epoch %d %s (%.0f s)", epoch + 1, {k: round(v, 4) for k, v in entry.items() if k != "epoch"},
-                 time.time() - t0)
+        log.info(
+            "epoch %d %s (%.0f s)",
+            epoch + 1,
+            {k: round(v, 4) for k, v in entry.items() if k != "epoch"},
+            time.time() - t0,
+        )
 
     final = evaluate(net, x_va, y_va)
     train_time = time.time() - t0
-    result = {"protocol": protocol, "val_images": int(val.sum()), "train_images": int(train.sum()),
-              "train_styles": n_train_styles, **{f"val_{k}": round(v, 4) for k, v in final.items()},
-              "epochs": args.epochs, "train_seconds": round(train_time, 1)}
+    result = {
+        "protocol": protocol,
+        "val_images": int(val.sum()),
+        "train_images": int(train.sum()),
+        "train_styles": n_train_styles,
+        **{f"val_{k}": round(v, 4) for k, v in final.items()},
+        "epochs": args.epochs,
+        "train_seconds": round(train_time, 1),
+    }
     log.info("final %s", result)
 
     state = {k: v for k, v in net.state_dict().items() if not k.startswith("concept_head")}
-    meta = {"name": SEEN_NAME if args.holdout_unseen_classes else NAME, "styles": styles, "subcategories": subcats, "input_size": 32,
-            "feature_dim": net.feature_dim, "layer_channels": list(net.widths), "seed": args.seed}
+    meta = {
+        "name": SEEN_NAME if args.holdout_unseen_classes else NAME,
+        "styles": styles,
+        "subcategories": subcats,
+        "input_size": 32,
+        "feature_dim": net.feature_dim,
+        "layer_channels": list(net.widths),
+        "seed": args.seed,
+    }
     out = args.out or shipped
     save_atomic({"state_dict": state, "meta": meta}, out)
     command = "python scripts/train_feature_net.py " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -284,22 +343,38 @@ def main(argv=None) -> dict:
     elif args.holdout_style:
         out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     elif args.holdout_unseen_classes:
-        manifest = {"name": SEEN_NAME, "file": out.name, "sha256": file_sha256(out), "bytes": out.stat().st_size,
-                    "command": command.strip(), "torch": torch.__version__, "threads": 1,
-                    "purpose": "training losses (LSO inversion / anchor perceptual and feature terms); never a "
-                               "metric: the judge is emoji-features-v1",
-                    "held_out_subcategories": unseen_subcategories(), "validation": result, "history": history}
-        out.with_name(out.name.replace(".pt", ".manifest.json")).write_text(json.dumps(manifest, indent=2) + "\n")
+        manifest = {
+            "name": SEEN_NAME,
+            "file": out.name,
+            "sha256": file_sha256(out),
+            "bytes": out.stat().st_size,
+            "command": command.strip(),
+            "torch": torch.__version__,
+            "threads": 1,
+            "purpose": "training losses (LSO inversion / anchor perceptual and feature terms); never a "
+            "metric: the judge is emoji-features-v1",
+            "held_out_subcategories": unseen_subcategories(),
+            "validation": result,
+            "history": history,
+        }
+        out.with_name(out.name.replace(".pt", ".manifest.json")).write_text(
+            json.dumps(manifest, indent=2) + "\n"
+        )
     else:
         manifest = {
-            "name": NAME, "file": out.name, "sha256": file_sha256(out), "bytes": out.stat().st_size,
-            "command": command.strip(), "torch": torch.__version__, "threads": 1,
+            "name": NAME,
+            "file": out.name,
+            "sha256": file_sha256(out),
+            "bytes": out.stat().st_size,
+            "command": command.strip(),
+            "torch": torch.__version__,
+            "threads": 1,
             "architecture": "EmojiFeatureNet: 4 conv stages (32/64/128/256 ch at 32/16/8/4 px), 256-d embedding",
             "parameters_shipped": sum(v.numel() for v in state.values()),
             "heads_trained": {"concept": len(keys), "style": len(styles), "subcategory": len(subcats)},
             "heads_shipped": ["style", "subcategory"],
             "augmentation": "scale 0.9-1.1, shift ±2 px (white fill), brightness ±0.1, contrast ±15%, "
-                            "saturation ±20%; no flips, no hue, no blur/noise",
+            "saturation ±20%; no flips, no hue, no blur/noise",
             "validation": result,
             "history": history,
         }

@@ -19,6 +19,7 @@ measured on the notebook's unseen classes with 32 samples per class.
 Notebooks load an export (checked against its manifest) with ``fewshot_lib.artifacts.load(name)`` and read its
 manifest with ``fewshot_lib.artifacts.manifest(name)``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,13 @@ from fewshot_lib.data.emoji import load_emoji  # noqa: E402
 from fewshot_lib.methods import lofgan as LF  # noqa: E402
 from fewshot_lib.metrics import conditioning_split, get_extractor  # noqa: E402
 from fewshot_lib.metrics.unseen_class import sample_episodes, unseen_class_report  # noqa: E402
-from train_source_model import (manifest_path, record_command, sitting_clock, start_script,  # noqa: E402
-                                training_commands)
+from train_source_model import (
+    manifest_path,
+    record_command,
+    sitting_clock,
+    start_script,  # noqa: E402
+    training_commands,
+)
 
 log = logging.getLogger("train_lofgan")
 
@@ -50,8 +56,9 @@ STYLES = ("noto", "twemoji")
 N_PER_CLASS = 32  # samples per unseen class at each export
 
 
-def evaluate(trainer: LF.LoFGANTrainer, conditioning: dict, held_out: dict, manifold: torch.Tensor, ext
-             ) -> dict[str, float]:
+def evaluate(
+    trainer: LF.LoFGANTrainer, conditioning: dict, held_out: dict, manifold: torch.Tensor, ext
+) -> dict[str, float]:
     """Unseen-class metrics of the current G (eval mode, fixed episodes and fusion randomness)."""
     fn = LF.episode_generate_fn(trainer.g, generator=torch.Generator().manual_seed(0))
     fakes, shots = sample_episodes(fn, conditioning, k=trainer.cfg.k, n_per_class=N_PER_CLASS, seed=0)
@@ -67,7 +74,9 @@ def warm_start(trainer: LF.LoFGANTrainer, g_path: Path) -> dict:
         if not path.is_file():
             raise FileNotFoundError(f"--warm-start needs {path.name} beside {g_path.name}")
     manifest = json.loads(man.read_text())
-    verify_sha256(g_path, manifest.get("sha256"), "re-export it with --export-only on the machine that trained it.")
+    verify_sha256(
+        g_path, manifest.get("sha256"), "re-export it with --export-only on the machine that trained it."
+    )
     g, d = load_checkpoint(g_path), load_checkpoint(d_path)
     if g["classes"] != trainer.classes:
         raise ValueError(f"{g_path.name} was trained on other classes than this run's seen split")
@@ -78,30 +87,55 @@ def warm_start(trainer: LF.LoFGANTrainer, g_path: Path) -> dict:
     return manifest
 
 
-def export(trainer: LF.LoFGANTrainer, out: Path, run_dir: Path, metrics: dict, history: list[dict],
-           wall_s: float) -> None:
-    info = {"steps": trainer.step, "classes": trainer.classes,
-            "cfg": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(trainer.cfg).items()}}
-    save_atomic({**info, "g": {k: v.half() if v.is_floating_point() else v for k, v in trainer.g.state_dict().items()}},
-                out)
+def export(
+    trainer: LF.LoFGANTrainer, out: Path, run_dir: Path, metrics: dict, history: list[dict], wall_s: float
+) -> None:
+    info = {
+        "steps": trainer.step,
+        "classes": trainer.classes,
+        "cfg": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(trainer.cfg).items()},
+    }
+    save_atomic(
+        {
+            **info,
+            "g": {k: v.half() if v.is_floating_point() else v for k, v in trainer.g.state_dict().items()},
+        },
+        out,
+    )
     d_out = out.with_name(f"{out.stem}_d.pt")
-    save_atomic({**info, "d": {k: v.half() if v.is_floating_point() else v for k, v in trainer.d.state_dict().items()}},
-                d_out)
+    save_atomic(
+        {
+            **info,
+            "d": {k: v.half() if v.is_floating_point() else v for k, v in trainer.d.state_dict().items()},
+        },
+        d_out,
+    )
     commands = training_commands(run_dir)
-    manifest = {"name": out.stem, "file": out.name, "sha256": file_sha256(out), "bytes": out.stat().st_size,
-                "d_file": d_out.name, "d_sha256": file_sha256(d_out), "steps": trainer.step,
-                "images_seen": trainer.step * trainer.cfg.batch * (trainer.cfg.k + 1), "wall_time_s": round(wall_s, 1),
-                "cpu_time_s": round(sum(e.get("cpu_s", 0.0) for e in commands), 1),
-                "dataset": f"emoji_32 styles={','.join(STYLES)}: {len(trainer.classes)} seen classes "
-                           "(LF.emoji_episode_classes, min_count 10)",
-                "command": " ; then ".join(e["command"] for e in commands) or "unknown", "training_sessions": commands,
-                "precision": "float16 weights (cast to float32 on load)", "torch": torch.__version__,
-                "trained_by": "fewshot_lib.methods.lofgan.LoFGANTrainer (this project's code)",
-                "train_config": info["cfg"], "metrics": metrics,
-                "metrics_protocol": f"unseen classes of notebook 06, conditioning_split(n_condition=10, seed=0), "
-                                    f"{N_PER_CLASS} samples per class, fewshot_lib.metrics.unseen_class; recognisability "
-                                    f"against every {'+'.join(STYLES)} emoji; extractor emoji-features-v1",
-                "metric_history": history}
+    manifest = {
+        "name": out.stem,
+        "file": out.name,
+        "sha256": file_sha256(out),
+        "bytes": out.stat().st_size,
+        "d_file": d_out.name,
+        "d_sha256": file_sha256(d_out),
+        "steps": trainer.step,
+        "images_seen": trainer.step * trainer.cfg.batch * (trainer.cfg.k + 1),
+        "wall_time_s": round(wall_s, 1),
+        "cpu_time_s": round(sum(e.get("cpu_s", 0.0) for e in commands), 1),
+        "dataset": f"emoji_32 styles={','.join(STYLES)}: {len(trainer.classes)} seen classes "
+        "(LF.emoji_episode_classes, min_count 10)",
+        "command": " ; then ".join(e["command"] for e in commands) or "unknown",
+        "training_sessions": commands,
+        "precision": "float16 weights (cast to float32 on load)",
+        "torch": torch.__version__,
+        "trained_by": "fewshot_lib.methods.lofgan.LoFGANTrainer (this project's code)",
+        "train_config": info["cfg"],
+        "metrics": metrics,
+        "metrics_protocol": f"unseen classes of notebook 06, conditioning_split(n_condition=10, seed=0), "
+        f"{N_PER_CLASS} samples per class, fewshot_lib.metrics.unseen_class; recognisability "
+        f"against every {'+'.join(STYLES)} emoji; extractor emoji-features-v1",
+        "metric_history": history,
+    }
     manifest_path(out).write_text(json.dumps(manifest, indent=2) + "\n")
     log.info("exported %s at step %d: %s", out.name, trainer.step, metrics)
 
@@ -111,9 +145,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fusion", choices=("local", "global"), default="local")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget of this invocation")
-    p.add_argument("--steps", type=int, default=40_000, help="total iterations (the LR decays over the second half)")
-    p.add_argument("--until", type=int, default=None,
-                   help="stop this sitting at this step (the schedule still runs to --steps)")
+    p.add_argument(
+        "--steps", type=int, default=40_000, help="total iterations (the LR decays over the second half)"
+    )
+    p.add_argument(
+        "--until",
+        type=int,
+        default=None,
+        help="stop this sitting at this step (the schedule still runs to --steps)",
+    )
     p.add_argument("--chunk", type=int, default=500, help="iterations between checkpoints")
     p.add_argument("--export-every", type=int, default=2000)
     p.add_argument("--threads", type=int, default=1)
@@ -135,7 +175,9 @@ def main(argv: list[str] | None = None) -> None:
     cfg = LF.LoFGANConfig(fusion=args.fusion, steps=args.steps, decay_start=args.steps // 2, **LAB_MODEL)
     trainer = LF.LoFGANTrainer(seen, cfg, seed=args.seed, checkpoint=run_dir / "checkpoint.pt")
     ext = get_extractor("emoji")
-    manifold = ext.features(data.select(styles=list(STYLES)).tensors(), show_progress=False)  # every real emoji
+    manifold = ext.features(
+        data.select(styles=list(STYLES)).tensors(), show_progress=False
+    )  # every real emoji
     history_path = run_dir / "metric_history.json"
     history = json.loads(history_path.read_text()) if history_path.is_file() else []
     note = None
@@ -157,8 +199,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.export_only:
         do_export(wall0)
         return
-    session = {"command": command, "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "start_step": trainer.step,
-               "threads": args.threads, **({"note": note} if note else {})}
+    session = {
+        "command": command,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "start_step": trainer.step,
+        "threads": args.threads,
+        **({"note": note} if note else {}),
+    }
     sitting = sitting_clock()
     t_end = time.time() + args.minutes * 60
     last_export = trainer.step
@@ -166,9 +213,13 @@ def main(argv: list[str] | None = None) -> None:
     while trainer.step < stop and time.time() < t_end:
         t0 = time.time()
         trainer.train(steps=min(stop, trainer.step + args.chunk), save_every=args.chunk, show_progress=False)
-        tail = {k: sum(v[-args.chunk:]) / len(v[-args.chunk:]) for k, v in trainer.history.items() if v}
-        log.info("step %d  %.3f s/it  %s", trainer.step, (time.time() - t0) / args.chunk,
-                 "  ".join(f"{k}={v:.3f}" for k, v in tail.items()))
+        tail = {k: sum(v[-args.chunk :]) / len(v[-args.chunk :]) for k, v in trainer.history.items() if v}
+        log.info(
+            "step %d  %.3f s/it  %s",
+            trainer.step,
+            (time.time() - t0) / args.chunk,
+            "  ".join(f"{k}={v:.3f}" for k, v in tail.items()),
+        )
         record_command(run_dir, {**session, "end_step": trainer.step, **sitting()})
         if trainer.step - last_export >= args.export_every:
             do_export(wall0 + sitting()["wall_s"])

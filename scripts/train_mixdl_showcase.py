@@ -22,6 +22,7 @@ time, the memorisation trajectory).
 
 Notebook 05 loads them with ``fewshot_lib.methods.mixdl.load_showcase_generator(variant)``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,28 +54,57 @@ def showcase_train_config(steps: int, seed: int = 0, batch: int = 4) -> TrainCon
     The half-life (400 images = 100 iterations) keeps ``G_ema`` close to ``G``: a long EMA would average over
     the modes a memorising generator jumps between and hide the very effect we want to see.
     """
-    return TrainConfig(steps=steps, batch=batch, r1_gamma=1.0, ema_half_life_images=400, xflip=True,
-                       augment=None, n_sample=64, sample_every=0, checkpoint_every=0, seed=seed)
+    return TrainConfig(
+        steps=steps,
+        batch=batch,
+        r1_gamma=1.0,
+        ema_half_life_images=400,
+        xflip=True,
+        augment=None,
+        n_sample=64,
+        sample_every=0,
+        checkpoint_every=0,
+        seed=seed,
+    )
 
 
-def build_trainer(variant: str, shots: torch.Tensor, run_dir: str | Path | None, model_kwargs: dict,
-                  steps: int, seed: int = 0, batch: int = 4, device: str | torch.device = "cpu") -> GANTrainer:
+def build_trainer(
+    variant: str,
+    shots: torch.Tensor,
+    run_dir: str | Path | None,
+    model_kwargs: dict,
+    steps: int,
+    seed: int = 0,
+    batch: int = 4,
+    device: str | torch.device = "cpu",
+) -> GANTrainer:
     """A fresh seeded G/D (+ the MixDL hook for ``variant="mixdl"``) on ``shots [k, 3, H, W]``."""
     if variant not in mixdl.SHOWCASE_VARIANTS:
         raise ValueError(f"--variant must be one of {mixdl.SHOWCASE_VARIANTS}, got {variant!r}")
     torch.manual_seed(seed)
     g = Generator(**model_kwargs)
-    d = Discriminator(model_kwargs["size"], channel_base=model_kwargs["channel_base"],
-                      channel_max=model_kwargs["channel_max"]).to(device)
+    d = Discriminator(
+        model_kwargs["size"],
+        channel_base=model_kwargs["channel_base"],
+        channel_max=model_kwargs["channel_max"],
+    ).to(device)
     hook, policy = mixdl.variant_hook(variant, d)
     assert policy is None, "the showcase compares un-augmented variants"
-    return GANTrainer(g, d, shots, showcase_train_config(steps, seed, batch), run_dir=run_dir, device=device,
-                      hook=hook)
+    return GANTrainer(
+        g, d, shots, showcase_train_config(steps, seed, batch), run_dir=run_dir, device=device, hook=hook
+    )
 
 
-def train_showcase(trainer: GANTrainer, shots: torch.Tensor, until_step: int, seconds: float,
-                   measure_every: int, trajectory: list[dict], measure_kwargs: dict | None = None,
-                   on_measure=None) -> list[dict]:
+def train_showcase(
+    trainer: GANTrainer,
+    shots: torch.Tensor,
+    until_step: int,
+    seconds: float,
+    measure_every: int,
+    trajectory: list[dict],
+    measure_kwargs: dict | None = None,
+    on_measure=None,
+) -> list[dict]:
     """Train in chunks of ``measure_every`` iterations until ``until_step`` or the wall-clock budget ``seconds``.
 
     After each chunk the trainer's checkpoint is written (when it has a run_dir), and
@@ -87,32 +117,52 @@ def train_showcase(trainer: GANTrainer, shots: torch.Tensor, until_step: int, se
         t0, s0 = time.time(), trainer.step
         trainer.train(steps=min(until_step, trainer.step + measure_every), resume=False, show_progress=False)
         s_per_it = (time.time() - t0) / max(1, trainer.step - s0)
-        entry = {"step": trainer.step, "seconds": round(trainer.seconds, 1), "s_per_it": round(s_per_it, 4),
-                 **mixdl.memorisation_metrics(trainer.g_ema, shots, **(measure_kwargs or {}))}
+        entry = {
+            "step": trainer.step,
+            "seconds": round(trainer.seconds, 1),
+            "s_per_it": round(s_per_it, 4),
+            **mixdl.memorisation_metrics(trainer.g_ema, shots, **(measure_kwargs or {})),
+        }
         trajectory.append(entry)
         if on_measure is not None:
             on_measure(entry)
     return trajectory
 
 
-def export(trainer: GANTrainer, args: argparse.Namespace, trajectory: list[dict], run_dir: Path,
-           task: dict) -> Path:
+def export(
+    trainer: GANTrainer, args: argparse.Namespace, trajectory: list[dict], run_dir: Path, task: dict
+) -> Path:
     """EMA generator (fp16) → ``data/checkpoints/mixdl_showcase_<variant>.pt`` + manifest."""
     name = mixdl.showcase_name(args.variant)
     out = Path(args.out_dir or data_dir() / "checkpoints") / f"{name}.pt"
     commands = training_commands(run_dir)
-    info = {"variant": args.variant, "steps": trainer.step, "wall_time_s": round(trainer.seconds, 1), "task": task}
+    info = {
+        "variant": args.variant,
+        "steps": trainer.step,
+        "wall_time_s": round(trainer.seconds, 1),
+        "task": task,
+    }
     export_generator(trainer.g_ema, out, half=True, info=info)
-    manifest = {"name": name, "file": out.name, "sha256": file_sha256(out), "bytes": out.stat().st_size, **info,
-                "images_seen": trainer.step * trainer.cfg.batch,
-                "command": " ; then ".join(e["command"] for e in commands) or "unknown",
-                "training_sessions": commands, "precision": "float16 weights (cast to float32 on load)",
-                "torch": torch.__version__, "device": str(trainer.device),
-                "trained_by": "fewshot_lib.train.GANTrainer + fewshot_lib.methods.mixdl (this project's code)",
-                "model_config": trainer.g_ema.config, "g_parameters": count_parameters(trainer.G),
-                "train_config": dict(vars(trainer.cfg)),
-                "mixdl_config": trainer.hook.config.as_dict() if args.variant == "mixdl" else None,
-                "memorisation": trajectory[-1] if trajectory else {}, "memorisation_trajectory": trajectory}
+    manifest = {
+        "name": name,
+        "file": out.name,
+        "sha256": file_sha256(out),
+        "bytes": out.stat().st_size,
+        **info,
+        "images_seen": trainer.step * trainer.cfg.batch,
+        "command": " ; then ".join(e["command"] for e in commands) or "unknown",
+        "training_sessions": commands,
+        "precision": "float16 weights (cast to float32 on load)",
+        "torch": torch.__version__,
+        "device": str(trainer.device),
+        "trained_by": "fewshot_lib.train.GANTrainer + fewshot_lib.methods.mixdl (this project's code)",
+        "model_config": trainer.g_ema.config,
+        "g_parameters": count_parameters(trainer.G),
+        "train_config": dict(vars(trainer.cfg)),
+        "mixdl_config": trainer.hook.config.as_dict() if args.variant == "mixdl" else None,
+        "memorisation": trajectory[-1] if trajectory else {},
+        "memorisation_trajectory": trajectory,
+    }
     out.with_name(f"{name}.manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
     log.info("exported %s at step %d (%.1f kB)", out.name, trainer.step, out.stat().st_size / 1e3)
     return out
@@ -125,7 +175,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out-dir", default=None, help="export folder (default data/checkpoints)")
     p.add_argument("--minutes", type=float, default=20.0, help="wall-clock budget of this invocation")
     p.add_argument("--steps", type=int, default=100_000, help="maximum total iterations")
-    p.add_argument("--measure-every", type=int, default=500, help="iterations between memorisation measurements")
+    p.add_argument(
+        "--measure-every", type=int, default=500, help="iterations between memorisation measurements"
+    )
     p.add_argument("--n-samples", type=int, default=256, help="samples per memorisation measurement")
     p.add_argument("--n-paths", type=int, default=32, help="latent walks per measurement")
     p.add_argument("--seed", type=int, default=0, help="seed of the task (which shots) and of the training")
@@ -145,9 +197,15 @@ def main(argv: list[str] | None = None) -> None:
         trainer.load(trainer.checkpoint_path)
     traj_path = run_dir / "memorisation.json"
     trajectory = json.loads(traj_path.read_text()) if traj_path.is_file() else []
-    trajectory = [e for e in trajectory if e["step"] <= trainer.step]      # entries past the checkpoint are lost
-    log.info("%s: shots %s, G %d params, D %d params, start step %d", args.variant, tuple(shots.shape),
-             count_parameters(trainer.G), count_parameters(trainer.D), trainer.step)
+    trajectory = [e for e in trajectory if e["step"] <= trainer.step]  # entries past the checkpoint are lost
+    log.info(
+        "%s: shots %s, G %d params, D %d params, start step %d",
+        args.variant,
+        tuple(shots.shape),
+        count_parameters(trainer.G),
+        count_parameters(trainer.D),
+        trainer.step,
+    )
     if args.export_only:
         export(trainer, args, trajectory, run_dir, task)
         return
@@ -156,14 +214,33 @@ def main(argv: list[str] | None = None) -> None:
     def on_measure(e: dict) -> None:
         traj_path.write_text(json.dumps(trajectory, indent=1) + "\n")
         record_command(run_dir, {**session, "end_step": e["step"]})
-        log.info("step %d  %.3f s/it  copies %.2f (pixel %.2f)  nn/gap %.3f  modes %.0f  div %.3f  "
-                 "PPL mean %.3f std %.3f rel %.3f end %.3f  max-share %.3f", e["step"], e["s_per_it"],
-                 e["copy_fraction"], e["pixel_copy_fraction"], e["nn_ratio_median"], e["nn_modes"],
-                 e["lpips_diversity"], e["ppl_mean"], e["ppl_std"], e["ppl_rel_std"], e["ppl_end"],
-                 e["max_step_share"])
+        log.info(
+            "step %d  %.3f s/it  copies %.2f (pixel %.2f)  nn/gap %.3f  modes %.0f  div %.3f  "
+            "PPL mean %.3f std %.3f rel %.3f end %.3f  max-share %.3f",
+            e["step"],
+            e["s_per_it"],
+            e["copy_fraction"],
+            e["pixel_copy_fraction"],
+            e["nn_ratio_median"],
+            e["nn_modes"],
+            e["lpips_diversity"],
+            e["ppl_mean"],
+            e["ppl_std"],
+            e["ppl_rel_std"],
+            e["ppl_end"],
+            e["max_step_share"],
+        )
 
-    train_showcase(trainer, shots, args.steps, args.minutes * 60, args.measure_every, trajectory,
-                   dict(n_samples=args.n_samples, n_paths=args.n_paths), on_measure)
+    train_showcase(
+        trainer,
+        shots,
+        args.steps,
+        args.minutes * 60,
+        args.measure_every,
+        trajectory,
+        dict(n_samples=args.n_samples, n_paths=args.n_paths),
+        on_measure,
+    )
     record_command(run_dir, {**session, "end_step": trainer.step})
     export(trainer, args, trajectory, run_dir, task)
 

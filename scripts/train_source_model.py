@@ -18,6 +18,7 @@ records each).
 Later notebooks load them (checked against their manifests) with ``fewshot_lib.artifacts.load("stylegan2_noto32")``
 and ``fewshot_lib.artifacts.load("stylegan2_noto32_d")``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from fewshot_lib.checkpoint import file_sha256, load_checkpoint, verify_sha256  # noqa: E402
 from fewshot_lib.config import data_dir, repo_root  # noqa: E402
 from fewshot_lib.data.emoji import load_emoji  # noqa: E402
-from fewshot_lib.models.stylegan2 import (SOURCE_MODEL_CONFIG, Discriminator, Generator,  # noqa: E402
-                                          count_parameters, sample)
+from fewshot_lib.models.stylegan2 import (
+    SOURCE_MODEL_CONFIG,
+    Discriminator,
+    Generator,  # noqa: E402
+    count_parameters,
+    sample,
+)
 from fewshot_lib.models.stylegan2_io import export_discriminator, export_generator  # noqa: E402
 from fewshot_lib.train import GANTrainer, TrainConfig  # noqa: E402
 
@@ -49,27 +55,41 @@ DEFAULT_LR = 0.002  # StyleGAN2's; the shipped model was decayed to 0.001 and 0.
 
 def pixel_stats(real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
     """Cheap pixel-space agreement of fakes with reals (no feature network needed)."""
+
     def stats(x: torch.Tensor) -> dict[str, torch.Tensor]:
         x = x.clamp(-1, 1)
         white = (x > 0.9).all(1).float().mean()  # fraction of (near-)white background pixels
-        return {"mean": x.mean((0, 2, 3)), "std": x.std((0, 2, 3)), "white": white,
-                "sat": (x.max(1).values - x.min(1).values).mean()}
+        return {
+            "mean": x.mean((0, 2, 3)),
+            "std": x.std((0, 2, 3)),
+            "white": white,
+            "sat": (x.max(1).values - x.min(1).values).mean(),
+        }
+
     r, f = stats(real), stats(fake)
-    return {"channel_mean_abs_diff": float((r["mean"] - f["mean"]).abs().mean()),
-            "channel_std_abs_diff": float((r["std"] - f["std"]).abs().mean()),
-            "white_fraction_real": float(r["white"]), "white_fraction_fake": float(f["white"]),
-            "colourfulness_real": float(r["sat"]), "colourfulness_fake": float(f["sat"])}
+    return {
+        "channel_mean_abs_diff": float((r["mean"] - f["mean"]).abs().mean()),
+        "channel_std_abs_diff": float((r["std"] - f["std"]).abs().mean()),
+        "white_fraction_real": float(r["white"]),
+        "white_fraction_fake": float(f["white"]),
+        "colourfulness_real": float(r["sat"]),
+        "colourfulness_fake": float(f["sat"]),
+    }
 
 
 def feature_metrics(real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
     """FID/KID, precision/recall and recognisability with the project's emoji feature network (if present)."""
     try:
         from fewshot_lib import metrics as M
+
         ext = M.get_extractor("emoji")
         f_real, f_fake = ext.features(real), ext.features(fake)
         r = M.fid(f_real, f_fake, extractor=ext)
-        out = {"fid_emoji": float(r), "fid_extractor": r.extractor,
-               "kid_emoji": float(M.kid(f_real, f_fake, extractor=ext))}
+        out = {
+            "fid_emoji": float(r),
+            "fid_extractor": r.extractor,
+            "kid_emoji": float(M.kid(f_real, f_fake, extractor=ext)),
+        }
         out.update({k: v.value for k, v in M.precision_recall(f_real, f_fake, extractor=ext).items()})
         rec = M.recognisability(f_real, fake, extractor=ext)
         out.update(recognisability=rec.value, recognisability_details=rec.details)
@@ -127,8 +147,15 @@ def record_command(run_dir: Path, entry: dict) -> None:
     (run_dir / "commands.json").write_text(json.dumps(entries + [entry], indent=2) + "\n")
 
 
-HISTORY_KEYS = ("fid_emoji", "kid_emoji", "precision", "recall", "recognisability", "class_consistency",
-                "classes_above_60")  # (the last two: conditional models)
+HISTORY_KEYS = (
+    "fid_emoji",
+    "kid_emoji",
+    "precision",
+    "recall",
+    "recognisability",
+    "class_consistency",
+    "classes_above_60",
+)  # (the last two: conditional models)
 
 
 def metric_history(run_dir: Path) -> list[dict]:
@@ -140,7 +167,9 @@ def metric_history(run_dir: Path) -> list[dict]:
 def record_metrics(run_dir: Path, step: int, metrics: dict) -> list[dict]:
     """Add (or replace) the entry of ``step`` in the metric history and return the whole history."""
     entry = {"step": step, **{k: round(metrics[k], 4) for k in HISTORY_KEYS if k in metrics}}
-    history = sorted([e for e in metric_history(run_dir) if e["step"] != step] + [entry], key=lambda e: e["step"])
+    history = sorted(
+        [e for e in metric_history(run_dir) if e["step"] != step] + [entry], key=lambda e: e["step"]
+    )
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "metric_history.json").write_text(json.dumps(history, indent=1) + "\n")
     return history
@@ -164,14 +193,20 @@ def warm_start(trainer: GANTrainer, g_path: str | Path, run_dir: Path) -> None:
     g_manifest = manifest_path(g_path)
     for path in (g_path, d_path, g_manifest):
         if not path.is_file():
-            raise FileNotFoundError(f"--warm-start needs {path.name} beside {g_path.name} (export G and D together "
-                                    "with this script).")
+            raise FileNotFoundError(
+                f"--warm-start needs {path.name} beside {g_path.name} (export G and D together "
+                "with this script)."
+            )
     manifest = json.loads(g_manifest.read_text())
-    verify_sha256(g_path, manifest.get("sha256"), "re-export it with --export-only on the machine that trained it.")
+    verify_sha256(
+        g_path, manifest.get("sha256"), "re-export it with --export-only on the machine that trained it."
+    )
     g_ema = load_generator(g_path)
     if not same_architecture(g_ema.config, trainer.G.config):
-        raise ValueError(f"{g_path.name} has generator config {g_ema.config}, but this run builds "
-                         f"{trainer.G.config}; pass the matching --channel-max.")
+        raise ValueError(
+            f"{g_path.name} has generator config {g_ema.config}, but this run builds "
+            f"{trainer.G.config}; pass the matching --channel-max."
+        )
     state = g_ema.state_dict()
     load_state_strict(trainer.G, state, f"{g_path.name} → G")
     load_state_strict(trainer.g_ema, state, f"{g_path.name} → G_ema")
@@ -189,13 +224,21 @@ def warm_start(trainer: GANTrainer, g_path: str | Path, run_dir: Path) -> None:
     log.info("warm start from %s at step %d (fp16 weights, fresh optimiser state)", g_path, trainer.step)
 
 
-def export(trainer: GANTrainer, args: argparse.Namespace, real: torch.Tensor, run_dir: Path,
-           with_features: bool, exported_by: str | None = None) -> None:
+def export(
+    trainer: GANTrainer,
+    args: argparse.Namespace,
+    real: torch.Tensor,
+    run_dir: Path,
+    with_features: bool,
+    exported_by: str | None = None,
+) -> None:
     """Write G (EMA) and D of the current step with their manifests, measured against ``real`` (the
     ``--reference-style`` images); ``exported_by`` records a separate ``--export-only`` command (e.g. one that
     wrote the export under another name)."""
     out = Path(args.out) if args.out else data_dir() / "checkpoints" / f"{args.name}.pt"
-    name = out.stem  # G, D and their manifests share the file name: <name>.pt, <name>_d.pt, <name>.manifest.json
+    name = (
+        out.stem
+    )  # G, D and their manifests share the file name: <name>.pt, <name>_d.pt, <name>.manifest.json
     fake = sample(trainer.g_ema, 2000 if with_features else 512, seed=123)
     metrics = pixel_stats(real, fake)
     history = metric_history(run_dir)
@@ -204,27 +247,50 @@ def export(trainer: GANTrainer, args: argparse.Namespace, real: torch.Tensor, ru
         if "fid_emoji" in metrics:
             history = record_metrics(run_dir, trainer.step, metrics)
     commands = training_commands(run_dir)
-    info = {"steps": trainer.step, "images_seen": trainer.step * trainer.cfg.batch,
-            "wall_time_s": round(trainer.seconds, 1), "dataset": f"emoji_32 style={args.style} (n={len(trainer.images)})",
-            "metrics_reference": f"emoji_32 style={args.reference_style} (n={len(real)})"}
-    common = {**info, "command": " ; then ".join(e["command"] for e in commands) or "unknown",
-              "training_sessions": commands, "precision": "float16 weights (cast to float32 on load)",
-              "torch": torch.__version__, "device": str(trainer.device),
-              "trained_by": "fewshot_lib.train.GANTrainer (this project's code)"}
+    info = {
+        "steps": trainer.step,
+        "images_seen": trainer.step * trainer.cfg.batch,
+        "wall_time_s": round(trainer.seconds, 1),
+        "dataset": f"emoji_32 style={args.style} (n={len(trainer.images)})",
+        "metrics_reference": f"emoji_32 style={args.reference_style} (n={len(real)})",
+    }
+    common = {
+        **info,
+        "command": " ; then ".join(e["command"] for e in commands) or "unknown",
+        "training_sessions": commands,
+        "precision": "float16 weights (cast to float32 on load)",
+        "torch": torch.__version__,
+        "device": str(trainer.device),
+        "trained_by": "fewshot_lib.train.GANTrainer (this project's code)",
+    }
     if exported_by:
         common["exported_by"] = exported_by
     export_generator(trainer.g_ema, out, half=True, info=info)
-    manifest = {"name": name, "file": out.name, "sha256": file_sha256(out), "bytes": out.stat().st_size,
-                **common, "model_config": trainer.g_ema.config, "g_parameters": count_parameters(trainer.G),
-                "train_config": {k: v for k, v in vars(trainer.cfg).items()}, "metrics": metrics,
-                "metric_history": history}
+    manifest = {
+        "name": name,
+        "file": out.name,
+        "sha256": file_sha256(out),
+        "bytes": out.stat().st_size,
+        **common,
+        "model_config": trainer.g_ema.config,
+        "g_parameters": count_parameters(trainer.G),
+        "train_config": {k: v for k, v in vars(trainer.cfg).items()},
+        "metrics": metrics,
+        "metric_history": history,
+    }
     manifest_path(out).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
     # The discriminator of the same step: adaptation methods (notebook 04) fine-tune it too.
     d_out = out.with_name(f"{name}_d.pt")
     export_discriminator(trainer.D, d_out, half=True, info=info)
-    d_manifest = {"name": f"{name}_d", "file": d_out.name, "sha256": file_sha256(d_out),
-                  "bytes": d_out.stat().st_size, **common, "config": trainer.D.config,
-                  "d_parameters": count_parameters(trainer.D)}
+    d_manifest = {
+        "name": f"{name}_d",
+        "file": d_out.name,
+        "sha256": file_sha256(d_out),
+        "bytes": d_out.stat().st_size,
+        **common,
+        "config": trainer.D.config,
+        "d_parameters": count_parameters(trainer.D),
+    }
     manifest_path(d_out).write_text(json.dumps(d_manifest, indent=2, default=str) + "\n")
     log.info("exported %s and %s at step %d: %s", out.name, d_out.name, trainer.step, metrics)
 
@@ -232,29 +298,48 @@ def export(trainer: GANTrainer, args: argparse.Namespace, real: torch.Tensor, ru
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--style", default="noto", help="emoji style(s) to train on, comma-separated")
-    p.add_argument("--reference-style", default="noto",
-                   help="style whose images every export's FID/recognisability is measured against (the same "
-                        "yardstick whatever the training styles)")
+    p.add_argument(
+        "--reference-style",
+        default="noto",
+        help="style whose images every export's FID/recognisability is measured against (the same "
+        "yardstick whatever the training styles)",
+    )
     p.add_argument("--name", default="stylegan2_noto32", help="exported model name")
     p.add_argument("--run-dir", default=None, help="training folder (default runs/source_<name>)")
     p.add_argument("--out", default=None, help="export path (default data/checkpoints/<name>.pt)")
     p.add_argument("--minutes", type=float, default=60.0, help="wall-clock budget of this invocation")
     p.add_argument("--steps", type=int, default=200_000, help="maximum total iterations")
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--channel-max", type=int, default=MODEL["channel_max"],
-                   help="widest layer of G and D (128 ships; 64 costs a third as much per iteration)")
-    p.add_argument("--lr", type=float, default=None,
-                   help=f"Adam learning rate (default: the rate of the run being resumed, else {DEFAULT_LR}); "
-                        "a resume with another value uses it (e.g. a late decay)")
+    p.add_argument(
+        "--channel-max",
+        type=int,
+        default=MODEL["channel_max"],
+        help="widest layer of G and D (128 ships; 64 costs a third as much per iteration)",
+    )
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help=f"Adam learning rate (default: the rate of the run being resumed, else {DEFAULT_LR}); "
+        "a resume with another value uses it (e.g. a late decay)",
+    )
     p.add_argument("--r1-gamma", type=float, default=0.1)
     p.add_argument("--chunk", type=int, default=200, help="iterations between checkpoints")
-    p.add_argument("--export-every", type=int, default=4000,
-                   help="iterations between exports (each measures FID, recognisability, … into the metric history)")
+    p.add_argument(
+        "--export-every",
+        type=int,
+        default=4000,
+        help="iterations between exports (each measures FID, recognisability, … into the metric history)",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--export-only", action="store_true")
-    p.add_argument("--warm-start", default=None, metavar="G.pt",
-                   help="if the run folder has no checkpoint, start from this export (+ its _d.pt and manifest)")
+    p.add_argument(
+        "--warm-start",
+        default=None,
+        metavar="G.pt",
+        help="if the run folder has no checkpoint, start from this export (+ its _d.pt and manifest)",
+    )
     p.add_argument("--log", default=None, help="also log to this file")
     args = p.parse_args(argv)
 
@@ -265,13 +350,29 @@ def main(argv: list[str] | None = None) -> None:
     reference = load_emoji(styles=[args.reference_style]).tensors()
     run_dir = Path(args.run_dir) if args.run_dir else repo_root() / "runs" / f"source_{args.name}"
     lr = args.lr if args.lr is not None else previous_lr(run_dir / "checkpoint.pt", args.warm_start)
-    cfg = TrainConfig(steps=args.steps, batch=args.batch, lr=lr, r1_gamma=args.r1_gamma, r1_every=16,
-                      pl_weight=2.0, pl_every=4, mixing=0.9, ema_half_life_images=5_000, ema_rampup=0.05,
-                      augment="color,translation,cutout", sample_every=0, checkpoint_every=0, n_sample=64,
-                      seed=args.seed)
+    cfg = TrainConfig(
+        steps=args.steps,
+        batch=args.batch,
+        lr=lr,
+        r1_gamma=args.r1_gamma,
+        r1_every=16,
+        pl_weight=2.0,
+        pl_every=4,
+        mixing=0.9,
+        ema_half_life_images=5_000,
+        ema_rampup=0.05,
+        augment="color,translation,cutout",
+        sample_every=0,
+        checkpoint_every=0,
+        n_sample=64,
+        seed=args.seed,
+    )
     torch.manual_seed(args.seed)
     model = {**MODEL, "channel_max": args.channel_max}
-    G, D = Generator(**model), Discriminator(32, channel_base=model["channel_base"], channel_max=model["channel_max"])
+    G, D = (
+        Generator(**model),
+        Discriminator(32, channel_base=model["channel_base"], channel_max=model["channel_max"]),
+    )
     trainer = GANTrainer(G, D, real, cfg, run_dir=run_dir)
     warm = None
     if trainer.checkpoint_path.exists():
@@ -279,13 +380,24 @@ def main(argv: list[str] | None = None) -> None:
     elif args.warm_start:
         warm_start(trainer, args.warm_start, run_dir)
         warm = f"warm start from {Path(args.warm_start).name} (fp16 weights, fresh optimiser state)"
-    log.info("data %s, G %d params, D %d params, start step %d", tuple(real.shape), count_parameters(G),
-             count_parameters(D), trainer.step)
+    log.info(
+        "data %s, G %d params, D %d params, start step %d",
+        tuple(real.shape),
+        count_parameters(G),
+        count_parameters(D),
+        trainer.step,
+    )
     if args.export_only:
         export(trainer, args, reference, run_dir, with_features=True, exported_by=command)
         return
-    session = {"command": command, "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "start_step": trainer.step,
-               "lr": cfg.lr, "threads": args.threads, "style": args.style}
+    session = {
+        "command": command,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "start_step": trainer.step,
+        "lr": cfg.lr,
+        "threads": args.threads,
+        "style": args.style,
+    }
     sitting = sitting_clock()
     if warm:
         session["note"] = warm
@@ -299,8 +411,12 @@ def main(argv: list[str] | None = None) -> None:
         h = trainer.history
         tail = slice(-args.chunk, None)
         mean = {k: sum(v[tail]) / len(v[tail]) for k, v in h.items() if v[tail]}
-        log.info("step %d  %.2f s/it  %s", trainer.step, (time.time() - t0) / args.chunk,
-                 "  ".join(f"{k}={v:.3f}" for k, v in mean.items()))
+        log.info(
+            "step %d  %.2f s/it  %s",
+            trainer.step,
+            (time.time() - t0) / args.chunk,
+            "  ".join(f"{k}={v:.3f}" for k, v in mean.items()),
+        )
         record_command(run_dir, {**session, "end_step": trainer.step, **sitting()})
         if trainer.step - last_export >= args.export_every:
             export(trainer, args, reference, run_dir, with_features=True)

@@ -1,5 +1,6 @@
 """The registry of shipped files: every file in data/ loads through it, and a missing or altered one is
 refused with the command that rebuilds it."""
+
 from __future__ import annotations
 
 import json
@@ -51,21 +52,38 @@ def test_built_in_files_are_all_there():
     assert set(artifacts.BUILT_IN) <= set(_shipped())
 
 
-@pytest.mark.parametrize("name, kind, command", [
-    ("emoji_64", "emoji_dataset", "python -m fewshot_lib.data.emoji build --size 64"),
-    ("emoji_features", "feature_net", "python scripts/train_feature_net.py"),
-    ("emoji_features_seen", "feature_net", "train_feature_net.py --holdout-unseen-classes"),
-    ("stylegan2_noto32", "stylegan2_generator", "train_source_model.py --name stylegan2_noto32"),
-    ("stylegan2_notoflat32_d", "stylegan2_discriminator", "--name stylegan2_notoflat32 --export-only"),
-    ("mixdl_showcase_mixdl", "stylegan2_generator", "python scripts/train_mixdl_showcase.py --variant mixdl"),
-    ("lofgan_emoji32_seed2", "lofgan_generator", "python scripts/train_lofgan.py --fusion local --seed 2"),
-    ("cdc_fluent_3d_shots1", "stylegan2_generator",
-     "train_adaptation.py --method cdc --target-style fluent_3d --shots-seed 1"),
-    ("freezed_twemoji_shots0_d", "stylegan2_discriminator", "--method freezed --target-style twemoji"),
-    ("stylegan2_cond_seen32", "stylegan2_generator",
-     "python scripts/train_conditional_source.py --name stylegan2_cond_seen32"),
-    ("globalfusion_emoji32_seed1_d", "lofgan_discriminator", "train_lofgan.py --fusion global --seed 1"),
-])
+@pytest.mark.parametrize(
+    "name, kind, command",
+    [
+        ("emoji_64", "emoji_dataset", "python -m fewshot_lib.data.emoji build --size 64"),
+        ("emoji_features", "feature_net", "python scripts/train_feature_net.py"),
+        ("emoji_features_seen", "feature_net", "train_feature_net.py --holdout-unseen-classes"),
+        ("stylegan2_noto32", "stylegan2_generator", "train_source_model.py --name stylegan2_noto32"),
+        ("stylegan2_notoflat32_d", "stylegan2_discriminator", "--name stylegan2_notoflat32 --export-only"),
+        (
+            "mixdl_showcase_mixdl",
+            "stylegan2_generator",
+            "python scripts/train_mixdl_showcase.py --variant mixdl",
+        ),
+        (
+            "lofgan_emoji32_seed2",
+            "lofgan_generator",
+            "python scripts/train_lofgan.py --fusion local --seed 2",
+        ),
+        (
+            "cdc_fluent_3d_shots1",
+            "stylegan2_generator",
+            "train_adaptation.py --method cdc --target-style fluent_3d --shots-seed 1",
+        ),
+        ("freezed_twemoji_shots0_d", "stylegan2_discriminator", "--method freezed --target-style twemoji"),
+        (
+            "stylegan2_cond_seen32",
+            "stylegan2_generator",
+            "python scripts/train_conditional_source.py --name stylegan2_cond_seen32",
+        ),
+        ("globalfusion_emoji32_seed1_d", "lofgan_discriminator", "train_lofgan.py --fusion global --seed 1"),
+    ],
+)
 def test_names_say_kind_and_rebuild_command(name, kind, command):
     entry = artifacts.get(name)
     assert entry.kind == kind and command in entry.rebuild and entry.kind in artifacts.LOADERS
@@ -98,7 +116,7 @@ def test_missing_and_altered_files_name_the_rebuild_command(tmp_data):
         mp.delenv("FEWSHOT_DATA")
         real, real_manifest = src.path, src.manifest_path
     shutil.copy(real, src.path)
-    with pytest.raises(FileNotFoundError, match="manifest.json"):   # the file without its manifest
+    with pytest.raises(FileNotFoundError, match="manifest.json"):  # the file without its manifest
         src.check()
     shutil.copy(real_manifest, src.manifest_path)
     assert src.available() and src.check() == src.path
@@ -136,8 +154,11 @@ def test_lofgan_exports_are_found_and_load(tmp_data):
     torch.manual_seed(0)
     g = LoFGANGenerator(cfg.size, cfg.feature_size, cfg.nf, cfg.fusion, cfg.rate)
     d = LoFGANDiscriminator(3, cfg.size, cfg.feature_size, cfg.nf_d, cfg.max_nf_d)
-    info = {"steps": 7, "classes": ["a", "b", "c"],
-            "cfg": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}}
+    info = {
+        "steps": 7,
+        "classes": ["a", "b", "c"],
+        "cfg": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
+    }
     half = lambda m: {k: v.half() if v.is_floating_point() else v for k, v in m.state_dict().items()}  # noqa: E731
     out = tmp_data / "checkpoints" / "lofgan_emoji32_seed3.pt"
     save_atomic({**info, "g": half(g)}, out)
@@ -165,8 +186,10 @@ def test_old_loaders_go_through_the_registry():
     from fewshot_lib.models import stylegan2 as sg
 
     assert sg.load_source_model is artifacts.load_source_model
-    assert sg.source_model_paths() == (artifacts.get("stylegan2_noto32").path,
-                                       artifacts.get("stylegan2_noto32").manifest_path)
+    assert sg.source_model_paths() == (
+        artifacts.get("stylegan2_noto32").path,
+        artifacts.get("stylegan2_noto32").manifest_path,
+    )
     assert baselines.source_discriminator_paths()[0] == data_dir() / "checkpoints" / "stylegan2_noto32_d.pt"
     assert emoji_checkpoint_path() == artifacts.get("emoji_features").path
     g, meta = mixdl.load_showcase_generator("stylegan2")
@@ -176,12 +199,23 @@ def test_old_loaders_go_through_the_registry():
 def test_shipped_lofgan_exports_are_found_by_fusion_and_seed(tmp_data):
     from fewshot_lib.methods.lofgan import export_name, shipped_exports
 
-    assert export_name("local", 3) == "lofgan_emoji32_seed3" and export_name("global", 0) == "globalfusion_emoji32_seed0"
+    assert (
+        export_name("local", 3) == "lofgan_emoji32_seed3"
+        and export_name("global", 0) == "globalfusion_emoji32_seed0"
+    )
     with pytest.raises(ValueError, match="fusion"):
         export_name("mixed", 0)
     assert shipped_exports("local") == {} == shipped_exports("global")
-    for name in ("lofgan_emoji32_seed2", "lofgan_emoji32_seed2_d", "lofgan_emoji32_seed10", "globalfusion_emoji32_seed1"):
+    for name in (
+        "lofgan_emoji32_seed2",
+        "lofgan_emoji32_seed2_d",
+        "lofgan_emoji32_seed10",
+        "globalfusion_emoji32_seed1",
+    ):
         (tmp_data / "checkpoints" / f"{name}.manifest.json").write_text("{}")
-        (tmp_data / "checkpoints" / f"{name}.pt").write_bytes(b"")              # names() lists files with manifests
-    assert shipped_exports("local") == {2: "lofgan_emoji32_seed2", 10: "lofgan_emoji32_seed10"}   # not the _d file
+        (tmp_data / "checkpoints" / f"{name}.pt").write_bytes(b"")  # names() lists files with manifests
+    assert shipped_exports("local") == {
+        2: "lofgan_emoji32_seed2",
+        10: "lofgan_emoji32_seed10",
+    }  # not the _d file
     assert shipped_exports("global") == {1: "globalfusion_emoji32_seed1"}

@@ -9,6 +9,7 @@ The served notebook is a small one written here (two explorers on the shipped so
 near a minute on 2 cores; it goes through the same :func:`fewshot_lib.explore.serve.voila_argv` as
 ``make explore`` (token, capped kernels, culling, message-size cap).
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,16 @@ import pytest
 
 CHROMIUM = "/usr/bin/chromium"
 INSTALL = "apt-get update && apt-get install -y chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 TOKEN = "browser-test-token"
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -68,10 +77,22 @@ def _notebook(path: Path) -> Path:
         "seeds_ui = XW.seeds_explorer(session, seeds='0-3').show()",
         "interp_ui = XW.interpolation_explorer(session, steps=4).show()",
     ]
-    nb = {"cells": [{"cell_type": "code", "execution_count": None, "id": f"c{i}", "metadata": {}, "outputs": [],
-                     "source": src} for i, src in enumerate(cells)],
-          "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
-          "nbformat": 4, "nbformat_minor": 5}
+    nb = {
+        "cells": [
+            {
+                "cell_type": "code",
+                "execution_count": None,
+                "id": f"c{i}",
+                "metadata": {},
+                "outputs": [],
+                "source": src,
+            }
+            for i, src in enumerate(cells)
+        ],
+        "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
     path.write_text(json.dumps(nb))
     return path
 
@@ -104,9 +125,16 @@ def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
 
 @pytest.fixture()
 def server_env(tmp_path):
-    env = dict(os.environ, FEWSHOT_PROFILE="smoke", FEWSHOT_PROGRESS="off", OMP_NUM_THREADS="1",
-               JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"), JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
-               JUPYTER_DATA_DIR=str(Path(sys.prefix) / "share" / "jupyter"), HOME=str(tmp_path / "home"))
+    env = dict(
+        os.environ,
+        FEWSHOT_PROFILE="smoke",
+        FEWSHOT_PROGRESS="off",
+        OMP_NUM_THREADS="1",
+        JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
+        JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
+        JUPYTER_DATA_DIR=str(Path(sys.prefix) / "share" / "jupyter"),
+        HOME=str(tmp_path / "home"),
+    )
     (tmp_path / "home").mkdir()
     return env
 
@@ -122,8 +150,13 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def _browser(p, tmp_path):
-    return p.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=CHROMIUM, args=ARGS,
-                                                headless=True, viewport={"width": 1200, "height": 1400})
+    return p.chromium.launch_persistent_context(
+        str(tmp_path / "profile"),
+        executable_path=CHROMIUM,
+        args=ARGS,
+        headless=True,
+        viewport={"width": 1200, "height": 1400},
+    )
 
 
 def _watch(page, errors: list) -> None:
@@ -166,7 +199,7 @@ def _drive(page, tmp_path, prefix: str) -> None:
     assert before
     handle = interp.locator(".widget-slider .noUi-handle").first
     handle.focus()
-    page.keyboard.press("ArrowRight")                             # steps 4 → 5 (reported on release)
+    page.keyboard.press("ArrowRight")  # steps 4 → 5 (reported on release)
     after_slider = _wait_change(interp, before)
     assert interp.locator(".widget-slider .widget-readout").first.inner_text().strip() == "5"
 
@@ -201,16 +234,18 @@ def test_voila_explorer_in_chromium(tmp_path, server_env):
         _wait_http(f"http://127.0.0.1:{port}/voila/static/voila.js", server)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/voila/static/voila.js", timeout=5):
             pass
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as r:   # no token: the login page
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as r:  # no token: the login page
             assert "/login" in r.geturl() and b"fewshot" not in r.read()
         with sync_playwright() as p:
             ctx = _browser(p, tmp_path)
             page = ctx.new_page()
             _watch(page, errors)
             page.goto(f"http://127.0.0.1:{port}/?token={TOKEN}", timeout=60_000)
-            page.wait_for_function("document.querySelectorAll('.fewshot-explorer img.fewshot-pixelated').length == 2",
-                                   timeout=90_000)
-            assert len(_children(server.pid)) == 1                  # one page, one kernel
+            page.wait_for_function(
+                "document.querySelectorAll('.fewshot-explorer img.fewshot-pixelated').length == 2",
+                timeout=90_000,
+            )
+            assert len(_children(server.pid)) == 1  # one page, one kernel
             _drive(page, tmp_path, "voila")
             page.close(run_before_unload=True)
             ctx.close()
@@ -233,10 +268,19 @@ def test_explorer_inside_jupyterlab(tmp_path, server_env):
     nb = _notebook(tmp_path / "explorer.ipynb")
     port = _free_port()
     jupyter = shutil.which("jupyter", path=str(Path(sys.executable).parent)) or "jupyter"
-    cmd = [jupyter, "lab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
-           f"--ServerApp.root_dir={tmp_path}", f"--IdentityProvider.token={TOKEN}",
-           "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-           "--LabApp.extension_manager=readonly", "--ServerApp.terminals_enabled=False"]
+    cmd = [
+        jupyter,
+        "lab",
+        "--no-browser",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        f"--ServerApp.root_dir={tmp_path}",
+        f"--IdentityProvider.token={TOKEN}",
+        "--LabApp.news_url=",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        "--LabApp.extension_manager=readonly",
+        "--ServerApp.terminals_enabled=False",
+    ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")  # CI and this project's machines run as root
     log = open(tmp_path / "lab.log", "w")
@@ -250,19 +294,22 @@ def test_explorer_inside_jupyterlab(tmp_path, server_env):
             _watch(page, errors)
             page.goto(f"http://127.0.0.1:{port}/lab/tree/{nb.name}?token={TOKEN}", timeout=60_000)
             page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-            page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=60_000)   # the kernel is ready
+            page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=60_000)  # the kernel is ready
             page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
             page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
-            page.wait_for_function("document.querySelectorAll('.fewshot-explorer img.fewshot-pixelated').length == 2",
-                                   timeout=90_000)
+            page.wait_for_function(
+                "document.querySelectorAll('.fewshot-explorer img.fewshot-pixelated').length == 2",
+                timeout=90_000,
+            )
             _drive(page, tmp_path, "lab")
             page.close()
             ctx.close()
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/kernels?token={TOKEN}", timeout=10) as r:
             kernels = json.load(r)
-        for k in kernels:                                              # shut the notebook's kernel down
-            req = urllib.request.Request(f"http://127.0.0.1:{port}/api/kernels/{k['id']}?token={TOKEN}",
-                                         method="DELETE")
+        for k in kernels:  # shut the notebook's kernel down
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{port}/api/kernels/{k['id']}?token={TOKEN}", method="DELETE"
+            )
             urllib.request.urlopen(req, timeout=30)
         end = time.time() + 20
         while _children(server.pid) and time.time() < end:

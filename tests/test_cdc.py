@@ -1,4 +1,5 @@
 """CDC, its patch discriminator and the fine-tuning baselines, on tiny generators (fast, CPU)."""
+
 from __future__ import annotations
 
 import math
@@ -8,17 +9,29 @@ import pytest
 import torch
 import torch.nn as nn
 
-from fewshot_lib.methods.baselines import (AdaptationEvaluator, EWCHook, adaptation_config, frozen_block_parameters,
-                                           make_adapter, run_adaptation)
-from fewshot_lib.methods.cdc import (AnchorSampler, CDCHook, cross_domain_consistency, distance_consistency_loss,
-                                     kl_from_logits, sample_layers, similarity_kl, similarity_logits)
+from fewshot_lib.methods.baselines import (
+    AdaptationEvaluator,
+    EWCHook,
+    adaptation_config,
+    frozen_block_parameters,
+    make_adapter,
+    run_adaptation,
+)
+from fewshot_lib.methods.cdc import (
+    AnchorSampler,
+    CDCHook,
+    cross_domain_consistency,
+    distance_consistency_loss,
+    kl_from_logits,
+    sample_layers,
+    similarity_kl,
+    similarity_logits,
+)
 from fewshot_lib.metrics.correspondence import correspondence_score, nearest_labels
 from fewshot_lib.metrics.features import random_emoji_extractor
 from fewshot_lib.models.helpers import generate_with_features
 from fewshot_lib.models.patch_discriminator import PatchDiscriminator, default_patch_resolution
 from fewshot_lib.models.stylegan2 import Discriminator, Generator
-
-
 
 
 def tiny_g(seed: int = 0, size: int = 32) -> Generator:
@@ -48,8 +61,12 @@ def test_similarity_logits_are_offdiagonal_cosines():
     assert logits.shape == (5, 4)
     flat = f.flatten(1)
     cos = torch.nn.functional.cosine_similarity(flat[1], flat[3], dim=0)
-    assert torch.allclose(logits[1, 2], cos, atol=1e-6)     # row 1, the others are 0, 2, 3, 4 → index 2 = sample 3
-    assert torch.allclose(logits[4, 0], torch.nn.functional.cosine_similarity(flat[4], flat[0], dim=0), atol=1e-6)
+    assert torch.allclose(
+        logits[1, 2], cos, atol=1e-6
+    )  # row 1, the others are 0, 2, 3, 4 → index 2 = sample 3
+    assert torch.allclose(
+        logits[4, 0], torch.nn.functional.cosine_similarity(flat[4], flat[0], dim=0), atol=1e-6
+    )
     keys = torch.randn(3, 3, 4, 4)
     assert similarity_logits(f, keys).shape == (5, 3)
     with pytest.raises(ValueError, match="at least 3"):
@@ -62,12 +79,17 @@ def test_similarity_kl_matches_kldivloss_reductions():
     log_p = torch.log_softmax(similarity_logits(feats), 1)
     for reduction in ("mean", "batchmean", "sum"):
         expected = nn.KLDivLoss(reduction=reduction)(log_p, target)
-        assert torch.allclose(similarity_kl(feats, target, reduction=reduction), expected, atol=1e-6), reduction
+        assert torch.allclose(similarity_kl(feats, target, reduction=reduction), expected, atol=1e-6), (
+            reduction
+        )
     per_row = similarity_kl(feats, target, reduction="none")
     assert per_row.shape == (6,) and (per_row >= 0).all()
     # 'batchmean' = (N-1)·'mean' without keys: λ=1000 with 'mean' is λ=1000/(N-1) with 'batchmean'
-    assert torch.allclose(similarity_kl(feats, target, reduction="batchmean"),
-                          5 * similarity_kl(feats, target, reduction="mean"), atol=1e-6)
+    assert torch.allclose(
+        similarity_kl(feats, target, reduction="batchmean"),
+        5 * similarity_kl(feats, target, reduction="mean"),
+        atol=1e-6,
+    )
     with pytest.raises(ValueError, match="target_probs"):
         similarity_kl(feats, torch.softmax(torch.randn(6, 6), 1))
     with pytest.raises(ValueError, match="reduction"):
@@ -77,7 +99,7 @@ def test_similarity_kl_matches_kldivloss_reductions():
 def test_distance_consistency_zero_iff_same_relations():
     f = torch.randn(4, 8, 4, 4)
     assert distance_consistency_loss(f.clone(), f).abs() < 1e-6
-    assert distance_consistency_loss(3.0 * f, f).abs() < 1e-6              # cosine ignores scale
+    assert distance_consistency_loss(3.0 * f, f).abs() < 1e-6  # cosine ignores scale
     other = torch.randn(4, 8, 4, 4)
     assert distance_consistency_loss(other, f) > 1e-4
     with pytest.raises(ValueError, match="same shape"):
@@ -90,11 +112,13 @@ def test_mixed_layer_loss_reduces_to_single_layer_and_sums_for_lists():
     same = cross_domain_consistency(ada, src, layer_per_sample=torch.full((4,), 2))
     assert torch.allclose(same, distance_consistency_loss(ada[2], src[2]), atol=1e-6)
     summed = cross_domain_consistency(ada, src, layers=[1, 2])
-    assert torch.allclose(summed, distance_consistency_loss(ada[1], src[1]) + distance_consistency_loss(ada[2], src[2]))
+    assert torch.allclose(
+        summed, distance_consistency_loss(ada[1], src[1]) + distance_consistency_loss(ada[2], src[2])
+    )
     with pytest.raises(ValueError, match="exactly one"):
         cross_domain_consistency(ada, src)
     layers = sample_layers(1000, 13, torch.Generator().manual_seed(0))
-    assert layers.min() == 1 and layers.max() == 12                        # layer 0 (4×4) never used
+    assert layers.min() == 1 and layers.max() == 12  # layer 0 (4×4) never used
 
 
 def test_generator_loss_zero_for_identical_g_positive_otherwise_and_grad_only_to_adapted():
@@ -108,7 +132,7 @@ def test_generator_loss_zero_for_identical_g_positive_otherwise_and_grad_only_to
     loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in adapted.parameters())
     assert all(p.grad is None and not p.requires_grad for p in hook.source.parameters())
-    assert all(p.grad is None for p in source.parameters())                # the caller's model is untouched
+    assert all(p.grad is None for p in source.parameters())  # the caller's model is untouched
     assert hook.distance_loss(adapted, torch.Generator().manual_seed(0)).shape == ()
 
 
@@ -123,23 +147,23 @@ def test_generator_features_are_one_per_styled_conv():
 @pytest.mark.parametrize("size,expected", [(32, 16), (256, 32)])
 def test_patch_discriminator_shapes(size, expected):
     torch.manual_seed(0)
-    d = Discriminator(size, channel_base=64, channel_max=4)               # narrow: fast even at 256 px
+    d = Discriminator(size, channel_base=64, channel_max=4)  # narrow: fast even at 256 px
     pd = PatchDiscriminator(d, n_heads=2)
     assert pd.patch_resolution == expected == default_patch_resolution(size)
     x = torch.randn(3, 3, size, size)
     assert pd(x, mode="patch").shape == (3, 1, expected, expected)
     assert pd(x, mode="patch", head=1).shape == (3, 1, expected, expected)
     assert pd(x, mode="image").shape == (3, 1)
-    assert torch.equal(pd(x, mode="image"), d(x))                          # the shared D is unchanged
+    assert torch.equal(pd(x, mode="image"), d(x))  # the shared D is unchanged
 
 
 def test_patch_discriminator_patches_are_local_and_errors_are_clear():
     pd = PatchDiscriminator(tiny_d())
     x = torch.zeros(1, 3, 32, 32, requires_grad=True)
-    pd(x, mode="patch")[0, 0, 8, 8].backward()                             # a central patch
+    pd(x, mode="patch")[0, 0, 8, 8].backward()  # a central patch
     seen = x.grad.abs().sum(dim=(0, 1)) > 0
-    assert seen[16, 16] and not seen[0, 0] and not seen[31, 31]           # it cannot see the corners
-    assert 0.05 < seen.float().mean() < 0.3                               # a 12×12 region of 32×32
+    assert seen[16, 16] and not seen[0, 0] and not seen[31, 31]  # it cannot see the corners
+    assert 0.05 < seen.float().mean() < 0.3  # a 12×12 region of 32×32
     with pytest.raises(ValueError, match="mode"):
         pd(x, mode="pixel")
     with pytest.raises(ValueError, match="head"):
@@ -162,7 +186,7 @@ def test_anchor_sampling():
     assert torch.equal(again.anchors, s.anchors)
     exact = AnchorSampler(3, 8, sigma=0.0, generator=torch.Generator().manual_seed(0))
     z0, idx0 = exact.sample(5)
-    assert torch.equal(z0, exact.anchors[idx0])                           # σ = 0: the anchors themselves
+    assert torch.equal(z0, exact.anchors[idx0])  # σ = 0: the anchors themselves
     with pytest.raises(ValueError, match="sigma"):
         AnchorSampler(3, 8, sigma=-1)
     restored = AnchorSampler.from_anchors(s.anchors, 0.1)
@@ -178,24 +202,36 @@ def test_cdc_training_smoke_run_follows_the_schedule():
     source_g, source_d = tiny_g(0), tiny_d(0)
     before = _params(source_g)
     target = torch.rand(6, 3, 32, 32) * 2 - 1
-    trainer = make_adapter("cdc", source_g, source_d, target, adaptation_config(5, batch=2, pl_every=2),
-                           feat_batch=4, n_anchors=6)
+    trainer = make_adapter(
+        "cdc",
+        source_g,
+        source_d,
+        target,
+        adaptation_config(5, batch=2, pl_every=2),
+        feat_batch=4,
+        n_anchors=6,
+    )
     hook = trainer.hook
-    assert hook.discriminate(trainer.D, target[:2], 0, "d").shape == (2, 1)            # anchor step: image level
-    assert hook.discriminate(trainer.D, target[:2], 1, "d").shape == (2, 1, 16, 16)    # patch step: 16×16 at 32 px
+    assert hook.discriminate(trainer.D, target[:2], 0, "d").shape == (2, 1)  # anchor step: image level
+    assert hook.discriminate(trainer.D, target[:2], 1, "d").shape == (
+        2,
+        1,
+        16,
+        16,
+    )  # patch step: 16×16 at 32 px
     head_before = hook.patch_d.heads[0].weight.detach().clone()
     result = trainer.train(show_progress=False)
     assert result.steps == 5 and len(trainer.history["dist"]) == 5 and "r1" in trainer.history
     assert all(np.isfinite(v) for values in trainer.history.values() for v in values)
     z, _ = hook.anchors.sample(3)
     assert hook.anchors.anchors.shape == (6, 16) and z.shape == (3, 16)
-    assert all(torch.equal(before[k], v) for k, v in _params(source_g).items())      # source untouched
-    assert all(torch.equal(before[k], v) for k, v in _params(hook.source).items())   # frozen copy too
+    assert all(torch.equal(before[k], v) for k, v in _params(source_g).items())  # source untouched
+    assert all(torch.equal(before[k], v) for k, v in _params(hook.source).items())  # frozen copy too
     assert any(not torch.equal(before[k], v) for k, v in _params(trainer.G).items())
-    assert not torch.equal(head_before, hook.patch_d.heads[0].weight)                # heads are trained
-    assert hook.patch_d.discriminator is trainer.D                                  # ... on the trainer's D
+    assert not torch.equal(head_before, hook.patch_d.heads[0].weight)  # heads are trained
+    assert hook.patch_d.discriminator is trainer.D  # ... on the trainer's D
     other = CDCHook(source_g, tiny_d())
-    other.load_state_dict(hook.state_dict())                                        # anchors are checkpointed
+    other.load_state_dict(hook.state_dict())  # anchors are checkpointed
     assert torch.equal(other.anchors.anchors, hook.anchors.anchors)
 
 
@@ -209,10 +245,12 @@ def test_baselines_freeze_the_right_parameters():
     d_before = {"tgan": _params(tgan.D), "freezed": _params(fz.D)}
     for t in (tgan, fz):
         t.train(show_progress=False)
-    changed = {name: {k for k, v in _params(t.D).items() if not torch.equal(v, d_before[name][k])}
-               for name, t in (("tgan", tgan), ("freezed", fz))}
-    assert not (changed["freezed"] & frozen) and changed["freezed"]      # early blocks untouched, the rest trains
-    assert frozen <= changed["tgan"]                                      # TGAN trains them
+    changed = {
+        name: {k for k, v in _params(t.D).items() if not torch.equal(v, d_before[name][k])}
+        for name, t in (("tgan", tgan), ("freezed", fz))
+    }
+    assert not (changed["freezed"] & frozen) and changed["freezed"]  # early blocks untouched, the rest trains
+    assert frozen <= changed["tgan"]  # TGAN trains them
     with pytest.raises(ValueError, match="blocks"):
         frozen_block_parameters(tiny_d(), 99)
 
@@ -223,9 +261,9 @@ def test_ewc_penalty_pulls_towards_source():
     hook: EWCHook = t.hook
     hook.n_batches = 1
     hook.estimate_fisher(t)
-    assert hook.penalty(t.G).item() == 0.0                                # at the source weights
+    assert hook.penalty(t.G).item() == 0.0  # at the source weights
     assert hook.penalty(perturbed_copy(t.G)).item() > 0
-    t.train(show_progress=False)                                          # runs inside the shared trainer
+    t.train(show_progress=False)  # runs inside the shared trainer
     assert "ewc" in t.history and np.isfinite(t.history["ewc"]).all()
 
 
@@ -253,8 +291,9 @@ def test_correspondence_score_perfect_random_and_chance():
     assert list(nearest_labels(src[:6], src_gallery, labels, ext)) == list(labels)
     perfect = correspondence_score(src, tgt, src_gallery, labels, tgt_gallery, labels, ext)
     assert perfect.value == 1.0 and abs(perfect.details["chance"] - 1 / 6) < 0.08
-    shuffled = correspondence_score(src, tgt[torch.randperm(60, generator=gen)], src_gallery, labels,
-                                    tgt_gallery, labels, ext)
+    shuffled = correspondence_score(
+        src, tgt[torch.randperm(60, generator=gen)], src_gallery, labels, tgt_gallery, labels, ext
+    )
     assert shuffled.value < 0.5 and shuffled.details["above_chance"] < 0.25
     with pytest.raises(ValueError, match="paired"):
         correspondence_score(src, tgt[:5], src_gallery, labels, tgt_gallery, labels, ext)
@@ -270,17 +309,33 @@ def test_evaluator_and_run_adaptation_curves():
     g = tiny_g(0)
     ev = AdaptationEvaluator(g, torch.randn(8, 16), real[:4], real, real, labels, real, labels, extractor=ext)
     scores = ev(g)
-    assert set(scores) == {"fid", "recognisability", "intra_cluster_lpips", "nn_modes", "nn_lpips", "correspondence",
-                           "correspondence_chance"}
-    assert math.isnan(scores["recognisability"])              # the untrained control cannot name what it sees
+    assert set(scores) == {
+        "fid",
+        "recognisability",
+        "intra_cluster_lpips",
+        "nn_modes",
+        "nn_lpips",
+        "correspondence",
+        "correspondence_chance",
+    }
+    assert math.isnan(scores["recognisability"])  # the untrained control cannot name what it sees
     assert all(np.isfinite(v) for k, v in scores.items() if k != "recognisability")
     no_labels = AdaptationEvaluator(g, torch.randn(8, 16), real[:4], real, extractor=ext)(g)
     assert np.isnan(no_labels["correspondence"]) and np.isfinite(no_labels["fid"])
-    trainer, curve = run_adaptation("tgan", g, tiny_d(), real[:4], adaptation_config(3, batch=2, r1_gamma=0),
-                                    evaluator=ev, eval_every=2, show_progress=False)
+    trainer, curve = run_adaptation(
+        "tgan",
+        g,
+        tiny_d(),
+        real[:4],
+        adaptation_config(3, batch=2, r1_gamma=0),
+        evaluator=ev,
+        eval_every=2,
+        show_progress=False,
+    )
     assert [c["step"] for c in curve] == [0, 2, 3] and trainer.step == 3
-    trainer, curve = run_adaptation("tgan", g, tiny_d(), real[:4], adaptation_config(1, batch=2, r1_gamma=0),
-                                    show_progress=False)
+    trainer, curve = run_adaptation(
+        "tgan", g, tiny_d(), real[:4], adaptation_config(1, batch=2, r1_gamma=0), show_progress=False
+    )
     assert curve == [] and trainer.step == 1
 
 
@@ -298,8 +353,9 @@ def test_source_export_writes_g_and_d_of_the_same_step(tmp_path, monkeypatch, lo
         load_source_discriminator("tiny")
     script = load_script("train_source_model")
     real = torch.rand(8, 3, 32, 32) * 2 - 1
-    trainer = GANTrainer(tiny_g(1), tiny_d(2), real, TrainConfig(steps=2, batch=4, sample_every=0,
-                                                                 checkpoint_every=0))
+    trainer = GANTrainer(
+        tiny_g(1), tiny_d(2), real, TrainConfig(steps=2, batch=4, sample_every=0, checkpoint_every=0)
+    )
     trainer.train(steps=2, resume=False, show_progress=False)
     run_dir = tmp_path / "run"
     script.record_command(run_dir, {"command": "first", "started": "a", "start_step": 0, "end_step": 1})
@@ -310,16 +366,17 @@ def test_source_export_writes_g_and_d_of_the_same_step(tmp_path, monkeypatch, lo
     g = load_source_model("tiny")
     d = load_source_discriminator("tiny")
     x = torch.rand(2, 3, 32, 32) * 2 - 1
-    assert torch.allclose(d(x), trainer.D.eval()(x), atol=1e-2)             # fp16 weights
+    assert torch.allclose(d(x), trainer.D.eval()(x), atol=1e-2)  # fp16 weights
     z = torch.randn(2, g.style_dim)
-    assert torch.allclose(g(z, randomize_noise=False)[0], trainer.g_ema.eval()(z, randomize_noise=False)[0],
-                          atol=2e-2)
+    assert torch.allclose(
+        g(z, randomize_noise=False)[0], trainer.g_ema.eval()(z, randomize_noise=False)[0], atol=2e-2
+    )
     path, manifest_path = source_model_paths("tiny_d")
     manifest = json.loads(manifest_path.read_text())
     assert manifest["steps"] == 2 and manifest["command"] == "first ; then second"
     assert [e["end_step"] for e in manifest["training_sessions"]] == [1, 2] and "exported_by" not in manifest
     script.export(trainer, args, real, run_dir, with_features=False, exported_by="third --export-only")
-    manifest = json.loads(manifest_path.read_text())        # an export-only run is recorded, not as a sitting
+    manifest = json.loads(manifest_path.read_text())  # an export-only run is recorded, not as a sitting
     assert manifest["exported_by"] == "third --export-only" and manifest["command"] == "first ; then second"
     path.write_bytes(path.read_bytes()[:-10])
     with pytest.raises(ValueError, match="sha256"):
@@ -335,9 +392,14 @@ def test_a_resume_without_lr_keeps_the_rate_of_the_run(tmp_path, load_script):
 
     script = load_script("train_source_model")
     real = torch.rand(8, 3, 32, 32) * 2 - 1
-    trainer = GANTrainer(tiny_g(1), tiny_d(2), real, TrainConfig(steps=1, batch=4, lr=0.0007, sample_every=0,
-                                                                 checkpoint_every=0), run_dir=tmp_path / "run")
-    trainer.train(steps=1, resume=False, show_progress=False)                  # writes run/checkpoint.pt
+    trainer = GANTrainer(
+        tiny_g(1),
+        tiny_d(2),
+        real,
+        TrainConfig(steps=1, batch=4, lr=0.0007, sample_every=0, checkpoint_every=0),
+        run_dir=tmp_path / "run",
+    )
+    trainer.train(steps=1, resume=False, show_progress=False)  # writes run/checkpoint.pt
     assert script.previous_lr(trainer.checkpoint_path, None) == 0.0007
     export = tmp_path / "model.pt"
     export.with_suffix(".manifest.json").write_text(json.dumps({"train_config": {"lr": 0.0005}}))
@@ -362,7 +424,13 @@ def test_warm_start_carries_on_from_an_export(tmp_path, monkeypatch, load_script
     script.record_command(old_run, {"command": "first", "started": "a", "start_step": 0, "end_step": 3})
     script.record_metrics(old_run, 3, {"fid_emoji": 50.0, "recognisability": 0.25, "other": 1.0})
     out = tmp_path / "export" / "tiny.pt"
-    script.export(old, argparse.Namespace(out=str(out), name="tiny", style="noto", reference_style="noto"), real, old_run, with_features=False)
+    script.export(
+        old,
+        argparse.Namespace(out=str(out), name="tiny", style="noto", reference_style="noto"),
+        real,
+        old_run,
+        with_features=False,
+    )
 
     new_run = tmp_path / "new_run"
     new = GANTrainer(tiny_g(5), tiny_d(6), real, cfg, run_dir=new_run)
@@ -370,13 +438,15 @@ def test_warm_start_carries_on_from_an_export(tmp_path, monkeypatch, load_script
     assert new.step == 3
     for a, b in ((new.G, old.g_ema), (new.g_ema, old.g_ema), (new.D, old.D)):
         for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
-            assert torch.allclose(x, y.float(), atol=2e-3, rtol=1e-3), name         # fp16 round trip
+            assert torch.allclose(x, y.float(), atol=2e-3, rtol=1e-3), name  # fp16 round trip
     assert [e["command"] for e in script.training_commands(new_run)] == ["first"]
     assert script.metric_history(new_run) == [{"step": 3, "fid_emoji": 50.0, "recognisability": 0.25}]
-    new.train(steps=4, resume=False, show_progress=False)                           # it trains on from there
+    new.train(steps=4, resume=False, show_progress=False)  # it trains on from there
     assert new.step == 4
 
-    wide = GANTrainer(Generator(32, style_dim=16, n_mlp=1, channel_base=64, channel_max=16), tiny_d(2), real, cfg)
+    wide = GANTrainer(
+        Generator(32, style_dim=16, n_mlp=1, channel_base=64, channel_max=16), tiny_d(2), real, cfg
+    )
     with pytest.raises(ValueError, match="channel-max"):
         script.warm_start(wide, out, tmp_path / "wide_run")
     out.with_name("tiny_d.pt").unlink()

@@ -1,4 +1,5 @@
 """Class conditioning pieces of the conditional StyleGAN2 (LSO's base)."""
+
 import pytest
 import torch
 
@@ -17,12 +18,14 @@ def test_class_embedding_routes_classes_and_adding_one_keeps_the_others_bit_iden
     emb = ClassEmbedding(5, 8)
     c = torch.tensor([0, 1, 4, 4])
     before = emb(c)
-    assert before.shape == (4, 8) and not torch.equal(before[0], before[1]) and torch.equal(before[2], before[3])
+    assert (
+        before.shape == (4, 8) and not torch.equal(before[0], before[1]) and torch.equal(before[2], before[3])
+    )
     new = emb.add_class(torch.Generator().manual_seed(1))
-    assert new == 5 and emb.n_classes == 6 and float(emb.gain) == pytest.approx(1 / 5 ** 0.5)
-    assert torch.equal(emb(c), before)                         # seen classes unchanged, bit for bit
+    assert new == 5 and emb.n_classes == 6 and float(emb.gain) == pytest.approx(1 / 5**0.5)
+    assert torch.equal(emb(c), before)  # seen classes unchanged, bit for bit
     assert not torch.equal(emb(torch.tensor([5])), emb(torch.tensor([4])))
-    assert any(p is emb.weight for p in emb.parameters())      # the grown table is still a trained parameter
+    assert any(p is emb.weight for p in emb.parameters())  # the grown table is still a trained parameter
 
 
 def test_class_indices_are_checked_with_clear_errors():
@@ -53,7 +56,7 @@ def test_conditional_mapping_routes_classes_and_magnitude_zero_is_the_centroid()
     same, other = torch.zeros(6, dtype=torch.long), torch.tensor([0, 1, 2, 3, 0, 1])
     w = G.mapping(z, other)
     assert not torch.allclose(w[0], w[1]) and w.shape == (6, 16)
-    centroid = G.mapping(z, same, magnitude=0.0)                  # σ = 0: z no longer matters
+    centroid = G.mapping(z, same, magnitude=0.0)  # σ = 0: z no longer matters
     assert torch.allclose(centroid, centroid[:1].expand_as(centroid), atol=1e-6)
     half = G.mapping(z, same, magnitude=torch.full((6,), 0.5))
     assert not torch.allclose(half, centroid)
@@ -62,7 +65,7 @@ def test_conditional_mapping_routes_classes_and_magnitude_zero_is_the_centroid()
     assert logits.shape == (6, 1) and not torch.allclose(D(img, same), logits)
     assert D.trunk(img).shape == (6, 16 * 16)
     with pytest.raises(ValueError, match="class-conditional"):
-        G.mapping(z)                                               # a conditional G needs c
+        G.mapping(z)  # a conditional G needs c
     with pytest.raises(ValueError, match="unconditional"):
         D.__class__(16, channel_base=64, channel_max=16)(img, other)
 
@@ -89,7 +92,9 @@ def test_the_trainer_trains_a_conditional_pair_and_resumes_it_exactly(tmp_path):
 
     images = torch.rand(12, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
     labels = torch.arange(12) % 4
-    cfg = TrainConfig(steps=4, batch=4, r1_every=2, pl_every=2, sample_every=0, checkpoint_every=2, n_sample=8)
+    cfg = TrainConfig(
+        steps=4, batch=4, r1_every=2, pl_every=2, sample_every=0, checkpoint_every=2, n_sample=8
+    )
 
     def trainer(run_dir=None):
         G, D = small_conditional()
@@ -101,9 +106,11 @@ def test_the_trainer_trains_a_conditional_pair_and_resumes_it_exactly(tmp_path):
     half.train(steps=2, show_progress=False)
     half.save()
     resumed = trainer(tmp_path / "a")
-    resumed.train(show_progress=False)                          # resumes from step 2
+    resumed.train(show_progress=False)  # resumes from step 2
     assert resumed.step == 4
-    assert all(torch.equal(a, b) for a, b in zip(straight.G.state_dict().values(), resumed.G.state_dict().values()))
+    assert all(
+        torch.equal(a, b) for a, b in zip(straight.G.state_dict().values(), resumed.G.state_dict().values())
+    )
     assert straight.sample_images().shape == (8, 3, 16, 16)
     G, D = small_conditional()
     with pytest.raises(ValueError, match="pass labels"):
@@ -111,6 +118,12 @@ def test_the_trainer_trains_a_conditional_pair_and_resumes_it_exactly(tmp_path):
     with pytest.raises(ValueError, match=r"\[0, 4\)"):
         GANTrainer(G, D, images, cfg, labels=labels + 1)
     from fewshot_lib.models.stylegan2 import Discriminator, Generator
+
     with pytest.raises(ValueError, match="unconditional"):
-        GANTrainer(Generator(16, style_dim=16, n_mlp=2, channel_base=64, channel_max=16),
-                   Discriminator(16, channel_base=64, channel_max=16), images, cfg, labels=labels)
+        GANTrainer(
+            Generator(16, style_dim=16, n_mlp=2, channel_base=64, channel_max=16),
+            Discriminator(16, channel_base=64, channel_max=16),
+            images,
+            cfg,
+            labels=labels,
+        )

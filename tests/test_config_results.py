@@ -1,4 +1,5 @@
 """Profiles, devices, seeds, checkpoints and the claims ledger."""
+
 import json
 import math
 
@@ -15,7 +16,7 @@ def test_profile_resolution(monkeypatch):
     assert resolve_profile("auto") == ("full" if torch.cuda.is_available() else "lab")
     monkeypatch.setenv("FEWSHOT_PROFILE", "smoke")
     assert resolve_profile("auto") == "smoke"
-    assert resolve_profile("LAB") == "lab"          # explicit wins over the environment
+    assert resolve_profile("LAB") == "lab"  # explicit wins over the environment
     with pytest.raises(ValueError, match="Unknown profile"):
         resolve_profile("huge")
     assert by_profile("smoke", smoke=1, lab=2, full=3) == 1
@@ -46,8 +47,8 @@ def test_checkpoint_atomic_round_trip_and_errors(tmp_path):
     path = tmp_path / "ck.pt"
     save_atomic({"w": torch.arange(3), "step": 5}, path)
     assert load_checkpoint(path)["step"] == 5
-    assert not list(tmp_path.glob(".*tmp"))          # no temp files left behind
-    (tmp_path / "plain.txt").write_text("x")          # same permissions as a file written the plain way
+    assert not list(tmp_path.glob(".*tmp"))  # no temp files left behind
+    (tmp_path / "plain.txt").write_text("x")  # same permissions as a file written the plain way
     assert path.stat().st_mode & 0o777 == (tmp_path / "plain.txt").stat().st_mode & 0o777
     (tmp_path / "empty.pt").write_bytes(b"")
     with pytest.raises(ValueError, match="empty"):
@@ -82,29 +83,47 @@ def test_interrupted_save_keeps_the_old_checkpoint(tmp_path, monkeypatch):
 
 
 def test_claim_rule_better():
-    clear = make_claim("c", "m", "x", "a", "b", [0.50, 0.52, 0.51], [0.40, 0.41, 0.39], higher_is_better=True,
-                       kind="sanity")
+    clear = make_claim(
+        "c", "m", "x", "a", "b", [0.50, 0.52, 0.51], [0.40, 0.41, 0.39], higher_is_better=True, kind="sanity"
+    )
     assert clear["holds"] and clear["seeds"] == 3 and clear["verdict"] == "holds"
     se = math.sqrt(clear["method_std"] ** 2 / 3 + clear["baseline_std"] ** 2 / 3)
     assert clear["margin"] == pytest.approx(2 * se)
     noisy = make_claim("c", "m", "x", "a", "b", [0.5, 0.1, 0.9], [0.45, 0.05, 0.85], True, kind="sanity")
-    assert noisy["holds"] is False and noisy["verdict"] == "does not hold"   # better on average, within the noise
-    lower = make_claim("c", "fid", "x", "a", "b", [10, 11, 10.5], [20, 21, 19], higher_is_better=False, kind="sanity")
+    assert (
+        noisy["holds"] is False and noisy["verdict"] == "does not hold"
+    )  # better on average, within the noise
+    lower = make_claim(
+        "c", "fid", "x", "a", "b", [10, 11, 10.5], [20, 21, 19], higher_is_better=False, kind="sanity"
+    )
     assert lower["holds"] and lower["improvement"] > 0
     wrong_way = make_claim("c", "fid", "x", "a", "b", [20, 21, 19], [10, 11, 10.5], False, kind="sanity")
     assert wrong_way["holds"] is False
 
 
 def test_claim_rule_not_worse_and_inconclusive():
-    same = make_claim("c", "fid", "x", "a", "b", [10, 10.4, 10.2], [10.3, 10.1, 10.2], False, test="not_worse",
-                      kind="sanity")
+    same = make_claim(
+        "c",
+        "fid",
+        "x",
+        "a",
+        "b",
+        [10, 10.4, 10.2],
+        [10.3, 10.1, 10.2],
+        False,
+        test="not_worse",
+        kind="sanity",
+    )
     assert same["holds"] and same["margin"] < 0.1 * 10.2
-    worse = make_claim("c", "fid", "x", "a", "b", [30, 30.4, 30.2], [10, 10.4, 10.2], False, test="not_worse",
-                       kind="sanity")
+    worse = make_claim(
+        "c", "fid", "x", "a", "b", [30, 30.4, 30.2], [10, 10.4, 10.2], False, test="not_worse", kind="sanity"
+    )
     assert worse["holds"] is False
     # 05's old case: noisy seeds make "not worse" hold by a wide margin — now inconclusive, whatever the difference
     for method in ([233, 180, 290], [150, 100, 190]):
-        wide = make_claim("c", "fid", "x", "a", "b", method, [230, 170, 280], False, test="not_worse", kind="sanity")
+        wide = make_claim(
+            "c", "fid", "x", "a", "b", method, [230, 170, 280], False, test="not_worse", kind="sanity"
+        )
         assert wide["margin"] > 0.1 * 226 and wide["holds"] is None and wide["verdict"] == "inconclusive"
     with pytest.raises(ValueError):
         make_claim("c", "m", "x", "a", "b", [], [1.0], True)
@@ -119,13 +138,13 @@ def test_paper_claims_are_judged_only_when_both_sides_beat_the_image_floors():
     args = ("c", "fid", "x", "a", "b", [50, 51, 52], [90, 91, 92], False)
     judged = make_claim(*args, floors=floors, method_side=images, baseline_side=images)
     assert judged["measurable"] and judged["holds"] and judged["floor_check"]["beats"]["method"]["fid"]
-    assert set(judged["floor_check"]["beats"]["method"]) == {"fid", "recognisability"}   # not n_reference
+    assert set(judged["floor_check"]["beats"]["method"]) == {"fid", "recognisability"}  # not n_reference
     for method_side, baseline_side in ((blobs, images), (images, blobs), (blobs, blobs)):
         c = make_claim(*args, floors=floors, method_side=method_side, baseline_side=baseline_side)
         assert c["holds"] is None and c["verdict"] == "not measurable at this budget" and not c["measurable"]
-    no_evidence = make_claim(*args)                                   # a paper claim without a floor check
+    no_evidence = make_claim(*args)  # a paper claim without a floor check
     assert no_evidence["holds"] is None and no_evidence["floor_check"] == "no floor evidence given"
-    assert make_claim(*args, kind="sanity")["holds"]                 # metric checks compare degraded images
+    assert make_claim(*args, kind="sanity")["holds"]  # metric checks compare degraded images
     assert beats_floors({"fid": float("nan")}, {"fid": 300.0}) == {"fid": False}
     lab = make_claim(*args, floors=floors, method_side=images, baseline_side=images, regime="lab")
     assert lab["regime"] == "lab" and "[50, 51, 52]" in format_claim(lab)
@@ -154,8 +173,8 @@ def test_write_and_read_samples_keep_every_image_with_its_method_task_and_seed(t
     assert got["images"].shape == (5, 4, 4, 3) and got["images"].dtype == np.uint8
     assert got["method"].tolist() == ["lofgan"] * 2 + ["copy"] * 3 and got["seed"].tolist() == [0, 0, 1, 1, 1]
     assert got["task"][2] == "noto/arrow" and (got["images"][2:] == 0).all()
-    assert got["images"][0, 0, 0, 0] == 0 and got["images"][1, 3, 3, 2] == 255   # [-1, 1] → [0, 255], HWC
-    assert not list(tmp_path.glob("*.tmp*"))                                    # written atomically
+    assert got["images"][0, 0, 0, 0] == 0 and got["images"][1, 3, 3, 2] == 255  # [-1, 1] → [0, 255], HWC
+    assert not list(tmp_path.glob("*.tmp*"))  # written atomically
     with pytest.raises(ValueError, match="images must be"):
         write_samples(tmp_path, [("m", "t", 0, torch.zeros(3, 4, 4))])
     np.savez(tmp_path / "other.npz", x=np.zeros(2))

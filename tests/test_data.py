@@ -1,4 +1,5 @@
 """The data layer: the embedded emoji set, selection, few-shot sampling, splits, folders, .npy files."""
+
 import json
 
 import numpy as np
@@ -92,7 +93,7 @@ def test_episode_sampler_fresh_episodes_from_seen_classes_only(emoji):
     for shots, cls in episodes:
         assert shots.shape == (8, 3, 3, 32, 32)
         assert all(sampler.classes[i] in seen for i in cls)
-        for ep, c in zip(shots, cls):   # every shot comes from its episode's class pool
+        for ep, c in zip(shots, cls):  # every shot comes from its episode's class pool
             pool = pools[sampler.classes[c]].flatten(1)
             assert all((pool == s.flatten()).all(1).any() for s in ep)
     assert not torch.equal(episodes[0][0], episodes[1][0])  # fresh, not a fixed pool
@@ -114,9 +115,16 @@ def test_norm_key_and_framing():
 def test_iconify_sources_resolve_aliases_with_flip(tmp_path):
     pkg = tmp_path / "pkg"
     pkg.mkdir()
-    (pkg / "icons.json").write_text(json.dumps({
-        "width": 32, "height": 32, "icons": {"left": {"body": "<path d='M0 0h8v8z'/>"}},
-        "aliases": {"right": {"parent": "left", "hFlip": True}}}))
+    (pkg / "icons.json").write_text(
+        json.dumps(
+            {
+                "width": 32,
+                "height": 32,
+                "icons": {"left": {"body": "<path d='M0 0h8v8z'/>"}},
+                "aliases": {"right": {"parent": "left", "hFlip": True}},
+            }
+        )
+    )
     (pkg / "chars.json").write_text(json.dumps({"1f448": "left", "1f449": "right", "1f44a": "missing"}))
     svgs = iconify_sources(pkg)
     assert set(svgs) == {"1f448", "1f449"}
@@ -138,9 +146,16 @@ def test_image_folder_loader_any_mode_and_size(tmp_path):
     assert x.shape == (3, 3, 16, 16) and x.dtype == torch.float32
 
 
-@pytest.mark.parametrize("case,match", [
-    ("missing", "does not exist"), ("empty", "contains no images"), ("text", "not images"),
-    ("corrupt", "Could not read"), ("few", "fewer than the 5 required")])
+@pytest.mark.parametrize(
+    "case,match",
+    [
+        ("missing", "does not exist"),
+        ("empty", "contains no images"),
+        ("text", "not images"),
+        ("corrupt", "Could not read"),
+        ("few", "fewer than the 5 required"),
+    ],
+)
 def test_image_folder_loader_errors(tmp_path, case, match):
     folder = tmp_path / case
     if case != "missing":

@@ -1,4 +1,5 @@
 """The dataset builder, end to end, on tiny npm-style packages the test writes (no network)."""
+
 import json
 
 import pytest
@@ -30,8 +31,18 @@ def _package(root, name, files):
 
 
 def _fake_packages(root):
-    rows = [{"unified": u, "name": n, "short_name": n.lower(), "image": u.lower() + ".png", "category": c,
-             "subcategory": s, "sort_order": i} for i, (u, n, c, s) in enumerate(EMOJI)]
+    rows = [
+        {
+            "unified": u,
+            "name": n,
+            "short_name": n.lower(),
+            "image": u.lower() + ".png",
+            "category": c,
+            "subcategory": s,
+            "sort_order": i,
+        }
+        for i, (u, n, c, s) in enumerate(EMOJI)
+    ]
     for vendor, colour in (("google", (250, 200, 0, 255)), ("twitter", (0, 120, 250, 255))):
         files = {"emoji.json": json.dumps(rows)}
         for r in rows:
@@ -40,8 +51,9 @@ def _fake_packages(root):
             files[f"img/{vendor}/64/{r['image']}"] = img
         _package(root, f"emoji-datasource-{vendor}", files)
     body = "<circle cx='16' cy='16' r='10' fill='#e33'/>"
-    icons = json.dumps({"width": 32, "height": 32, "icons": {"grinning-face": {"body": body},
-                                                             "keycap-hash": {"body": body}}})
+    icons = json.dumps(
+        {"width": 32, "height": 32, "icons": {"grinning-face": {"body": body}, "keycap-hash": {"body": body}}}
+    )
     chars = json.dumps({"1f600": "grinning-face", "23-fe0f-20e3": "keycap-hash"})
     _package(root, "@iconify-json/fluent-emoji-flat", {"icons.json": icons, "chars.json": chars})
     _package(root, "@iconify-json/fluent-emoji", {"icons.json": icons, "chars.json": "{}"})
@@ -55,10 +67,10 @@ def test_build_from_local_packages(tmp_path):
     assert manifest["counts_per_style"] == {s: 2 for s in manifest["counts_per_style"]}
     data = load_emoji(16, path=out)
     assert data.images.shape == (10, 16, 16, 3)
-    assert set(data.key) == {"1f600", "23-20e3"}              # normalised keys, Component dropped
+    assert set(data.key) == {"1f600", "23-20e3"}  # normalised keys, Component dropped
     noto = data.select(styles="noto").by_keys(["1f600"]).images[0]
-    assert noto[8, 8].tolist()[2] < 50 and noto[8, 8, 0] > 200   # yellow square, framed to fill the image
-    fluent = data.select(styles="fluent_3d").by_keys(["1f600"]).images[0]   # names borrowed from the flat set
+    assert noto[8, 8].tolist()[2] < 50 and noto[8, 8, 0] > 200  # yellow square, framed to fill the image
+    fluent = data.select(styles="fluent_3d").by_keys(["1f600"]).images[0]  # names borrowed from the flat set
     assert fluent[8, 8, 0] > 180 and fluent[8, 8, 1] < 100
     assert json.loads((tmp_path / "emoji_16.manifest.json").read_text())["sha256"] == manifest["sha256"]
 

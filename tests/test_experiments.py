@@ -1,4 +1,5 @@
 """The experiment protocol: profile sizes in one table, one std rule, claims from per-seed values."""
+
 import json
 import math
 
@@ -10,9 +11,11 @@ from fewshot_lib.experiments import Experiment, cpu_threads, seeds_for, sizes, s
 
 def test_sizes_and_seeds_come_from_one_table():
     assert sizes("04_cdc", "lab") == {"steps": 200, "n_seeds": 3, "n_eval": 500, "n_curve_points": 6}
-    assert sizes("04_cdc", "lab", steps=0, n_eval=64)["n_eval"] == 64          # 0 means "the profile's value"
+    assert sizes("04_cdc", "lab", steps=0, n_eval=64)["n_eval"] == 64  # 0 means "the profile's value"
     assert sizes("04_cdc", "lab", steps=0)["steps"] == 200
-    assert seeds_for("06_lofgan", "smoke", first=5) == [5, 6] and seeds_for("04_cdc", "lab", 0, n_seeds=1) == [0]
+    assert seeds_for("06_lofgan", "smoke", first=5) == [5, 6] and seeds_for(
+        "04_cdc", "lab", 0, n_seeds=1
+    ) == [0]
     with pytest.raises(ValueError, match="unknown experiment"):
         sizes("99_nothing", "lab")
     with pytest.raises(ValueError, match="no size"):
@@ -47,9 +50,18 @@ def test_an_experiment_runs_every_variant_on_every_seed_and_builds_claims(tmp_pa
     claim = result.claim("good beats worse", "score", "good", "worse", higher_is_better=True, floors=floors)
     assert claim["verdict"] == "holds" and claim["method_values"] == [10.0, 11.0, 12.0]
     assert claim["floor_check"]["method"] == {"fid": 50.0, "recognisability": pytest.approx(0.6)}
-    noise = Experiment("noise", {"a": lambda s: {"score": s, "recognisability": 0.1},
-                                 "b": lambda s: {"score": -s, "recognisability": 0.1}}, [0, 1]).run(False)
-    assert noise.claim("a > b", "score", "a", "b", True, floors=floors)["verdict"] == "not measurable at this budget"
+    noise = Experiment(
+        "noise",
+        {
+            "a": lambda s: {"score": s, "recognisability": 0.1},
+            "b": lambda s: {"score": -s, "recognisability": 0.1},
+        },
+        [0, 1],
+    ).run(False)
+    assert (
+        noise.claim("a > b", "score", "a", "b", True, floors=floors)["verdict"]
+        == "not measurable at this budget"
+    )
     path = result.write(tmp_path, "demo", "smoke", [claim], extra=1)
     data = json.loads(path.read_text())
     assert data["metrics"]["summary"]["good"]["score"]["n"] == 3 and data["metrics"]["extra"] == 1
@@ -80,25 +92,36 @@ def test_the_table_holds_what_the_notebooks_ran_before_the_move():
     assert [sizes("05_mixdl", p)["steps"] for p in ("smoke", "lab", "full")] == [6, 300, 20_000]
     assert sizes("05_mixdl", "lab")["model"] == LAB_MODEL
     # lab's curve every steps // 6 = 33 iterations and full's every 500, as before
-    assert [sizes("04_cdc", p)["steps"] // sizes("04_cdc", p)["n_curve_points"] for p in ("lab", "full")] == [33, 500]
+    assert [sizes("04_cdc", p)["steps"] // sizes("04_cdc", p)["n_curve_points"] for p in ("lab", "full")] == [
+        33,
+        500,
+    ]
 
 
 def test_sizes_hand_out_copies():
     mine = sizes("05_mixdl", "smoke")
-    mine["model"]["style_dim"] = 999                      # a notebook editing its model must not edit the table
+    mine["model"]["style_dim"] = 999  # a notebook editing its model must not edit the table
     assert sizes("05_mixdl", "smoke")["model"]["style_dim"] == 16
 
 
 def test_table_width():
     result = Experiment("w", {"a": lambda s: {"a_rather_long_metric_name": 1.0 + s}}, [0, 1]).run(False)
     lines = result.table(width=12).splitlines()
-    assert len(lines) == 2 and len(lines[0]) == 16 + 12 and "a_rather_l" in lines[0] and "1.5 ± 0.71" in lines[1]
+    assert (
+        len(lines) == 2 and len(lines[0]) == 16 + 12 and "a_rather_l" in lines[0] and "1.5 ± 0.71" in lines[1]
+    )
 
 
 def test_table_columns_never_run_together():
-    result = Experiment("w", {"real": lambda s: {"kid": -0.0006896 + s * 1e-3, "lpips": 1.091 + s * 0.03},
-                              "copy": lambda s: {"kid": 0.9 + s, "lpips": 1.972e-17 + s * 1e-17}}, [0, 1, 2]).run(False)
+    result = Experiment(
+        "w",
+        {
+            "real": lambda s: {"kid": -0.0006896 + s * 1e-3, "lpips": 1.091 + s * 0.03},
+            "copy": lambda s: {"kid": 0.9 + s, "lpips": 1.972e-17 + s * 1e-17},
+        },
+        [0, 1, 2],
+    ).run(False)
     text = result.table(width=12)
     for line in text.splitlines()[1:]:
         cells = line[16:].split()
-        assert cells.count("±") == 2 and len(cells) == 6, line     # every value separated from its neighbour
+        assert cells.count("±") == 2 and len(cells) == 6, line  # every value separated from its neighbour

@@ -1,4 +1,5 @@
 """The latent explorer: pure render functions (headless) and the widgets' error and scheduling behaviour."""
+
 import datetime
 import io
 
@@ -7,10 +8,25 @@ import pytest
 import torch
 from PIL import Image
 
-from fewshot_lib.explore import (Directions, ExploreInputError, LatentSpace, edit_latents, export_latent,
-                                 label_directions, load_any_generator, parse_seeds, png_bytes, project_image,
-                                 read_image, render_edit, render_interpolation, render_mixing, render_seeds,
-                                 render_walk, spearman)
+from fewshot_lib.explore import (
+    Directions,
+    ExploreInputError,
+    LatentSpace,
+    edit_latents,
+    export_latent,
+    label_directions,
+    load_any_generator,
+    parse_seeds,
+    png_bytes,
+    project_image,
+    read_image,
+    render_edit,
+    render_interpolation,
+    render_mixing,
+    render_seeds,
+    render_walk,
+    spearman,
+)
 from fewshot_lib.explore import widgets as xw
 from fewshot_lib.models import stylegan2 as sg
 
@@ -41,15 +57,28 @@ def _png(size=(40, 50), mode="RGB") -> bytes:
 
 # -- input parsing ----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("given, expected", [("0-3", [0, 1, 2, 3]), ("3, 5,11", [3, 5, 11]), (7, [7]),
-                                             ([1, 2], [1, 2]), ("2-3, 9", [2, 3, 9])])
+
+@pytest.mark.parametrize(
+    "given, expected",
+    [("0-3", [0, 1, 2, 3]), ("3, 5,11", [3, 5, 11]), (7, [7]), ([1, 2], [1, 2]), ("2-3, 9", [2, 3, 9])],
+)
 def test_parse_seeds(given, expected):
     assert parse_seeds(given) == expected
 
 
-@pytest.mark.parametrize("bad, words", [(1.5, "unsupported type float"), ("abc", "'abc' is not a whole number"),
-                                        ("5-2", "backwards"), ("", "empty"), (True, "bool"), ([1, "x"], "unsupported type"),
-                                        ("0-99", "at most"), (None, "unsupported type NoneType")])
+@pytest.mark.parametrize(
+    "bad, words",
+    [
+        (1.5, "unsupported type float"),
+        ("abc", "'abc' is not a whole number"),
+        ("5-2", "backwards"),
+        ("", "empty"),
+        (True, "bool"),
+        ([1, "x"], "unsupported type"),
+        ("0-99", "at most"),
+        (None, "unsupported type NoneType"),
+    ],
+)
 def test_parse_seeds_bad_input_is_named(bad, words):
     with pytest.raises(ExploreInputError, match="seeds") as e:
         parse_seeds(bad)
@@ -58,7 +87,10 @@ def test_parse_seeds_bad_input_is_named(bad, words):
 
 # -- directions -------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("method, layers", [("pca", None), ("sefa", None), ("sefa", (0, 3)), ("sefa", (4, 8))])
+
+@pytest.mark.parametrize(
+    "method, layers", [("pca", None), ("sefa", None), ("sefa", (0, 3)), ("sefa", (4, 8))]
+)
 def test_directions_orthonormal_and_sorted(space, method, layers):
     d = space.directions(method, 8, layers)
     v = d.vectors.double()
@@ -89,6 +121,7 @@ def test_sefa_differs_by_layer_range_and_rejects_empty(space):
 
 # -- interpolation, mixing, editing -----------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kind", ["w", "z"])
 @pytest.mark.parametrize("psi", [1.0, 0.6])
 def test_interpolation_endpoints_equal_the_two_samples(space, kind, psi):
@@ -109,11 +142,13 @@ def test_style_mixing_empty_range_is_the_first_image(space):
         assert r.images.shape[0] == 8 and r.nrow == 4
         for img in r.images[4:]:
             assert np.array_equal(img, a)
-    full = render_mixing(space, 5, "1-3", layers=(0, 8))           # every layer from B = B itself
+    full = render_mixing(space, 5, "1-3", layers=(0, 8))  # every layer from B = B itself
     assert np.array_equal(full.images[5:], full.images[1:4])
     part = render_mixing(space, 5, "1-3", layers=(0, 4))
     assert not np.array_equal(part.images[5], a)
-    assert torch.equal(part.latents[5, 4:], part.latents[0, 4:]) and torch.equal(part.latents[5, :4], part.latents[1, :4])
+    assert torch.equal(part.latents[5, 4:], part.latents[0, 4:]) and torch.equal(
+        part.latents[5, :4], part.latents[1, :4]
+    )
 
 
 @pytest.mark.parametrize("layers", [(0, 9), (-1, 3), (5, 2), "x"])
@@ -138,6 +173,7 @@ def test_edits_zero_sliders_or_empty_range_change_nothing(space):
 
 
 # -- labels: monotonic along the direction, or dropped ----------------------------------------------------
+
 
 class _BrightnessNet(torch.nn.Module):
     """A stand-in for the emoji network whose 'style' is how bright the image is."""
@@ -169,8 +205,11 @@ def _check_rule(space, d, labels, extractor, seeds, alphas=(-3, -2, -1, 0, 1, 2,
         assert np.allclose(rho, lab.rho, atol=1e-6)
         monotonic = (np.array(lab.rho) >= 0.8 - 1e-9).sum() >= 8
         assert lab.kept == monotonic
-        assert lab.text == (f"d{lab.index}: {'+' if lab.sign > 0 else '−'}{lab.attribute.split(': ')[1]}"
-                            if lab.kept else f"d{lab.index}")
+        assert lab.text == (
+            f"d{lab.index}: {'+' if lab.sign > 0 else '−'}{lab.attribute.split(': ')[1]}"
+            if lab.kept
+            else f"d{lab.index}"
+        )
 
 
 def test_labels_from_the_emoji_network_are_monotonic_or_dropped(space):
@@ -201,6 +240,7 @@ def test_a_monotonic_attribute_keeps_its_label(space):
 
 # -- your own image, export, checkpoints ------------------------------------------------------------------
 
+
 def test_read_image_composites_crops_and_resizes(tmp_path):
     rgba = np.zeros((20, 30, 4), np.uint8)  # fully transparent → white
     buf = io.BytesIO()
@@ -212,8 +252,15 @@ def test_read_image_composites_crops_and_resizes(tmp_path):
     assert read_image(p, 32, allowed_roots=[tmp_path]).shape == (1, 3, 32, 32)
 
 
-@pytest.mark.parametrize("source, words", [(b"GIF89a not really", "is not an image"), (b"", "empty"),
-                                           (b"x" * (5 * 2**20), "at most 4 MiB"), (3, "unsupported input")])
+@pytest.mark.parametrize(
+    "source, words",
+    [
+        (b"GIF89a not really", "is not an image"),
+        (b"", "empty"),
+        (b"x" * (5 * 2**20), "at most 4 MiB"),
+        (3, "unsupported input"),
+    ],
+)
 def test_non_image_upload_is_a_clear_message(source, words):
     with pytest.raises(ExploreInputError, match=words):
         read_image(source, 32)
@@ -269,6 +316,7 @@ def test_load_own_checkpoint_both_formats(tmp_path, tiny):
 
 # -- the widgets: bad input becomes a message, latest state wins ------------------------------------------
 
+
 @pytest.fixture()
 def session(space):
     return xw.Session(space, allowed_roots=[])
@@ -280,7 +328,7 @@ def test_widget_bad_seed_input_shows_a_message_not_a_traceback(session):
     assert e.message.value.startswith("seeds 0…7") and good[:4] == b"\x89PNG"
     e.controls["seeds"].value = "zero"
     assert "fewshot-error" in e.message.value and "&#x27;zero&#x27; is not a whole number" in e.message.value
-    assert e.image.value == good                                      # the last good picture stays
+    assert e.image.value == good  # the last good picture stays
     e.controls["seeds"].value = "3"
     assert e.message.value.startswith("seed 3") and e.image.value != good
 
@@ -297,8 +345,15 @@ def test_widget_layer_range_outside_the_model(session):
 def test_widget_non_image_upload_and_forbidden_path(session, tmp_path):
     p = xw.projection_explorer(session, steps=10, sync=True)
     assert "no image projected yet" in p.message.value
-    p.upload.value = ({"name": "notes.txt", "type": "text/plain", "size": 5, "content": memoryview(b"hello"),
-                       "last_modified": datetime.datetime.now()},)
+    p.upload.value = (
+        {
+            "name": "notes.txt",
+            "type": "text/plain",
+            "size": 5,
+            "content": memoryview(b"hello"),
+            "last_modified": datetime.datetime.now(),
+        },
+    )
     p.project()
     assert "fewshot-error" in p.status.value and "not an image" in p.status.value
     p.upload.value = ()
@@ -320,7 +375,7 @@ def test_widget_bad_checkpoint_is_a_message(session):
     loader.path.value = "/etc/hostname"
     loader.load()
     assert "outside the folders" in loader.status.value and loader.current.images.shape == (8, 32, 32, 3)
-    if sg.source_model_available():                      # a relative path is read from the repository root
+    if sg.source_model_available():  # a relative path is read from the repository root
         own = xw.Session(session.space)
         ok = xw.model_loader(own, sync=True)
         ok.path.value = "data/checkpoints/stylegan2_noto32.pt"
@@ -335,7 +390,7 @@ def test_latest_state_wins_and_changes_coalesce(session):
     for v in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6):
         e.controls["psi"].value = v
     assert e.wait(30)
-    assert e.renders - first <= 2                                   # six changes, at most two renders
+    assert e.renders - first <= 2  # six changes, at most two renders
     assert "ψ = 0.60" in e.message.value and e.current.numbers["psi"] == 0.6
     assert e.controls["psi"].continuous_update is False
 
@@ -352,19 +407,29 @@ def test_directions_explorer_labels_and_export(session):
     e.controls["layers"].value = (4, 4)
     assert "empty layer range" in e.message.value
     row = e.widget.children[2].children[1].children[-2]
-    row.children[1].click()                                            # export W+
+    row.children[1].click()  # export W+
     assert 'download="latent_wplus.npz"' in e.widget.children[2].children[1].children[-1].value
 
 
 # -- serving: loopback only, token, capped kernels, culling, message cap ----------------------------------
 
+
 def test_voila_command_is_safe_by_default():
     from fewshot_lib.explore.serve import voila_argv
 
     argv = " ".join(voila_argv("nb.ipynb", 9999, "tok", max_kernels=3, cull_idle_s=120, max_message_mib=2))
-    for part in ("--Voila.ip=127.0.0.1", "--port=9999", "--Voila.token=tok", "CappedKernelManager.max_kernels=3",
-                 "cull_idle_timeout=120", "cull_interval=60", "cull_connected=True", "'websocket_max_message_size': 2097152",
-                 "show_tracebacks=False", "--no-browser"):
+    for part in (
+        "--Voila.ip=127.0.0.1",
+        "--port=9999",
+        "--Voila.token=tok",
+        "CappedKernelManager.max_kernels=3",
+        "cull_idle_timeout=120",
+        "cull_interval=60",
+        "cull_connected=True",
+        "'websocket_max_message_size': 2097152",
+        "show_tracebacks=False",
+        "--no-browser",
+    ):
         assert part in argv, part
     with pytest.raises(ValueError, match="loopback"):
         voila_argv("nb.ipynb", ip="0.0.0.0")

@@ -4,6 +4,7 @@ Every case must end in a correct load or a clear error: the library's own except
 the file, no traceback frames from a third-party library, nothing executed (a pickle's ``__reduce__`` would
 create a marker file) and nothing in the folder changed.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -21,8 +22,13 @@ import pytest
 import torch
 from PIL import Image
 
-from fewshot_lib.checkpoint import (CheckpointLoadError, first_nonfinite, load_checkpoint, save_atomic,
-                                    strip_ansi)
+from fewshot_lib.checkpoint import (
+    CheckpointLoadError,
+    first_nonfinite,
+    load_checkpoint,
+    save_atomic,
+    strip_ansi,
+)
 from fewshot_lib.data.folders import ImageLoadError, load_image_folder
 from fewshot_lib.data.npy_format import load_npy_classes
 from fewshot_lib.models import stylegan2 as sg
@@ -61,17 +67,30 @@ def assert_clear_error(err: BaseException, name: str) -> None:
     assert name in msg, msg
     assert "\x1b" not in msg
     text = "".join(traceback.format_exception(err))
-    third_party = [line for line in text.splitlines() if "site-packages" in line and "fewshot_lib" not in line]
+    third_party = [
+        line for line in text.splitlines() if "site-packages" in line and "fewshot_lib" not in line
+    ]
     assert not third_party, text
 
 
 def png_bomb(path: Path, side: int = 100_000) -> None:
     """A tiny PNG whose header claims ``side × side`` pixels (Pillow checks the header before decoding)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
+
     header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def rng_image(h: int = 16, w: int = 16) -> Image.Image:
@@ -112,17 +131,37 @@ IMAGE_CASES = {
     "bomb": ("bomb.png", png_bomb, None),
     "bomb_warning_range": ("bomb2.png", lambda p: png_bomb(p, 10_000), None),  # Pillow would only warn here
     "one_by_one": ("1x1.png", lambda p: Image.new("RGB", (1, 1), (10, 200, 30)).save(p), (10, 200, 30)),
-    "white_16bit": ("w16.png", lambda p: Image.fromarray(np.full((8, 8), 65535, np.uint16)).save(p),
-                    (255, 255, 255)),
-    "narrow_16bit": ("n16.png", lambda p: Image.fromarray(
-        np.linspace(20000, 21000, 64).reshape(8, 8).astype(np.uint16)).save(p), (78, 78, 78)),
-    "float_tiff": ("f.tif", lambda p: Image.fromarray(np.full((8, 8), 0.5, np.float32)).save(p), (128, 128, 128)),
-    "float_out_of_range": ("f2.tif", lambda p: Image.fromarray(np.full((8, 8), 7.0, np.float32)).save(p), None),
-    "int32_tiff": ("i32.tif", lambda p: Image.fromarray(np.full((8, 8), 2**31 - 1, np.int32)).save(p),
-                   (255, 255, 255)),  # a signed 32-bit TIFF at its maximum is white, by its declared depth
+    "white_16bit": (
+        "w16.png",
+        lambda p: Image.fromarray(np.full((8, 8), 65535, np.uint16)).save(p),
+        (255, 255, 255),
+    ),
+    "narrow_16bit": (
+        "n16.png",
+        lambda p: Image.fromarray(np.linspace(20000, 21000, 64).reshape(8, 8).astype(np.uint16)).save(p),
+        (78, 78, 78),
+    ),
+    "float_tiff": (
+        "f.tif",
+        lambda p: Image.fromarray(np.full((8, 8), 0.5, np.float32)).save(p),
+        (128, 128, 128),
+    ),
+    "float_out_of_range": (
+        "f2.tif",
+        lambda p: Image.fromarray(np.full((8, 8), 7.0, np.float32)).save(p),
+        None,
+    ),
+    "int32_tiff": (
+        "i32.tif",
+        lambda p: Image.fromarray(np.full((8, 8), 2**31 - 1, np.int32)).save(p),
+        (255, 255, 255),
+    ),  # a signed 32-bit TIFF at its maximum is white, by its declared depth
     "cmyk": ("c.jpg", lambda p: Image.new("CMYK", (8, 8), (0, 255, 255, 0)).save(p, quality=95), (255, 0, 0)),
-    "palette_transparent": ("pt.png", lambda p: Image.new("P", (8, 8), 0).save(p, transparency=0),
-                            (255, 255, 255)),
+    "palette_transparent": (
+        "pt.png",
+        lambda p: Image.new("P", (8, 8), 0).save(p, transparency=0),
+        (255, 255, 255),
+    ),
     "la": ("la.png", lambda p: Image.new("LA", (8, 8), (0, 0)).save(p), (255, 255, 255)),
     "exif_rotated": ("e.jpg", _exif_rotated, (255, 255, 255)),
     "multi_frame": ("anim.gif", _gif_two_frames, (255, 0, 0)),
@@ -152,7 +191,7 @@ def test_image_folder_fuzz(tmp_path, case, caplog):
     if case == "exif_rotated":  # upright: the black half is on the right, not at the top
         assert float(x[0, 0, :, -2:].mean()) < -0.9 and float(x[0, 0, :, :2].mean()) > 0.9
     if case in ("one_by_one", "white_16bit", "narrow_16bit", "float_tiff", "cmyk"):
-        assert "upscaled" in caplog.text and name in caplog.text       # 1 px or 8 px → 20 px: blurred
+        assert "upscaled" in caplog.text and name in caplog.text  # 1 px or 8 px → 20 px: blurred
     if case == "multi_frame":
         assert "2 frames" in caplog.text and name in caplog.text
 
@@ -160,10 +199,12 @@ def test_image_folder_fuzz(tmp_path, case, caplog):
 def test_sixteen_bit_uses_bit_depth_not_min_max(tmp_path):
     """Two 16-bit images with different ranges keep their relative brightness (per-image min–max did not)."""
     Image.fromarray(np.full((8, 8), 65535, np.uint16)).save(tmp_path / "a_white.png")
-    Image.fromarray(np.linspace(20000, 21000, 64).reshape(8, 8).astype(np.uint16)).save(tmp_path / "b_mid.png")
+    Image.fromarray(np.linspace(20000, 21000, 64).reshape(8, 8).astype(np.uint16)).save(
+        tmp_path / "b_mid.png"
+    )
     x = (load_image_folder(tmp_path, size=8) + 1) * 127.5
-    assert float(x[0].min()) > 254                                  # all-white stays white
-    assert 77 < float(x[1].min()) and float(x[1].max()) < 83       # 20000–21000 of 65535 ≈ 78–82, not 0–255
+    assert float(x[0].min()) > 254  # all-white stays white
+    assert 77 < float(x[1].min()) and float(x[1].max()) < 83  # 20000–21000 of 65535 ≈ 78–82, not 0–255
 
 
 def _symlink_loop(folder: Path) -> None:
@@ -185,7 +226,7 @@ def test_image_folder_links_and_special_files(tmp_path, case, caplog):
     else:
         os.mkfifo(folder / "pipe.png")
         names, reason = ["pipe.png"], "not a regular file"
-    (folder / "sub").mkdir()                       # subfolders are not searched: a warning, not an error
+    (folder / "sub").mkdir()  # subfolders are not searched: a warning, not an error
     before = snapshot(folder)
     with pytest.raises(ImageLoadError) as err:
         load_image_folder(folder, size=8)
@@ -319,6 +360,7 @@ def _ck_config(**changes):
         ck = torch.load(p, weights_only=True)
         ck["config"].update(changes)
         torch.save(ck, p)
+
     return write
 
 
@@ -327,17 +369,24 @@ CK_CASES = {
     "good": (_tiny_generator_file, None),
     "truncated": (_ck_truncated, "truncated"),
     "zero_byte": (lambda p: p.write_bytes(b""), "empty"),
-    "random_bytes": (lambda p: p.write_bytes(np.random.default_rng(3).bytes(600)), "not a PyTorch checkpoint"),
+    "random_bytes": (
+        lambda p: p.write_bytes(np.random.default_rng(3).bytes(600)),
+        "not a PyTorch checkpoint",
+    ),
     "a_png": (lambda p: rng_image().save(p, format="PNG"), "PNG image"),
     "plain_pickle_with_code": (_pickle, "plain Python pickle"),
     "torch_save_with_code": (lambda p: torch.save({"g_ema": {}, "x": Evil()}, p), "pickled Python object"),
-    "legacy_torch_with_code": (lambda p: torch.save({"x": Evil()}, p, _use_new_zipfile_serialization=False),
-                               "pickled Python object"),
+    "legacy_torch_with_code": (
+        lambda p: torch.save({"x": Evil()}, p, _use_new_zipfile_serialization=False),
+        "pickled Python object",
+    ),
     "nan_weights": (_ck_nan, "['g_ema']['conv1.conv.weight']"),
     "unknown_config_key": (_ck_config(bogus_width=3), "bogus_width"),
     "huge_config": (_ck_config(size=16384), "size=16384"),
-    "too_many_parameters_config": (_ck_config(size=1024, style_dim=1024, channel_base=1 << 20, channel_max=1024,
-                                       n_mlp=16), "parameters"),
+    "too_many_parameters_config": (
+        _ck_config(size=1024, style_dim=1024, channel_base=1 << 20, channel_max=1024, n_mlp=16),
+        "parameters",
+    ),
 }
 
 
@@ -348,15 +397,18 @@ def test_checkpoint_loader_fuzz(tmp_path, case, loader, monkeypatch):
     path = tmp_path / "model.pt"
     write(path)
     before = snapshot(tmp_path)
-    load = {"load_checkpoint": load_checkpoint, "load_generator": sg.load_generator,
-            "load_rosinality": sg.load_rosinality}[loader]
+    load = {
+        "load_checkpoint": load_checkpoint,
+        "load_generator": sg.load_generator,
+        "load_rosinality": sg.load_rosinality,
+    }[loader]
     # Nothing may be allocated for a config that fails validation: building a Generator here is a failure.
     io_module = sys.modules[sg.load_generator.__module__]
     if expected is not None and "config" in case and loader == "load_generator":
         monkeypatch.setattr(io_module, "Generator", lambda **kw: pytest.fail(f"allocated {kw}"))
     config_case = "config" in case or case == "good"
     if expected is None or (config_case and loader != "load_generator"):
-        out = load(path)                                # the file itself is fine for loaders that ignore config
+        out = load(path)  # the file itself is fine for loaders that ignore config
         assert out is not None
     else:
         with pytest.raises((ValueError, OSError)) as err:
@@ -364,17 +416,22 @@ def test_checkpoint_loader_fuzz(tmp_path, case, loader, monkeypatch):
         assert_clear_error(err.value, "model.pt")
         msg = str(err.value)
         assert expected in msg, msg
-        assert "In PyTorch 2.6" not in msg and "Please file an issue" not in msg   # torch's text is not repeated
-        if "weights_only=False" in msg:                   # the cause comes before any advice
+        assert (
+            "In PyTorch 2.6" not in msg and "Please file an issue" not in msg
+        )  # torch's text is not repeated
+        if "weights_only=False" in msg:  # the cause comes before any advice
             assert msg.index(expected) < msg.index("weights_only=False")
         if case in ("random_bytes", "truncated", "zero_byte", "a_png"):
-            assert "trust_pickle" not in msg             # no advice to trust a file that is merely broken
+            assert "trust_pickle" not in msg  # no advice to trust a file that is merely broken
         assert not isinstance(err.value, TypeError)
     assert snapshot(tmp_path) == before
 
 
 def test_first_nonfinite_and_strip_ansi():
-    assert first_nonfinite({"a": torch.ones(2), "b": [torch.zeros(1), torch.tensor([1.0, float("inf")])]}) == "['b'][1]"
+    assert (
+        first_nonfinite({"a": torch.ones(2), "b": [torch.zeros(1), torch.tensor([1.0, float("inf")])]})
+        == "['b'][1]"
+    )
     assert first_nonfinite({"a": torch.ones(2), "n": torch.arange(3)}) is None
     assert strip_ansi("\x1b[1mWeights\x1b[0m only") == "Weights only"
 
@@ -405,15 +462,20 @@ def test_ansi_codes_in_torch_errors_are_stripped(tmp_path, monkeypatch):
     _tiny_generator_file(tmp_path / "model.pt")
 
     def coloured_failure(*args, **kwargs):  # what a colouring torch build or wrapper may raise
-        raise RuntimeError("\x1b[1m\x1b[31mPytorchStreamReader failed reading zip archive: failed finding "
-                           "central directory\x1b[0m")
+        raise RuntimeError(
+            "\x1b[1m\x1b[31mPytorchStreamReader failed reading zip archive: failed finding "
+            "central directory\x1b[0m"
+        )
 
     monkeypatch.setattr(torch, "load", coloured_failure)
     with pytest.raises(CheckpointLoadError) as err:
         load_checkpoint(tmp_path / "model.pt")
     assert "\x1b" not in str(err.value) and "truncated or corrupt" in str(err.value)
-    monkeypatch.setattr(torch, "load", lambda *a, **k: (_ for _ in ()).throw(
-        RuntimeError("\x1b[33msomething new\x1b[0m went wrong")))
+    monkeypatch.setattr(
+        torch,
+        "load",
+        lambda *a, **k: (_ for _ in ()).throw(RuntimeError("\x1b[33msomething new\x1b[0m went wrong")),
+    )
     with pytest.raises(CheckpointLoadError) as err:
         load_checkpoint(tmp_path / "model.pt")
     assert "something new went wrong" in str(err.value)

@@ -1,4 +1,5 @@
 """LoFGAN: the local fusion module, the image-level loss target, the D/G step, resume, data splits, .npy presets."""
+
 from __future__ import annotations
 
 import copy
@@ -10,12 +11,32 @@ import torch
 
 from fewshot_lib.data.fewshot import EpisodeSampler
 from fewshot_lib.data.npy_format import PRESETS, load_npy_classes, load_preset, npy_unseen_pools
-from fewshot_lib.methods.lofgan import (LoFGANConfig, LoFGANTrainer, class_logit_gradient_penalty, generate,
-                                        g_step, global_reconstruction_loss, local_reconstruction_loss, local_target, lr_at,
-                                        thumbnails, train_step)
-from fewshot_lib.models.lofgan import (GlobalFusion, LocalFusionModule, LoFGANDiscriminator, LoFGANGenerator,
-                                       PenaltyConv2d, base_first_order, local_matching, local_replacement, local_selection,
-                                       n_downsamplings, random_alpha)
+from fewshot_lib.methods.lofgan import (
+    LoFGANConfig,
+    LoFGANTrainer,
+    class_logit_gradient_penalty,
+    generate,
+    g_step,
+    global_reconstruction_loss,
+    local_reconstruction_loss,
+    local_target,
+    lr_at,
+    thumbnails,
+    train_step,
+)
+from fewshot_lib.models.lofgan import (
+    GlobalFusion,
+    LocalFusionModule,
+    LoFGANDiscriminator,
+    LoFGANGenerator,
+    PenaltyConv2d,
+    base_first_order,
+    local_matching,
+    local_replacement,
+    local_selection,
+    n_downsamplings,
+    random_alpha,
+)
 
 
 def _feats(b=2, k=3, c=5, h=4, seed=0):
@@ -38,7 +59,7 @@ def test_lfm_alpha_base_one_returns_base_and_full_rate_mixes():
     fused, rec = LocalFusionModule(1.0)(f, alpha=alpha, base_index=base_index)
     assert rec.positions.shape == (2, 16)
     assert torch.allclose(fused, f[torch.arange(2), base_index])
-    fused_mixed, _ = LocalFusionModule(1.0)(f, base_index=base_index)     # random α: every position changes
+    fused_mixed, _ = LocalFusionModule(1.0)(f, base_index=base_index)  # random α: every position changes
     assert not torch.allclose(fused_mixed, f[torch.arange(2), base_index])
 
 
@@ -47,7 +68,7 @@ def test_lfm_steps_by_hand():
     pos = local_selection(3, 64, 0.5, g)
     assert pos.shape == (3, 32) and all(len(set(r.tolist())) == 32 for r in pos)
     base, refs = torch.randn(3, 7, 64), torch.randn(3, 2, 7, 64)
-    refs[:, 0, :, 5] = 3.0 * base[:, :, pos[0, 0]]   # a scaled copy is a perfect cosine match
+    refs[:, 0, :, 5] = 3.0 * base[:, :, pos[0, 0]]  # a scaled copy is a perfect cosine match
     ref_pos, sim = local_matching(base, refs, pos)
     assert ref_pos.shape == (3, 2, 32) and sim.shape == (3, 2, 32, 64)
     assert ref_pos[0, 0, 0] == 5 and sim[0, 0, 0, 5] == pytest.approx(1.0, abs=1e-5)
@@ -55,7 +76,9 @@ def test_lfm_steps_by_hand():
     assert torch.allclose(alpha.sum(1), torch.ones(3))
     out = local_replacement(base, refs, pos, ref_pos, alpha)
     b, p = 1, pos[1, 3]
-    want = alpha[b, 0] * base[b, :, p] + sum(alpha[b, 1 + j] * refs[b, j, :, ref_pos[b, j, 3]] for j in range(2))
+    want = alpha[b, 0] * base[b, :, p] + sum(
+        alpha[b, 1 + j] * refs[b, j, :, ref_pos[b, j, 3]] for j in range(2)
+    )
     assert torch.allclose(out[b, :, p], want, atol=1e-6)
     untouched = torch.ones(64, dtype=torch.bool)
     untouched[pos[1]] = False
@@ -68,9 +91,9 @@ def test_lfm_steps_by_hand():
 @pytest.mark.parametrize("size", [32, 64, 128])
 def test_positions_and_image_target_agree(size):
     """Encoding each shot as its own s×s thumbnail makes the feature-level fusion *equal* the image target."""
-    s = size // 16 if size >= 64 else size // 4       # exercise several feature sizes: 8 (32 px), 4 (64), 8 (128)
+    s = size // 16 if size >= 64 else size // 4  # exercise several feature sizes: 8 (32 px), 4 (64), 8 (128)
     shots = torch.rand(2, 3, 3, size, size, generator=torch.Generator().manual_seed(size)) * 2 - 1
-    feats = thumbnails(shots, s)                                       # [B, k, 3, s, s] as the "features"
+    feats = thumbnails(shots, s)  # [B, k, 3, s, s] as the "features"
     fused, rec = LocalFusionModule(0.5)(feats, generator=torch.Generator().manual_seed(0))
     assert rec.feature_size == s and rec.positions.max() < s * s
     target = local_target(shots, rec)
@@ -84,8 +107,8 @@ def test_loss_grid_follows_feature_size(size, feature_size):
     shots = torch.rand(2, 3, 3, size, size) * 2 - 1
     fake, rec = g(shots, generator=torch.Generator().manual_seed(0))
     assert fake.shape == (2, 3, size, size) and rec.feature_size == feature_size
-    assert rec.positions.shape == (2, int(0.5 * feature_size ** 2))
-    assert rec.ref_positions.shape == (2, 2, int(0.5 * feature_size ** 2))
+    assert rec.positions.shape == (2, int(0.5 * feature_size**2))
+    assert rec.ref_positions.shape == (2, 2, int(0.5 * feature_size**2))
     loss = local_reconstruction_loss(fake, shots, rec)
     loss.backward()
     assert torch.isfinite(loss) and g.encoder.net[0][1].weight.grad is not None
@@ -96,7 +119,9 @@ def test_global_fusion_and_its_loss():
     f = _feats()
     alpha = torch.tensor([[0.2, 0.3, 0.5], [1.0, 0.0, 0.0]])
     fused, rec = GlobalFusion()(f, alpha=alpha)
-    assert torch.allclose(fused[1], f[1, 0]) and torch.allclose(fused[0], (alpha[0, :, None, None, None] * f[0]).sum(0))
+    assert torch.allclose(fused[1], f[1, 0]) and torch.allclose(
+        fused[0], (alpha[0, :, None, None, None] * f[0]).sum(0)
+    )
     shots = torch.rand(2, 3, 3, 8, 8)
     blend = (alpha[:, :, None, None, None] * shots).sum(1)
     assert global_reconstruction_loss(blend, shots, rec).item() == pytest.approx(0.0, abs=1e-7)
@@ -123,7 +148,9 @@ def _penalty_and_grads(d, x, labels):
     gp = class_logit_gradient_penalty(cls, real, labels, n_episodes=2)
     loss = torch.relu(1 - adv).mean() + torch.nn.functional.cross_entropy(cls, labels) + 10 * gp
     loss.backward()
-    grads = {n: p.grad.clone() if p.grad is not None else torch.zeros_like(p) for n, p in d.named_parameters()}
+    grads = {
+        n: p.grad.clone() if p.grad is not None else torch.zeros_like(p) for n, p in d.named_parameters()
+    }
     return loss.detach(), grads, real.grad
 
 
@@ -168,8 +195,18 @@ def _classes(n_cls=4, n=6, size=16, seed=0):
 
 
 def _cfg(fusion="local", **kw):
-    return LoFGANConfig(size=16, feature_size=4, nf=4, nf_d=4, max_nf_d=16, fusion=fusion, batch=2, steps=4,
-                        decay_start=2, **kw)
+    return LoFGANConfig(
+        size=16,
+        feature_size=4,
+        nf=4,
+        nf_d=4,
+        max_nf_d=16,
+        fusion=fusion,
+        batch=2,
+        steps=4,
+        decay_start=2,
+        **kw,
+    )
 
 
 @pytest.mark.parametrize("fusion", ["local", "global"])
@@ -188,7 +225,7 @@ def test_one_train_step_is_finite_and_updates(fusion):
 def test_g_step_gives_d_no_gradient_and_keeps_its_frozen_layers_frozen():
     tr = LoFGANTrainer(_classes(), _cfg(), seed=0)
     first = next(tr.d.parameters())
-    first.requires_grad_(False)                      # a deliberately frozen D layer (FreezeD-style)
+    first.requires_grad_(False)  # a deliberately frozen D layer (FreezeD-style)
     shots, y = tr.sampler.sample()
     g_step(tr.g, tr.d, tr.opt_g, shots, y, tr.cfg, tr.fusion_rng)
     assert all(p.grad is None for p in tr.d.parameters())
@@ -224,10 +261,11 @@ def test_generate_shapes_and_eta():
 def test_episodes_never_mix_seen_and_unseen():
     from fewshot_lib.data.emoji import load_emoji
     from fewshot_lib.methods.lofgan import emoji_episode_classes
+
     data = load_emoji()
     seen, unseen = emoji_episode_classes(data, styles=("noto", "twemoji"))
     assert len(unseen) >= 15
-    sub = lambda name: name.split("/", 1)[1]                                        # noqa: E731
+    sub = lambda name: name.split("/", 1)[1]  # noqa: E731
     assert not {sub(c) for c in seen} & {sub(c) for c in unseen}
     unseen_pixels = {x.numpy().tobytes() for v in unseen.values() for x in v}
     sampler = EpisodeSampler(seen, k=3, batch=8, generator=torch.Generator().manual_seed(0))
@@ -240,14 +278,21 @@ def test_episodes_never_mix_seen_and_unseen():
 
 
 def test_npy_presets(tmp_path, monkeypatch):
-    assert (PRESETS["flowers"].n_seen, PRESETS["animals"].n_seen, PRESETS["vggface"].n_seen) == (85, 119, 1802)
+    assert (PRESETS["flowers"].n_seen, PRESETS["animals"].n_seen, PRESETS["vggface"].n_seen) == (
+        85,
+        119,
+        1802,
+    )
     rng = np.random.default_rng(0)
     small = rng.integers(0, 255, (102, 40, 4, 4, 3), dtype=np.uint8)
     np.save(tmp_path / "flowers.npy", small)
     with pytest.raises(ValueError, match="128 px"):
         load_preset("flowers", tmp_path / "flowers.npy")
     from fewshot_lib.data import npy_format
-    monkeypatch.setitem(npy_format.PRESETS, "tiny", npy_format.NpyPreset("tiny", "t.npy", 102, 40, 4, 85, 17, 10))
+
+    monkeypatch.setitem(
+        npy_format.PRESETS, "tiny", npy_format.NpyPreset("tiny", "t.npy", 102, 40, 4, 85, 17, 10)
+    )
     arr, seen, unseen = load_preset("tiny", tmp_path / "flowers.npy")
     assert (seen, unseen) == (range(85), range(85, 102))
     with pytest.raises(ValueError, match="unknown .npy preset"):
@@ -257,7 +302,9 @@ def test_npy_presets(tmp_path, monkeypatch):
     arr = load_npy_classes(tmp_path / "f.npy", allow_float01=True)
     cond, held = npy_unseen_pools(arr, range(1, 3), n_condition=10)
     assert set(cond) == {"1", "2"} and cond["1"].shape == (10, 3, 8, 8) and held["2"].shape == (2, 3, 8, 8)
-    assert torch.allclose(cond["1"][0], torch.from_numpy(float01[1, 0]).permute(2, 0, 1) * 2 - 1, atol=1 / 255)
+    assert torch.allclose(
+        cond["1"][0], torch.from_numpy(float01[1, 0]).permute(2, 0, 1) * 2 - 1, atol=1 / 255
+    )
     np.save(tmp_path / "bad.npy", float01 * 3)
     with pytest.raises(ValueError, match="expected \\[0, 1\\]"):
         load_npy_classes(tmp_path / "bad.npy", allow_float01=True)

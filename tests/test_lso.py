@@ -1,11 +1,20 @@
 """LSO: stage 1 (LAL) moves only the mapping side, stage 2 (LSR) never touches its teachers, exact resume,
 inversion of a conditional generator, clear errors."""
+
 import pytest
 import torch
 
-from fewshot_lib.methods.lso import (Anchors, InversionFinetuneTask, LSOConfig, LSOTask, TrainingFeatures,
-                                    convex_codes, inversion_only_samples, mapping_parameters,
-                                    shipped_task_samples)
+from fewshot_lib.methods.lso import (
+    Anchors,
+    InversionFinetuneTask,
+    LSOConfig,
+    LSOTask,
+    TrainingFeatures,
+    convex_codes,
+    inversion_only_samples,
+    mapping_parameters,
+    shipped_task_samples,
+)
 from fewshot_lib.metrics.features import EmojiFeatureNet
 from fewshot_lib.models.stylegan2 import Discriminator, Generator
 from fewshot_lib.projector import project
@@ -30,7 +39,7 @@ def features():
 def task_inputs():
     g = torch.Generator().manual_seed(3)
     shots = torch.rand(3, 3, 32, 32, generator=g) * 2 - 1
-    w_inv = torch.randn(3, 8, 16, generator=g)                 # W+ targets [k, L, D] (L = 8 at 32 px)
+    w_inv = torch.randn(3, 8, 16, generator=g)  # W+ targets [k, L, D] (L = 8 at 32 px)
     return shots, w_inv
 
 
@@ -42,7 +51,7 @@ def test_lal_moves_only_the_mapping_side_and_lsr_leaves_the_teachers_alone(featu
     G, D = tiny_models()
     shots, w_inv = task_inputs
     task = LSOTask(G, D, shots, w_inv, features, TINY, seed=0)
-    assert task.c_new == 3 and task.G.c_dim == 4 and G.c_dim == 3            # the originals are never modified
+    assert task.c_new == 3 and task.G.c_dim == 4 and G.c_dim == 3  # the originals are never modified
     before = params(task.G)
     task.run("lal")
     after = params(task.G)
@@ -50,7 +59,7 @@ def test_lal_moves_only_the_mapping_side_and_lsr_leaves_the_teachers_alone(featu
     mapping_ids = {id(p) for p in embed + mlp}
     names = {n for n, p in task.G.named_parameters() if id(p) in mapping_ids}
     changed = {k for k in before if not torch.equal(before[k], after[k])}
-    assert changed and changed <= names | {"class_embed.gain"}               # synthesis bit-identical
+    assert changed and changed <= names | {"class_embed.gain"}  # synthesis bit-identical
     assert not torch.equal(task.anchors.z, torch.zeros_like(task.anchors.z))  # anchors left the centroid
     assert task.history.values["lal_sigma"] and task.step["lal"] == 3
     task.run("lsr")
@@ -113,12 +122,16 @@ def test_bad_input_gets_a_clear_error(features, task_inputs):
 
 
 def test_convex_codes_are_reproducible_convex_combinations():
-    alpha = convex_codes(torch.eye(4), 50, torch.Generator().manual_seed(0))        # one-hot codes → the weights
+    alpha = convex_codes(torch.eye(4), 50, torch.Generator().manual_seed(0))  # one-hot codes → the weights
     assert alpha.shape == (50, 4) and (alpha >= 0).all()
-    assert torch.allclose(alpha.sum(1), torch.ones(50)) and alpha.std(0).min() > 0.05  # a different mix each time
+    assert (
+        torch.allclose(alpha.sum(1), torch.ones(50)) and alpha.std(0).min() > 0.05
+    )  # a different mix each time
     assert torch.equal(alpha, convex_codes(torch.eye(4), 50, torch.Generator().manual_seed(0)))
-    w = torch.randn(1, 8, 16).expand(3, -1, -1)                                       # equal codes stay that code
-    assert torch.allclose(convex_codes(w, 5, torch.Generator().manual_seed(1)), w[:1].expand(5, -1, -1), atol=1e-6)
+    w = torch.randn(1, 8, 16).expand(3, -1, -1)  # equal codes stay that code
+    assert torch.allclose(
+        convex_codes(w, 5, torch.Generator().manual_seed(1)), w[:1].expand(5, -1, -1), atol=1e-6
+    )
 
 
 def test_inversion_plain_finetune_tunes_the_synthesis_without_the_mapping_and_resumes(features, task_inputs):
@@ -128,7 +141,9 @@ def test_inversion_plain_finetune_tunes_the_synthesis_without_the_mapping_and_re
     before = params(task.G)
 
     def no_mapping(*args, **kwargs):
-        raise AssertionError("inversion + plain fine-tune must not use the mapping network (no LAL, no seen classes)")
+        raise AssertionError(
+            "inversion + plain fine-tune must not use the mapping network (no LAL, no seen classes)"
+        )
 
     task.G.mapping = task.g_ema.mapping = no_mapping
     task.run()
@@ -137,13 +152,13 @@ def test_inversion_plain_finetune_tunes_the_synthesis_without_the_mapping_and_re
     mapping_ids = {id(p) for p in embed + mlp}
     mapping_names = {n for n, p in task.G.named_parameters() if id(p) in mapping_ids}
     changed = {k for k in before if not torch.equal(before[k], after[k])}
-    assert changed and not changed & mapping_names                                    # synthesis only
+    assert changed and not changed & mapping_names  # synthesis only
     assert task.step == TINY.lsr_steps and len(task.history.values["recon"]) == TINY.lsr_steps
     tuned = task.sample(6, seed=0)
     untuned = inversion_only_samples(G, w_inv, 6, seed=0)
     assert tuned.shape == untuned.shape == (6, 3, 32, 32) and torch.isfinite(tuned).all()
-    assert not torch.allclose(tuned, untuned)                                         # the fine-tune shows
-    assert torch.equal(untuned, inversion_only_samples(G, w_inv, 6, seed=0))          # seeded
+    assert not torch.allclose(tuned, untuned)  # the fine-tune shows
+    assert torch.equal(untuned, inversion_only_samples(G, w_inv, 6, seed=0))  # seeded
 
     G, D = tiny_models()
     straight = InversionFinetuneTask(G, D, shots, w_inv, features, TINY, seed=2)
@@ -168,7 +183,7 @@ def test_shipped_task_samples_are_checked_against_their_manifest(tmp_path):
 
     from fewshot_lib.checkpoint import file_sha256
 
-    assert shipped_task_samples(0, tmp_path) is None                                   # not shipped: None
+    assert shipped_task_samples(0, tmp_path) is None  # not shipped: None
     path = tmp_path / "lso_samples_seed0.npz"
     np.savez_compressed(path, images=np.zeros((2, 32, 32, 3), np.uint8), method=np.array(["lso", "lso"]))
     with pytest.raises(ValueError, match="no manifest"):

@@ -1,4 +1,5 @@
 """Tests for fewshot_lib.metrics: known answers on constructed cases, independent references, offline behaviour."""
+
 from __future__ import annotations
 
 import json
@@ -38,7 +39,9 @@ def reference_frechet(mu1, s1, mu2, s2):
     w, v = np.linalg.eigh(s1)
     root1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
     inner = np.linalg.eigvalsh(root1 @ s2 @ root1)
-    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.sqrt(np.clip(inner, 0, None)).sum())
+    return float(
+        ((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.sqrt(np.clip(inner, 0, None)).sum()
+    )
 
 
 def test_fid_identity_symmetry_and_reference():
@@ -49,7 +52,10 @@ def test_fid_identity_symmetry_and_reference():
     assert ab == pytest.approx(ba, rel=1e-6)
     ref = reference_frechet(*M.feature_statistics(a), *M.feature_statistics(b))
     assert abs(ab - ref) <= 1e-3
-    assert abs(M.frechet_distance(*M.feature_statistics(a), *M.feature_statistics(b), method="sqrtm") - ref) <= 1e-3
+    assert (
+        abs(M.frechet_distance(*M.feature_statistics(a), *M.feature_statistics(b), method="sqrtm") - ref)
+        <= 1e-3
+    )
     assert ab > 1.0  # clearly different distributions
 
 
@@ -66,8 +72,9 @@ def test_fid_agrees_with_pytorch_fid():
 
 def test_fid_one_dimensional_closed_form():
     # 1-D Gaussians: FID = (m1 - m2)^2 + (s1 - s2)^2
-    assert M.frechet_distance(np.array([1.0]), np.array([[4.0]]), np.array([3.0]), np.array([[1.0]])) \
-        == pytest.approx(4.0 + 1.0)
+    assert M.frechet_distance(
+        np.array([1.0]), np.array([[4.0]]), np.array([3.0]), np.array([[1.0]])
+    ) == pytest.approx(4.0 + 1.0)
 
 
 def test_kid_unbiased_on_toy_gaussians():
@@ -76,13 +83,16 @@ def test_kid_unbiased_on_toy_gaussians():
     g = torch.Generator().manual_seed(0)
     small, biased = [], []
     for _ in range(3000):
-        xs, ys = x[torch.randint(0, len(x), (10,), generator=g)], y[torch.randint(0, len(y), (10,), generator=g)]
+        xs, ys = (
+            x[torch.randint(0, len(x), (10,), generator=g)],
+            y[torch.randint(0, len(y), (10,), generator=g)],
+        )
         small.append(M.polynomial_mmd_unbiased(xs, ys))
         k = lambda p, q: (p @ q.T / 8 + 1) ** 3  # noqa: E731 biased V-statistic for contrast
         biased.append(float(k(xs, xs).mean() + k(ys, ys).mean() - 2 * k(xs, ys).mean()))
     se = np.std(small) / math.sqrt(len(small))
-    assert abs(np.mean(small) - big) < 4 * se + 0.01 * abs(big)   # unbiased at m = 10
-    assert np.mean(biased) - big > 10 * se                         # the naive estimator is not
+    assert abs(np.mean(small) - big) < 4 * se + 0.01 * abs(big)  # unbiased at m = 10
+    assert np.mean(biased) - big > 10 * se  # the naive estimator is not
     # same distribution: KID centred on zero, FID (biased) clearly positive at small n
     same = M.kid(x[:200], gaussian(200, 8, seed=7), PixelExtractor(), n_subsets=50, subset_size=100)
     assert abs(same.value) < 3 * same.std
@@ -98,14 +108,17 @@ def grid(n_side, offset=(0.0, 0.0)):
 
 def test_precision_recall_density_coverage_known_answers():
     ext = PixelExtractor()
-    real = grid(10)                                   # 100 points
+    real = grid(10)  # 100 points
     far = grid(10, offset=(1000.0, 1000.0))
     same = {**M.precision_recall(real, real, ext), **M.density_coverage(real, real, ext)}
     assert same["precision"].value == 1 and same["recall"].value == 1 and same["coverage"].value == 1
     away = {**M.precision_recall(real, far, ext), **M.density_coverage(real, far, ext)}
     assert away["precision"].value == 0 and away["recall"].value == 0
     assert away["density"].value == 0 and away["coverage"].value == 0
-    mixed = {**M.precision_recall(real, torch.cat([real, far]), ext), **M.density_coverage(real, torch.cat([real, far]), ext)}
+    mixed = {
+        **M.precision_recall(real, torch.cat([real, far]), ext),
+        **M.density_coverage(real, torch.cat([real, far]), ext),
+    }
     assert mixed["precision"].value == pytest.approx(0.5) and mixed["coverage"].value == 1
     # mode dropping: real has two far-apart clusters, the generator reproduces only one
     two = torch.cat([real, far])
@@ -151,24 +164,30 @@ def test_intra_cluster_lpips_constructed_case():
 def test_pairwise_lpips_matches_explicit_pairs():
     ext = PixelExtractor()
     x = torch.randn(7, 3, 2, 2, generator=torch.Generator().manual_seed(0))
-    explicit = [float(ext.perceptual_distance(x[i:i + 1], x[j:j + 1])) for i in range(7) for j in range(i + 1, 7)]
+    explicit = [
+        float(ext.perceptual_distance(x[i : i + 1], x[j : j + 1])) for i in range(7) for j in range(i + 1, 7)
+    ]
     r = M.pairwise_lpips(x, ext)
     assert r.value == pytest.approx(np.mean(explicit), rel=1e-5) and r.details["pairs"] == 21
 
 
 def test_ppl_uniformity_linear_vs_jump():
     ext = PixelExtractor()
-    w0, w1 = torch.zeros(4, 3), torch.ones(4, 3) * 2           # |Δ|² per image = 3 channels · 4 px · 4
+    w0, w1 = torch.zeros(4, 3), torch.ones(4, 3) * 2  # |Δ|² per image = 3 channels · 4 px · 4
     linear = lambda w: w.view(-1, 3, 1, 1).expand(-1, 3, 2, 2)  # noqa: E731
     r = M.ppl_uniformity(linear, w0, w1, ext)
     delta2 = 3 * 4 * 4.0
     assert r.value == pytest.approx(delta2) and r.details["uniformity"] == pytest.approx(0, abs=1e-3)
-    assert r.details["endpoint_raw"] == pytest.approx(delta2) and r.details["endpoint"] == pytest.approx(delta2 / 0.01)
+    assert r.details["endpoint_raw"] == pytest.approx(delta2) and r.details["endpoint"] == pytest.approx(
+        delta2 / 0.01
+    )
     jump = lambda w: (w > 1.0).double().view(-1, 3, 1, 1).expand(-1, 3, 2, 2) * 2  # noqa: E731 all change at t=0.5+
     j = M.ppl_uniformity(jump, w0, w1, ext)
     steps = np.zeros(10)
-    steps[5] = delta2 / 0.01                                     # one sub-interval carries the whole change
-    assert j.value == pytest.approx(steps.mean()) and j.details["uniformity"] == pytest.approx(steps.std(ddof=1))
+    steps[5] = delta2 / 0.01  # one sub-interval carries the whole change
+    assert j.value == pytest.approx(steps.mean()) and j.details["uniformity"] == pytest.approx(
+        steps.std(ddof=1)
+    )
     assert j.details["uniformity"] > r.details["uniformity"] + 1
 
 
@@ -179,7 +198,7 @@ def test_emoji_feature_net_checkpoint_hash_and_shapes():
     assert file_sha256(path) == manifest["sha256"]
     assert path.stat().st_size < 3_000_000
     val = manifest["validation"]
-    assert val["val_concept_acc"] > 0.2 and val["val_style_acc"] > 0.8        # far above chance (1/1906, 1/5)
+    assert val["val_concept_acc"] > 0.2 and val["val_style_acc"] > 0.8  # far above chance (1/1906, 1/5)
     assert manifest["unseen_style_run"]["val_concept_acc"] > 0.05
     ext = M.get_extractor("emoji")
     assert ext.name == manifest["name"]
@@ -212,7 +231,10 @@ def test_trained_net_beats_random_net_on_concepts():
 
     data = load_emoji(styles=["noto", "fluent_flat"])
     keys = sorted(set(data.select(styles="noto").key) & set(data.select(styles="fluent_flat").key))[:300]
-    a, b = data.select(styles="noto").by_keys(keys).tensors(), data.select(styles="fluent_flat").by_keys(keys).tensors()
+    a, b = (
+        data.select(styles="noto").by_keys(keys).tensors(),
+        data.select(styles="fluent_flat").by_keys(keys).tensors(),
+    )
 
     def retrieval(ext):  # nearest fluent_flat drawing of each noto emoji is the same concept?
         fa, fb = ext.features(a), ext.features(b)
@@ -285,8 +307,17 @@ def test_evaluate_against_set_and_per_class():
     shots = real[:5]
     fake = torch.cat([shots] * 4)
     res = M.evaluate_against_set(fake, real, train=shots, extractor=ext)
-    assert set(res) == {"fid", "kid", "precision", "recall", "density", "coverage", "pairwise_lpips",
-                        "intra_cluster_lpips", "nn_modes"}
+    assert set(res) == {
+        "fid",
+        "kid",
+        "precision",
+        "recall",
+        "density",
+        "coverage",
+        "pairwise_lpips",
+        "intra_cluster_lpips",
+        "nn_modes",
+    }
     assert all(r.extractor == ext.name for r in res.values())
     assert res["nn_modes"].value == 5 and res["intra_cluster_lpips"].value == pytest.approx(0, abs=1e-6)
     assert ext.name in str(res["fid"])
@@ -296,8 +327,9 @@ def test_evaluate_against_set_and_per_class():
     cond, held = M.conditioning_split(by_class, n_condition=5, seed=0)
     assert {c: len(x) for c, x in cond.items()} == {"a": 5, "b": 5} and len(held["a"]) == 10
     mean_of_shots = lambda shots: shots.mean(dim=1)  # noqa: E731 a trivial "fusion" generator
-    r1, fakes = M.evaluate_per_class(mean_of_shots, cond, held, k=3, n_per_class=6, extractor=ext,
-                                     return_samples=True)
+    r1, fakes = M.evaluate_per_class(
+        mean_of_shots, cond, held, k=3, n_per_class=6, extractor=ext, return_samples=True
+    )
     r2 = M.evaluate_per_class(mean_of_shots, cond, held, k=3, n_per_class=6, extractor=ext)
     assert fakes["a"].shape == (6, 3, 32, 32) and r1["fid"].n_fake == 12 and r1["fid"].n_real == 20
     assert r1["lpips"].value == r2["lpips"].value and r1["fid"].value == r2["fid"].value  # seeded
@@ -311,8 +343,9 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="differ in dimension"):
         M.fid(torch.zeros(3, 4), torch.zeros(3, 5), PixelExtractor())
     with pytest.raises(ValueError, match="train"):
-        M.evaluate_against_set(torch.zeros(4, 2), torch.zeros(4, 2), extractor=PixelExtractor(),
-                               metrics=["nn_modes"])
+        M.evaluate_against_set(
+            torch.zeros(4, 2), torch.zeros(4, 2), extractor=PixelExtractor(), metrics=["nn_modes"]
+        )
     with pytest.raises(ValueError, match="same shape"):
         M.ppl_uniformity(lambda w: w, torch.zeros(2, 3), torch.zeros(3, 3), PixelExtractor())
     with pytest.raises(ValueError, match=r"\[N, 3, H, W\]"):
@@ -327,29 +360,42 @@ def test_kid_kernel_reuse_matches_per_subset_estimates():
     for _ in range(20):
         ir, i_f = torch.randperm(300, generator=g)[:100], torch.randperm(200, generator=g)[:100]
         explicit.append(M.polynomial_mmd_unbiased(a[ir], b[i_f]))
-    assert r.value == pytest.approx(np.mean(explicit), rel=1e-9) and r.std == pytest.approx(np.std(explicit, ddof=1))
+    assert r.value == pytest.approx(np.mean(explicit), rel=1e-9) and r.std == pytest.approx(
+        np.std(explicit, ddof=1)
+    )
 
 
 # -------------------------------------------------------------------------------------------- recognisability
 def test_recognisability_orders_real_blurred_and_noise():
     import torch.nn.functional as F
     from fewshot_lib.data.emoji import load_emoji
+
     real = load_emoji(styles=["noto"]).tensors()
     perm = torch.randperm(len(real), generator=torch.Generator().manual_seed(0))
-    ref, held_out = real[perm[:1200]], real[perm[1200:1500]]            # held-out reals play the "fakes"
+    ref, held_out = real[perm[:1200]], real[perm[1200:1500]]  # held-out reals play the "fakes"
 
-    def shrunk(x, size):                                                # detail lost, layout and colour kept
+    def shrunk(x, size):  # detail lost, layout and colour kept
         return F.interpolate(F.interpolate(x, size=size, mode="area"), size=32, mode="bilinear")
 
     noise = torch.rand(100, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
-    scores = {name: M.recognisability(ref, x) for name, x in
-              [("real", held_out), ("16px", shrunk(held_out, 16)), ("8px", shrunk(held_out, 8)), ("noise", noise)]}
+    scores = {
+        name: M.recognisability(ref, x)
+        for name, x in [
+            ("real", held_out),
+            ("16px", shrunk(held_out, 16)),
+            ("8px", shrunk(held_out, 8)),
+            ("noise", noise),
+        ]
+    }
     value = {k: r.value for k, r in scores.items()}
     assert value["real"] > 0.8 and value["real"] >= value["16px"] > value["8px"] + 0.2
     # noise alone fools the classifier (it is confidently "named") but is nowhere near a real emoji
     assert value["noise"] == 0.0 and scores["noise"].details["named"] > 0.5
     assert scores["noise"].details["inside_real_manifold"] == 0.0
-    assert scores["real"].extractor == "emoji-features-v1" and sum(scores["real"].details["commonest"].values()) > 0
+    assert (
+        scores["real"].extractor == "emoji-features-v1"
+        and sum(scores["real"].details["commonest"].values()) > 0
+    )
 
 
 def test_recognisability_needs_the_classifier_head():
@@ -369,7 +415,7 @@ def test_novel_concept_split_holds_out_every_drawing_of_a_concept(emoji, load_sc
     assert len(held_keys) == int(0.2 * len(noto_keys)) and held_keys <= noto_keys
     assert not held_keys & set(emoji.key[~held].tolist())
     assert held_keys == set(emoji.key[held & (emoji.style == "noto")].tolist())  # each has its noto drawing
-    assert held.sum() > len(held_keys)                                          # and drawings in other styles
+    assert held.sum() > len(held_keys)  # and drawings in other styles
     assert (script.novel_concept_split(emoji, 0.2, np.random.default_rng(0)) == held).all()
     assert not (script.novel_concept_split(emoji, 0.2, np.random.default_rng(1)) == held).all()
 
@@ -388,18 +434,30 @@ def test_feature_net_run_c_records_the_novel_emoji_yardstick(tmp_path, monkeypat
     assert M.novel_emoji_reference() is None
     script = load_script("train_feature_net")
     with pytest.raises(SystemExit):
-        script.main(["--holdout-concepts", "0.1"])            # no --out: it would overwrite the shipped network
+        script.main(["--holdout-concepts", "0.1"])  # no --out: it would overwrite the shipped network
     assert "own --out" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         script.main(["--record-in-manifest", "--out", str(tmp_path / "b.pt")])
     assert "belongs to run C" in capsys.readouterr().err
 
-    result = script.main(["--holdout-concepts", "0.1", "--epochs", "1", "--out", str(tmp_path / "c.pt"),
-                          "--record-in-manifest"])
+    result = script.main(
+        [
+            "--holdout-concepts",
+            "0.1",
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path / "c.pt"),
+            "--record-in-manifest",
+        ]
+    )
     assert result["n_novel_noto"] == result["n_seen_noto"] == int(0.1 * 1906)
     for which in ("novel", "seen"):
-        assert 0 <= result[f"{which}_noto_recognisability"] <= min(result[f"{which}_noto_named"],
-                                                                  result[f"{which}_noto_inside_real_manifold"])
+        assert (
+            0
+            <= result[f"{which}_noto_recognisability"]
+            <= min(result[f"{which}_noto_named"], result[f"{which}_noto_inside_real_manifold"])
+        )
     after = json.loads((data / EMOJI_MANIFEST).read_text())
     assert after.pop("novel_concept_run") == result and after == before
     assert json.loads((tmp_path / "c.json").read_text()) == result

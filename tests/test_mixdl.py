@@ -1,4 +1,5 @@
 """Tests for fewshot_lib.methods.mixdl: coefficients, mixing in W, hand-computed losses, the D head, a smoke run."""
+
 from __future__ import annotations
 
 import math
@@ -10,8 +11,6 @@ import torch.nn as nn
 from fewshot_lib.methods import mixdl as M
 from fewshot_lib.metrics import generator as GM
 from fewshot_lib.models.stylegan2 import Discriminator, Generator
-
-
 
 
 def tiny_models(seed: int = 0) -> tuple[Generator, Discriminator]:
@@ -45,8 +44,9 @@ def test_dirichlet_is_seeded_and_concentration_matters():
     assert abs(float(uni[:, 0].var()) - 3 / 80) < 0.003
 
 
-@pytest.mark.parametrize("kwargs", [dict(n_mix=0, n_anchors=4), dict(n_mix=2, n_anchors=1),
-                                    dict(n_mix=2, n_anchors=3, alpha=0.0)])
+@pytest.mark.parametrize(
+    "kwargs", [dict(n_mix=0, n_anchors=4), dict(n_mix=2, n_anchors=1), dict(n_mix=2, n_anchors=3, alpha=0.0)]
+)
 def test_dirichlet_rejects_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         M.dirichlet_coefficients(**kwargs)
@@ -66,7 +66,7 @@ def test_mix_latents_shapes_and_vertices():
 def test_mix_latents_refuses_the_broadcast_latent_that_crashes_the_reference():
     g, _ = tiny_models()
     z = torch.randn(4, 16)
-    _, broadcast = g(z, return_latents=True)                      # [4, n_latent, 16]
+    _, broadcast = g(z, return_latents=True)  # [4, n_latent, 16]
     c = M.dirichlet_coefficients(4, 4)
     with pytest.raises(ValueError, match="mapping outputs"):
         M.mix_latents(broadcast, c)
@@ -79,11 +79,11 @@ def test_mix_latents_refuses_the_broadcast_latent_that_crashes_the_reference():
 def test_distance_loss_equals_hand_computed_value():
     # mixup features m and two anchors a1, a2 in R²; cosines written out by hand
     a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    m = torch.tensor([[3.0, 4.0]])                               # cos to a1 = 0.6, to a2 = 0.8
+    m = torch.tensor([[3.0, 4.0]])  # cos to a1 = 0.6, to a2 = 0.8
     c = torch.tensor([[0.7, 0.3]])
     p1 = math.exp(0.6) / (math.exp(0.6) + math.exp(0.8))
     p = [p1, 1 - p1]
-    t1 = math.exp(0.7) / (math.exp(0.7) + math.exp(0.3))           # softmax of the coefficients (reference)
+    t1 = math.exp(0.7) / (math.exp(0.7) + math.exp(0.3))  # softmax of the coefficients (reference)
     t = [t1, 1 - t1]
     kl = sum(t[j] * math.log(t[j] / p[j]) for j in range(2))
     # reduction "mean" (nn.KLDivLoss default) divides the sum by B·K = 2
@@ -165,7 +165,7 @@ def test_short_training_run_with_the_hook(use_d, tmp_path):
     result = trainer.train(show_progress=False)
     h = result.history
     assert result.steps == 6 and len(h["g_loss"]) == 6
-    assert len(h["mixdl_g_dist"]) == 3                                # steps 0, 2, 4
+    assert len(h["mixdl_g_dist"]) == 3  # steps 0, 2, 4
     assert all(math.isfinite(v) and v >= 0 for v in h["mixdl_g_dist"])
     if use_d:
         assert len(h["mixdl_d_dist"]) == 3 and len(h["mixdl_g_mix"]) == 3
@@ -189,8 +189,10 @@ def test_discriminate_switches_to_patches_on_mixup_steps_only():
     assert g_only.discriminate(d, x, step=0, phase="d").shape == (4, 1)
 
 
-@pytest.mark.parametrize("kwargs", [dict(mixup_every=0), dict(lambda_g=-1.0), dict(n_anchors=1),
-                                    dict(alpha=0.0), dict(target="paper")])
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(mixup_every=0), dict(lambda_g=-1.0), dict(n_anchors=1), dict(alpha=0.0), dict(target="paper")],
+)
 def test_config_rejects_bad_values(kwargs):
     with pytest.raises(ValueError):
         M.MixDLConfig(**kwargs)

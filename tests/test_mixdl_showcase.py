@@ -1,4 +1,5 @@
 """The MixDL "staircase vs ramp" showcase: memorisation metrics, the training script's core, the shipped files."""
+
 from __future__ import annotations
 
 import argparse
@@ -31,15 +32,17 @@ class _ToyGenerator(nn.Module):
     def __init__(self, shots: torch.Tensor, copy: bool, style_dim: int = 16) -> None:
         super().__init__()
         self.shots, self.copy, self.style_dim = shots, copy, style_dim
-        self.proj = nn.Parameter(torch.randn(style_dim, 3 * 32 * 32, generator=torch.Generator().manual_seed(0)) * 0.05,
-                                 requires_grad=False)
+        self.proj = nn.Parameter(
+            torch.randn(style_dim, 3 * 32 * 32, generator=torch.Generator().manual_seed(0)) * 0.05,
+            requires_grad=False,
+        )
 
     def mapping(self, z: torch.Tensor) -> torch.Tensor:
         return z
 
     def forward(self, w, input_is_latent=False, randomize_noise=True):
         if self.copy:
-            return (self.shots[w[:, :len(self.shots)].argmax(1)],)
+            return (self.shots[w[:, : len(self.shots)].argmax(1)],)
         return ((w @ self.proj).tanh().view(-1, 3, 32, 32),)
 
 
@@ -57,7 +60,11 @@ def test_memorisation_metrics_tell_a_copier_from_a_smooth_generator(shots):
     smooth = GM.memorisation_metrics(_ToyGenerator(shots, copy=False), shots, **kw)
     assert copier["copy_fraction"] == 1.0 and copier["pixel_copy_fraction"] == 1.0
     assert copier["nn_ratio_median"] < 1e-6 and copier["nn_modes"] == 10
-    assert smooth["copy_fraction"] == 0.0 and smooth["pixel_copy_fraction"] == 0.0 and smooth["nn_ratio_median"] > 0.5
+    assert (
+        smooth["copy_fraction"] == 0.0
+        and smooth["pixel_copy_fraction"] == 0.0
+        and smooth["nn_ratio_median"] > 0.5
+    )
     # staircase vs ramp: the copier's largest step dominates its walks; the linear generator spreads change out
     assert copier["max_step_share"] > 0.3 > smooth["max_step_share"] and smooth["max_step_share"] >= 0.1
     assert copier["ppl_rel_std"] > smooth["ppl_rel_std"]
@@ -75,8 +82,15 @@ def test_script_core_trains_measures_resumes_and_exports(shots, tmp_path, load_s
     script = load_script("train_mixdl_showcase")
     trainer = script.build_trainer("mixdl", shots, tmp_path / "run", TINY, steps=100, seed=0)
     assert trainer.cfg.augment is None and trainer.hook.config.use_d
-    traj = script.train_showcase(trainer, shots, until_step=4, seconds=120, measure_every=2, trajectory=[],
-                                 measure_kwargs=dict(n_samples=16, n_paths=2))
+    traj = script.train_showcase(
+        trainer,
+        shots,
+        until_step=4,
+        seconds=120,
+        measure_every=2,
+        trajectory=[],
+        measure_kwargs=dict(n_samples=16, n_paths=2),
+    )
     assert [e["step"] for e in traj] == [2, 4]
     assert all(0 <= e["copy_fraction"] <= 1 and e["s_per_it"] > 0 and e["ppl_std"] >= 0 for e in traj)
     # resumable: a new trainer on the same run_dir continues from the checkpoint

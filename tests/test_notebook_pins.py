@@ -11,6 +11,7 @@ Everything here is seeded and runs on one CPU thread, so the numbers repeat to f
 (relative 1e-6) only absorbs the JSON round trip, not a change of method or data. Cost at smoke on a 2-core machine
 shared with two trainings: 03 ≈ 60 s, 04 ≈ 55 s, 05 ≈ 60 s.
 """
+
 from __future__ import annotations
 
 import json
@@ -48,13 +49,19 @@ def run_until_experiment(path: Path, run_dir: Path) -> dict:
     the cell that runs its ``Experiment``; return ``result.per_seed`` read back from the kernel as JSON."""
     nb = nbformat.read(path, as_version=4)
     params = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
-    stop = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code" and "Experiment(" in c.source
-                and ").run(" in c.source)
+    stop = next(
+        i
+        for i, c in enumerate(nb.cells)
+        if c.cell_type == "code" and "Experiment(" in c.source and ").run(" in c.source
+    )
     override = nbformat.v4.new_code_cell(f'profile = "smoke"\nrun_dir = {str(run_dir)!r}')
-    dump = nbformat.v4.new_code_cell("import json as _json\nprint(_json.dumps(result.per_seed, default=float))")
-    nb.cells = nb.cells[:params + 1] + [override] + nb.cells[params + 1:stop + 1] + [dump]
-    NotebookClient(nb, timeout=900, kernel_name="python3",
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    dump = nbformat.v4.new_code_cell(
+        "import json as _json\nprint(_json.dumps(result.per_seed, default=float))"
+    )
+    nb.cells = nb.cells[: params + 1] + [override] + nb.cells[params + 1 : stop + 1] + [dump]
+    NotebookClient(
+        nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    ).execute()
     text = "".join(o.get("text", "") for o in nb.cells[-1].outputs if o.get("name") == "stdout")
     return json.loads(text)
 
@@ -63,7 +70,7 @@ def run_until_experiment(path: Path, run_dir: Path) -> dict:
 def test_per_seed_metrics_match_the_pinned_run(name, tmp_path, monkeypatch):
     monkeypatch.setenv("FEWSHOT_PROFILE", "smoke")
     monkeypatch.setenv("FEWSHOT_PROGRESS", "plain")
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")      # the pins were recorded on one thread (cpu_threads' policy)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the pins were recorded on one thread (cpu_threads' policy)
     monkeypatch.delenv("FEWSHOT_THREADS", raising=False)
     got, want = run_until_experiment(ROOT / "notebooks" / f"{name}.ipynb", tmp_path), PINS[name]["per_seed"]
     assert list(got) == list(want), "variants differ"

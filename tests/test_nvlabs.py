@@ -30,6 +30,7 @@ modulated-conv paths; image max abs in brackets):
   ``add_class`` so that the embedding gain had to be folded) converted with :func:`rosinality_to_nvlabs_state`
   loaded with ``strict=True`` into their Generator and matched with ψ = 0.7: 4.5e-6 and 3.7e-6.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -69,6 +70,7 @@ FILTER2D = (FILTER[:, None] * FILTER[None, :]) / FILTER.sum() ** 2
 
 # --- a synthetic pickle in NVlabs' format, written with inert stand-ins -----------------------------------
 
+
 def _reconstruct_persistent_obj(meta):  # never called here: only its name is pickled
     raise AssertionError("a stand-in; the loader must not call it")
 
@@ -90,8 +92,12 @@ class _Persistent:
 @contextlib.contextmanager
 def _nvlabs_names():
     """Let pickle find the stand-ins under NVlabs' module names while the test writes a file."""
-    names = {"torch_utils": None, "torch_utils.persistence": _reconstruct_persistent_obj,
-             "dnnlib": None, "dnnlib.util": EasyDict}
+    names = {
+        "torch_utils": None,
+        "torch_utils.persistence": _reconstruct_persistent_obj,
+        "dnnlib": None,
+        "dnnlib.util": EasyDict,
+    }
     added = []
     try:
         for mod, obj in names.items():
@@ -111,28 +117,43 @@ def _nvlabs_names():
 
 def _module(class_name, params=(), buffers=(), children=(), **attrs):
     """The ``__dict__`` of a torch module as NVlabs' persistence records it, wrapped as a persistent object."""
-    state = dict(training=False, _parameters=OrderedDict((k, torch.nn.Parameter(v, requires_grad=False))
-                                                         for k, v in params),
-                 _buffers=OrderedDict(buffers), _non_persistent_buffers_set=set(), _backward_hooks=OrderedDict(),
-                 _forward_hooks=OrderedDict(), _forward_pre_hooks=OrderedDict(), _state_dict_hooks=OrderedDict(),
-                 _load_state_dict_pre_hooks=OrderedDict(), _modules=OrderedDict(children),
-                 _init_args=(), _init_kwargs=EasyDict(attrs.pop("init_kwargs", {})), **attrs)
+    state = dict(
+        training=False,
+        _parameters=OrderedDict((k, torch.nn.Parameter(v, requires_grad=False)) for k, v in params),
+        _buffers=OrderedDict(buffers),
+        _non_persistent_buffers_set=set(),
+        _backward_hooks=OrderedDict(),
+        _forward_hooks=OrderedDict(),
+        _forward_pre_hooks=OrderedDict(),
+        _state_dict_hooks=OrderedDict(),
+        _load_state_dict_pre_hooks=OrderedDict(),
+        _modules=OrderedDict(children),
+        _init_args=(),
+        _init_kwargs=EasyDict(attrs.pop("init_kwargs", {})),
+        **attrs,
+    )
     return _Persistent(class_name, state)
 
 
 def _fc(g, n_in, n_out, lr=1.0, activation="linear", bias_init=0.0):
     weight = torch.randn(n_out, n_in, generator=g) / lr
     bias = torch.randn(n_out, generator=g) * 0.2 + bias_init
-    return _module("FullyConnectedLayer", [("weight", weight), ("bias", bias)], activation=activation,
-                   weight_gain=np.float64(lr / np.sqrt(n_in)), bias_gain=lr), {"weight": weight, "bias": bias}
+    return _module(
+        "FullyConnectedLayer",
+        [("weight", weight), ("bias", bias)],
+        activation=activation,
+        weight_gain=np.float64(lr / np.sqrt(n_in)),
+        bias_gain=lr,
+    ), {"weight": weight, "bias": bias}
 
 
-def synthetic_generator(res=16, c_dim=0, n_map=2, lr=0.01, ch=(16, 16, 8), conv_clamp=256.0, seed=0,
-                        architecture="skip", z_dim=W):
+def synthetic_generator(
+    res=16, c_dim=0, n_map=2, lr=0.01, ch=(16, 16, 8), conv_clamp=256.0, seed=0, architecture="skip", z_dim=W
+):
     """An NVlabs-layout Generator module tree (persistent stand-ins) and its flat state ``{name: tensor}``."""
     g = torch.Generator().manual_seed(seed)
     flat: dict[str, torch.Tensor] = {}
-    blocks = [2 ** r for r in range(2, int(math.log2(res)) + 1)]
+    blocks = [2**r for r in range(2, int(math.log2(res)) + 1)]
     channels = dict(zip(blocks, ch))
     # mapping
     kids = []
@@ -147,8 +168,17 @@ def synthetic_generator(res=16, c_dim=0, n_map=2, lr=0.01, ch=(16, 16, 8), conv_
     w_avg = torch.randn(W, generator=g)
     flat["mapping.w_avg"] = w_avg
     num_ws = 2 * len(blocks)
-    mapping = _module("MappingNetwork", buffers=[("w_avg", w_avg)], children=kids, z_dim=z_dim, c_dim=c_dim,
-                      w_dim=W, num_ws=num_ws, num_layers=n_map, w_avg_beta=0.995)
+    mapping = _module(
+        "MappingNetwork",
+        buffers=[("w_avg", w_avg)],
+        children=kids,
+        z_dim=z_dim,
+        c_dim=c_dim,
+        w_dim=W,
+        num_ws=num_ws,
+        num_layers=n_map,
+        w_avg_beta=0.995,
+    )
     # synthesis
     syn_kids = []
     for r in blocks:
@@ -160,51 +190,130 @@ def synthetic_generator(res=16, c_dim=0, n_map=2, lr=0.01, ch=(16, 16, 8), conv_
         for name in layer_names:
             cin = channels[r] if name == "conv1" else channels[r // 2]
             aff, ta = _fc(g, W, cin, bias_init=1.0)
-            lp = [("weight", torch.randn(channels[r], cin, 3, 3, generator=g)),
-                  ("noise_strength", torch.randn((), generator=g)), ("bias", torch.randn(channels[r], generator=g))]
+            lp = [
+                ("weight", torch.randn(channels[r], cin, 3, 3, generator=g)),
+                ("noise_strength", torch.randn((), generator=g)),
+                ("bias", torch.randn(channels[r], generator=g)),
+            ]
             lb = [("resample_filter", FILTER2D.clone()), ("noise_const", torch.randn(r, r, generator=g))]
-            bk.append((name, _module("SynthesisLayer", lp, lb, [("affine", aff)], resolution=r,
-                                     up=2 if name == "conv0" else 1, use_noise=True, activation="lrelu",
-                                     conv_clamp=conv_clamp, padding=1, act_gain=np.float64(np.sqrt(2)))))
+            bk.append(
+                (
+                    name,
+                    _module(
+                        "SynthesisLayer",
+                        lp,
+                        lb,
+                        [("affine", aff)],
+                        resolution=r,
+                        up=2 if name == "conv0" else 1,
+                        use_noise=True,
+                        activation="lrelu",
+                        conv_clamp=conv_clamp,
+                        padding=1,
+                        act_gain=np.float64(np.sqrt(2)),
+                    ),
+                )
+            )
             flat.update({f"{b}.{name}.{k}": v for k, v in lp + lb})
             flat.update({f"{b}.{name}.affine.{k}": v for k, v in ta.items()})
         aff, ta = _fc(g, W, channels[r], bias_init=1.0)
-        tp = [("weight", torch.randn(3, channels[r], 1, 1, generator=g)), ("bias", torch.randn(3, generator=g))]
-        bk.append(("torgb", _module("ToRGBLayer", tp, children=[("affine", aff)], conv_clamp=conv_clamp,
-                                    weight_gain=np.float64(1 / np.sqrt(channels[r])))))
+        tp = [
+            ("weight", torch.randn(3, channels[r], 1, 1, generator=g)),
+            ("bias", torch.randn(3, generator=g)),
+        ]
+        bk.append(
+            (
+                "torgb",
+                _module(
+                    "ToRGBLayer",
+                    tp,
+                    children=[("affine", aff)],
+                    conv_clamp=conv_clamp,
+                    weight_gain=np.float64(1 / np.sqrt(channels[r])),
+                ),
+            )
+        )
         flat.update({f"{b}.torgb.{k}": v for k, v in tp})
         flat.update({f"{b}.torgb.affine.{k}": v for k, v in ta.items()})
         flat.update({f"{b}.{k}": v for k, v in params})
         flat[f"{b}.resample_filter"] = FILTER2D.clone()
-        syn_kids.append((f"b{r}", _module("SynthesisBlock", params, [("resample_filter", FILTER2D.clone())], bk,
-                                          in_channels=0 if r == 4 else channels[r // 2], w_dim=W, resolution=r,
-                                          img_channels=3, is_last=r == res, architecture=architecture,
-                                          use_fp16=r == res, num_conv=len(layer_names), num_torgb=1)))
-    syn = _module("SynthesisNetwork", children=syn_kids, w_dim=W, img_resolution=res, img_channels=3,
-                  block_resolutions=blocks, num_ws=num_ws)
-    init_kwargs = dict(z_dim=z_dim, w_dim=W, mapping_kwargs=EasyDict(num_layers=n_map),
-                       synthesis_kwargs=EasyDict(channel_base=256, channel_max=16, num_fp16_res=1,
-                                                 conv_clamp=conv_clamp), c_dim=c_dim, img_resolution=res,
-                       img_channels=3)
-    G = _module("Generator", children=[("synthesis", syn), ("mapping", mapping)], z_dim=z_dim, c_dim=c_dim,
-                w_dim=W, img_resolution=res, img_channels=3, init_kwargs=init_kwargs)
+        syn_kids.append(
+            (
+                f"b{r}",
+                _module(
+                    "SynthesisBlock",
+                    params,
+                    [("resample_filter", FILTER2D.clone())],
+                    bk,
+                    in_channels=0 if r == 4 else channels[r // 2],
+                    w_dim=W,
+                    resolution=r,
+                    img_channels=3,
+                    is_last=r == res,
+                    architecture=architecture,
+                    use_fp16=r == res,
+                    num_conv=len(layer_names),
+                    num_torgb=1,
+                ),
+            )
+        )
+    syn = _module(
+        "SynthesisNetwork",
+        children=syn_kids,
+        w_dim=W,
+        img_resolution=res,
+        img_channels=3,
+        block_resolutions=blocks,
+        num_ws=num_ws,
+    )
+    init_kwargs = dict(
+        z_dim=z_dim,
+        w_dim=W,
+        mapping_kwargs=EasyDict(num_layers=n_map),
+        synthesis_kwargs=EasyDict(channel_base=256, channel_max=16, num_fp16_res=1, conv_clamp=conv_clamp),
+        c_dim=c_dim,
+        img_resolution=res,
+        img_channels=3,
+    )
+    G = _module(
+        "Generator",
+        children=[("synthesis", syn), ("mapping", mapping)],
+        z_dim=z_dim,
+        c_dim=c_dim,
+        w_dim=W,
+        img_resolution=res,
+        img_channels=3,
+        init_kwargs=init_kwargs,
+    )
     return G, flat, init_kwargs
 
 
-def synthetic_discriminator(res=16, ch=(16, 16, 8), conv_clamp=256.0, group=2, c_dim=0, architecture="resnet",
-                            seed=0):
+def synthetic_discriminator(
+    res=16, ch=(16, 16, 8), conv_clamp=256.0, group=2, c_dim=0, architecture="resnet", seed=0
+):
     """An NVlabs-layout Discriminator module tree and its flat state."""
     g = torch.Generator().manual_seed(seed)
-    channels = dict(zip([2 ** r for r in range(2, int(math.log2(res)) + 1)], ch))
+    channels = dict(zip([2**r for r in range(2, int(math.log2(res)) + 1)], ch))
     flat, kids = {}, []
 
     def conv(prefix, cin, cout, k, act, down=1, bias=True, clamp=conv_clamp):
         p = [("weight", torch.randn(cout, cin, k, k, generator=g))] + (
-            [("bias", torch.randn(cout, generator=g) * 0.3)] if bias else [])
+            [("bias", torch.randn(cout, generator=g) * 0.3)] if bias else []
+        )
         b = [("resample_filter", FILTER2D.clone())]
         flat.update({f"{prefix}.{n}": v for n, v in p + b})
-        return _module("Conv2dLayer", p, b, activation=act, up=1, down=down, conv_clamp=clamp, padding=k // 2,
-                       weight_gain=np.float64(1 / np.sqrt(cin * k * k)), act_gain=np.float64(np.sqrt(2)))
+        return _module(
+            "Conv2dLayer",
+            p,
+            b,
+            activation=act,
+            up=1,
+            down=down,
+            conv_clamp=clamp,
+            padding=k // 2,
+            weight_gain=np.float64(1 / np.sqrt(cin * k * k)),
+            act_gain=np.float64(np.sqrt(2)),
+        )
 
     for r in sorted(channels, reverse=True)[:-1]:
         b, bk = f"b{r}", []
@@ -212,35 +321,77 @@ def synthetic_discriminator(res=16, ch=(16, 16, 8), conv_clamp=256.0, group=2, c
             bk.append(("fromrgb", conv(f"{b}.fromrgb", 3, channels[r], 1, "lrelu")))
         bk.append(("conv0", conv(f"{b}.conv0", channels[r], channels[r], 3, "lrelu")))
         bk.append(("conv1", conv(f"{b}.conv1", channels[r], channels[r // 2], 3, "lrelu", down=2)))
-        bk.append(("skip", conv(f"{b}.skip", channels[r], channels[r // 2], 1, "linear", down=2, bias=False,
-                                clamp=None)))
+        bk.append(
+            (
+                "skip",
+                conv(f"{b}.skip", channels[r], channels[r // 2], 1, "linear", down=2, bias=False, clamp=None),
+            )
+        )
         flat[f"{b}.resample_filter"] = FILTER2D.clone()
-        kids.append((b, _module("DiscriminatorBlock", buffers=[("resample_filter", FILTER2D.clone())], children=bk,
-                                in_channels=0 if r == res else channels[r], resolution=r, img_channels=3,
-                                architecture=architecture)))
+        kids.append(
+            (
+                b,
+                _module(
+                    "DiscriminatorBlock",
+                    buffers=[("resample_filter", FILTER2D.clone())],
+                    children=bk,
+                    in_channels=0 if r == res else channels[r],
+                    resolution=r,
+                    img_channels=3,
+                    architecture=architecture,
+                ),
+            )
+        )
     c4 = channels[4]
-    epi = [("mbstd", _module("MinibatchStdLayer", group_size=group, num_channels=1)),
-           ("conv", conv("b4.conv", c4 + 1, c4, 3, "lrelu"))]
+    epi = [
+        ("mbstd", _module("MinibatchStdLayer", group_size=group, num_channels=1)),
+        ("conv", conv("b4.conv", c4 + 1, c4, 3, "lrelu")),
+    ]
     for name, n_in, n_out, act in (("fc", c4 * 16, c4, "lrelu"), ("out", c4, 1, "linear")):
         m, t = _fc(g, n_in, n_out, activation=act)
         epi.append((name, m))
         flat.update({f"b4.{name}.{k}": v for k, v in t.items()})
-    kids.append(("b4", _module("DiscriminatorEpilogue", children=epi, in_channels=c4, cmap_dim=0, resolution=4,
-                               img_channels=3, architecture="resnet")))
-    D = _module("Discriminator", children=kids, c_dim=c_dim, img_resolution=res, img_channels=3,
-                init_kwargs=dict(c_dim=c_dim, img_resolution=res, img_channels=3))
+    kids.append(
+        (
+            "b4",
+            _module(
+                "DiscriminatorEpilogue",
+                children=epi,
+                in_channels=c4,
+                cmap_dim=0,
+                resolution=4,
+                img_channels=3,
+                architecture="resnet",
+            ),
+        )
+    )
+    D = _module(
+        "Discriminator",
+        children=kids,
+        c_dim=c_dim,
+        img_resolution=res,
+        img_channels=3,
+        init_kwargs=dict(c_dim=c_dim, img_resolution=res, img_channels=3),
+    )
     return D, flat
 
 
 def write_snapshot(path: Path, G, extra: dict | None = None, protocol: int = 4) -> Path:
-    snap = {"training_set_kwargs": EasyDict(path="data.zip", use_labels=False), "G": G, "D": None, "G_ema": G,
-            "augment_pipe": None, **(extra or {})}
+    snap = {
+        "training_set_kwargs": EasyDict(path="data.zip", use_labels=False),
+        "G": G,
+        "D": None,
+        "G_ema": G,
+        "augment_pipe": None,
+        **(extra or {}),
+    }
     with _nvlabs_names(), open(path, "wb") as f:
         pickle.dump(snap, f, protocol=protocol)
     return path
 
 
 # --- tests ----------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("protocol", [2, 3, 4])  # 2021-era pickles (Python 3.7) are protocol 3
 def test_tensors_and_init_kwargs_are_extracted(tmp_path, protocol):
@@ -251,9 +402,14 @@ def test_tensors_and_init_kwargs_are_extracted(tmp_path, protocol):
     assert net.class_name == "Generator" and net.persistence_version == 6 and len(net.module_src_sha256) == 64
     assert set(net.state) == set(flat)
     assert all(torch.equal(net.state[k], flat[k]) for k in flat)
-    assert net.init_kwargs == {**kwargs, "mapping_kwargs": {"num_layers": 2},
-                               "synthesis_kwargs": dict(kwargs["synthesis_kwargs"])}
-    assert net.attrs["synthesis.b8.conv0"]["conv_clamp"] == 256.0 and net.attrs["synthesis.b8.conv0"]["up"] == 2
+    assert net.init_kwargs == {
+        **kwargs,
+        "mapping_kwargs": {"num_layers": 2},
+        "synthesis_kwargs": dict(kwargs["synthesis_kwargs"]),
+    }
+    assert (
+        net.attrs["synthesis.b8.conv0"]["conv_clamp"] == 256.0 and net.attrs["synthesis.b8.conv0"]["up"] == 2
+    )
     assert isinstance(net.attrs["mapping.fc0"]["weight_gain"], float)  # numpy float64 → float
     assert net.classes["synthesis.b16.torgb"] == "ToRGBLayer"
 
@@ -263,8 +419,17 @@ def test_conversion_gives_the_expected_architecture_and_places_every_tensor(tmp_
     out = tmp_path / "converted.pt"
     ck = load_nvlabs(write_snapshot(tmp_path / "net.pkl", G_nv), save_to=out)
     G = ck.g_ema
-    assert ck.config == dict(size=16, style_dim=W, n_mlp=3, lr_mlp=0.05, channel_base=128, channel_max=16,
-                             blur_kernel=[1, 3, 3, 1], fused=None, channel_multiplier=2)
+    assert ck.config == dict(
+        size=16,
+        style_dim=W,
+        n_mlp=3,
+        lr_mlp=0.05,
+        channel_base=128,
+        channel_max=16,
+        blur_kernel=[1, 3, 3, 1],
+        fused=None,
+        channel_multiplier=2,
+    )
     assert G.channels == {4: 16, 8: 16, 16: 8}
     assert ck.info["nvlabs"]["conv_clamp"] == 256.0 and ck.info["nvlabs"]["fp16_resolutions"] == [16]
     assert torch.equal(G.input.input[0], flat["synthesis.b4.const"])
@@ -290,8 +455,12 @@ def test_conversion_gives_the_expected_architecture_and_places_every_tensor(tmp_
     assert saved["info"]["nvlabs"]["conv_clamp"] == 256.0 and saved["config"] == ck.config
     again = load_nvlabs(out)
     assert again.g_ema.conv_clamp == 256.0
-    torch.testing.assert_close(again.g_ema(z, randomize_noise=False, truncation=0.5)[0],
-                               G(z, randomize_noise=False, truncation=0.5)[0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        again.g_ema(z, randomize_noise=False, truncation=0.5)[0],
+        G(z, randomize_noise=False, truncation=0.5)[0],
+        rtol=0,
+        atol=1e-6,
+    )
     assert torch.equal(load_generator(out).latent_avg, ck.latent_avg)
 
 
@@ -306,7 +475,9 @@ def test_conditional_generator_embeds_one_hot_classes_like_nvlabs(tmp_path):
     x = torch.cat([normalize_2nd_moment(z), normalize_2nd_moment(y)], 1)
     for i in range(2):
         w, b = flat[f"mapping.fc{i}.weight"], flat[f"mapping.fc{i}.bias"]
-        x = torch.nn.functional.leaky_relu(x @ w.t() * (0.01 / math.sqrt(w.shape[1])) + b * 0.01, 0.2) * math.sqrt(2)
+        x = torch.nn.functional.leaky_relu(
+            x @ w.t() * (0.01 / math.sqrt(w.shape[1])) + b * 0.01, 0.2
+        ) * math.sqrt(2)
     torch.testing.assert_close(G.mapping(z, c), x, rtol=1e-5, atol=1e-5)
 
 
@@ -320,8 +491,10 @@ def test_conv_clamp_bounds_every_layer_like_nvlabs():
     c = 0.5 * min(float(f.abs().max()) for f in feats)
     apply_conv_clamp(G, c)
     rgb = []
-    hooks = [m.conv.register_forward_hook(lambda mod, i, o, b=m.bias: rgb.append(o + b))  # runs after the clamp
-             for m in [G.to_rgb1, *G.to_rgbs]]
+    hooks = [
+        m.conv.register_forward_hook(lambda mod, i, o, b=m.bias: rgb.append(o + b))  # runs after the clamp
+        for m in [G.to_rgb1, *G.to_rgbs]
+    ]
     _, _, feats = G(z, randomize_noise=False, return_features=True)
     assert max(float(f.abs().max()) for f in feats) <= c + 1e-6
     assert max(float(r.abs().max()) for r in rgb) <= c + 1e-5  # ToRGB's own conv + bias, before the skip sum
@@ -340,6 +513,7 @@ class _WritesMarker:
             return (eval, (f"open({str(self.marker)!r}, 'w').close()",))
         if self.how == "system":
             import os
+
             return (os.system, (f"touch {str(self.marker)!r}",))
         return (open, (str(self.marker), "w"))
 
@@ -408,11 +582,17 @@ def test_tensorflow_pickles_are_refused_with_advice(tmp_path):
         load_nvlabs(tmp_path / "tf.pkl")
 
 
-@pytest.mark.parametrize("kind, match", [("resnet", "architecture='resnet'"), ("zdim", "z_dim=8 differs"),
-                                         ("filter", "resample_filter")])
+@pytest.mark.parametrize(
+    "kind, match",
+    [("resnet", "architecture='resnet'"), ("zdim", "z_dim=8 differs"), ("filter", "resample_filter")],
+)
 def test_architectures_this_package_cannot_reproduce_are_refused(tmp_path, kind, match):
-    G, _, _ = synthetic_generator(res=8, ch=(8, 8), architecture="resnet" if kind == "resnet" else "skip",
-                                  z_dim=8 if kind == "zdim" else W)
+    G, _, _ = synthetic_generator(
+        res=8,
+        ch=(8, 8),
+        architecture="resnet" if kind == "resnet" else "skip",
+        z_dim=8 if kind == "zdim" else W,
+    )
     if kind == "filter":
         blk = G.meta["state"]["_modules"]["synthesis"].meta["state"]["_modules"]["b8"]
         blk.meta["state"]["_buffers"]["resample_filter"] = torch.ones(4, 4) / 16
@@ -440,15 +620,22 @@ def test_rosinality_nvlabs_state_dict_round_trip(c_dim):
     assert torch.equal(w_avg, lat)
     z = torch.randn(4, W, generator=torch.Generator().manual_seed(5))
     c = torch.tensor([0, 1, 2, 3]) if c_dim else None
-    torch.testing.assert_close(G2(z, c=c, randomize_noise=False)[0], G(z, c=c, randomize_noise=False)[0],
-                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        G2(z, c=c, randomize_noise=False)[0], G(z, c=c, randomize_noise=False)[0], rtol=1e-5, atol=1e-5
+    )
     if not c_dim:  # unconditional: an exact re-indexing both ways
-        assert set(back) == set(G.state_dict()) and all(torch.equal(back[k], v) for k, v in G.state_dict().items())
+        assert set(back) == set(G.state_dict()) and all(
+            torch.equal(back[k], v) for k, v in G.state_dict().items()
+        )
 
 
 def test_non_finite_weights_are_refused_by_name(tmp_path):
     G, _, _ = synthetic_generator(res=8, ch=(8, 8))
-    torgb = G.meta["state"]["_modules"]["synthesis"].meta["state"]["_modules"]["b8"].meta["state"]["_modules"]["torgb"]
+    torgb = (
+        G.meta["state"]["_modules"]["synthesis"]
+        .meta["state"]["_modules"]["b8"]
+        .meta["state"]["_modules"]["torgb"]
+    )
     torgb.meta["state"]["_parameters"]["bias"] = torch.nn.Parameter(torch.tensor([0.0, float("nan"), 0.0]))
     with pytest.raises(NVlabsPickleError, match=r"synthesis\.b8\.torgb\.bias.*NaN"):
         load_nvlabs(write_snapshot(tmp_path / "nan.pkl", G))
@@ -477,14 +664,22 @@ def test_discriminator_conversion_places_every_tensor_and_clamps(tmp_path):
     nv = rosinality_to_nvlabs_d_state(D.state_dict())
     assert {k: tuple(v.shape) for k, v in nv.items()} == {k: tuple(v.shape) for k, v in flat.items()}
     back = nvlabs_to_rosinality_d_state(nv)
-    assert set(back) == set(D.state_dict()) and all(torch.equal(back[k], v) for k, v in D.state_dict().items())
+    assert set(back) == set(D.state_dict()) and all(
+        torch.equal(back[k], v) for k, v in D.state_dict().items()
+    )
 
 
-@pytest.mark.parametrize("kind, match", [("cond", "conditional discriminator"), ("skip", "architecture='skip'")])
+@pytest.mark.parametrize(
+    "kind, match", [("cond", "conditional discriminator"), ("skip", "architecture='skip'")]
+)
 def test_discriminators_this_package_cannot_reproduce_are_refused(tmp_path, kind, match):
     G, _, _ = synthetic_generator(res=8, ch=(8, 8))
-    D_nv, _ = synthetic_discriminator(res=8, ch=(8, 8), c_dim=3 if kind == "cond" else 0,
-                                      architecture="skip" if kind == "skip" else "resnet")
+    D_nv, _ = synthetic_discriminator(
+        res=8,
+        ch=(8, 8),
+        c_dim=3 if kind == "cond" else 0,
+        architecture="skip" if kind == "skip" else "resnet",
+    )
     with pytest.raises(NVlabsPickleError, match=match):
         load_nvlabs_discriminator(write_snapshot(tmp_path / f"{kind}.pkl", G, extra={"D": D_nv}))
 
@@ -492,6 +687,8 @@ def test_discriminators_this_package_cannot_reproduce_are_refused(tmp_path, kind
 def test_discriminator_state_round_trip_from_this_package():
     D = Discriminator(16, channel_base=128, channel_max=16, stddev_group=2).eval()
     back = nvlabs_to_rosinality_d_state(rosinality_to_nvlabs_d_state(D.state_dict()))
-    assert set(back) == set(D.state_dict()) and all(torch.equal(back[k], v) for k, v in D.state_dict().items())
+    assert set(back) == set(D.state_dict()) and all(
+        torch.equal(back[k], v) for k, v in D.state_dict().items()
+    )
     with pytest.raises(ValueError, match="no NVlabs counterpart"):
         rosinality_to_nvlabs_d_state({**D.state_dict(), "sim_linear.0.weight": torch.zeros(2, 2)})

@@ -1,5 +1,6 @@
 """Nothing lost, nothing wrong in silence (issue #18): run folders, parameters, profiles, timeouts, the kernel
 transport, and training faults (SIGKILL + resume, full disk, unwritable folder)."""
+
 from __future__ import annotations
 
 import errno
@@ -26,23 +27,29 @@ from conftest import write_notebook
 ROOT = Path(__file__).resolve().parent.parent
 WARNING = "Kernel is running over TCP without encryption"
 
-ECHO = '''
+ECHO = """
 import json, pathlib
 pathlib.Path(run_dir, "seen.json").write_text(json.dumps({k: v for k, v in dict(globals()).items()
                                                          if k in ("seed", "label", "alpha", "target_dir")}))
 from fewshot_lib.results import write_metrics
 write_metrics(run_dir, {"ok": 1}, "01_echo", profile, [])
-'''
+"""
 
 
 @pytest.fixture
 def notebooks(tmp_path):
     folder = tmp_path / "nbs"
     folder.mkdir()
-    write_notebook(folder / "01_echo.ipynb",
-              'profile = "auto"\nrun_dir = ""\nseed = 0\nlabel = "x"\nalpha: int = 1\ntarget_dir = ""', ECHO)
-    write_notebook(folder / "02_plain.ipynb", 'profile = "auto"\nrun_dir = ""',
-              "from fewshot_lib.results import write_metrics\nwrite_metrics(run_dir, {}, '02', profile, [])")
+    write_notebook(
+        folder / "01_echo.ipynb",
+        'profile = "auto"\nrun_dir = ""\nseed = 0\nlabel = "x"\nalpha: int = 1\ntarget_dir = ""',
+        ECHO,
+    )
+    write_notebook(
+        folder / "02_plain.ipynb",
+        'profile = "auto"\nrun_dir = ""',
+        "from fewshot_lib.results import write_metrics\nwrite_metrics(run_dir, {}, '02', profile, [])",
+    )
     return folder
 
 
@@ -55,8 +62,10 @@ def _env(**extra: str) -> dict[str, str]:
 # ------------------------------------------------------------------------------------------- run folders
 def test_unique_dir_never_hands_out_one_folder_twice(tmp_path, monkeypatch):
     made: list[Path] = []
-    threads = [threading.Thread(target=lambda: made.append(unique_dir(tmp_path, "20260101-000000")))
-               for _ in range(16)]
+    threads = [
+        threading.Thread(target=lambda: made.append(unique_dir(tmp_path, "20260101-000000")))
+        for _ in range(16)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -82,9 +91,27 @@ def test_two_runs_started_at_once_keep_both(notebooks, tmp_path, monkeypatch, ca
 
     monkeypatch.setattr(runner, "execute_one", fake_execute)
     codes: list[int] = []
-    threads = [threading.Thread(target=lambda label=label: codes.append(main(
-        ["run", "--profile", "smoke", "--notebooks", str(notebooks), "--only", "01", "-p", "label", label])))
-        for label in ("first", "second")]
+    threads = [
+        threading.Thread(
+            target=lambda label=label: codes.append(
+                main(
+                    [
+                        "run",
+                        "--profile",
+                        "smoke",
+                        "--notebooks",
+                        str(notebooks),
+                        "--only",
+                        "01",
+                        "-p",
+                        "label",
+                        label,
+                    ]
+                )
+            )
+        )
+        for label in ("first", "second")
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -98,7 +125,7 @@ def test_two_runs_started_at_once_keep_both(notebooks, tmp_path, monkeypatch, ca
         assert results["schema_version"] == runner.RESULTS_SCHEMA_VERSION
         assert results["notebook_timeout_s"] == runner.NOTEBOOK_TIMEOUT_S["smoke"]
     printed = capsys.readouterr().out
-    assert all(f"{f}/results.json" in printed for f in folders)   # each run names its own folder
+    assert all(f"{f}/results.json" in printed for f in folders)  # each run names its own folder
 
 
 def test_tcp_transport_does_warn_so_the_ipc_check_can_fail(notebooks, tmp_path, capfd):
@@ -117,13 +144,16 @@ def test_an_occupied_out_folder_is_refused(notebooks, tmp_path, capsys):
 
 
 # -------------------------------------------------------------------------------------------- parameters
-@pytest.mark.parametrize("args,message", [
-    (["-p", "lable", "x"], "No selected notebook declares a parameter 'lable'. Did you mean 'label'?"),
-    (["--sweep", "alhpa=1,2"], "Did you mean 'alpha'?"),
-    (["-p", "alpha", "abc"], "declares alpha as int, and 'abc' is not one"),
-    (["-p", "seed", "1.5"], "declares seed as int"),
-    (["-p", "run_dir", "/tmp/x"], "set by the runner"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["-p", "lable", "x"], "No selected notebook declares a parameter 'lable'. Did you mean 'label'?"),
+        (["--sweep", "alhpa=1,2"], "Did you mean 'alpha'?"),
+        (["-p", "alpha", "abc"], "declares alpha as int, and 'abc' is not one"),
+        (["-p", "seed", "1.5"], "declares seed as int"),
+        (["-p", "run_dir", "/tmp/x"], "set by the runner"),
+    ],
+)
 def test_bad_parameters_are_refused_before_anything_runs(notebooks, tmp_path, capsys, args, message):
     out = tmp_path / "out"
     code = main(["run", "--profile", "smoke", "--notebooks", str(notebooks), "--out", str(out), *args])
@@ -131,14 +161,35 @@ def test_bad_parameters_are_refused_before_anything_runs(notebooks, tmp_path, ca
     assert code == 2 and message in err, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert "Declared:" in err or "not one" in err or "runner" in err
-    assert not out.exists()                                   # refused before any notebook ran
+    assert not out.exists()  # refused before any notebook ran
 
 
 def test_parameters_are_typed_resolved_and_recorded_over_ipc(notebooks, tmp_path, monkeypatch, capfd):
-    monkeypatch.chdir(tmp_path)                               # the caller's folder, not the notebooks'
+    monkeypatch.chdir(tmp_path)  # the caller's folder, not the notebooks'
     out = tmp_path / "out"
-    code = main(["run", "--profile", "smoke", "--notebooks", str(notebooks), "--out", str(out),
-                 "-p", "seed", "1", "-p", "label", "123", "-p", "target_dir", "imgs", "-p", "alpha", "3"])
+    code = main(
+        [
+            "run",
+            "--profile",
+            "smoke",
+            "--notebooks",
+            str(notebooks),
+            "--out",
+            str(out),
+            "-p",
+            "seed",
+            "1",
+            "-p",
+            "label",
+            "123",
+            "-p",
+            "target_dir",
+            "imgs",
+            "-p",
+            "alpha",
+            "3",
+        ]
+    )
     assert code == 0
     seen = json.loads((out / "01_echo" / "seen.json").read_text())
     assert seen == {"seed": 1, "label": "123", "alpha": 3, "target_dir": str(tmp_path / "imgs")}
@@ -148,8 +199,13 @@ def test_parameters_are_typed_resolved_and_recorded_over_ipc(notebooks, tmp_path
     assert runs["01_echo.ipynb"]["not_declared"] == []
     assert runs["02_plain.ipynb"]["not_declared"] == ["alpha", "label", "seed", "target_dir"]
     assert "seed" not in runs["02_plain.ipynb"]["parameters"]  # -p seed reaches only notebooks with a seed
-    assert results["requested_parameters"] == {"seed": "1", "label": "123", "target_dir": "imgs", "alpha": "3"}
-    assert WARNING not in capfd.readouterr().err              # the kernels' stderr lands here too
+    assert results["requested_parameters"] == {
+        "seed": "1",
+        "label": "123",
+        "target_dir": "imgs",
+        "alpha": "3",
+    }
+    assert WARNING not in capfd.readouterr().err  # the kernels' stderr lands here too
 
 
 def test_coercion_rules():
@@ -179,15 +235,30 @@ def test_profile_errors_are_one_line(capsys, monkeypatch):
 def test_a_notebook_over_its_timeout_is_stopped_and_the_others_run(tmp_path, capsys):
     folder = tmp_path / "nbs"
     folder.mkdir()
-    write_notebook(folder / "01_slow.ipynb", 'profile = "auto"', "import time\nfor _ in range(600):\n    time.sleep(0.1)")
+    write_notebook(
+        folder / "01_slow.ipynb", 'profile = "auto"', "import time\nfor _ in range(600):\n    time.sleep(0.1)"
+    )
     write_notebook(folder / "02_fast.ipynb", 'profile = "auto"', "x = 1")
     start = time.monotonic()
-    code = main(["run", "--profile", "smoke", "--notebooks", str(folder), "--out", str(tmp_path / "out"),
-                 "--notebook-timeout", "2"])
-    assert code == 1 and time.monotonic() - start < 45        # not the 60 s the slow notebook wanted
+    code = main(
+        [
+            "run",
+            "--profile",
+            "smoke",
+            "--notebooks",
+            str(folder),
+            "--out",
+            str(tmp_path / "out"),
+            "--notebook-timeout",
+            "2",
+        ]
+    )
+    assert code == 1 and time.monotonic() - start < 45  # not the 60 s the slow notebook wanted
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     slow, fast = results["notebooks"]
-    assert slow["status"] == "failed" and slow["error"]["ename"] == "NotebookTimeout" and slow["timeout_s"] == 2
+    assert (
+        slow["status"] == "failed" and slow["error"]["ename"] == "NotebookTimeout" and slow["timeout_s"] == 2
+    )
     assert slow["seconds"] < 30 and "per-notebook limit is 2 s" in slow["error"]["evalue"]
     assert fast["status"] == "ok"
     assert "NotebookTimeout" in capsys.readouterr().out
@@ -195,7 +266,7 @@ def test_a_notebook_over_its_timeout_is_stopped_and_the_others_run(tmp_path, cap
 
 
 # ------------------------------------------------------------------------------------------ training faults
-BUILD = '''
+BUILD = """
 import os, time
 import torch
 from fewshot_lib.models.stylegan2 import Discriminator, Generator
@@ -218,35 +289,41 @@ def build(run_dir, steps, pause=0.0):
     cfg = TrainConfig(steps=steps, batch=2, r1_every=2, pl_every=2, n_sample=2, sample_every=1, checkpoint_every=3)
     os.makedirs(run_dir, exist_ok=True)
     return GANTrainer(G, D, images, cfg, run_dir=run_dir, sample_callback=progress)
-'''
+"""
 
 
 def test_sigkill_mid_training_then_resume_matches_an_uninterrupted_run(tmp_path, monkeypatch):
     steps, every = 9, 3
     script = tmp_path / "train.py"
-    script.write_text(BUILD + "\nimport sys\ntorch.set_num_threads(1)\n"
-                      "build(sys.argv[1], int(sys.argv[2]), float(sys.argv[3])).train(show_progress=False)\n")
-    victim = subprocess.Popen([sys.executable, str(script), str(tmp_path / "killed"), str(steps), "0.25"],
-                              env=_env(OMP_NUM_THREADS="1"))
+    script.write_text(
+        BUILD + "\nimport sys\ntorch.set_num_threads(1)\n"
+        "build(sys.argv[1], int(sys.argv[2]), float(sys.argv[3])).train(show_progress=False)\n"
+    )
+    victim = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path / "killed"), str(steps), "0.25"],
+        env=_env(OMP_NUM_THREADS="1"),
+    )
     space: dict = {}
-    exec(BUILD, space)                                         # the same builder, in this process
+    exec(BUILD, space)  # the same builder, in this process
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)                                   # as in the child: same arithmetic, bit for bit
+    torch.set_num_threads(1)  # as in the child: same arithmetic, bit for bit
     try:
         reference = space["build"](str(tmp_path / "ref"), steps)
         reference.train(show_progress=False)
         progress = tmp_path / "killed" / "progress"
         deadline = time.monotonic() + 240
         while not (progress.exists() and int(progress.read_text() or 0) >= 4):
-            assert victim.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+            assert victim.poll() is None and time.monotonic() < deadline, (
+                "the run ended before it could be killed"
+            )
             time.sleep(0.02)
         victim.send_signal(signal.SIGKILL)
         assert victim.wait(60) == -signal.SIGKILL
         done = int(progress.read_text())
         saved = int(load_checkpoint(tmp_path / "killed" / "checkpoint.pt")["step"])
-        assert 0 < saved < steps and done - saved <= every      # at most one checkpoint interval lost
+        assert 0 < saved < steps and done - saved <= every  # at most one checkpoint interval lost
         resumed = space["build"](str(tmp_path / "killed"), steps)
-        result = resumed.train(show_progress=False)              # picks up checkpoint.pt
+        result = resumed.train(show_progress=False)  # picks up checkpoint.pt
     finally:
         torch.set_num_threads(threads)
     assert result.steps == reference.step == steps
@@ -280,7 +357,7 @@ def test_full_disk_during_training_keeps_the_previous_checkpoint(tmp_path, monke
     msg = str(err.value)
     assert str(tmp_path / "checkpoint.pt") in msg and "disk is full" in msg and "unchanged" in msg
     monkeypatch.undo()
-    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 2     # the last good one, intact
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 2  # the last good one, intact
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
@@ -297,7 +374,7 @@ def test_unwritable_checkpoint_folder_is_a_clear_error(tmp_path, monkeypatch):
     assert str(path) in str(err.value) and "unchanged" in str(err.value)
     monkeypatch.undo()
     assert load_checkpoint(path)["step"] == 1
-    (tmp_path / "file").write_text("x")                        # … and this one is real: a file in the way
+    (tmp_path / "file").write_text("x")  # … and this one is real: a file in the way
     trainer = _tiny_trainer(tmp_path / "run", steps=1)
     with pytest.raises(CheckpointWriteError, match="is a file, not a folder") as err:
         trainer.save(tmp_path / "file" / "run" / "checkpoint.pt")
@@ -305,7 +382,7 @@ def test_unwritable_checkpoint_folder_is_a_clear_error(tmp_path, monkeypatch):
 
 
 def test_training_into_an_unusable_run_folder_fails_before_the_first_step(tmp_path):
-    (tmp_path / "file").write_text("x")                         # a file where the run folder should go
+    (tmp_path / "file").write_text("x")  # a file where the run folder should go
     trainer = _tiny_trainer(tmp_path / "ok", steps=2)
     trainer.run_dir = tmp_path / "file" / "run"
     with pytest.raises(CheckpointWriteError, match="cannot hold checkpoints") as err:

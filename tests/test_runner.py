@@ -1,4 +1,5 @@
 """The papermill runner: parameter injection, sweeps, results collection, report, failing notebooks."""
+
 import json
 from pathlib import Path
 import pytest
@@ -8,11 +9,11 @@ from fewshot_lib.runner import find_notebooks, parse_sweep, parse_value
 
 from conftest import write_notebook
 
-GOOD = '''
+GOOD = """
 from fewshot_lib.results import write_metrics, make_claim
 claim = make_claim("alpha helps", "score", "none", "m", "b", [alpha + 1, alpha + 1.1], [alpha, alpha], True, kind="sanity")
 write_metrics(run_dir, {"alpha": alpha, "label": label}, "01_good", profile, [claim])
-'''
+"""
 
 
 @pytest.fixture
@@ -20,8 +21,11 @@ def notebooks(tmp_path):
     folder = tmp_path / "nbs"
     folder.mkdir()
     write_notebook(folder / "01_good.ipynb", 'profile = "auto"\nrun_dir = ""\nalpha = 1\nlabel = "x"', GOOD)
-    write_notebook(folder / "02_bad.ipynb", 'profile = "auto"\nrun_dir = ""',
-              "x = 1\n" + "raise RuntimeError('deliberate failure')")
+    write_notebook(
+        folder / "02_bad.ipynb",
+        'profile = "auto"\nrun_dir = ""',
+        "x = 1\n" + "raise RuntimeError('deliberate failure')",
+    )
     (folder / "notes.ipynb").write_text("{}")  # not numbered: never run
     return folder
 
@@ -29,8 +33,12 @@ def notebooks(tmp_path):
 def test_parsing_helpers(notebooks):
     assert parse_value("3") == 3 and parse_value("0.5") == 0.5 and parse_value("true") is True
     assert parse_value("noto") == "noto"
-    assert parse_sweep(["a=1,2", "b=x,y"]) == [{"a": 1, "b": "x"}, {"a": 1, "b": "y"},
-                                               {"a": 2, "b": "x"}, {"a": 2, "b": "y"}]
+    assert parse_sweep(["a=1,2", "b=x,y"]) == [
+        {"a": 1, "b": "x"},
+        {"a": 1, "b": "y"},
+        {"a": 2, "b": "x"},
+        {"a": 2, "b": "y"},
+    ]
     with pytest.raises(ValueError):
         parse_sweep(["novalues"])
     assert [p.name for p in find_notebooks(notebooks)] == ["01_good.ipynb", "02_bad.ipynb"]
@@ -39,9 +47,23 @@ def test_parsing_helpers(notebooks):
 
 def test_run_injects_parameters_sweeps_collects_and_reports_failures(notebooks, tmp_path, capsys):
     out = tmp_path / "run"
-    code = main(["run", "--profile", "smoke", "--notebooks", str(notebooks), "--out", str(out),
-                 "-p", "label", "hello", "--sweep", "alpha=2,5"])
-    assert code == 1                                   # one notebook failed → non-zero exit
+    code = main(
+        [
+            "run",
+            "--profile",
+            "smoke",
+            "--notebooks",
+            str(notebooks),
+            "--out",
+            str(out),
+            "-p",
+            "label",
+            "hello",
+            "--sweep",
+            "alpha=2,5",
+        ]
+    )
+    assert code == 1  # one notebook failed → non-zero exit
     results = json.loads((out / "results.json").read_text())
     runs = {r["name"]: r for r in results["notebooks"]}
     assert set(runs) == {"01_good__alpha=2", "01_good__alpha=5", "02_bad__alpha=2", "02_bad__alpha=5"}
@@ -52,12 +74,12 @@ def test_run_injects_parameters_sweeps_collects_and_reports_failures(notebooks, 
     bad = runs["02_bad__alpha=2"]
     assert bad["status"] == "failed" and bad["error"]["ename"] == "RuntimeError"
     assert bad["error"]["cell"] is not None and "deliberate failure" in bad["error"]["evalue"]
-    assert "alpha" not in bad["parameters"]            # 02 declares no alpha, so none was injected
+    assert "alpha" not in bad["parameters"]  # 02 declares no alpha, so none was injected
     assert len(results["claims"]) == 2 and all(c["holds"] for c in results["claims"])
-    assert (out / "01_good__alpha=2" / "01_good.ipynb").is_file()   # the executed notebook is kept
+    assert (out / "01_good__alpha=2" / "01_good.ipynb").is_file()  # the executed notebook is kept
     report = (out / "report.md").read_text()
     assert report.index("Paper claims") < report.index("## Notebooks") and "deliberate failure" in report
-    assert "direction only" not in report              # two seeds per claim here: a real verdict
+    assert "direction only" not in report  # two seeds per claim here: a real verdict
     assert "<table>" in (out / "report.html").read_text()
     printed = capsys.readouterr().out
     assert "FAILED 02_bad__alpha=2" in printed and "[4/4]" in printed
@@ -68,13 +90,24 @@ def test_single_seed_claims_are_marked_as_direction_only(tmp_path):
     from fewshot_lib.runner import write_report
 
     claim = {"notebook": "nb", **make_claim("c", "m", "x", "a", "b", [2.0], [1.0], True, kind="sanity")}
-    assert claim["holds"] is None and claim["verdict"] == "not judged: one seed" and claim["improvement"] == 1.0
+    assert (
+        claim["holds"] is None and claim["verdict"] == "not judged: one seed" and claim["improvement"] == 1.0
+    )
     # a results file written before one-seed claims were left unjudged still says what its verdict rests on
     old = {**claim, "holds": True}
     old.pop("verdict")
-    results = {"profile": "smoke", "created": "now", "ok": 1, "failed": 0, "notebooks": [], "claims": [claim, old]}
+    results = {
+        "profile": "smoke",
+        "created": "now",
+        "ok": 1,
+        "failed": 0,
+        "notebooks": [],
+        "claims": [claim, old],
+    }
     md, _ = write_report(results, tmp_path)
-    assert "not judged: one seed |" in md.read_text() and "**holds** (1 seed: direction only)" in md.read_text()
+    assert (
+        "not judged: one seed |" in md.read_text() and "**holds** (1 seed: direction only)" in md.read_text()
+    )
 
 
 def test_the_report_lists_paper_claims_and_sanity_checks_apart_with_per_seed_values(tmp_path):
@@ -83,11 +116,30 @@ def test_the_report_lists_paper_claims_and_sanity_checks_apart_with_per_seed_val
 
     floors = {"fid": 300.0, "recognisability": 0.4}
     noise = {"fid": 250.0, "recognisability": 0.05}
-    paper = make_claim("noise vs noise", "fid", "x", "a", "b", [100, 101], [200, 201], False, floors=floors,
-                       method_side=noise, baseline_side=noise)
-    check = make_claim("FID notices blur", "fid", "x", "real", "blur", [10, 11], [50, 52], False, kind="sanity")
-    results = {"profile": "lab", "created": "now", "ok": 1, "failed": 0, "notebooks": [],
-               "claims": [{"notebook": "nb", **paper}, {"notebook": "nb", **check}]}
+    paper = make_claim(
+        "noise vs noise",
+        "fid",
+        "x",
+        "a",
+        "b",
+        [100, 101],
+        [200, 201],
+        False,
+        floors=floors,
+        method_side=noise,
+        baseline_side=noise,
+    )
+    check = make_claim(
+        "FID notices blur", "fid", "x", "real", "blur", [10, 11], [50, 52], False, kind="sanity"
+    )
+    results = {
+        "profile": "lab",
+        "created": "now",
+        "ok": 1,
+        "failed": 0,
+        "notebooks": [],
+        "claims": [{"notebook": "nb", **paper}, {"notebook": "nb", **check}],
+    }
     text = write_report(results, tmp_path)[0].read_text()
     paper_part, sanity_part = text.split("## Metric sanity checks")
     assert "noise vs noise" in paper_part and "not measurable at this budget" in paper_part
@@ -97,9 +149,12 @@ def test_the_report_lists_paper_claims_and_sanity_checks_apart_with_per_seed_val
 def test_each_kernel_starts_in_its_notebooks_folder(tmp_path, monkeypatch):
     folder = tmp_path / "where"
     folder.mkdir()
-    write_notebook(folder / "01_where.ipynb", 'profile = "auto"\nrun_dir = ""',
-                   "import os\nfrom fewshot_lib.results import write_metrics\n"
-                   "write_metrics(run_dir, {'cwd': os.getcwd()}, '01_where', profile, [])")
+    write_notebook(
+        folder / "01_where.ipynb",
+        'profile = "auto"\nrun_dir = ""',
+        "import os\nfrom fewshot_lib.results import write_metrics\n"
+        "write_metrics(run_dir, {'cwd': os.getcwd()}, '01_where', profile, [])",
+    )
     monkeypatch.chdir(tmp_path)
     assert main(["run", "--notebooks", str(folder), "--profile", "smoke", "--out", "out"]) == 0
     results = json.loads((tmp_path / "out" / "results.json").read_text())
@@ -133,7 +188,7 @@ def test_parallel_jobs_a_slurm_array_and_a_merge_give_one_results_file(notebooks
     assert main(["run", *good, "--sweep", "alpha=2,5", "--jobs", "2", "--out", str(tmp_path / "par")]) == 0
     monkeypatch.undo()
     par = json.loads((tmp_path / "par" / "results.json").read_text())
-    assert [r["name"] for r in par["notebooks"]] == ["01_good__alpha=2", "01_good__alpha=5"]   # job order kept
+    assert [r["name"] for r in par["notebooks"]] == ["01_good__alpha=2", "01_good__alpha=5"]  # job order kept
     assert [r["metrics"]["alpha"] for r in par["notebooks"]] == [2, 5]
     assert main(["run", *good, "--jobs", "0", "--out", str(tmp_path / "zero")]) == 2
 
@@ -144,13 +199,19 @@ def test_parallel_jobs_a_slurm_array_and_a_merge_give_one_results_file(notebooks
     lines = (slurm / "jobs.txt").read_text().splitlines()
     assert "#SBATCH --array=0-1" in script and len(lines) == 2 and "-p alpha 3" in lines[0]
     # Array task 0 is a plain `fewshot run` into its own folder: run it here as SLURM would.
-    assert subprocess.run(lines[0].replace("fewshot run", f"{os.sys.executable} -m fewshot_lib.cli run", 1),
-                          shell=True, capture_output=True).returncode == 0
+    assert (
+        subprocess.run(
+            lines[0].replace("fewshot run", f"{os.sys.executable} -m fewshot_lib.cli run", 1),
+            shell=True,
+            capture_output=True,
+        ).returncode
+        == 0
+    )
     merged = tmp_path / "merged"
     task0 = next((slurm / "runs").iterdir())
     assert main(["merge", str(tmp_path / "par"), str(task0), "--out", str(merged)]) == 0
     results = json.loads((merged / "results.json").read_text())
     assert [r["metrics"]["alpha"] for r in results["notebooks"]] == [2, 5, 3] and len(results["claims"]) == 3
-    assert all((merged / r["name"]).is_dir() for r in results["notebooks"])       # notebooks copied in
+    assert all((merged / r["name"]).is_dir() for r in results["notebooks"])  # notebooks copied in
     assert "alpha helps" in (merged / "report.md").read_text()
     assert main(["merge", str(tmp_path / "nowhere"), "--out", str(tmp_path / "m2")]) == 2

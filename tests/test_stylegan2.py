@@ -1,4 +1,5 @@
 """Tests of the StyleGAN2 model, losses, augmentation, checkpoint compatibility and the trainer (tiny nets)."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,10 +15,14 @@ from fewshot_lib.checkpoint import file_sha256
 from fewshot_lib.models import stylegan2 as sg
 from fewshot_lib.models import stylegan2_io as sgio
 from fewshot_lib.models.helpers import frozen
-from fewshot_lib.stylegan2_losses import (PathLengthState, d_logistic_loss, g_nonsaturating_loss, path_length_penalty,
-                                          r1_penalty)
+from fewshot_lib.stylegan2_losses import (
+    PathLengthState,
+    d_logistic_loss,
+    g_nonsaturating_loss,
+    path_length_penalty,
+    r1_penalty,
+)
 from fewshot_lib.train import GANTrainer, TrainConfig
-
 
 
 TINY = dict(style_dim=32, n_mlp=2, channel_base=256, channel_max=32)
@@ -68,15 +73,15 @@ def naive_modulated_conv(conv: sg.ModulatedConv2d, x, style):
     """One sample at a time with an explicitly built kernel (the definition, no tricks)."""
     outs = []
     for b in range(x.shape[0]):
-        s = conv.modulation(style[b:b + 1])[0]  # [I]
+        s = conv.modulation(style[b : b + 1])[0]  # [I]
         w = conv.weight[0] * conv.scale * s[None, :, None, None]  # [O, I, k, k]
         if conv.demodulate:
-            w = w / torch.sqrt((w ** 2).sum([1, 2, 3], keepdim=True) + 1e-8)
+            w = w / torch.sqrt((w**2).sum([1, 2, 3], keepdim=True) + 1e-8)
         if conv.upsample:
-            o = F.conv_transpose2d(x[b:b + 1], w.transpose(0, 1), stride=2)
+            o = F.conv_transpose2d(x[b : b + 1], w.transpose(0, 1), stride=2)
             o = conv.blur(o)
         else:
-            o = F.conv2d(x[b:b + 1], w, padding=conv.padding)
+            o = F.conv2d(x[b : b + 1], w, padding=conv.padding)
         outs.append(o)
     return torch.cat(outs)
 
@@ -129,7 +134,9 @@ def test_truncation_and_style_mixing():
     z2 = torch.randn(2, 32)
     _, lat = G([z, z2], inject_index=3, return_latents=True)
     w1, w2 = G.mapping(z), G.mapping(z2)
-    assert torch.allclose(lat[:, :3], w1[:, None].expand(-1, 3, -1)) and torch.allclose(lat[:, 3:], w2[:, None].expand(-1, G.n_latent - 3, -1))
+    assert torch.allclose(lat[:, :3], w1[:, None].expand(-1, 3, -1)) and torch.allclose(
+        lat[:, 3:], w2[:, None].expand(-1, G.n_latent - 3, -1)
+    )
     with pytest.raises(ValueError, match="layers"):
         G(torch.randn(2, 3, 32), input_is_latent=True)
 
@@ -151,7 +158,9 @@ def test_forward_is_mapping_then_latents_then_synthesis():
         torch.manual_seed(7)
         latent = G.latents(styles, **kwargs)
         img2, feats2 = G.synthesis(latent, return_features=True)
-        assert torch.equal(lat, latent) and torch.equal(img, img2) and len(feats) == len(feats2) == G.num_layers
+        assert (
+            torch.equal(lat, latent) and torch.equal(img, img2) and len(feats) == len(feats2) == G.num_layers
+        )
         assert all(torch.equal(a, b) for a, b in zip(feats, feats2))
     assert torch.equal(G.latents(z), G.mapping(z)[:, None].expand(-1, G.n_latent, -1))
     assert G.synthesis(G.latents(z), randomize_noise=False).shape == (3, 3, 16, 16)
@@ -176,7 +185,9 @@ def test_noise_gives_stochastic_detail_only_when_strength_nonzero():
 
 
 # ------------------------------------------------------------------------- rosinality checkpoint layout
-def rosinality_generator_layout(size: int, style_dim: int, n_mlp: int, ch: dict[int, int]) -> dict[str, tuple]:
+def rosinality_generator_layout(
+    size: int, style_dim: int, n_mlp: int, ch: dict[int, int]
+) -> dict[str, tuple]:
     """Key → shape of a rosinality ``Generator`` state dict, written out from the reference notes (§3.2)."""
     keys: dict[str, tuple] = {}
     for i in range(1, n_mlp + 1):
@@ -185,7 +196,10 @@ def rosinality_generator_layout(size: int, style_dim: int, n_mlp: int, ch: dict[
 
     def styled(prefix, i, o, up):
         keys[f"{prefix}.conv.weight"] = (1, o, i, 3, 3)
-        keys[f"{prefix}.conv.modulation.weight"], keys[f"{prefix}.conv.modulation.bias"] = (i, style_dim), (i,)
+        keys[f"{prefix}.conv.modulation.weight"], keys[f"{prefix}.conv.modulation.bias"] = (
+            (i, style_dim),
+            (i,),
+        )
         if up:
             keys[f"{prefix}.conv.blur.kernel"] = (4, 4)
         keys[f"{prefix}.noise.weight"], keys[f"{prefix}.activate.bias"] = (1,), (o,)
@@ -193,7 +207,10 @@ def rosinality_generator_layout(size: int, style_dim: int, n_mlp: int, ch: dict[
     def to_rgb(prefix, i, up):
         keys[f"{prefix}.bias"] = (1, 3, 1, 1)
         keys[f"{prefix}.conv.weight"] = (1, 3, i, 1, 1)
-        keys[f"{prefix}.conv.modulation.weight"], keys[f"{prefix}.conv.modulation.bias"] = (i, style_dim), (i,)
+        keys[f"{prefix}.conv.modulation.weight"], keys[f"{prefix}.conv.modulation.bias"] = (
+            (i, style_dim),
+            (i,),
+        )
         if up:
             keys[f"{prefix}.upsample.kernel"] = (4, 4)
 
@@ -202,7 +219,7 @@ def rosinality_generator_layout(size: int, style_dim: int, n_mlp: int, ch: dict[
     log_size = int(math.log2(size))
     in_ch = ch[4]
     for k, r in enumerate(range(3, log_size + 1)):
-        out = ch[2 ** r]
+        out = ch[2**r]
         styled(f"convs.{2 * k}", in_ch, out, True)
         styled(f"convs.{2 * k + 1}", out, out, False)
         to_rgb(f"to_rgbs.{k}", out, True)
@@ -219,13 +236,28 @@ def rosinality_discriminator_layout(size: int, ch: dict[int, int]) -> dict[str, 
     for i, r in enumerate(range(int(math.log2(size)), 2, -1), start=1):
         out = ch[2 ** (r - 1)]
         p = f"convs.{i}"
-        keys.update({f"{p}.conv1.0.weight": (in_ch, in_ch, 3, 3), f"{p}.conv1.1.bias": (in_ch,),
-                     f"{p}.conv2.0.kernel": (4, 4), f"{p}.conv2.1.weight": (out, in_ch, 3, 3),
-                     f"{p}.conv2.2.bias": (out,), f"{p}.skip.0.kernel": (4, 4), f"{p}.skip.1.weight": (out, in_ch, 1, 1)})
+        keys.update(
+            {
+                f"{p}.conv1.0.weight": (in_ch, in_ch, 3, 3),
+                f"{p}.conv1.1.bias": (in_ch,),
+                f"{p}.conv2.0.kernel": (4, 4),
+                f"{p}.conv2.1.weight": (out, in_ch, 3, 3),
+                f"{p}.conv2.2.bias": (out,),
+                f"{p}.skip.0.kernel": (4, 4),
+                f"{p}.skip.1.weight": (out, in_ch, 1, 1),
+            }
+        )
         in_ch = out
-    keys.update({"final_conv.0.weight": (ch[4], ch[4] + 1, 3, 3), "final_conv.1.bias": (ch[4],),
-                 "final_linear.0.weight": (ch[4], ch[4] * 16), "final_linear.0.bias": (ch[4],),
-                 "final_linear.1.weight": (1, ch[4]), "final_linear.1.bias": (1,)})
+    keys.update(
+        {
+            "final_conv.0.weight": (ch[4], ch[4] + 1, 3, 3),
+            "final_conv.1.bias": (ch[4],),
+            "final_linear.0.weight": (ch[4], ch[4] * 16),
+            "final_linear.0.bias": (ch[4],),
+            "final_linear.1.weight": (1, ch[4]),
+            "final_linear.1.bias": (1,),
+        }
+    )
     return keys
 
 
@@ -256,8 +288,19 @@ def test_random_rosinality_state_dict_round_trips_strictly(tmp_path):
     d_layout = rosinality_discriminator_layout(32, SMALL_CH)
     g_ema, g, d = random_state(g_layout, 1), random_state(g_layout, 2), random_state(d_layout, 3)
     path = tmp_path / "train.pt"
-    torch.save({"g": g, "d": d, "g_ema": g_ema, "g_optim": {}, "d_optim": {}, "latent_avg": torch.randn(48),
-                "args": argparse.Namespace(size=32), "ada_aug_p": 0.0}, path)
+    torch.save(
+        {
+            "g": g,
+            "d": d,
+            "g_ema": g_ema,
+            "g_optim": {},
+            "d_optim": {},
+            "latent_avg": torch.randn(48),
+            "args": argparse.Namespace(size=32),
+            "ada_aug_p": 0.0,
+        },
+        path,
+    )
     ck = sgio.load_rosinality(path)
     assert ck.g_ema.size == 32 and ck.g_ema.style_dim == 48 and ck.g_ema.n_mlp == 3
     assert ck.g_ema.channels == SMALL_CH
@@ -271,7 +314,11 @@ def test_random_rosinality_state_dict_round_trips_strictly(tmp_path):
     assert all(torch.equal(again.g_ema.state_dict()[k], g_ema[k]) for k in g_ema)
     torch.save({"g_ema": {f"module.{k}": v for k, v in g_ema.items()}}, tmp_path / "cdc.pt")
     cdc = sgio.load_rosinality(tmp_path / "cdc.pt")
-    assert cdc.g is None and cdc.d is None and torch.equal(cdc.g_ema.state_dict()["input.input"], g_ema["input.input"])
+    assert (
+        cdc.g is None
+        and cdc.d is None
+        and torch.equal(cdc.g_ema.state_dict()["input.input"], g_ema["input.input"])
+    )
     img, _ = cdc.g_ema(torch.randn(2, 48))
     assert img.shape == (2, 3, 32, 32)
 
@@ -300,10 +347,12 @@ def test_mismatched_or_corrupt_checkpoints_fail_clearly(tmp_path):
     torch.save({"g_ema": state, "args": torch.nn.Identity()}, tmp_path / "pickled.pt")  # arbitrary object
     with pytest.raises(ValueError, match="trust_pickle"):
         sgio.load_rosinality(tmp_path / "pickled.pt")
-    assert sgio.load_rosinality(tmp_path / "pickled.pt", trust_pickle=True).g_ema is not None   # trusted: loads
+    assert (
+        sgio.load_rosinality(tmp_path / "pickled.pt", trust_pickle=True).g_ema is not None
+    )  # trusted: loads
     sick = {k: (v.clone().fill_(float("nan")) if k == "conv1.conv.weight" else v) for k, v in state.items()}
     torch.save({"g_ema": sick, "args": torch.nn.Identity()}, tmp_path / "sick.pt")
-    with pytest.raises(ValueError, match=r"non-finite.*conv1\.conv\.weight"):       # trusted is not healthy
+    with pytest.raises(ValueError, match=r"non-finite.*conv1\.conv\.weight"):  # trusted is not healthy
         sgio.load_rosinality(tmp_path / "sick.pt", trust_pickle=True)
     torch.save({"d": {}}, tmp_path / "nog.pt")
     with pytest.raises(ValueError, match="g_ema"):
@@ -438,8 +487,15 @@ def test_projector_w_and_w_plus_reduce_error():
         start, _ = G(G.mean_latent(512).expand(2, -1), input_is_latent=True, randomize_noise=False)
     start_mse = (start - target).pow(2).flatten(1).mean(1)
     w = project(G, target, steps=60, n_mean=512)
-    wp = project(G, target, steps=60, w_plus=True, n_mean=512, optimize_noise=True,
-                 feature_loss=lambda x, y: (x - y).abs().flatten(1).mean(1))
+    wp = project(
+        G,
+        target,
+        steps=60,
+        w_plus=True,
+        n_mean=512,
+        optimize_noise=True,
+        feature_loss=lambda x, y: (x - y).abs().flatten(1).mean(1),
+    )
     assert w.latents.shape == (2, 32) and wp.latents.shape == (2, G.n_latent, 32)
     assert (w.pixel_mse < 0.5 * start_mse).all(), (w.pixel_mse, start_mse)
     assert (wp.pixel_mse < 0.5 * start_mse).all()
@@ -520,14 +576,25 @@ def test_hooks_are_called_and_extra_modules_trained(tmp_path):
     hook = Probe()
     before = hook.head.weight.detach().clone()
     images = torch.rand(8, 3, 16, 16) * 2 - 1
-    tr = GANTrainer(G, D, images, TrainConfig(steps=2, batch=4, r1_gamma=0, pl_weight=0, augment=None),
-                    run_dir=tmp_path, hook=hook)
+    tr = GANTrainer(
+        G,
+        D,
+        images,
+        TrainConfig(steps=2, batch=4, r1_gamma=0, pl_weight=0, augment=None),
+        run_dir=tmp_path,
+        hook=hook,
+    )
     tr.train(show_progress=False)
     assert hook.calls["z"] == 4 and hook.calls["d"] == 2 and hook.calls["g"] == 2 and hook.calls["disc"] == 6
     assert not torch.equal(before, hook.head.weight)  # optimised with D's Adam
     hook2 = Probe()
-    tr2 = GANTrainer(*tiny(16), images, TrainConfig(steps=2, batch=4, r1_gamma=0, pl_weight=0, augment=None),
-                     run_dir=tmp_path, hook=hook2)
+    tr2 = GANTrainer(
+        *tiny(16),
+        images,
+        TrainConfig(steps=2, batch=4, r1_gamma=0, pl_weight=0, augment=None),
+        run_dir=tmp_path,
+        hook=hook2,
+    )
     tr2.load(tmp_path / "checkpoint.pt")
     assert hook2.counter == 1 and torch.equal(hook2.head.weight, hook.head.weight)
 
@@ -554,8 +621,12 @@ def test_trainer_keeps_deliberately_frozen_weights_frozen():
     before_d, before_g = first.detach().clone(), G.to_rgb1.conv.weight.detach().clone()
     last = next(D.final_linear.parameters())
     before_last = last.detach().clone()
-    tr = GANTrainer(G, D, torch.rand(8, 3, 16, 16) * 2 - 1,
-                    TrainConfig(steps=2, batch=4, sample_every=0, checkpoint_every=0, augment=""))
+    tr = GANTrainer(
+        G,
+        D,
+        torch.rand(8, 3, 16, 16) * 2 - 1,
+        TrainConfig(steps=2, batch=4, sample_every=0, checkpoint_every=0, augment=""),
+    )
     tr.train(steps=2, resume=False, show_progress=False)
     assert not first.requires_grad and torch.equal(first, before_d)
     assert all(p.requires_grad for n, p in D.named_parameters() if p is not first)

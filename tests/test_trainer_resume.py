@@ -5,6 +5,7 @@ after 2 of 4 steps (the format of the background runs' ``runs/*/checkpoint.pt``)
 the same code had after 4 uninterrupted steps (weights and loss history). Resuming the step-2 files with
 today's code must land on the same numbers (up to float noise across CPUs).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,8 +27,16 @@ def gan_trainer(run_dir: Path | None = None) -> GANTrainer:
     G = Generator(16, style_dim=8, n_mlp=1, channel_base=64, channel_max=8)
     D = Discriminator(16, channel_base=64, channel_max=8)
     images = torch.rand(12, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    cfg = TrainConfig(steps=4, batch=4, r1_every=2, pl_every=2, n_sample=4, ada_target=0.6, sample_every=0,
-                      checkpoint_every=0)
+    cfg = TrainConfig(
+        steps=4,
+        batch=4,
+        r1_every=2,
+        pl_every=2,
+        n_sample=4,
+        ada_target=0.6,
+        sample_every=0,
+        checkpoint_every=0,
+    )
     return GANTrainer(G, D, images, cfg, run_dir=run_dir)
 
 
@@ -54,7 +63,7 @@ def test_old_checkpoints_resume_exactly(kind, tmp_path):
         run_dir.mkdir()
         (run_dir / "checkpoint.pt").write_bytes(old.read_bytes())
         trainer = gan_trainer(run_dir)
-        trainer.train(show_progress=False)                 # resumes from run_dir/checkpoint.pt
+        trainer.train(show_progress=False)  # resumes from run_dir/checkpoint.pt
     else:
         (tmp_path / "ck.pt").write_bytes(old.read_bytes())
         trainer = lofgan_trainer(tmp_path / "ck.pt")

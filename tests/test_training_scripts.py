@@ -1,5 +1,6 @@
 """The long-training scripts end to end at toy sizes: export with a manifest of sittings, exact resume from the
 run folder, warm start from the shipped export on a "new machine" (no run folder)."""
+
 import json
 
 import pytest
@@ -11,8 +12,11 @@ from fewshot_lib.data.emoji import load_emoji
 @pytest.fixture
 def small_lofgan(monkeypatch, load_script):
     script = load_script("train_lofgan")
-    monkeypatch.setattr(script, "LAB_MODEL", dict(size=32, feature_size=8, nf=4, nf_d=4, max_nf_d=16, k=3, batch=2,
-                                                  gp_every=2))
+    monkeypatch.setattr(
+        script,
+        "LAB_MODEL",
+        dict(size=32, feature_size=8, nf=4, nf_d=4, max_nf_d=16, k=3, batch=2, gp_every=2),
+    )
     monkeypatch.setattr(script, "N_PER_CLASS", 3)
     return script
 
@@ -20,30 +24,64 @@ def small_lofgan(monkeypatch, load_script):
 def test_train_lofgan_resumes_exactly_and_warm_starts_from_its_export(tmp_path, small_lofgan):
     run, out = tmp_path / "run", tmp_path / "export" / "lofgan.pt"
     base = ["--steps", "6", "--chunk", "2", "--export-every", "100", "--run-dir", str(run), "--out", str(out)]
-    small_lofgan.main(base + ["--until", "4"])                      # a first sitting: 4 of the 6 steps
+    small_lofgan.main(base + ["--until", "4"])  # a first sitting: 4 of the 6 steps
     first = json.loads(out.with_name("lofgan.manifest.json").read_text())
     assert first["steps"] == 4 and first["metric_history"][-1]["step"] == 4
-    assert {"class_consistency", "near_copies", "recognisability", "lpips_diversity", "fid"} <= set(first["metrics"])
-    small_lofgan.main(base)                                         # a second sitting resumes from the run folder
+    assert {"class_consistency", "near_copies", "recognisability", "lpips_diversity", "fid"} <= set(
+        first["metrics"]
+    )
+    small_lofgan.main(base)  # a second sitting resumes from the run folder
     manifest = json.loads(out.with_name("lofgan.manifest.json").read_text())
     sittings = manifest["training_sessions"]
     assert manifest["steps"] == 6 and [s["start_step"] for s in sittings] == [0, 4]
     assert all(s["cpu_s"] >= 0 and s["threads"] == 1 for s in sittings) and manifest["sha256"]
     straight = tmp_path / "straight"
-    small_lofgan.main(["--steps", "6", "--chunk", "2", "--export-every", "100", "--run-dir", str(straight), "--out",
-                       str(tmp_path / "s" / "lofgan.pt")])
+    small_lofgan.main(
+        [
+            "--steps",
+            "6",
+            "--chunk",
+            "2",
+            "--export-every",
+            "100",
+            "--run-dir",
+            str(straight),
+            "--out",
+            str(tmp_path / "s" / "lofgan.pt"),
+        ]
+    )
     a = torch.load(run / "checkpoint.pt", weights_only=True)["g"]
     b = torch.load(straight / "checkpoint.pt", weights_only=True)["g"]
-    assert all(torch.equal(a[k], b[k]) for k in a)                  # 4 + 2 steps = 6 steps in one go
+    assert all(torch.equal(a[k], b[k]) for k in a)  # 4 + 2 steps = 6 steps in one go
     # A new machine: no run folder, only the fp16 export.
     fresh = tmp_path / "fresh"
-    small_lofgan.main(["--steps", "8", "--chunk", "2", "--export-every", "100", "--run-dir", str(fresh), "--out",
-                       str(tmp_path / "w" / "lofgan.pt"), "--warm-start", str(out)])
+    small_lofgan.main(
+        [
+            "--steps",
+            "8",
+            "--chunk",
+            "2",
+            "--export-every",
+            "100",
+            "--run-dir",
+            str(fresh),
+            "--out",
+            str(tmp_path / "w" / "lofgan.pt"),
+            "--warm-start",
+            str(out),
+        ]
+    )
     warm = json.loads((tmp_path / "w" / "lofgan.manifest.json").read_text())
-    assert warm["steps"] == 8 and len(warm["training_sessions"]) == 3 and "warm start" in warm["training_sessions"][-1]["note"]
+    assert (
+        warm["steps"] == 8
+        and len(warm["training_sessions"]) == 3
+        and "warm start" in warm["training_sessions"][-1]["note"]
+    )
     with pytest.raises(FileNotFoundError, match="_d.pt"):
         out.with_name("lofgan_d.pt").unlink()
-        small_lofgan.main(["--run-dir", str(tmp_path / "x"), "--out", str(tmp_path / "x.pt"), "--warm-start", str(out)])
+        small_lofgan.main(
+            ["--run-dir", str(tmp_path / "x"), "--out", str(tmp_path / "x.pt"), "--warm-start", str(out)]
+        )
 
 
 def test_train_adaptation_draws_different_shots_per_seed_and_resumes(tmp_path, monkeypatch, load_script):
@@ -54,7 +92,18 @@ def test_train_adaptation_draws_different_shots_per_seed_and_resumes(tmp_path, m
     assert i0 != i1 and i0 == sorted(i0) and script.draw_shots(target, 10, 0)[1] == i0
     assert script.export_name("cdc", "fluent_3d", 2) == "cdc_fluent_3d_shots2"
     run, out = tmp_path / "run", tmp_path / "cdc.pt"
-    common = ["--method", "tgan", "--eval-every", "2", "--n-eval", "16", "--run-dir", str(run), "--out", str(out)]
+    common = [
+        "--method",
+        "tgan",
+        "--eval-every",
+        "2",
+        "--n-eval",
+        "16",
+        "--run-dir",
+        str(run),
+        "--out",
+        str(out),
+    ]
     script.main(common + ["--steps", "2"])
     script.main(common + ["--steps", "4"])
     manifest = json.loads(out.with_name("cdc.manifest.json").read_text())
@@ -69,18 +118,22 @@ def test_conditional_source_starts_its_synthesis_from_the_unconditional_model(tm
     script = load_script("train_conditional_source")
     names, images, labels = script.seen_data()
     assert len(names) == int(labels.max()) + 1 and len(images) == len(labels)
-    assert not {n.rsplit("/", 1)[-1] for n in names} & {"animal-bird", "person"}   # unseen classes stay out
+    assert not {n.rsplit("/", 1)[-1] for n in names} & {"animal-bird", "person"}  # unseen classes stay out
     from fewshot_lib.models.stylegan2 import SOURCE_MODEL_CONFIG, Discriminator, Generator
     from fewshot_lib.models.stylegan2_io import load_generator
     from fewshot_lib.config import data_dir
     from fewshot_lib.train import GANTrainer, TrainConfig
 
     G = Generator(**SOURCE_MODEL_CONFIG, c_dim=len(names))
-    D = Discriminator(32, channel_base=SOURCE_MODEL_CONFIG["channel_base"],
-                      channel_max=SOURCE_MODEL_CONFIG["channel_max"], c_dim=len(names))
+    D = Discriminator(
+        32,
+        channel_base=SOURCE_MODEL_CONFIG["channel_base"],
+        channel_max=SOURCE_MODEL_CONFIG["channel_max"],
+        c_dim=len(names),
+    )
     trainer = GANTrainer(G, D, images, TrainConfig(steps=1, batch=2), labels=labels)
     note = script.init_from_unconditional(trainer, data_dir() / "checkpoints" / "stylegan2_noto32.pt")
     source = load_generator(data_dir() / "checkpoints" / "stylegan2_noto32.pt")
     assert "mapping and projection new" in note
-    assert torch.equal(trainer.G.convs[0].conv.weight, source.convs[0].conv.weight)       # synthesis copied
-    assert trainer.G.style[0].weight.shape[1] == 2 * SOURCE_MODEL_CONFIG["style_dim"]      # conditional mapping
+    assert torch.equal(trainer.G.convs[0].conv.weight, source.convs[0].conv.weight)  # synthesis copied
+    assert trainer.G.style[0].weight.shape[1] == 2 * SOURCE_MODEL_CONFIG["style_dim"]  # conditional mapping

@@ -14,6 +14,7 @@ Rebuild from the npm packages (needs npm and ``pip install resvg-py``)::
 
 Taught in: ``notebooks/00_data_and_setup.ipynb``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,17 +61,25 @@ class EmojiData:
         index = np.asarray(index)
         return EmojiData(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
 
-    def select(self, styles: str | Iterable[str] | None = None, categories: str | Iterable[str] | None = None,
-               subcategories: str | Iterable[str] | None = None, keys: str | Iterable[str] | None = None
-               ) -> "EmojiData":
+    def select(
+        self,
+        styles: str | Iterable[str] | None = None,
+        categories: str | Iterable[str] | None = None,
+        subcategories: str | Iterable[str] | None = None,
+        keys: str | Iterable[str] | None = None,
+    ) -> "EmojiData":
         """Keep rows whose labels are in every given list (``None`` = no filter).
 
         Raises ``ValueError`` naming the unknown values when a filter matches nothing — a typo such as
         ``styles="fluent3d"`` should not silently give an empty dataset.
         """
         mask = np.ones(len(self), bool)
-        for column, wanted in (("style", styles), ("category", categories),
-                               ("subcategory", subcategories), ("key", keys)):
+        for column, wanted in (
+            ("style", styles),
+            ("category", categories),
+            ("subcategory", subcategories),
+            ("key", keys),
+        ):
             if wanted is None:
                 continue
             wanted = [wanted] if isinstance(wanted, str) else list(wanted)
@@ -125,8 +134,15 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).numpy()
 
 
-def load_emoji(size: int = 32, path: str | Path | None = None, styles=None, categories=None,
-               subcategories=None, keys=None, verify: bool = False) -> EmojiData:
+def load_emoji(
+    size: int = 32,
+    path: str | Path | None = None,
+    styles=None,
+    categories=None,
+    subcategories=None,
+    keys=None,
+    verify: bool = False,
+) -> EmojiData:
     """Load the emoji dataset (optionally filtered, see :meth:`EmojiData.select`).
 
     ``size`` 32 is committed in ``data/``; other sizes must be built first (the error says how).
@@ -138,7 +154,8 @@ def load_emoji(size: int = 32, path: str | Path | None = None, styles=None, cate
     if not path.is_file():
         raise FileNotFoundError(
             f"No emoji dataset at {path}. Build it with `{entry.rebuild}` (needs npm and `pip install "
-            "resvg-py`); the 32×32 build ships in data/.")
+            "resvg-py`); the 32×32 build ships in data/."
+        )
     if verify:
         entry.check()
     data = read_emoji_file(path)
@@ -161,11 +178,14 @@ def read_emoji_file(path: str | Path, device: str | None = None) -> EmojiData:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m fewshot_lib.data.emoji",
-                                     description="Build or inspect the multi-style emoji dataset.")
+    parser = argparse.ArgumentParser(
+        prog="python -m fewshot_lib.data.emoji", description="Build or inspect the multi-style emoji dataset."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="download the npm packages and render the dataset")
-    b.add_argument("--size", type=int, default=32, help="image side in pixels (32 is committed; 64 on demand)")
+    b.add_argument(
+        "--size", type=int, default=32, help="image side in pixels (32 is committed; 64 on demand)"
+    )
     b.add_argument("--out", type=Path, default=None, help="output .npz (default data/emoji_<size>.npz)")
     b.add_argument("--workers", type=int, default=2)
     b.add_argument("--packages-dir", type=Path, default=None, help="use already unpacked npm packages")
@@ -177,7 +197,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "build":
         from .emoji_build import build
 
-        manifest = build(args.size, args.out or emoji_path(args.size), args.workers, args.packages_dir, args.limit)
+        manifest = build(
+            args.size, args.out or emoji_path(args.size), args.workers, args.packages_dir, args.limit
+        )
         print(json.dumps(manifest, indent=2))
     else:
         data = load_emoji(args.size)

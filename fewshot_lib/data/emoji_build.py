@@ -16,6 +16,7 @@ Pipeline (one function per step):
 Only the 32×32 build is committed (``data/emoji_32.npz``); ``python -m fewshot_lib.data.emoji build --size 64``
 makes the 64×64 one on demand (needs ``npm`` and ``pip install resvg-py``).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -36,9 +37,9 @@ from PIL import Image
 log = logging.getLogger(__name__)
 
 BUILDER_VERSION = "1.0"
-RENDER_SIZE = 256      # SVGs are rasterised at this size, then downsampled (sharper than rendering small)
-MARGIN = 0.04          # empty border around the tight bounding box, as a fraction of its longer side
-ALPHA_VISIBLE = 8      # alpha above this counts as "drawn" when cropping
+RENDER_SIZE = 256  # SVGs are rasterised at this size, then downsampled (sharper than rendering small)
+MARGIN = 0.04  # empty border around the tight bounding box, as a fraction of its longer side
+ALPHA_VISIBLE = 8  # alpha above this counts as "drawn" when cropping
 
 # npm package → version. Pinned so a rebuild gives the same images.
 PACKAGES = {
@@ -55,9 +56,13 @@ STYLES = {
     "twemoji": ("emoji-datasource-twitter", "CC-BY-4.0", "Twitter/X Corp. and contributors (Twemoji)"),
     "fluent_flat": ("@iconify-json/fluent-emoji-flat", "MIT", "Microsoft Fluent Emoji (flat)"),
     "fluent_3d": ("@iconify-json/fluent-emoji", "MIT", "Microsoft Fluent Emoji (colour, 3-D look)"),
-    "fluent_hc": ("@iconify-json/fluent-emoji-high-contrast", "MIT", "Microsoft Fluent Emoji (high contrast)"),
+    "fluent_hc": (
+        "@iconify-json/fluent-emoji-high-contrast",
+        "MIT",
+        "Microsoft Fluent Emoji (high contrast)",
+    ),
 }
-EXCLUDED_CATEGORIES = ("Component",)   # skin-tone swatches, not emoji
+EXCLUDED_CATEGORIES = ("Component",)  # skin-tone swatches, not emoji
 
 
 def norm_key(sequence: str) -> str:
@@ -76,8 +81,9 @@ def fetch_packages(dest: Path) -> dict[str, Path]:
     dest.mkdir(parents=True, exist_ok=True)
     specs = [f"{name}@{version}" for name, version in PACKAGES.items()]
     try:
-        out = subprocess.run(["npm", "pack", "--json", *specs], cwd=dest, check=True,
-                             capture_output=True, text=True).stdout
+        out = subprocess.run(
+            ["npm", "pack", "--json", *specs], cwd=dest, check=True, capture_output=True, text=True
+        ).stdout
     except FileNotFoundError as err:
         raise RuntimeError("Building the emoji dataset needs `npm` (Node.js) on PATH.") from err
     except subprocess.CalledProcessError as err:
@@ -99,7 +105,7 @@ class EmojiEntry:
     name: str
     category: str
     subcategory: str
-    image_file: str      # file name used by the emoji-datasource PNG folders
+    image_file: str  # file name used by the emoji-datasource PNG folders
     sort_order: int
 
 
@@ -110,8 +116,16 @@ def read_metadata(emoji_json: Path) -> list[EmojiEntry]:
         if row["category"] in EXCLUDED_CATEGORIES:
             continue
         name = (row.get("name") or row.get("short_name") or "").lower()
-        entries.append(EmojiEntry(norm_key(row["unified"]), name, row["category"], row["subcategory"],
-                                  row["image"], int(row["sort_order"])))
+        entries.append(
+            EmojiEntry(
+                norm_key(row["unified"]),
+                name,
+                row["category"],
+                row["subcategory"],
+                row["image"],
+                int(row["sort_order"]),
+            )
+        )
     return sorted(entries, key=lambda e: e.sort_order)
 
 
@@ -144,9 +158,11 @@ def iconify_sources(package: Path, names_from: Path | None = None) -> dict[str, 
         body = icon["body"]
         if flip:
             body = f'<g transform="translate({w} 0) scale(-1 1)">{body}</g>'
-        svgs[norm_key(codepoints)] = (f'<svg xmlns="http://www.w3.org/2000/svg" '
-                                      f'xmlns:xlink="http://www.w3.org/1999/xlink" width="{w}" height="{h}" '
-                                      f'viewBox="0 0 {w} {h}">{body}</svg>')
+        svgs[norm_key(codepoints)] = (
+            f'<svg xmlns="http://www.w3.org/2000/svg" '
+            f'xmlns:xlink="http://www.w3.org/1999/xlink" width="{w}" height="{h}" '
+            f'viewBox="0 0 {w} {h}">{body}</svg>'
+        )
     return svgs
 
 
@@ -195,8 +211,9 @@ def _render_one(args: tuple[Path | str, int]) -> np.ndarray | None:
 
 
 # ---------------------------------------------------------------------------------------------- 5. build
-def build(size: int, out: Path, workers: int = 2, packages_dir: Path | None = None,
-          limit: int | None = None) -> dict:
+def build(
+    size: int, out: Path, workers: int = 2, packages_dir: Path | None = None, limit: int | None = None
+) -> dict:
     """Build ``emoji_<size>.npz`` and return its manifest (also written next to it as JSON)."""
     start = time.time()
     with tempfile.TemporaryDirectory() as tmp:

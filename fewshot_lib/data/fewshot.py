@@ -10,6 +10,7 @@ Vocabulary used throughout the package:
 
 Taught in: ``notebooks/00_data_and_setup.ipynb``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -22,8 +23,9 @@ from .emoji import EmojiData
 SPLIT_SEED = 2021  # the fixed seed behind the documented seen/unseen split; never change it silently
 
 
-def sample_shots(data: EmojiData, k: int, seed: int = 0, by: str = "subcategory", cls: str | None = None
-                 ) -> EmojiData:
+def sample_shots(
+    data: EmojiData, k: int, seed: int = 0, by: str = "subcategory", cls: str | None = None
+) -> EmojiData:
     """``k`` distinct images of one class, chosen reproducibly from ``seed``.
 
     With ``cls=None`` the class itself is drawn (from classes holding at least ``k`` images). Raises
@@ -51,8 +53,9 @@ def class_rank(name: str, seed: int = SPLIT_SEED) -> str:
     return hashlib.sha256(f"{seed}:{name}".encode()).hexdigest()
 
 
-def class_split(data: EmojiData, by: str = "subcategory", min_count: int = 10, n_unseen: int = 20,
-                seed: int = SPLIT_SEED) -> tuple[list[str], list[str]]:
+def class_split(
+    data: EmojiData, by: str = "subcategory", min_count: int = 10, n_unseen: int = 20, seed: int = SPLIT_SEED
+) -> tuple[list[str], list[str]]:
     """The fixed, disjoint seen/unseen split of the classes that have at least ``min_count`` images.
 
     Each eligible class is ranked by a hash of its name (:func:`class_rank`); the ``n_unseen`` lowest ranks are
@@ -62,7 +65,9 @@ def class_split(data: EmojiData, by: str = "subcategory", min_count: int = 10, n
     """
     classes = data.classes(by, min_count=min_count)
     if len(classes) <= n_unseen:
-        raise ValueError(f"Only {len(classes)} {by} classes have ≥{min_count} images; cannot hold out {n_unseen}.")
+        raise ValueError(
+            f"Only {len(classes)} {by} classes have ≥{min_count} images; cannot hold out {n_unseen}."
+        )
     ranked = sorted(classes, key=lambda c: class_rank(c, seed))
     return sorted(ranked[n_unseen:]), sorted(ranked[:n_unseen])
 
@@ -92,8 +97,13 @@ class EpisodeSampler:
         generator: a seeded ``torch.Generator`` for reproducible episodes.
     """
 
-    def __init__(self, images_by_class: dict[str, torch.Tensor], k: int, batch: int = 8,
-                 generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        images_by_class: dict[str, torch.Tensor],
+        k: int,
+        batch: int = 8,
+        generator: torch.Generator | None = None,
+    ):
         too_small = {c: len(x) for c, x in images_by_class.items() if len(x) < k}
         if too_small:
             raise ValueError(f"Classes with fewer than k={k} images: {too_small}")

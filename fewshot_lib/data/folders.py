@@ -19,6 +19,7 @@ loop, a FIFO or device — raises :class:`ImageLoadError` (a ``ValueError``) nam
 and nothing is loaded. With ``skip_bad=True`` those files are skipped instead, each with a logged warning.
 Symlinks to files are followed (resolved once, so loops are detected, never followed forever).
 """
+
 from __future__ import annotations
 
 import errno
@@ -64,8 +65,9 @@ def _grey_to_rgb(arr: np.ndarray) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L").convert("RGB")
 
 
-def _to_rgb_on_white(img: Image.Image, path: Path, tiff_bits: tuple[int | None, bool] = (None, False)
-                     ) -> Image.Image:
+def _to_rgb_on_white(
+    img: Image.Image, path: Path, tiff_bits: tuple[int | None, bool] = (None, False)
+) -> Image.Image:
     """8-bit RGB by the image's declared range (never its own min–max), transparency composited on white.
 
     ``tiff_bits``: what the original file declared (an EXIF-transposed copy no longer carries TIFF tags)."""
@@ -75,7 +77,7 @@ def _to_rgb_on_white(img: Image.Image, path: Path, tiff_bits: tuple[int | None, 
     if mode == "I":  # 32-bit integer (TIFF); scale by the declared bit depth
         bits, signed = tiff_bits
         bits = bits or 32
-        top = 2 ** (bits - 1) - 1 if signed else 2 ** bits - 1
+        top = 2 ** (bits - 1) - 1 if signed else 2**bits - 1
         return _grey_to_rgb(np.asarray(img, dtype=np.float64) * (255.0 / top))
     if mode == "F":  # float greyscale: only [0, 1] has an unambiguous meaning
         arr = np.asarray(img, dtype=np.float64)
@@ -83,8 +85,10 @@ def _to_rgb_on_white(img: Image.Image, path: Path, tiff_bits: tuple[int | None, 
             raise ImageLoadError(f"{path}: float image holds NaN or infinite values.")
         low, high = float(arr.min()), float(arr.max())
         if low < -1e-6 or high > 1 + 1e-6:
-            raise ImageLoadError(f"{path}: float image with values in [{low:.4g}, {high:.4g}]; only float images "
-                                 "in [0, 1] are accepted (save it as 8- or 16-bit instead).")
+            raise ImageLoadError(
+                f"{path}: float image with values in [{low:.4g}, {high:.4g}]; only float images "
+                "in [0, 1] are accepted (save it as 8- or 16-bit instead)."
+            )
         return _grey_to_rgb(arr * 255.0)
     if mode in ("RGBA", "RGBa", "LA", "La", "PA") or (mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
@@ -118,15 +122,18 @@ def open_rgb(path: str | Path) -> Image.Image:
     except ImageLoadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise ImageLoadError(f"{path}: refused as a possible decompression bomb ({err}). If the file is genuine, "
-                             "shrink it, or raise PIL.Image.MAX_IMAGE_PIXELS.") from None
+        raise ImageLoadError(
+            f"{path}: refused as a possible decompression bomb ({err}). If the file is genuine, "
+            "shrink it, or raise PIL.Image.MAX_IMAGE_PIXELS."
+        ) from None
     except UnidentifiedImageError:
         raise ImageLoadError(f"{path}: not an image Pillow can decode (unknown format or corrupt).") from None
     except FileNotFoundError:
         raise ImageLoadError(f"{path}: file disappeared or is a dangling link.") from None
     except Exception as err:  # Pillow raises OSError, SyntaxError, struct.error, … for broken files
-        raise ImageLoadError(f"{path}: could not be decoded, truncated or corrupt? "
-                             f"({type(err).__name__}: {err})") from None
+        raise ImageLoadError(
+            f"{path}: could not be decoded, truncated or corrupt? ({type(err).__name__}: {err})"
+        ) from None
 
 
 def resize_center_crop(img: Image.Image, size: int) -> Image.Image:
@@ -196,22 +203,30 @@ def list_images(folder: str | Path, skip_bad: bool = False) -> list[Path]:
     if hidden:
         log.info("%s: ignored %d hidden file(s).", folder, hidden)
     if subfolders:
-        log.warning("%s: ignoring %d subfolder(s) %s (folders are not searched recursively).", folder,
-                    len(subfolders), subfolders[:5])
+        log.warning(
+            "%s: ignoring %d subfolder(s) %s (folders are not searched recursively).",
+            folder,
+            len(subfolders),
+            subfolders[:5],
+        )
     if problems and not skip_bad:
         details = [f"{p.name}: {why}" for p, why in problems[:5]]
-        raise ImageLoadError(f"{shown(folder)} contains {len(problems)} file(s) that are not images (or not readable): "
-                             f"{details}{' …' if len(problems) > 5 else ''}. Remove them or {SKIP_BAD_HINT}.")
+        raise ImageLoadError(
+            f"{shown(folder)} contains {len(problems)} file(s) that are not images (or not readable): "
+            f"{details}{' …' if len(problems) > 5 else ''}. Remove them or {SKIP_BAD_HINT}."
+        )
     for path, why in problems:
         log.warning("Skipped %s: %s.", path, why)
     if not images:
-        raise ImageLoadError(f"Image folder {shown(folder)} contains no images "
-                             f"({', '.join(sorted(IMAGE_SUFFIXES))}).")
+        raise ImageLoadError(
+            f"Image folder {shown(folder)} contains no images ({', '.join(sorted(IMAGE_SUFFIXES))})."
+        )
     return images
 
 
-def load_image_folder(folder: str | Path, size: int = 32, min_images: int = 1, skip_bad: bool = False
-                      ) -> torch.Tensor:
+def load_image_folder(
+    folder: str | Path, size: int = 32, min_images: int = 1, skip_bad: bool = False
+) -> torch.Tensor:
     """Load every image in ``folder`` as ``[N, 3, size, size]`` in ``[-1, 1]``.
 
     Args:
@@ -239,15 +254,27 @@ def load_image_folder(folder: str | Path, size: int = 32, min_images: int = 1, s
         arrays.append(np.asarray(resize_center_crop(img, size), dtype=np.uint8))
     if bad and not skip_bad:
         details = [why.replace(str(path), path.name) for path, why in bad[:5]]
-        raise ImageLoadError(f"Could not read {len(bad)} of {len(paths)} image(s) in {shown(folder)}: {details}"
-                             f"{' …' if len(bad) > 5 else ''}. Fix or remove them, or {SKIP_BAD_HINT}.")
+        raise ImageLoadError(
+            f"Could not read {len(bad)} of {len(paths)} image(s) in {shown(folder)}: {details}"
+            f"{' …' if len(bad) > 5 else ''}. Fix or remove them, or {SKIP_BAD_HINT}."
+        )
     for path, why in bad:
         log.warning("Skipped %s", why)
     if tiny:
-        log.warning("%s: %d image(s) have a short side under %d px and were upscaled more than 2× to %d px "
-                    "(expect blur): %s%s", folder, len(tiny), size // 2, size, tiny[:10], " …" if len(tiny) > 10 else "")
+        log.warning(
+            "%s: %d image(s) have a short side under %d px and were upscaled more than 2× to %d px "
+            "(expect blur): %s%s",
+            folder,
+            len(tiny),
+            size // 2,
+            size,
+            tiny[:10],
+            " …" if len(tiny) > 10 else "",
+        )
     if len(arrays) < min_images:
         skipped = f" ({len(bad)} skipped as unreadable)" if bad else ""
-        raise ImageLoadError(f"{shown(folder)} has {len(arrays)} usable image(s){skipped}, fewer than the "
-                             f"{min_images} required.")
+        raise ImageLoadError(
+            f"{shown(folder)} has {len(arrays)} usable image(s){skipped}, fewer than the "
+            f"{min_images} required."
+        )
     return to_tensor(np.stack(arrays))

@@ -18,6 +18,7 @@ from the LSO config (64 px, 552 unseen), not checked on the file — :func:`load
 Nothing is downloaded: get the files from the LoFGAN README's links and pass their path. Arrays are
 memory-mapped (Animal Faces is ~730 MB, VGGFace as float32 ~11.6 GB); only the classes you ask for are read.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,15 +33,16 @@ from .emoji import to_tensor
 @dataclass(frozen=True)
 class NpyPreset:
     """A paper dataset in the ``.npy`` layout: file name, expected sizes and the documented split."""
+
     name: str
     filename: str
-    n_classes: int | None    # None = "at least n_seen + n_unseen" (not verified on the file)
+    n_classes: int | None  # None = "at least n_seen + n_unseen" (not verified on the file)
     per_class: int
     size: int
     n_seen: int
     n_unseen: int
-    n_condition: int          # conditioning images per unseen class at evaluation
-    float01: bool = False     # stored as float in [0, 1] instead of uint8
+    n_condition: int  # conditioning images per unseen class at evaluation
+    float01: bool = False  # stored as float in [0, 1] instead of uint8
 
 
 PRESETS: dict[str, NpyPreset] = {
@@ -65,16 +67,21 @@ def load_npy_classes(path: str | Path, mmap: bool = True, allow_float01: bool = 
     if not head:
         raise ValueError(f"{path} is empty (an interrupted download or copy?).")
     if head.startswith(b"PK\x03\x04"):
-        raise ValueError(f"{path} is a .npz archive (several named arrays), not one .npy array. Save the images "
-                         "array alone: `np.save('data.npy', np.load(path)['<name>'])`.")
+        raise ValueError(
+            f"{path} is a .npz archive (several named arrays), not one .npy array. Save the images "
+            "array alone: `np.save('data.npy', np.load(path)['<name>'])`."
+        )
     if not head.startswith(b"\x93NUMPY"):
         # np.load would fall back to unpickling such a file; it is refused before that (allow_pickle=False too)
         raise ValueError(f"{path} is not a .npy file (no NumPy header; a pickle, text or random bytes?).")
     try:
         arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except Exception as err:  # numpy raises ValueError, OSError, EOFError … for truncated or object arrays
-        reason = "it holds Python objects, which are not loaded" if ("allow_pickle" in str(err) or "Python objects" in str(err)) else \
-            f"truncated or corrupt? ({type(err).__name__}: {err})"
+        reason = (
+            "it holds Python objects, which are not loaded"
+            if ("allow_pickle" in str(err) or "Python objects" in str(err))
+            else f"truncated or corrupt? ({type(err).__name__}: {err})"
+        )
         raise ValueError(f"{path} is not a readable .npy array: {reason}") from None
     if not isinstance(arr, np.ndarray):
         raise ValueError(f"{path} did not load as one array (got {type(arr).__name__}).")
@@ -82,14 +89,18 @@ def load_npy_classes(path: str | Path, mmap: bool = True, allow_float01: bool = 
         raise ValueError(f"{path} has shape {arr.shape}; expected [classes, per_class, H, W, 3].")
     if arr.dtype != np.uint8:
         if not (allow_float01 and np.issubdtype(arr.dtype, np.floating)):
-            raise ValueError(f"{path} has dtype {arr.dtype}; expected uint8 RGB"
-                             + (" or float in [0, 1]." if allow_float01 else "."))
+            raise ValueError(
+                f"{path} has dtype {arr.dtype}; expected uint8 RGB"
+                + (" or float in [0, 1]." if allow_float01 else ".")
+            )
         first = np.asarray(arr[0])
         if not np.isfinite(first).all():
             raise ValueError(f"{path} holds NaN or infinite values (first class); expected floats in [0, 1].")
         if first.min() < 0 or first.max() > 1:
-            raise ValueError(f"{path} is float with values in [{first.min():.3g}, {first.max():.3g}] "
-                             "(first class); expected [0, 1].")
+            raise ValueError(
+                f"{path} is float with values in [{first.min():.3g}, {first.max():.3g}] "
+                "(first class); expected [0, 1]."
+            )
     if arr.shape[2] != arr.shape[3]:
         raise ValueError(f"{path} holds {arr.shape[2]}×{arr.shape[3]} images; expected square images.")
     return arr
@@ -124,19 +135,26 @@ def load_preset(name: str, path: str | Path, mmap: bool = True) -> tuple[np.ndar
     n, per, size = arr.shape[0], arr.shape[1], arr.shape[2]
     want_n = p.n_classes if p.n_classes is not None else p.n_seen + p.n_unseen
     if (p.n_classes is not None and n != want_n) or n < want_n:
-        raise ValueError(f"{path} has {n} classes; preset {name!r} expects {want_n} "
-                         f"({p.n_seen} seen + {p.n_unseen} unseen).")
+        raise ValueError(
+            f"{path} has {n} classes; preset {name!r} expects {want_n} "
+            f"({p.n_seen} seen + {p.n_unseen} unseen)."
+        )
     if per != p.per_class or size != p.size:
-        raise ValueError(f"{path} holds {per} images of {size} px per class; preset {name!r} expects "
-                         f"{p.per_class} of {p.size} px.")
+        raise ValueError(
+            f"{path} holds {per} images of {size} px per class; preset {name!r} expects "
+            f"{p.per_class} of {p.size} px."
+        )
     return arr, range(p.n_seen), range(p.n_seen, n)
 
 
-def npy_unseen_pools(arr: np.ndarray, unseen: range | list[int], n_condition: int
-                     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def npy_unseen_pools(
+    arr: np.ndarray, unseen: range | list[int], n_condition: int
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """The fixed evaluation pools: per unseen class, the first ``n_condition`` images condition the generator
     and the rest are the held-out FID reference (``{class: [n, 3, H, W]}`` each)."""
     if not 0 < n_condition < arr.shape[1]:
-        raise ValueError(f"n_condition={n_condition} must be in (0, {arr.shape[1]}) for {arr.shape[1]} per class")
+        raise ValueError(
+            f"n_condition={n_condition} must be in (0, {arr.shape[1]}) for {arr.shape[1]} per class"
+        )
     all_ = npy_class_tensors(arr, unseen)
     return ({c: x[:n_condition] for c, x in all_.items()}, {c: x[n_condition:] for c, x in all_.items()})

@@ -22,6 +22,7 @@ Both are orthonormal and sorted by their eigenvalue. :func:`label_directions` as
 changes along each (style and subcategory probabilities) and keeps a label only when that probability moves
 monotonically for most seeds.
 """
+
 from __future__ import annotations
 
 import io
@@ -36,8 +37,8 @@ import torch
 
 from ..projector import project
 
-MAX_SEEDS = 32             # at most this many images per grid
-MAX_UPLOAD_BYTES = 4 * 2**20   # a user image larger than this is refused (uploads and paths alike)
+MAX_SEEDS = 32  # at most this many images per grid
+MAX_UPLOAD_BYTES = 4 * 2**20  # a user image larger than this is refused (uploads and paths alike)
 
 
 class ExploreInputError(ValueError):
@@ -47,6 +48,7 @@ class ExploreInputError(ValueError):
 # ---------------------------------------------------------------------------------------------------------
 # Results and images
 # ---------------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Render:
@@ -80,7 +82,9 @@ def image_grid(images: np.ndarray, nrow: int = 8, pad: int = 1, pad_value: int =
     out = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, c), pad_value, np.uint8)
     for i in range(n):
         r, k = divmod(i, cols)
-        out[pad + r * (h + pad):pad + r * (h + pad) + h, pad + k * (w + pad):pad + k * (w + pad) + w] = images[i]
+        out[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + k * (w + pad) : pad + k * (w + pad) + w] = (
+            images[i]
+        )
     return out
 
 
@@ -123,22 +127,31 @@ def parse_seeds(seeds: Any, max_n: int = MAX_SEEDS) -> list[int]:
                 if b < a:
                     raise ExploreInputError(f"seeds: range {part.strip()!r} runs backwards; write {b}-{a}.")
                 if b - a + 1 > max_n:
-                    raise ExploreInputError(f"seeds: range {part.strip()!r} has {b - a + 1} seeds; at most {max_n}.")
+                    raise ExploreInputError(
+                        f"seeds: range {part.strip()!r} has {b - a + 1} seeds; at most {max_n}."
+                    )
                 out += list(range(a, b + 1))
             elif part.strip().isdigit():
                 out.append(int(part.strip()))
             else:
-                raise ExploreInputError(f"seeds: {part.strip()!r} is not a whole number ≥ 0 or a range like 0-7.")
-    elif isinstance(seeds, (list, tuple)) and all(isinstance(s, (int, np.integer)) and not isinstance(s, bool)
-                                                  for s in seeds):
+                raise ExploreInputError(
+                    f"seeds: {part.strip()!r} is not a whole number ≥ 0 or a range like 0-7."
+                )
+    elif isinstance(seeds, (list, tuple)) and all(
+        isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in seeds
+    ):
         out = [int(s) for s in seeds]
     else:
-        raise ExploreInputError(f"seeds: unsupported type {type(seeds).__name__}; give an int, a list of ints "
-                                "or text like 0-7 or 3, 5, 11.")
+        raise ExploreInputError(
+            f"seeds: unsupported type {type(seeds).__name__}; give an int, a list of ints "
+            "or text like 0-7 or 3, 5, 11."
+        )
     if not out:
         raise ExploreInputError("seeds: none given.")
     if any(s < 0 or s >= 2**63 for s in out):
-        raise ExploreInputError(f"seeds: {[s for s in out if s < 0 or s >= 2**63][:3]} out of range; seeds are ≥ 0.")
+        raise ExploreInputError(
+            f"seeds: {[s for s in out if s < 0 or s >= 2**63][:3]} out of range; seeds are ≥ 0."
+        )
     if len(out) > max_n:
         raise ExploreInputError(f"seeds: {len(out)} given; at most {max_n} per grid.")
     return out
@@ -153,8 +166,10 @@ def check_layers(layers: Sequence[int] | None, n_latent: int) -> tuple[int, int]
     except (TypeError, ValueError):
         raise ExploreInputError(f"layers: {layers!r} is not a pair (first, end) of layer numbers.") from None
     if not 0 <= lo <= hi <= n_latent:
-        raise ExploreInputError(f"layers: ({lo}, {hi}) is outside this model; it has layers 0…{n_latent - 1}, "
-                                f"so a range (first, end) needs 0 ≤ first ≤ end ≤ {n_latent}.")
+        raise ExploreInputError(
+            f"layers: ({lo}, {hi}) is outside this model; it has layers 0…{n_latent - 1}, "
+            f"so a range (first, end) needs 0 ≤ first ≤ end ≤ {n_latent}."
+        )
     return lo, hi
 
 
@@ -171,6 +186,7 @@ def check_number(name: str, value: Any, lo: float, hi: float) -> float:
 # ---------------------------------------------------------------------------------------------------------
 # The latent space of one generator, with caches
 # ---------------------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Directions:
@@ -189,8 +205,11 @@ def _modulation_layers(G: torch.nn.Module) -> list[tuple[int, torch.nn.Module]]:
     out = [(0, G.conv1.conv.modulation), (1, G.to_rgb1.conv.modulation)]
     i = 1
     for k, to_rgb in enumerate(G.to_rgbs):
-        out += [(i, G.convs[2 * k].conv.modulation), (i + 1, G.convs[2 * k + 1].conv.modulation),
-                (i + 2, to_rgb.conv.modulation)]
+        out += [
+            (i, G.convs[2 * k].conv.modulation),
+            (i + 1, G.convs[2 * k + 1].conv.modulation),
+            (i + 2, to_rgb.conv.modulation),
+        ]
         i += 2
     return out
 
@@ -202,8 +221,14 @@ class LatentSpace:
     ``n_samples`` mapped latents (drawn from ``seed``) serve GANSpace and the slider units.
     """
 
-    def __init__(self, G: torch.nn.Module, device: str | torch.device = "cpu", n_samples: int = 10_000,
-                 seed: int = 0, name: str = "generator"):
+    def __init__(
+        self,
+        G: torch.nn.Module,
+        device: str | torch.device = "cpu",
+        n_samples: int = 10_000,
+        seed: int = 0,
+        name: str = "generator",
+    ):
         self.G = G.to(device).eval()
         self.device = torch.device(device)
         self.name = name
@@ -224,15 +249,18 @@ class LatentSpace:
         """``[n_samples, D]`` mapped latents (cached)."""
         if self._w_samples is None:
             with torch.inference_mode():
-                z = torch.randn(self.n_samples, self.style_dim, generator=torch.Generator().manual_seed(self.seed))
+                z = torch.randn(
+                    self.n_samples, self.style_dim, generator=torch.Generator().manual_seed(self.seed)
+                )
                 self._w_samples = torch.cat([self.G.mapping(c.to(self.device)) for c in z.split(2048)])
         return self._w_samples
 
     def z(self, seeds: Any) -> torch.Tensor:
         """``[N, D]``: one z per seed, each from its own seeded CPU generator (seed s is the same on any grid)."""
         seeds = parse_seeds(seeds)
-        return torch.stack([torch.randn(self.style_dim, generator=torch.Generator().manual_seed(s))
-                            for s in seeds]).to(self.device)
+        return torch.stack(
+            [torch.randn(self.style_dim, generator=torch.Generator().manual_seed(s)) for s in seeds]
+        ).to(self.device)
 
     def truncate(self, w: torch.Tensor, psi: float) -> torch.Tensor:
         """``w_avg + ψ·(w − w_avg)`` for ``[N, D]`` or ``[N, L, D]``."""
@@ -250,8 +278,10 @@ class LatentSpace:
         if w.ndim == 2:
             return w.unsqueeze(1).repeat(1, self.n_latent, 1)
         if w.ndim != 3 or w.shape[1:] != (self.n_latent, self.style_dim):
-            raise ExploreInputError(f"latent of shape {list(w.shape)} does not fit this model "
-                                    f"([N, {self.style_dim}] or [N, {self.n_latent}, {self.style_dim}]).")
+            raise ExploreInputError(
+                f"latent of shape {list(w.shape)} does not fit this model "
+                f"([N, {self.style_dim}] or [N, {self.n_latent}, {self.style_dim}])."
+            )
         return w
 
     @torch.inference_mode()
@@ -292,19 +322,21 @@ class LatentSpace:
 def ganspace(w_samples: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """PCA of mapped latents ``[N, D]`` → ``(components [k, D] orthonormal, variances [k] descending)``."""
     x = (w_samples - w_samples.mean(0, keepdim=True)).double()
-    _, s, vh = torch.linalg.svd(x, full_matrices=False)     # x = U diag(s) Vh, s descending
+    _, s, vh = torch.linalg.svd(x, full_matrices=False)  # x = U diag(s) Vh, s descending
     var = s[:k] ** 2 / (len(x) - 1)
     return vh[:k].float(), var.float()
 
 
-def sefa(G: torch.nn.Module, k: int, layers: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def sefa(
+    G: torch.nn.Module, k: int, layers: tuple[int, int] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """SeFa: eigenvectors of ``AᵀA`` (``A`` = stacked run-time modulation weights ``[Σ I_ℓ, D]`` of the layers
     in ``layers``) → ``(directions [k, D] orthonormal, eigenvalues [k] descending)``."""
     lo, hi = layers if layers is not None else (0, G.n_latent)
     mods = [m for i, m in _modulation_layers(G) if lo <= i < hi]
     A = torch.cat([(m.weight * m.scale).detach().double() for m in mods])  # [Σ I, D]
     A = A / A.norm(dim=0, keepdim=True).clamp_min(1e-12)  # SeFa normalises each column (w coordinate)
-    evals, evecs = torch.linalg.eigh(A.T @ A)              # ascending
+    evals, evecs = torch.linalg.eigh(A.T @ A)  # ascending
     order = torch.argsort(evals, descending=True)[:k]
     return evecs[:, order].T.float().cpu(), evals[order].float().cpu()
 
@@ -313,13 +345,21 @@ def sefa(G: torch.nn.Module, k: int, layers: tuple[int, int] | None = None) -> t
 # Render functions (one per explorer)
 # ---------------------------------------------------------------------------------------------------------
 
+
 @torch.inference_mode()
 def render_seeds(space: LatentSpace, seeds: Any = "0-7", psi: float = 1.0) -> Render:
     """A grid of ``seeds`` at truncation ``ψ``."""
     seeds = parse_seeds(seeds)
     w = space.w(seeds, psi)
-    return space.render(w, f"seeds {seeds[0]}…{seeds[-1]} at ψ = {float(psi):.2f}" if len(seeds) > 1
-                        else f"seed {seeds[0]} at ψ = {float(psi):.2f}", nrow=8, seeds=seeds, psi=float(psi))
+    return space.render(
+        w,
+        f"seeds {seeds[0]}…{seeds[-1]} at ψ = {float(psi):.2f}"
+        if len(seeds) > 1
+        else f"seed {seeds[0]} at ψ = {float(psi):.2f}",
+        nrow=8,
+        seeds=seeds,
+        psi=float(psi),
+    )
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -335,8 +375,9 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def render_interpolation(space: LatentSpace, seed_a: Any = 0, seed_b: Any = 1, steps: int = 8,
-                         kind: str = "w", psi: float = 1.0) -> Render:
+def render_interpolation(
+    space: LatentSpace, seed_a: Any = 0, seed_b: Any = 1, steps: int = 8, kind: str = "w", psi: float = 1.0
+) -> Render:
     """``steps`` images from seed A to seed B: linear in W, or spherical in Z then mapped. The first and last
     images are exactly those of the two seeds."""
     kind = str(kind).lower()
@@ -346,16 +387,15 @@ def render_interpolation(space: LatentSpace, seed_a: Any = 0, seed_b: Any = 1, s
     a, b = parse_seeds(seed_a)[0], parse_seeds(seed_b)[0]
     t = torch.linspace(0, 1, steps)
     with torch.inference_mode():
-        ends = space.w([a, b], psi)                 # the two samples exactly as a grid of [a, b] makes them
+        ends = space.w([a, b], psi)  # the two samples exactly as a grid of [a, b] makes them
         if kind == "w":
             tt = t.view(-1, 1).to(space.device)
             w = (1 - tt) * ends[:1] + tt * ends[1:]
         else:
             za, zb = space.z([a])[0], space.z([b])[0]
             w = space.truncate(space.G.mapping(slerp(za, zb, t.to(za.device))), psi)
-        w[0], w[-1] = ends[0], ends[1]              # exact endpoints (batched matmuls differ in the last bit)
-    return space.render(w, f"seed {a} → seed {b} in {kind.upper()} ({steps} steps)", nrow=steps,
-                        t=t.tolist())
+        w[0], w[-1] = ends[0], ends[1]  # exact endpoints (batched matmuls differ in the last bit)
+    return space.render(w, f"seed {a} → seed {b} in {kind.upper()} ({steps} steps)", nrow=steps, t=t.tolist())
 
 
 def mix_latents(wa: torch.Tensor, wb: torch.Tensor, layers: tuple[int, int]) -> torch.Tensor:
@@ -367,26 +407,40 @@ def mix_latents(wa: torch.Tensor, wb: torch.Tensor, layers: tuple[int, int]) -> 
 
 
 @torch.inference_mode()
-def render_mixing(space: LatentSpace, seed_a: Any = 0, seeds_b: Any = "1-4", layers: Sequence[int] = (0, 4),
-                  psi: float = 1.0) -> Render:
+def render_mixing(
+    space: LatentSpace,
+    seed_a: Any = 0,
+    seeds_b: Any = "1-4",
+    layers: Sequence[int] = (0, 4),
+    psi: float = 1.0,
+) -> Render:
     """Style mixing: row 1 the B seeds, row 2 each mixed with A — A's latent except layers ``[lo, hi)``
     taken from B. The first image of row 2 is A itself. An empty range gives A everywhere."""
     lo, hi = check_layers(layers, space.n_latent)
     a, bs = parse_seeds(seed_a)[0], parse_seeds(seeds_b, max_n=15)
     with torch.inference_mode():
-        wa = space.w_plus(space.w([a], psi))                   # [1, L, D]
-        wb = space.w_plus(space.w(bs, psi))                    # [B, L, D]
+        wa = space.w_plus(space.w([a], psi))  # [1, L, D]
+        wb = space.w_plus(space.w(bs, psi))  # [B, L, D]
         mixed = mix_latents(wa.expand(len(bs), -1, -1), wb, (lo, hi))
-        top = torch.cat([wa, wb])                              # A, then the B's
+        top = torch.cat([wa, wb])  # A, then the B's
         bottom = torch.cat([wa, mixed])
     span = f"layers {lo}…{hi - 1}" if hi > lo else "no layers"
-    return space.render(torch.cat([top, bottom]), f"row 1: seed {a}, then B = {bs}; row 2: A with {span} from B",
-                        nrow=len(bs) + 1, layers=[lo, hi])
+    return space.render(
+        torch.cat([top, bottom]),
+        f"row 1: seed {a}, then B = {bs}; row 2: A with {span} from B",
+        nrow=len(bs) + 1,
+        layers=[lo, hi],
+    )
 
 
 @torch.inference_mode()
-def edit_latents(space: LatentSpace, base: torch.Tensor, directions: Directions, alphas: Sequence[float],
-                 layers: Sequence[int] | None = None) -> torch.Tensor:
+def edit_latents(
+    space: LatentSpace,
+    base: torch.Tensor,
+    directions: Directions,
+    alphas: Sequence[float],
+    layers: Sequence[int] | None = None,
+) -> torch.Tensor:
     """``base`` (W ``[N, D]`` or W+ ``[N, L, D]``) moved by ``Σ_i α_i·scale_i·d_i`` in layers ``[lo, hi)`` → W+."""
     lo, hi = check_layers(layers, space.n_latent)
     alphas = [check_number(f"slider {i}", a, -10, 10) for i, a in enumerate(alphas)]
@@ -402,9 +456,16 @@ def edit_latents(space: LatentSpace, base: torch.Tensor, directions: Directions,
 
 
 @torch.inference_mode()
-def render_edit(space: LatentSpace, seeds: Any = "0-7", method: str = "pca", alphas: Sequence[float] = (),
-                layers: Sequence[int] | None = None, psi: float = 1.0, k: int = 8,
-                base: torch.Tensor | None = None) -> Render:
+def render_edit(
+    space: LatentSpace,
+    seeds: Any = "0-7",
+    method: str = "pca",
+    alphas: Sequence[float] = (),
+    layers: Sequence[int] | None = None,
+    psi: float = 1.0,
+    k: int = 8,
+    base: torch.Tensor | None = None,
+) -> Render:
     """The seeds' latents (or ``base``, e.g. a projected image's) moved along the directions by the sliders."""
     d = space.directions(method, k)
     if base is None:
@@ -412,18 +473,31 @@ def render_edit(space: LatentSpace, seeds: Any = "0-7", method: str = "pca", alp
     wp = edit_latents(space, base, d, alphas, layers)
     lo, hi = check_layers(layers, space.n_latent)
     moved = ", ".join(f"{i}:{a:+.1f}" for i, a in enumerate(alphas) if a) or "none"
-    return space.render(wp, f"{method.upper()} directions moved ({moved}) in layers {lo}…{hi - 1}"
-                        if hi > lo else f"{method.upper()}: empty layer range, nothing moves", nrow=8)
+    return space.render(
+        wp,
+        f"{method.upper()} directions moved ({moved}) in layers {lo}…{hi - 1}"
+        if hi > lo
+        else f"{method.upper()}: empty layer range, nothing moves",
+        nrow=8,
+    )
 
 
 @torch.inference_mode()
-def render_walk(space: LatentSpace, seeds: Any, directions: Directions, index: int,
-                alphas: Sequence[float] = (-3, -2, -1, 0, 1, 2, 3), layers: Sequence[int] | None = None,
-                psi: float = 1.0) -> Render:
+def render_walk(
+    space: LatentSpace,
+    seeds: Any,
+    directions: Directions,
+    index: int,
+    alphas: Sequence[float] = (-3, -2, -1, 0, 1, 2, 3),
+    layers: Sequence[int] | None = None,
+    psi: float = 1.0,
+) -> Render:
     """Rows = seeds, columns = positions ``α`` along direction ``index`` (a static picture of one slider)."""
     seeds = parse_seeds(seeds)
     if not 0 <= index < len(directions.vectors):
-        raise ExploreInputError(f"direction {index}: there are {len(directions.vectors)} (0…{len(directions.vectors) - 1}).")
+        raise ExploreInputError(
+            f"direction {index}: there are {len(directions.vectors)} (0…{len(directions.vectors) - 1})."
+        )
     base = space.w(seeds, psi)
     rows = []
     for a in alphas:
@@ -431,12 +505,15 @@ def render_walk(space: LatentSpace, seeds: Any, directions: Directions, index: i
         al[index] = float(a)
         rows.append(edit_latents(space, base, directions, al, layers))
     wp = torch.stack(rows, 1).flatten(0, 1)  # [S·A, L, D], seed-major
-    return space.render(wp, f"{directions.method.upper()} direction {index}, α = {list(alphas)}", nrow=len(alphas))
+    return space.render(
+        wp, f"{directions.method.upper()} direction {index}, α = {list(alphas)}", nrow=len(alphas)
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
 # What changes along a direction: the emoji network's style / subcategory probabilities
 # ---------------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class DirectionLabel:
@@ -486,10 +563,20 @@ def attribute_probabilities(extractor: Any, images: torch.Tensor) -> tuple[np.nd
     return torch.cat(parts, 1).numpy(), names
 
 
-def label_directions(space: LatentSpace, directions: Directions, extractor: Any, seeds: Sequence[int] = range(10),
-                     select_seeds: Sequence[int] = range(1000, 1010), alphas: Sequence[float] = (-3, -2, -1, 0, 1, 2, 3),
-                     layers: Sequence[int] | None = None, min_rho: float = 0.8, min_seeds: int = 8,
-                     psi: float = 1.0, n_label: int | None = None, resolution: float = 0.01) -> list[DirectionLabel]:
+def label_directions(
+    space: LatentSpace,
+    directions: Directions,
+    extractor: Any,
+    seeds: Sequence[int] = range(10),
+    select_seeds: Sequence[int] = range(1000, 1010),
+    alphas: Sequence[float] = (-3, -2, -1, 0, 1, 2, 3),
+    layers: Sequence[int] | None = None,
+    min_rho: float = 0.8,
+    min_seeds: int = 8,
+    psi: float = 1.0,
+    n_label: int | None = None,
+    resolution: float = 0.01,
+) -> list[DirectionLabel]:
     """Label the first ``n_label`` directions (all by default) with the attribute that changes along each.
 
     The attribute is *chosen* on ``select_seeds``: the style or subcategory probability with the largest
@@ -519,16 +606,19 @@ def label_directions(space: LatentSpace, directions: Directions, extractor: Any,
                 al = [0.0] * (idx + 1)
                 al[idx] = float(a)
                 lat.append(edit_latents(space, w, directions, al, layers))
-            lat = torch.stack(lat, 1).flatten(0, 1)                       # [S·A, L, D]
+            lat = torch.stack(lat, 1).flatten(0, 1)  # [S·A, L, D]
             p, names = attribute_probabilities(extractor, space.synthesize(lat))
             p = np.round(p / resolution) * resolution if resolution else p
-            probs[which] = p.reshape(len(w), len(alphas_np), -1)          # [S, A, attributes]
+            probs[which] = p.reshape(len(w), len(alphas_np), -1)  # [S, A, attributes]
         sel = probs["select"]
-        change = (sel[:, -1] - sel[:, 0]).mean(0)                         # [attributes]
-        r = rankdata(sel, axis=1)                                         # ranks along α
+        change = (sel[:, -1] - sel[:, 0]).mean(0)  # [attributes]
+        r = rankdata(sel, axis=1)  # ranks along α
         sd = r.std(1)
-        rho_sel = np.where(sd > 0, ((r - r.mean(1, keepdims=True)) * a_c[None, :, None]).mean(1) /
-                           np.where(sd > 0, sd, 1), 0.0)                  # [S, attributes]
+        rho_sel = np.where(
+            sd > 0,
+            ((r - r.mean(1, keepdims=True)) * a_c[None, :, None]).mean(1) / np.where(sd > 0, sd, 1),
+            0.0,
+        )  # [S, attributes]
         score = np.abs(change) * (np.sign(change)[None] * rho_sel).mean(0)
         j = int(score.argmax())
         sign = 1.0 if change[j] >= 0 else -1.0
@@ -543,13 +633,18 @@ def label_directions(space: LatentSpace, directions: Directions, extractor: Any,
 # Your own image: read it safely, project it, export latents and images, load checkpoints
 # ---------------------------------------------------------------------------------------------------------
 
+
 def _inside(path: Path, roots: Sequence[Path]) -> bool:
     p = path.resolve()
     return any(p == r.resolve() or p.is_relative_to(r.resolve()) for r in roots)
 
 
-def read_image(source: bytes | str | Path, size: int, allowed_roots: Sequence[str | Path] | None = None,
-               max_bytes: int = MAX_UPLOAD_BYTES) -> torch.Tensor:
+def read_image(
+    source: bytes | str | Path,
+    size: int,
+    allowed_roots: Sequence[str | Path] | None = None,
+    max_bytes: int = MAX_UPLOAD_BYTES,
+) -> torch.Tensor:
     """An uploaded file's bytes or a path → ``[1, 3, size, size]`` in ``[-1, 1]`` (transparency on white,
     centre-cropped to a square, resized with Lanczos).
 
@@ -563,19 +658,27 @@ def read_image(source: bytes | str | Path, size: int, allowed_roots: Sequence[st
         path = Path(source).expanduser()
         what = f"path {str(source)!r}"
         if allowed_roots is not None and not _inside(path, [Path(r) for r in allowed_roots]):
-            raise ExploreInputError(f"{what} is outside the folders this explorer may read "
-                                    f"({', '.join(Path(r).name or str(r) for r in allowed_roots)}); upload the file instead.")
+            raise ExploreInputError(
+                f"{what} is outside the folders this explorer may read "
+                f"({', '.join(Path(r).name or str(r) for r in allowed_roots)}); upload the file instead."
+            )
         if not path.is_file():
             raise ExploreInputError(f"{what}: no such file.")
         if path.stat().st_size > max_bytes:
-            raise ExploreInputError(f"{what} is {path.stat().st_size / 2**20:.1f} MiB; at most {max_bytes / 2**20:.0f} MiB.")
+            raise ExploreInputError(
+                f"{what} is {path.stat().st_size / 2**20:.1f} MiB; at most {max_bytes / 2**20:.0f} MiB."
+            )
         data = path.read_bytes()
     elif isinstance(source, (bytes, bytearray, memoryview)):
         data, what = bytes(source), "the uploaded file"
         if len(data) > max_bytes:
-            raise ExploreInputError(f"{what} is {len(data) / 2**20:.1f} MiB; at most {max_bytes / 2**20:.0f} MiB.")
+            raise ExploreInputError(
+                f"{what} is {len(data) / 2**20:.1f} MiB; at most {max_bytes / 2**20:.0f} MiB."
+            )
     else:
-        raise ExploreInputError(f"image: unsupported input of type {type(source).__name__}; upload a file or give a path.")
+        raise ExploreInputError(
+            f"image: unsupported input of type {type(source).__name__}; upload a file or give a path."
+        )
     if not data:
         raise ExploreInputError(f"{what} is empty.")
     try:
@@ -597,8 +700,15 @@ def read_image(source: bytes | str | Path, size: int, allowed_roots: Sequence[st
     return x.unsqueeze(0)
 
 
-def project_image(space: LatentSpace, image: torch.Tensor, kind: str = "w", steps: int = 200, seed: int = 0,
-                  feature_loss: Callable | None = None, show_progress: bool = False) -> Render:
+def project_image(
+    space: LatentSpace,
+    image: torch.Tensor,
+    kind: str = "w",
+    steps: int = 200,
+    seed: int = 0,
+    feature_loss: Callable | None = None,
+    show_progress: bool = False,
+) -> Render:
     """Invert ``image`` ``[1, 3, H, W]`` into W (``kind="w"``) or W+ (``"w+"``) with the package's projector.
     ``numbers['mse']`` is the final pixel MSE. Row: target, reconstruction."""
     kind = str(kind).lower()
@@ -606,16 +716,29 @@ def project_image(space: LatentSpace, image: torch.Tensor, kind: str = "w", step
         raise ExploreInputError(f"projection space {kind!r}: choose 'w' or 'w+'.")
     steps = int(check_number("projection steps", steps, 1, 5000))
     if image.ndim != 4 or image.shape[1:] != (3, space.size, space.size):
-        raise ExploreInputError(f"image of shape {list(image.shape)}; this model needs [1, 3, {space.size}, {space.size}].")
-    res = project(space.G, image.to(space.device), steps=steps, w_plus=kind == "w+", feature_loss=feature_loss,
-                  seed=seed, show_progress=show_progress)
+        raise ExploreInputError(
+            f"image of shape {list(image.shape)}; this model needs [1, 3, {space.size}, {space.size}]."
+        )
+    res = project(
+        space.G,
+        image.to(space.device),
+        steps=steps,
+        w_plus=kind == "w+",
+        feature_loss=feature_loss,
+        seed=seed,
+        show_progress=show_progress,
+    )
     wp = space.w_plus(res.latents)
     target = to_uint8(image)
     recon = to_uint8(space.synthesize(wp))  # with the explorer's fixed noise: what the sliders will edit
     mse = float(((torch.from_numpy(recon).float() - torch.from_numpy(target).float()) / 127.5).pow(2).mean())
-    return Render(np.concatenate([target, recon]), torch.cat([wp.cpu(), wp.cpu()]),
-                  f"target | {kind.upper()} projection, {steps} steps (pixel MSE {mse:.4f})", nrow=2,
-                  numbers={"mse": mse, "kind": kind, "steps": steps})
+    return Render(
+        np.concatenate([target, recon]),
+        torch.cat([wp.cpu(), wp.cpu()]),
+        f"target | {kind.upper()} projection, {steps} steps (pixel MSE {mse:.4f})",
+        nrow=2,
+        numbers={"mse": mse, "kind": kind, "steps": steps},
+    )
 
 
 def export_latent(latent: torch.Tensor, kind: str = "w+", **meta: Any) -> bytes:

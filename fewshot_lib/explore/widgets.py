@@ -11,6 +11,7 @@ Every explorer follows the same rules:
 * **A picture without a front-end.** :meth:`Explorer.show` first displays a PNG of the default state, then
   the widget, so papermill, nbval, GitHub and the run report show what the explorer looks like.
 """
+
 from __future__ import annotations
 
 import base64
@@ -26,16 +27,32 @@ from typing import Any, Callable, Sequence
 import ipywidgets as W
 import numpy as np
 
-from .render import (MAX_UPLOAD_BYTES, DirectionLabel, ExploreInputError, LatentSpace, Render, export_latent,
-                     label_directions, load_any_generator, png_bytes, project_image, read_image, render_edit,
-                     render_interpolation, render_mixing, render_seeds)
+from .render import (
+    MAX_UPLOAD_BYTES,
+    DirectionLabel,
+    ExploreInputError,
+    LatentSpace,
+    Render,
+    export_latent,
+    label_directions,
+    load_any_generator,
+    png_bytes,
+    project_image,
+    read_image,
+    render_edit,
+    render_interpolation,
+    render_mixing,
+    render_seeds,
+)
 
 log = logging.getLogger(__name__)
 
 # Crisp pixels; and where the widget is live (JupyterLab, Voilà), hide the static PNG shown just before it.
-PIXELATED_CSS = W.HTML("<style>.fewshot-pixelated{image-rendering:pixelated;align-self:flex-start}"
-                       ".jp-OutputArea-child:has(+ .jp-OutputArea-child .fewshot-explorer){display:none}</style>")
-SHOW_SCALE = 3   # on-screen pixels per image pixel
+PIXELATED_CSS = W.HTML(
+    "<style>.fewshot-pixelated{image-rendering:pixelated;align-self:flex-start}"
+    ".jp-OutputArea-child:has(+ .jp-OutputArea-child .fewshot-explorer){display:none}</style>"
+)
+SHOW_SCALE = 3  # on-screen pixels per image pixel
 
 
 def _slider(cls, **kw):
@@ -66,8 +83,14 @@ class Session:
     explorer built on this session.
     """
 
-    def __init__(self, space: LatentSpace, extractor: Any = None, allowed_roots: Sequence[str | Path] | None = None,
-                 label_kwargs: dict | None = None, k: int = 8):
+    def __init__(
+        self,
+        space: LatentSpace,
+        extractor: Any = None,
+        allowed_roots: Sequence[str | Path] | None = None,
+        label_kwargs: dict | None = None,
+        k: int = 8,
+    ):
         from ..config import data_dir
 
         self.space, self.extractor, self.k = space, extractor, k
@@ -84,8 +107,9 @@ class Session:
     def labels(self, method: str) -> list[str]:
         """Slider captions for ``method``'s directions: the kept labels, else ``d<i>``."""
         if method not in self._labels and self.extractor is not None:
-            self._labels[method] = label_directions(self.space, self.space.directions(method, self.k),
-                                                    self.extractor, **self.label_kwargs)
+            self._labels[method] = label_directions(
+                self.space, self.space.directions(method, self.k), self.extractor, **self.label_kwargs
+            )
         texts = {lab.index: lab.text for lab in self._labels.get(method, [])}
         return [texts.get(i, f"d{i}") for i in range(self.k)]
 
@@ -93,7 +117,9 @@ class Session:
         """Swap in the generator stored at ``path`` (inside ``allowed_roots``); returns a one-line summary."""
         p = _typed_path(str(path))
         if not any(p.resolve().is_relative_to(r.resolve()) for r in self.allowed_roots):
-            raise ExploreInputError(f"checkpoint path {str(path)!r} is outside the folders this explorer may read.")
+            raise ExploreInputError(
+                f"checkpoint path {str(path)!r} is outside the folders this explorer may read."
+            )
         G = load_any_generator(p, device=self.space.device)
         self.space = LatentSpace(G, self.space.device, self.space.n_samples, self.space.seed, name=p.stem)
         self._labels.clear()
@@ -105,9 +131,16 @@ class Session:
 class Explorer:
     """An image, a message line and controls wired to ``render(state) -> Render``."""
 
-    def __init__(self, session: Session, title: str, controls: dict[str, W.Widget],
-                 render: Callable[[dict], Render], extra: Sequence[W.Widget] = (), debounce_s: float = 0.05,
-                 sync: bool = False):
+    def __init__(
+        self,
+        session: Session,
+        title: str,
+        controls: dict[str, W.Widget],
+        render: Callable[[dict], Render],
+        extra: Sequence[W.Widget] = (),
+        debounce_s: float = 0.05,
+        sync: bool = False,
+    ):
         self.session, self.title, self.controls, self._render = session, title, controls, render
         self.debounce_s, self.sync = debounce_s, sync
         self.image = W.Image(format="png")
@@ -122,8 +155,14 @@ class Explorer:
         self._idle.set()
         for c in controls.values():
             c.observe(self._changed, names="value")
-        self.widget = W.VBox([PIXELATED_CSS, W.HTML(f"<b>{title}</b>"),
-                              W.HBox([self.image, W.VBox(list(controls.values()) + list(extra))]), self.message])
+        self.widget = W.VBox(
+            [
+                PIXELATED_CSS,
+                W.HTML(f"<b>{title}</b>"),
+                W.HBox([self.image, W.VBox(list(controls.values()) + list(extra))]),
+                self.message,
+            ]
+        )
         self.widget.add_class("fewshot-explorer")
         session.explorers.append(self)
         self.refresh()
@@ -202,30 +241,50 @@ class Explorer:
 # The explorers
 # ---------------------------------------------------------------------------------------------------------
 
+
 def _psi(value: float = 1.0) -> W.FloatSlider:
     return _slider(W.FloatSlider, value=value, min=0.0, max=1.5, step=0.05, description="truncation ψ")
 
 
 def seeds_explorer(session: Session, seeds: str = "0-7", psi: float = 1.0, **kw: Any) -> Explorer:
     """A grid of seeds at truncation ψ."""
-    controls = {"seeds": W.Text(value=seeds, description="seeds", continuous_update=False,
-                                placeholder="0-7 or 3, 5, 11"),
-                "psi": _psi(psi)}
-    return Explorer(session, "Seeds and truncation", controls,
-                    lambda s: render_seeds(session.space, s["seeds"], s["psi"]), **kw)
+    controls = {
+        "seeds": W.Text(
+            value=seeds, description="seeds", continuous_update=False, placeholder="0-7 or 3, 5, 11"
+        ),
+        "psi": _psi(psi),
+    }
+    return Explorer(
+        session,
+        "Seeds and truncation",
+        controls,
+        lambda s: render_seeds(session.space, s["seeds"], s["psi"]),
+        **kw,
+    )
 
 
-def interpolation_explorer(session: Session, seed_a: int = 0, seed_b: int = 1, steps: int = 8, **kw: Any) -> Explorer:
+def interpolation_explorer(
+    session: Session, seed_a: int = 0, seed_b: int = 1, steps: int = 8, **kw: Any
+) -> Explorer:
     """From seed A to seed B in W (linear) or Z (spherical)."""
-    controls = {"seed_a": W.IntText(value=seed_a, description="seed A"),
-                "seed_b": W.IntText(value=seed_b, description="seed B"),
-                "kind": W.Dropdown(options=[("W (linear)", "w"), ("Z (spherical)", "z")], value="w",
-                                   description="space"),
-                "steps": _slider(W.IntSlider, value=steps, min=2, max=16, description="steps"),
-                "psi": _psi()}
-    return Explorer(session, "Interpolation", controls,
-                    lambda s: render_interpolation(session.space, s["seed_a"], s["seed_b"], s["steps"], s["kind"],
-                                                   s["psi"]), **kw)
+    controls = {
+        "seed_a": W.IntText(value=seed_a, description="seed A"),
+        "seed_b": W.IntText(value=seed_b, description="seed B"),
+        "kind": W.Dropdown(
+            options=[("W (linear)", "w"), ("Z (spherical)", "z")], value="w", description="space"
+        ),
+        "steps": _slider(W.IntSlider, value=steps, min=2, max=16, description="steps"),
+        "psi": _psi(),
+    }
+    return Explorer(
+        session,
+        "Interpolation",
+        controls,
+        lambda s: render_interpolation(
+            session.space, s["seed_a"], s["seed_b"], s["steps"], s["kind"], s["psi"]
+        ),
+        **kw,
+    )
 
 
 def _layers(session: Session, value: tuple[int, int] | None = None, description: str = "layers [first, end)"):
@@ -233,15 +292,23 @@ def _layers(session: Session, value: tuple[int, int] | None = None, description:
     return _slider(W.IntRangeSlider, value=value or (0, n), min=0, max=n, step=1, description=description)
 
 
-def mixing_explorer(session: Session, seed_a: int = 0, seeds_b: str = "1-6", layers: tuple[int, int] = (0, 4),
-                    **kw: Any) -> Explorer:
+def mixing_explorer(
+    session: Session, seed_a: int = 0, seeds_b: str = "1-6", layers: tuple[int, int] = (0, 4), **kw: Any
+) -> Explorer:
     """Seed A with layers ``[first, end)`` taken from each B (coarse layers = layout, fine = colour)."""
-    controls = {"seed_a": W.IntText(value=seed_a, description="seed A"),
-                "seeds_b": W.Text(value=seeds_b, description="seeds B", continuous_update=False),
-                "layers": _layers(session, layers, "from B: layers [first, end)"),
-                "psi": _psi()}
-    return Explorer(session, "Style mixing", controls,
-                    lambda s: render_mixing(session.space, s["seed_a"], s["seeds_b"], s["layers"], s["psi"]), **kw)
+    controls = {
+        "seed_a": W.IntText(value=seed_a, description="seed A"),
+        "seeds_b": W.Text(value=seeds_b, description="seeds B", continuous_update=False),
+        "layers": _layers(session, layers, "from B: layers [first, end)"),
+        "psi": _psi(),
+    }
+    return Explorer(
+        session,
+        "Style mixing",
+        controls,
+        lambda s: render_mixing(session.space, s["seed_a"], s["seeds_b"], s["layers"], s["psi"]),
+        **kw,
+    )
 
 
 def _download_link(data: bytes, filename: str, mime: str) -> str:
@@ -254,11 +321,15 @@ class _DirectionControls:
 
     def __init__(self, session: Session, k: int):
         self.session, self.k = session, k
-        self.method = W.Dropdown(options=[("GANSpace (PCA of W)", "pca"), ("SeFa (closed form)", "sefa")],
-                                 value="pca", description="directions")
+        self.method = W.Dropdown(
+            options=[("GANSpace (PCA of W)", "pca"), ("SeFa (closed form)", "sefa")],
+            value="pca",
+            description="directions",
+        )
         self.layers = _layers(session)
-        self.sliders = [_slider(W.FloatSlider, value=0.0, min=-3, max=3, step=0.25, description=f"d{i}")
-                        for i in range(k)]
+        self.sliders = [
+            _slider(W.FloatSlider, value=0.0, min=-3, max=3, step=0.25, description=f"d{i}") for i in range(k)
+        ]
         self.method.observe(lambda _: self.relabel(), names="value")
         self.relabel()
 
@@ -272,7 +343,11 @@ class _DirectionControls:
             s.description = text
 
     def controls(self) -> dict[str, W.Widget]:
-        return {"method": self.method, "layers": self.layers, **{f"a{i}": s for i, s in enumerate(self.sliders)}}
+        return {
+            "method": self.method,
+            "layers": self.layers,
+            **{f"a{i}": s for i, s in enumerate(self.sliders)},
+        }
 
     def alphas(self, state: dict) -> list[float]:
         return [state[f"a{i}"] for i in range(self.k)]
@@ -294,7 +369,9 @@ def _export_row(explorer_ref: list, kinds: Sequence[str] = ("w", "w+")) -> tuple
                 links.value = _download_link(png_bytes(e.current.images[-1], 4), "explorer.png", "image/png")
             else:
                 data = export_latent(e.current.latents[-1:], kind, model=e.session.space.name)
-                links.value = _download_link(data, f"latent_{kind.replace('+', 'plus')}.npz", "application/octet-stream")
+                links.value = _download_link(
+                    data, f"latent_{kind.replace('+', 'plus')}.npz", "application/octet-stream"
+                )
         except ExploreInputError as err:
             links.value = error_html(str(err))
         except Exception as err:  # noqa: BLE001
@@ -309,26 +386,46 @@ def _export_row(explorer_ref: list, kinds: Sequence[str] = ("w", "w+")) -> tuple
 def directions_explorer(session: Session, seeds: str = "0-7", **kw: Any) -> Explorer:
     """Walk along GANSpace / SeFa directions, one slider each, in a layer range; export the latent."""
     dc = _DirectionControls(session, session.k)
-    controls = {"seeds": W.Text(value=seeds, description="seeds", continuous_update=False), "psi": _psi(),
-                **dc.controls()}
+    controls = {
+        "seeds": W.Text(value=seeds, description="seeds", continuous_update=False),
+        "psi": _psi(),
+        **dc.controls(),
+    }
     ref: list = []
     row, links = _export_row(ref)
-    e = Explorer(session, "Directions (GANSpace / SeFa)", controls,
-                 lambda s: render_edit(session.space, s["seeds"], s["method"], dc.alphas(s), s["layers"], s["psi"],
-                                       k=session.k), extra=[row, links], **kw)
+    e = Explorer(
+        session,
+        "Directions (GANSpace / SeFa)",
+        controls,
+        lambda s: render_edit(
+            session.space, s["seeds"], s["method"], dc.alphas(s), s["layers"], s["psi"], k=session.k
+        ),
+        extra=[row, links],
+        **kw,
+    )
     ref.append(e)
     e.directions = dc
     return e
 
 
-def projection_explorer(session: Session, steps: int = 200, example: str | Path | None = None,
-                        feature_loss: Callable | None = None, initial: Render | None = None, **kw: Any) -> Explorer:
+def projection_explorer(
+    session: Session,
+    steps: int = 200,
+    example: str | Path | None = None,
+    feature_loss: Callable | None = None,
+    initial: Render | None = None,
+    **kw: Any,
+) -> Explorer:
     """Upload an image (or give a path inside the allowed folders), project it into W or W+, then edit it with
     the direction sliders and export the latent. ``example``: an image path projected at start, or shown
     with ``initial`` (a :func:`~.render.project_image` result for it) without projecting again."""
     upload = W.FileUpload(accept="image/*", multiple=False, description="upload image")
-    path = W.Text(value="" if initial is not None else str(example or ""), description="or path",
-                  continuous_update=False, placeholder="a file inside the data or upload folder")
+    path = W.Text(
+        value="" if initial is not None else str(example or ""),
+        description="or path",
+        continuous_update=False,
+        placeholder="a file inside the data or upload folder",
+    )
     kind = W.Dropdown(options=[("W", "w"), ("W+", "w+")], value="w", description="project into")
     n_steps = _slider(W.IntSlider, value=steps, min=10, max=1000, step=10, description="steps")
     button = W.Button(description="project", button_style="primary")
@@ -341,8 +438,10 @@ def projection_explorer(session: Session, steps: int = 200, example: str | Path 
             item = upload.value[0]
             size = item.get("size", len(item["content"]))
             if size > MAX_UPLOAD_BYTES:
-                raise ExploreInputError(f"the uploaded file is {size / 2**20:.1f} MiB; at most "
-                                        f"{MAX_UPLOAD_BYTES / 2**20:.0f} MiB.")
+                raise ExploreInputError(
+                    f"the uploaded file is {size / 2**20:.1f} MiB; at most "
+                    f"{MAX_UPLOAD_BYTES / 2**20:.0f} MiB."
+                )
             return bytes(item["content"]), item.get("name", "upload")
         if path.value.strip():
             return _typed_path(path.value), Path(path.value.strip()).name
@@ -367,25 +466,38 @@ def projection_explorer(session: Session, steps: int = 200, example: str | Path 
 
     def render(s: dict) -> Render:
         if "base" not in projected:
-            raise ExploreInputError("no image projected yet: upload one (or type a path) and press 'project'.")
-        r = render_edit(session.space, None, s["method"], dc.alphas(s), s["layers"], base=projected["base"],
-                        k=session.k)
+            raise ExploreInputError(
+                "no image projected yet: upload one (or type a path) and press 'project'."
+            )
+        r = render_edit(
+            session.space, None, s["method"], dc.alphas(s), s["layers"], base=projected["base"], k=session.k
+        )
         r.images = np.concatenate([projected["target"], r.images])
         r.latents = r.latents.repeat(2, 1, 1)  # the target has no latent of its own: export uses the last
         r.nrow = 2
-        r.caption = f"{projected['name']}: target | edited {projected['render'].numbers['kind'].upper()} projection"
+        r.caption = (
+            f"{projected['name']}: target | edited {projected['render'].numbers['kind'].upper()} projection"
+        )
         return r
 
     button.on_click(do_project)
     ref: list = []
     row, links = _export_row(ref)
-    e = Explorer(session, "Your own image: project, then edit", dc.controls(), render,
-                 extra=[upload, path, kind, n_steps, button, status, row, links], **kw)
+    e = Explorer(
+        session,
+        "Your own image: project, then edit",
+        dc.controls(),
+        render,
+        extra=[upload, path, kind, n_steps, button, status, row, links],
+        **kw,
+    )
     ref.append(e)
     e.directions, e.project = dc, do_project
     e.upload, e.path, e.kind, e.steps_slider, e.status = upload, path, kind, n_steps, status
     if example and initial is not None:
-        projected.update(base=initial.latents[1:], target=initial.images[:1], name=Path(example).name, render=initial)
+        projected.update(
+            base=initial.latents[1:], target=initial.images[:1], name=Path(example).name, render=initial
+        )
         kind.value = initial.numbers.get("kind", "w")
         status.value = initial.caption
         e.refresh()
@@ -397,8 +509,12 @@ def projection_explorer(session: Session, steps: int = 200, example: str | Path 
 def model_loader(session: Session, **kw: Any) -> Explorer:
     """A path field and a button that load another checkpoint (this package's export or rosinality's); the
     image previews seeds 0–7 of the model now loaded (every explorer of the session switches to it)."""
-    path = W.Text(description="checkpoint", placeholder="a .pt inside the data folder", continuous_update=False,
-                  layout=W.Layout(width="95%"))
+    path = W.Text(
+        description="checkpoint",
+        placeholder="a .pt inside the data folder",
+        continuous_update=False,
+        layout=W.Layout(width="95%"),
+    )
     button = W.Button(description="load")
     status = W.HTML(f"current model: {session.space.name}")
 
@@ -412,7 +528,13 @@ def model_loader(session: Session, **kw: Any) -> Explorer:
             status.value = error_html(f"{type(err).__name__}: {err}")
 
     button.on_click(load)
-    e = Explorer(session, "Load your own checkpoint", {}, lambda s: render_seeds(session.space, "0-7"),
-                 extra=[path, button, status], **kw)
+    e = Explorer(
+        session,
+        "Load your own checkpoint",
+        {},
+        lambda s: render_seeds(session.space, "0-7"),
+        extra=[path, button, status],
+        **kw,
+    )
     e.path, e.button, e.status, e.load = path, button, status, load
     return e

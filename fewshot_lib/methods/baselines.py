@@ -21,6 +21,7 @@ CDC                 ``cdc.CDCHook``: distance consistency on G, anchors and a pa
 :func:`adaptation_config`, so differences in the results come from the method alone.
 :class:`AdaptationEvaluator` scores the adapted generators identically.
 """
+
 from __future__ import annotations
 
 import copy
@@ -49,9 +50,23 @@ def adaptation_config(steps: int, batch: int = 4, seed: int = 0, **overrides) ->
     """
     if steps < 1:
         raise ValueError(f"steps must be ≥ 1, got {steps}")
-    values = dict(steps=steps, batch=batch, seed=seed, lr=0.002, r1_gamma=10.0, r1_every=16, pl_weight=2.0,
-                  pl_every=4, mixing=0.9, xflip=True, augment=None, ema_half_life_images=max(steps * batch / 10, 1.0),
-                  sample_every=0, checkpoint_every=0, n_sample=16)
+    values = dict(
+        steps=steps,
+        batch=batch,
+        seed=seed,
+        lr=0.002,
+        r1_gamma=10.0,
+        r1_every=16,
+        pl_weight=2.0,
+        pl_every=4,
+        mixing=0.9,
+        xflip=True,
+        augment=None,
+        ema_half_life_images=max(steps * batch / 10, 1.0),
+        sample_every=0,
+        checkpoint_every=0,
+        n_sample=16,
+    )
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -68,9 +83,13 @@ def frozen_block_parameters(discriminator: nn.Module, n_blocks: int) -> list[str
     if not hasattr(discriminator, "convs"):
         raise ValueError(f"{type(discriminator).__name__} has no .convs blocks to freeze")
     if n_blocks >= len(discriminator.convs):
-        raise ValueError(f"cannot freeze {n_blocks} blocks: the discriminator has {len(discriminator.convs)} "
-                         "(leave at least one block and the epilogue trainable)")
-    return [f"convs.{i}.{name}" for i in range(n_blocks) for name, _ in discriminator.convs[i].named_parameters()]
+        raise ValueError(
+            f"cannot freeze {n_blocks} blocks: the discriminator has {len(discriminator.convs)} "
+            "(leave at least one block and the epilogue trainable)"
+        )
+    return [
+        f"convs.{i}.{name}" for i in range(n_blocks) for name, _ in discriminator.convs[i].named_parameters()
+    ]
 
 
 def freeze_discriminator(trainer: GANTrainer, n_blocks: int) -> list[str]:
@@ -130,9 +149,17 @@ class EWCHook(GANHook):
 # ---------------------------------------------------------------------------------------------------------
 
 
-def make_adapter(method: str, generator: nn.Module, discriminator: nn.Module, shots: torch.Tensor,
-                 config: TrainConfig, device: str | torch.device = "cpu", freeze_d: int = 2,
-                 ewc_weight: float = 5e8, **cdc_options) -> GANTrainer:
+def make_adapter(
+    method: str,
+    generator: nn.Module,
+    discriminator: nn.Module,
+    shots: torch.Tensor,
+    config: TrainConfig,
+    device: str | torch.device = "cpu",
+    freeze_d: int = 2,
+    ewc_weight: float = 5e8,
+    **cdc_options,
+) -> GANTrainer:
     """A :class:`~fewshot_lib.train.GANTrainer` that adapts copies of the source models to ``shots``.
 
     Args:
@@ -149,8 +176,10 @@ def make_adapter(method: str, generator: nn.Module, discriminator: nn.Module, sh
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if not isinstance(shots, torch.Tensor) or shots.dim() != 4 or shots.shape[1] != 3 or len(shots) == 0:
-        raise ValueError(f"shots must be images [k, 3, H, W] with k ≥ 1, got "
-                         f"{tuple(shots.shape) if isinstance(shots, torch.Tensor) else type(shots).__name__}")
+        raise ValueError(
+            f"shots must be images [k, 3, H, W] with k ≥ 1, got "
+            f"{tuple(shots.shape) if isinstance(shots, torch.Tensor) else type(shots).__name__}"
+        )
     if cdc_options and method != "cdc":
         raise ValueError(f"options {sorted(cdc_options)} are CDC's; method is {method!r}")
     device = torch.device(device)
@@ -198,10 +227,19 @@ class AdaptationEvaluator:
         extractor: feature extractor name or object (default: the project's emoji network).
     """
 
-    def __init__(self, source: nn.Module, z: torch.Tensor, shots: torch.Tensor, target_real: torch.Tensor,
-                 source_gallery: torch.Tensor | None = None, source_labels=None,
-                 target_gallery: torch.Tensor | None = None, target_labels=None,
-                 extractor: str = "emoji", device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self,
+        source: nn.Module,
+        z: torch.Tensor,
+        shots: torch.Tensor,
+        target_real: torch.Tensor,
+        source_gallery: torch.Tensor | None = None,
+        source_labels=None,
+        target_gallery: torch.Tensor | None = None,
+        target_labels=None,
+        extractor: str = "emoji",
+        device: str | torch.device = "cpu",
+    ) -> None:
         from ..metrics.result import resolve_extractor
 
         self.device = torch.device(device)
@@ -217,8 +255,11 @@ class AdaptationEvaluator:
         self.source_gallery = self.ext.features(source_gallery, **quiet) if self.has_labels else None
         self.target_gallery = None
         if self.has_labels:  # usually the same images as target_real: do not extract them twice
-            self.target_gallery = (self.target_features if target_gallery is target_real
-                                   else self.ext.features(target_gallery, **quiet))
+            self.target_gallery = (
+                self.target_features
+                if target_gallery is target_real
+                else self.ext.features(target_gallery, **quiet)
+            )
         self.source_labels, self.target_labels = source_labels, target_labels
         self.source_images = self.generate(source)
         self.source_features = self.ext.features(self.source_images, **quiet)
@@ -242,15 +283,32 @@ class AdaptationEvaluator:
         f = fid(self.target_features, fake_features, self.ext)
         icl = intra_cluster_lpips(emb, self.shot_embedding, self.ext)
         modes = nn_modes(emb, self.shot_embedding, self.ext)
-        rec = (recognisability(self.target_features, fake, extractor=self.ext).value  # vs the ledger's image floor
-               if can_recognise(self.ext) else float("nan"))
-        scores = {"fid": f.value, "recognisability": rec, "intra_cluster_lpips": icl.value,
-                  "nn_modes": float(modes.value),
-                  "nn_lpips": modes.details["nn_lpips"], "correspondence": float("nan"),
-                  "correspondence_chance": float("nan")}
+        rec = (
+            recognisability(
+                self.target_features, fake, extractor=self.ext
+            ).value  # vs the ledger's image floor
+            if can_recognise(self.ext)
+            else float("nan")
+        )
+        scores = {
+            "fid": f.value,
+            "recognisability": rec,
+            "intra_cluster_lpips": icl.value,
+            "nn_modes": float(modes.value),
+            "nn_lpips": modes.details["nn_lpips"],
+            "correspondence": float("nan"),
+            "correspondence_chance": float("nan"),
+        }
         if self.has_labels:
-            corr = correspondence_score(self.source_features, fake_features, self.source_gallery,
-                                        self.source_labels, self.target_gallery, self.target_labels, self.ext)
+            corr = correspondence_score(
+                self.source_features,
+                fake_features,
+                self.source_gallery,
+                self.source_labels,
+                self.target_gallery,
+                self.target_labels,
+                self.ext,
+            )
             scores.update(correspondence=corr.value, correspondence_chance=corr.details["chance"])
         return scores
 
@@ -259,10 +317,18 @@ class AdaptationEvaluator:
         return self.ext.name
 
 
-def run_adaptation(method: str, generator: nn.Module, discriminator: nn.Module, shots: torch.Tensor,
-                   config: TrainConfig, device: str | torch.device = "cpu",
-                   evaluator: AdaptationEvaluator | None = None, eval_every: int = 0, show_progress: bool = True,
-                   **method_options) -> tuple[GANTrainer, list[dict[str, float]]]:
+def run_adaptation(
+    method: str,
+    generator: nn.Module,
+    discriminator: nn.Module,
+    shots: torch.Tensor,
+    config: TrainConfig,
+    device: str | torch.device = "cpu",
+    evaluator: AdaptationEvaluator | None = None,
+    eval_every: int = 0,
+    show_progress: bool = True,
+    **method_options,
+) -> tuple[GANTrainer, list[dict[str, float]]]:
     """Seed everything with ``config.seed``, adapt for ``config.steps`` iterations, evaluate along the way.
 
     Returns ``(trainer, curve)``; ``trainer.g_ema`` is the adapted generator and ``curve`` holds
@@ -274,7 +340,9 @@ def run_adaptation(method: str, generator: nn.Module, discriminator: nn.Module, 
     seed_everything(config.seed)
     trainer = make_adapter(method, generator, discriminator, shots, config, device, **method_options)
     curve: list[dict[str, float]] = []
-    checkpoints = list(range(eval_every, config.steps, eval_every)) if evaluator is not None and eval_every > 0 else []
+    checkpoints = (
+        list(range(eval_every, config.steps, eval_every)) if evaluator is not None and eval_every > 0 else []
+    )
     if evaluator is not None and eval_every > 0:
         curve.append({"step": 0, **evaluator(trainer.g_ema)})
     for stop in checkpoints + [config.steps]:
@@ -288,13 +356,15 @@ def run_adaptation(method: str, generator: nn.Module, discriminator: nn.Module, 
 # The shipped source discriminator (notebook 04 reads it from here; it lives in fewshot_lib.artifacts)
 # ---------------------------------------------------------------------------------------------------------
 
+
 def source_discriminator_paths(name: str = "stylegan2_noto32") -> tuple[Path, Path]:
     """``data/checkpoints/<name>_d.pt`` and its manifest ``<name>_d.manifest.json``."""
     return artifacts.source_model_paths(f"{name}_d")
 
 
-def load_source_discriminator(name: str = "stylegan2_noto32", device: str | torch.device = "cpu",
-                              verify: bool = True) -> nn.Module:
+def load_source_discriminator(
+    name: str = "stylegan2_noto32", device: str | torch.device = "cpu", verify: bool = True
+) -> nn.Module:
     """The discriminator trained together with the shipped source generator ``name`` (float32, eval mode):
     ``fewshot_lib.artifacts.load(name + "_d")``, which warns when the two are from different steps."""
     return artifacts.load_source_discriminator(name, device=device, verify=verify)

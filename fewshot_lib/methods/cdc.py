@@ -45,6 +45,7 @@ each other* — while letting their appearance move to the target domain:
 
 Taught in: ``notebooks/04_cdc.ipynb``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -82,24 +83,32 @@ def similarity_logits(features: torch.Tensor, keys: torch.Tensor | None = None) 
     """
     if features.dim() < 2:
         raise ValueError(f"features must be [N, ...] with at least 2 dims, got shape {tuple(features.shape)}")
-    f = F.normalize(features.flatten(1), dim=1)                      # [N, P]
+    f = F.normalize(features.flatten(1), dim=1)  # [N, P]
     if keys is None:
         n = f.shape[0]
         if n < 3:
-            raise ValueError(f"similarity among samples needs a batch of at least 3 (got {n}): with 2 the "
-                             "softmax over the one other sample is always 1 and the loss is constant 0")
-        sims = f @ f.T                                               # [N, N]
+            raise ValueError(
+                f"similarity among samples needs a batch of at least 3 (got {n}): with 2 the "
+                "softmax over the one other sample is always 1 and the loss is constant 0"
+            )
+        sims = f @ f.T  # [N, N]
         off_diagonal = ~torch.eye(n, dtype=torch.bool, device=f.device)
-        return sims[off_diagonal].view(n, n - 1)                     # [N, N-1]
+        return sims[off_diagonal].view(n, n - 1)  # [N, N-1]
     if keys.shape[1:].numel() != features.shape[1:].numel():
-        raise ValueError(f"keys {tuple(keys.shape)} and features {tuple(features.shape)} must have the same "
-                         "number of elements per sample")
-    k = F.normalize(keys.flatten(1), dim=1)                          # [M, P]
-    return f @ k.T                                                   # [N, M]
+        raise ValueError(
+            f"keys {tuple(keys.shape)} and features {tuple(features.shape)} must have the same "
+            "number of elements per sample"
+        )
+    k = F.normalize(keys.flatten(1), dim=1)  # [M, P]
+    return f @ k.T  # [N, M]
 
 
-def similarity_kl(features: torch.Tensor, target_probs: torch.Tensor, keys: torch.Tensor | None = None,
-                  reduction: Reduction = "mean") -> torch.Tensor:
+def similarity_kl(
+    features: torch.Tensor,
+    target_probs: torch.Tensor,
+    keys: torch.Tensor | None = None,
+    reduction: Reduction = "mean",
+) -> torch.Tensor:
     """``KL(target ‖ softmax(cos-similarities of features))`` — the distance-consistency building block.
 
     ``p = softmax_j(similarity_logits(features, keys))`` is ``[N, M]`` (``M = N-1`` without keys);
@@ -116,15 +125,19 @@ def similarity_kl(features: torch.Tensor, target_probs: torch.Tensor, keys: torc
     return kl_from_logits(similarity_logits(features, keys), target_probs, reduction)
 
 
-def kl_from_logits(logits: torch.Tensor, target_probs: torch.Tensor, reduction: Reduction = "mean") -> torch.Tensor:
+def kl_from_logits(
+    logits: torch.Tensor, target_probs: torch.Tensor, reduction: Reduction = "mean"
+) -> torch.Tensor:
     """``KL(target ‖ softmax(logits))`` row by row for ``logits, target_probs [N, M]``; reductions as in
     :func:`similarity_kl` (which is this function applied to cosine-similarity logits)."""
-    log_p = F.log_softmax(logits, dim=1)                             # [N, M]
+    log_p = F.log_softmax(logits, dim=1)  # [N, M]
     if target_probs.shape != log_p.shape:
-        raise ValueError(f"target_probs must have shape {tuple(log_p.shape)} (one distribution per sample), "
-                         f"got {tuple(target_probs.shape)}")
+        raise ValueError(
+            f"target_probs must have shape {tuple(log_p.shape)} (one distribution per sample), "
+            f"got {tuple(target_probs.shape)}"
+        )
     t = target_probs.detach().to(log_p.dtype)
-    per_entry = torch.xlogy(t, t) - t * log_p                        # [N, M]; 0·log 0 = 0
+    per_entry = torch.xlogy(t, t) - t * log_p  # [N, M]; 0·log 0 = 0
     if reduction == "mean":
         return per_entry.mean()
     if reduction == "batchmean":
@@ -141,8 +154,9 @@ def similarity_probs(features: torch.Tensor, keys: torch.Tensor | None = None) -
     return F.softmax(similarity_logits(features, keys), dim=1)
 
 
-def distance_consistency_loss(adapted_features: torch.Tensor, source_features: torch.Tensor,
-                              reduction: Reduction = "mean") -> torch.Tensor:
+def distance_consistency_loss(
+    adapted_features: torch.Tensor, source_features: torch.Tensor, reduction: Reduction = "mean"
+) -> torch.Tensor:
     """CDC's cross-domain distance consistency for one layer (without λ).
 
     ``adapted_features``, ``source_features``: ``[N, C, H, W]`` feature maps of the *same* latents from the
@@ -151,10 +165,12 @@ def distance_consistency_loss(adapted_features: torch.Tensor, source_features: t
     positive otherwise; no gradient reaches the source features.
     """
     if adapted_features.shape != source_features.shape:
-        raise ValueError(f"adapted {tuple(adapted_features.shape)} and source {tuple(source_features.shape)} "
-                         "features must have the same shape (same latents, same layer)")
+        raise ValueError(
+            f"adapted {tuple(adapted_features.shape)} and source {tuple(source_features.shape)} "
+            "features must have the same shape (same latents, same layer)"
+        )
     with torch.no_grad():
-        target = similarity_probs(source_features)                   # [N, N-1]
+        target = similarity_probs(source_features)  # [N, N-1]
     return similarity_kl(adapted_features, target, reduction=reduction)
 
 
@@ -182,15 +198,19 @@ def _mixed_layer_logits(features: list[torch.Tensor], layer_per_sample: torch.Te
     """Row ``i`` = similarities of sample ``i`` to the others, all at layer ``l_i`` → ``[N, N-1]``."""
     rows: list[torch.Tensor | None] = [None] * len(layer_per_sample)
     for layer in layer_per_sample.unique().tolist():
-        logits = similarity_logits(features[layer])                  # [N, N-1] at this layer
+        logits = similarity_logits(features[layer])  # [N, N-1] at this layer
         for i in torch.nonzero(layer_per_sample == layer).flatten().tolist():
             rows[i] = logits[i]
-    return torch.stack(rows)                                         # [N, N-1]
+    return torch.stack(rows)  # [N, N-1]
 
 
-def cross_domain_consistency(adapted_features: list[torch.Tensor], source_features: list[torch.Tensor],
-                             layer_per_sample: torch.Tensor | None = None, layers: list[int] | None = None,
-                             reduction: Reduction = "mean") -> torch.Tensor:
+def cross_domain_consistency(
+    adapted_features: list[torch.Tensor],
+    source_features: list[torch.Tensor],
+    layer_per_sample: torch.Tensor | None = None,
+    layers: list[int] | None = None,
+    reduction: Reduction = "mean",
+) -> torch.Tensor:
     """CDC's distance-consistency loss (without λ) from per-layer generator features of the same latents.
 
     ``adapted_features`` / ``source_features``: lists over generator layers of ``[N, C_l, H_l, W_l]``.
@@ -203,11 +223,15 @@ def cross_domain_consistency(adapted_features: list[torch.Tensor], source_featur
     ``reduction="mean"`` with ``λ = 1000`` reproduces the reference.
     """
     if len(adapted_features) != len(source_features):
-        raise ValueError(f"got {len(adapted_features)} adapted and {len(source_features)} source feature layers")
+        raise ValueError(
+            f"got {len(adapted_features)} adapted and {len(source_features)} source feature layers"
+        )
     if (layer_per_sample is None) == (layers is None):
         raise ValueError("pass exactly one of layer_per_sample (the reference) or layers (a fixed list)")
     if layers is not None:
-        return sum(distance_consistency_loss(adapted_features[k], source_features[k], reduction) for k in layers)
+        return sum(
+            distance_consistency_loss(adapted_features[k], source_features[k], reduction) for k in layers
+        )
     n = adapted_features[0].shape[0]
     if layer_per_sample.shape != (n,):
         raise ValueError(f"layer_per_sample must have shape [{n}], got {tuple(layer_per_sample.shape)}")
@@ -235,12 +259,14 @@ class AnchorSampler:
         generator: seeded CPU generator for the anchors.
     """
 
-    def __init__(self, k: int, z_dim: int, sigma: float = 0.1, generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self, k: int, z_dim: int, sigma: float = 0.1, generator: torch.Generator | None = None
+    ) -> None:
         if k < 1 or z_dim < 1:
             raise ValueError(f"k and z_dim must be ≥ 1, got k={k}, z_dim={z_dim}")
         if sigma < 0:
             raise ValueError(f"sigma must be ≥ 0, got {sigma}")
-        self.anchors = torch.randn(k, z_dim, generator=generator)    # [k, z_dim], CPU
+        self.anchors = torch.randn(k, z_dim, generator=generator)  # [k, z_dim], CPU
         self.sigma = float(sigma)
 
     @classmethod
@@ -252,7 +278,9 @@ class AnchorSampler:
         sampler.anchors = anchors.detach().cpu().clone()
         return sampler
 
-    def sample(self, batch: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(
+        self, batch: int, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``batch`` latents near anchors chosen with replacement → ``(z [batch, z_dim], anchor_index [batch])``."""
         idx = torch.randint(0, len(self.anchors), (batch,), generator=generator)
         z = self.anchors[idx] + self.sigma * torch.randn(batch, self.anchors.shape[1], generator=generator)
@@ -289,10 +317,21 @@ class CDCHook(GANHook):
         patch_resolution, n_heads: see :class:`PatchDiscriminator` (0/None = default resolution).
     """
 
-    def __init__(self, source_generator: nn.Module, discriminator: nn.Module, kl_weight: float = 1000.0,
-                 feat_batch: int = 4, layer_mode: str = "random", reduction: Reduction = "mean",
-                 n_anchors: int = 10, anchor_sigma: float = 0.1, image_every: int = 4,
-                 patch_resolution: int | None = None, n_heads: int = 1, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self,
+        source_generator: nn.Module,
+        discriminator: nn.Module,
+        kl_weight: float = 1000.0,
+        feat_batch: int = 4,
+        layer_mode: str = "random",
+        reduction: Reduction = "mean",
+        n_anchors: int = 10,
+        anchor_sigma: float = 0.1,
+        image_every: int = 4,
+        patch_resolution: int | None = None,
+        n_heads: int = 1,
+        device: str | torch.device = "cpu",
+    ) -> None:
         if layer_mode not in ("random", "all"):
             raise ValueError(f"layer_mode must be 'random' or 'all', got {layer_mode!r}")
         if image_every < 1:
@@ -301,12 +340,18 @@ class CDCHook(GANHook):
             raise ValueError(f"kl_weight must be ≥ 0, got {kl_weight}")
         self.device = torch.device(device)
         self.source = copy.deepcopy(source_generator).to(self.device).eval().requires_grad_(False)
-        self.patch_d = PatchDiscriminator(discriminator, patch_resolution=patch_resolution or None,
-                                          n_heads=n_heads).to(self.device)
-        self.kl_weight, self.feat_batch, self.layer_mode, self.reduction = kl_weight, feat_batch, layer_mode, reduction
+        self.patch_d = PatchDiscriminator(
+            discriminator, patch_resolution=patch_resolution or None, n_heads=n_heads
+        ).to(self.device)
+        self.kl_weight, self.feat_batch, self.layer_mode, self.reduction = (
+            kl_weight,
+            feat_batch,
+            layer_mode,
+            reduction,
+        )
         self.n_anchors, self.anchor_sigma, self.image_every = n_anchors, anchor_sigma, image_every
         self.anchors: AnchorSampler | None = None  # drawn from the trainer's seeded generator at step 0
-        self._head = (-1, 0)                        # (step, head) — one head per iteration
+        self._head = (-1, 0)  # (step, head) — one head per iteration
 
     def is_image_step(self, step: int) -> bool:
         return step % self.image_every == 0
@@ -325,7 +370,7 @@ class CDCHook(GANHook):
 
     def discriminate(self, D: nn.Module, images: torch.Tensor, step: int, phase: str) -> torch.Tensor:
         if self.is_image_step(step):
-            return self.patch_d(images, mode="image")                       # [B, 1]
+            return self.patch_d(images, mode="image")  # [B, 1]
         return self.patch_d(images, mode="patch", head=self.head_for(step))  # [B, 1, h, w]
 
     def d_modules(self) -> list[nn.Module]:
@@ -341,11 +386,16 @@ class CDCHook(GANHook):
             _, source_feats = generate_with_features(self.source, z)
         _, adapted_feats = generate_with_features(G, z)
         if self.layer_mode == "all":
-            return cross_domain_consistency(adapted_feats, source_feats, layers=list(range(1, len(adapted_feats))),
-                                            reduction=self.reduction)
+            return cross_domain_consistency(
+                adapted_feats,
+                source_feats,
+                layers=list(range(1, len(adapted_feats))),
+                reduction=self.reduction,
+            )
         layer_per_sample = sample_layers(self.feat_batch, len(adapted_feats), generator)
-        return cross_domain_consistency(adapted_feats, source_feats, layer_per_sample=layer_per_sample,
-                                        reduction=self.reduction)
+        return cross_domain_consistency(
+            adapted_feats, source_feats, layer_per_sample=layer_per_sample, reduction=self.reduction
+        )
 
     def g_extra(self, ctx: StepContext) -> torch.Tensor | None:
         if self.kl_weight == 0:

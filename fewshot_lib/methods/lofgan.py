@@ -21,6 +21,7 @@ comes from the record's feature size, and ``recon_mode="area"`` (average pooling
 
 Taught in: ``notebooks/06_lofgan.ipynb``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -34,34 +35,58 @@ import torch.nn.functional as F
 
 from ..data.fewshot import EpisodeSampler, class_split, class_tensors
 from ..models.helpers import frozen
-from ..models.lofgan import (FusionRecord, LoFGANDiscriminator, LoFGANGenerator, gather_shots, init_kaiming,
-                             input_gradients_only, local_replacement)
+from ..models.lofgan import (
+    FusionRecord,
+    LoFGANDiscriminator,
+    LoFGANGenerator,
+    gather_shots,
+    init_kaiming,
+    input_gradients_only,
+    local_replacement,
+)
 from ..train import ResumableTrainer
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "LoFGANConfig", "thumbnails", "local_target", "local_reconstruction_loss", "global_reconstruction_loss",
-    "hinge_d_loss", "hinge_g_loss", "class_loss", "class_logit_gradient_penalty", "lr_at", "make_optimizers",
-    "d_step", "g_step", "train_step", "LoFGANTrainer", "generate", "episode_generate_fn", "emoji_episode_classes",
-    "export_name", "shipped_exports",
+    "LoFGANConfig",
+    "thumbnails",
+    "local_target",
+    "local_reconstruction_loss",
+    "global_reconstruction_loss",
+    "hinge_d_loss",
+    "hinge_g_loss",
+    "class_loss",
+    "class_logit_gradient_penalty",
+    "lr_at",
+    "make_optimizers",
+    "d_step",
+    "g_step",
+    "train_step",
+    "LoFGANTrainer",
+    "generate",
+    "episode_generate_fn",
+    "emoji_episode_classes",
+    "export_name",
+    "shipped_exports",
 ]
 
 
 @dataclass
 class LoFGANConfig:
     """Hyper-parameters; defaults are the reference's (128 px, 100k iterations). Shrink for CPU runs."""
+
     size: int = 128
     feature_size: int = 8
-    nf: int = 32                 # G stem width
-    nf_d: int = 64               # D stem width
-    max_nf_d: int = 1024         # D width cap
-    fusion: str = "local"        # "local" (LoFGAN) or "global" (baseline)
-    rate: float = 0.5            # LFM selection rate eta
-    k: int = 3                   # shots per episode
-    batch: int = 8               # episodes per step
+    nf: int = 32  # G stem width
+    nf_d: int = 64  # D stem width
+    max_nf_d: int = 1024  # D width cap
+    fusion: str = "local"  # "local" (LoFGAN) or "global" (baseline)
+    rate: float = 0.5  # LFM selection rate eta
+    k: int = 3  # shots per episode
+    batch: int = 8  # episodes per step
     steps: int = 100_000
-    decay_start: int = 50_000    # LR constant until here, then linear to 0 at `steps`
+    decay_start: int = 50_000  # LR constant until here, then linear to 0 at `steps`
     lr_g: float = 1e-4
     lr_d: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.999)
@@ -70,13 +95,14 @@ class LoFGANConfig:
     w_cls: float = 1.0
     w_recon: float = 0.5
     w_gp: float = 10.0
-    gp_every: int = 1            # apply the penalty every n-th D step, scaled by n (lazy, as StyleGAN2); reference: 1
+    gp_every: int = 1  # apply the penalty every n-th D step, scaled by n (lazy, as StyleGAN2); reference: 1
     recon_mode: str = "nearest"  # thumbnail down-sampling for the local loss: "nearest" (reference) or "area"
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Reconstruction losses
 # ----------------------------------------------------------------------------------------------------------
+
 
 def thumbnails(images: torch.Tensor, grid: int, mode: str = "nearest") -> torch.Tensor:
     """``[..., 3, S, S] → [..., 3, grid, grid]``; ``nearest`` keeps one pixel per cell (the reference), ``area``
@@ -97,13 +123,14 @@ def local_target(shots: torch.Tensor, record: FusionRecord, mode: str = "nearest
     if record.positions is None:
         raise ValueError("local_target needs a FusionRecord from local fusion (positions recorded)")
     s = record.feature_size
-    small = gather_shots(thumbnails(shots, s, mode), record.order).flatten(3)   # [B, k, 3, s·s]
+    small = gather_shots(thumbnails(shots, s, mode), record.order).flatten(3)  # [B, k, 3, s·s]
     fused = local_replacement(small[:, 0], small[:, 1:], record.positions, record.ref_positions, record.alpha)
     return fused.view(shots.shape[0], 3, s, s)
 
 
-def local_reconstruction_loss(fake: torch.Tensor, shots: torch.Tensor, record: FusionRecord,
-                              mode: str = "nearest") -> torch.Tensor:
+def local_reconstruction_loss(
+    fake: torch.Tensor, shots: torch.Tensor, record: FusionRecord, mode: str = "nearest"
+) -> torch.Tensor:
     """L1 between the fake's ``s×s`` thumbnail and :func:`local_target` (a scalar). ``fake [B, 3, S, S]``."""
     target = local_target(shots, record, mode)
     return (thumbnails(fake, record.feature_size, mode) - target).abs().mean()
@@ -120,6 +147,7 @@ def global_reconstruction_loss(fake: torch.Tensor, shots: torch.Tensor, record: 
 # Adversarial / class losses and the penalty
 # ----------------------------------------------------------------------------------------------------------
 
+
 def hinge_d_loss(real_adv: torch.Tensor, fake_adv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(mean relu(1 - D(real)), mean relu(1 + D(fake)))``."""
     return F.relu(1 - real_adv).mean(), F.relu(1 + fake_adv).mean()
@@ -135,14 +163,15 @@ def class_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, labels)
 
 
-def class_logit_gradient_penalty(real_cls_logits: torch.Tensor, real: torch.Tensor, labels: torch.Tensor,
-                                 n_episodes: int) -> torch.Tensor:
+def class_logit_gradient_penalty(
+    real_cls_logits: torch.Tensor, real: torch.Tensor, labels: torch.Tensor, n_episodes: int
+) -> torch.Tensor:
     """R1-style penalty on the true-class logit: ``Σ ‖∂ mean(s_y) / ∂x‖² / B`` (B = episodes, as the reference).
 
     ``real`` must require grad and be the input that produced ``real_cls_logits [N, classes]``.
     """
     s = real_cls_logits.gather(1, labels[:, None]).mean()
-    with input_gradients_only():   # D's weight gradients are not needed here (saves a third of this pass)
+    with input_gradients_only():  # D's weight gradients are not needed here (saves a third of this pass)
         (grad,) = torch.autograd.grad(s, real, create_graph=True)
     return grad.pow(2).sum() / n_episodes
 
@@ -151,6 +180,7 @@ def class_logit_gradient_penalty(real_cls_logits: torch.Tensor, real: torch.Tens
 # Optimisation
 # ----------------------------------------------------------------------------------------------------------
 
+
 def lr_at(step: int, base_lr: float, steps: int, decay_start: int) -> float:
     """Constant ``base_lr`` until ``decay_start``, then linear to 0 at ``steps``."""
     if step < decay_start or steps <= decay_start:
@@ -158,26 +188,36 @@ def lr_at(step: int, base_lr: float, steps: int, decay_start: int) -> float:
     return base_lr * max(0.0, (steps - step) / (steps - decay_start))
 
 
-def make_optimizers(g: torch.nn.Module, d: torch.nn.Module, cfg: LoFGANConfig
-                    ) -> tuple[torch.optim.Adam, torch.optim.Adam]:
+def make_optimizers(
+    g: torch.nn.Module, d: torch.nn.Module, cfg: LoFGANConfig
+) -> tuple[torch.optim.Adam, torch.optim.Adam]:
     """Adam for G and D with the reference's betas and weight decay."""
-    return (torch.optim.Adam(g.parameters(), cfg.lr_g, betas=cfg.betas, weight_decay=cfg.weight_decay),
-            torch.optim.Adam(d.parameters(), cfg.lr_d, betas=cfg.betas, weight_decay=cfg.weight_decay))
+    return (
+        torch.optim.Adam(g.parameters(), cfg.lr_g, betas=cfg.betas, weight_decay=cfg.weight_decay),
+        torch.optim.Adam(d.parameters(), cfg.lr_d, betas=cfg.betas, weight_decay=cfg.weight_decay),
+    )
 
 
-def d_step(g: LoFGANGenerator, d: LoFGANDiscriminator, opt_d: torch.optim.Optimizer, shots: torch.Tensor,
-           labels: torch.Tensor, cfg: LoFGANConfig, generator: torch.Generator | None = None,
-           step: int = 0) -> dict[str, float]:
+def d_step(
+    g: LoFGANGenerator,
+    d: LoFGANDiscriminator,
+    opt_d: torch.optim.Optimizer,
+    shots: torch.Tensor,
+    labels: torch.Tensor,
+    cfg: LoFGANConfig,
+    generator: torch.Generator | None = None,
+    step: int = 0,
+) -> dict[str, float]:
     """One D update on ``shots [B, k, 3, S, S]``, ``labels [B]``. Returns the loss terms as floats.
 
     The penalty runs when ``step % cfg.gp_every == 0``, weighted ``w_gp · gp_every`` (lazy regularisation).
     """
     b, k = shots.shape[:2]
     use_gp = cfg.w_gp > 0 and step % max(1, cfg.gp_every) == 0
-    real = shots.flatten(0, 1).detach().requires_grad_(use_gp)          # [B·k, 3, S, S]
-    y_real = labels.repeat_interleave(k)                                 # [B·k]
+    real = shots.flatten(0, 1).detach().requires_grad_(use_gp)  # [B·k, 3, S, S]
+    y_real = labels.repeat_interleave(k)  # [B·k]
     with torch.no_grad():
-        fake, _ = g(shots, generator=generator)                          # [B, 3, S, S]
+        fake, _ = g(shots, generator=generator)  # [B, 3, S, S]
     real_adv, real_cls = d(real)
     fake_adv, _ = d(fake)
     l_real, l_fake = hinge_d_loss(real_adv, fake_adv)
@@ -185,19 +225,26 @@ def d_step(g: LoFGANGenerator, d: LoFGANDiscriminator, opt_d: torch.optim.Optimi
     l_gp = class_logit_gradient_penalty(real_cls, real, y_real, b) if use_gp else real_adv.new_zeros(())
     loss = cfg.w_adv * (l_real + l_fake) + cfg.w_cls * l_cls + cfg.w_gp * max(1, cfg.gp_every) * l_gp
     opt_d.zero_grad(set_to_none=True)
-    loss.backward(inputs=[p for p in d.parameters() if p.requires_grad])   # no gradient for the real images
+    loss.backward(inputs=[p for p in d.parameters() if p.requires_grad])  # no gradient for the real images
     opt_d.step()
     return {"d_real": l_real.item(), "d_fake": l_fake.item(), "d_cls": l_cls.item(), "d_gp": l_gp.item()}
 
 
-def g_step(g: LoFGANGenerator, d: LoFGANDiscriminator, opt_g: torch.optim.Optimizer, shots: torch.Tensor,
-           labels: torch.Tensor, cfg: LoFGANConfig, generator: torch.Generator | None = None) -> dict[str, float]:
+def g_step(
+    g: LoFGANGenerator,
+    d: LoFGANDiscriminator,
+    opt_g: torch.optim.Optimizer,
+    shots: torch.Tensor,
+    labels: torch.Tensor,
+    cfg: LoFGANConfig,
+    generator: torch.Generator | None = None,
+) -> dict[str, float]:
     """One G update: adversarial + class + reconstruction (local for LoFGAN, α-blend L1 for global fusion).
 
     D's weights get no gradient here (they would be discarded before D's next step anyway), which saves the
     weight-gradient half of D's backward pass.
     """
-    fake, record = g(shots, generator=generator)                       # [B, 3, S, S]
+    fake, record = g(shots, generator=generator)  # [B, 3, S, S]
     with frozen(d):
         fake_adv, fake_cls = d(fake)
     l_adv = hinge_g_loss(fake_adv)
@@ -213,8 +260,17 @@ def g_step(g: LoFGANGenerator, d: LoFGANDiscriminator, opt_g: torch.optim.Optimi
     return {"g_adv": l_adv.item(), "g_cls": l_cls.item(), "g_rec": l_rec.item()}
 
 
-def train_step(g, d, opt_g, opt_d, shots: torch.Tensor, labels: torch.Tensor, cfg: LoFGANConfig,
-               generator: torch.Generator | None = None, step: int = 0) -> dict[str, float]:
+def train_step(
+    g,
+    d,
+    opt_g,
+    opt_d,
+    shots: torch.Tensor,
+    labels: torch.Tensor,
+    cfg: LoFGANConfig,
+    generator: torch.Generator | None = None,
+    step: int = 0,
+) -> dict[str, float]:
     """``d_step`` then ``g_step`` on the same episodes (the reference order). Raises on a non-finite loss."""
     losses = d_step(g, d, opt_d, shots, labels, cfg, generator, step)
     losses.update(g_step(g, d, opt_g, shots, labels, cfg, generator))
@@ -227,6 +283,7 @@ def train_step(g, d, opt_g, opt_d, shots: torch.Tensor, labels: torch.Tensor, cf
 # ----------------------------------------------------------------------------------------------------------
 # A small resumable loop
 # ----------------------------------------------------------------------------------------------------------
+
 
 class LoFGANTrainer(ResumableTrainer):
     """G, D, their optimisers, the episode sampler and the randomness, with atomic resumable checkpoints.
@@ -242,8 +299,14 @@ class LoFGANTrainer(ResumableTrainer):
     (shared with ``GANTrainer``); the keys of :meth:`state_dict` are the checkpoint format: keep them.
     """
 
-    def __init__(self, images_by_class: dict[str, torch.Tensor], cfg: LoFGANConfig, seed: int = 0,
-                 device: str | torch.device = "cpu", checkpoint: str | Path | None = None):
+    def __init__(
+        self,
+        images_by_class: dict[str, torch.Tensor],
+        cfg: LoFGANConfig,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+        checkpoint: str | Path | None = None,
+    ):
         self.cfg, self.device = cfg, torch.device(device)
         self.classes = list(images_by_class)
         sizes = {x.shape[-1] for x in images_by_class.values()}
@@ -251,8 +314,9 @@ class LoFGANTrainer(ResumableTrainer):
             raise ValueError(f"images_by_class holds sizes {sorted(sizes)}; cfg.size is {cfg.size}")
         torch.manual_seed(seed)
         self.g = LoFGANGenerator(cfg.size, cfg.feature_size, cfg.nf, cfg.fusion, cfg.rate).to(self.device)
-        self.d = LoFGANDiscriminator(len(self.classes), cfg.size, cfg.feature_size, cfg.nf_d,
-                                     cfg.max_nf_d).to(self.device)
+        self.d = LoFGANDiscriminator(
+            len(self.classes), cfg.size, cfg.feature_size, cfg.nf_d, cfg.max_nf_d
+        ).to(self.device)
         init_kaiming(self.g)
         init_kaiming(self.d)
         self.opt_g, self.opt_d = make_optimizers(self.g, self.d, cfg)
@@ -263,11 +327,18 @@ class LoFGANTrainer(ResumableTrainer):
         self.checkpoint = Path(checkpoint) if checkpoint else None
 
     def state_dict(self) -> dict:
-        return {"g": self.g.state_dict(), "d": self.d.state_dict(), "opt_g": self.opt_g.state_dict(),
-                "opt_d": self.opt_d.state_dict(), "step": self.step, "history": self.history,
-                "cfg": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.cfg).items()},
-                "classes": self.classes, "sampler_rng": self.sampler.generator.get_state(),
-                "fusion_rng": self.fusion_rng.get_state()}
+        return {
+            "g": self.g.state_dict(),
+            "d": self.d.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "step": self.step,
+            "history": self.history,
+            "cfg": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.cfg).items()},
+            "classes": self.classes,
+            "sampler_rng": self.sampler.generator.get_state(),
+            "fusion_rng": self.fusion_rng.get_state(),
+        }
 
     def load_state_dict(self, state: dict, source: str = "checkpoint") -> None:
         if list(state["classes"]) != self.classes:
@@ -292,11 +363,21 @@ class LoFGANTrainer(ResumableTrainer):
             for group in opt.param_groups:
                 group["lr"] = lr_at(self.step, lr, self.cfg.steps, self.cfg.decay_start)
         shots, labels = self.sampler.sample()
-        return train_step(self.g, self.d, self.opt_g, self.opt_d, shots.to(self.device), labels.to(self.device),
-                          self.cfg, self.fusion_rng, self.step)
+        return train_step(
+            self.g,
+            self.d,
+            self.opt_g,
+            self.opt_d,
+            shots.to(self.device),
+            labels.to(self.device),
+            self.cfg,
+            self.fusion_rng,
+            self.step,
+        )
 
-    def train(self, steps: int | None = None, save_every: int = 500, show_progress: bool = True
-              ) -> dict[str, list[float]]:
+    def train(
+        self, steps: int | None = None, save_every: int = 500, show_progress: bool = True
+    ) -> dict[str, list[float]]:
         """Train until ``steps`` total iterations (default ``cfg.steps``); returns the loss history."""
         steps = self.cfg.steps if steps is None else steps
         self.g.train()
@@ -318,9 +399,17 @@ class LoFGANTrainer(ResumableTrainer):
 # Generation
 # ----------------------------------------------------------------------------------------------------------
 
+
 @torch.no_grad()
-def generate(g: LoFGANGenerator, shots: torch.Tensor, n: int, eta: float | None = None,
-             generator: torch.Generator | None = None, batch: int = 64, eval_mode: bool = True) -> torch.Tensor:
+def generate(
+    g: LoFGANGenerator,
+    shots: torch.Tensor,
+    n: int,
+    eta: float | None = None,
+    generator: torch.Generator | None = None,
+    batch: int = 64,
+    eval_mode: bool = True,
+) -> torch.Tensor:
     """``n`` new images from ``shots [k, 3, S, S]`` of one (unseen) class → ``[n, 3, S, S]`` in ``[-1, 1]``.
 
     Each image draws its own base shot, α and selected positions; ``eta`` overrides the selection rate.
@@ -356,13 +445,19 @@ def shipped_exports(fusion: str) -> dict[int, str]:
     from .. import artifacts
 
     prefix = export_name(fusion, 0)[: -len("0")]
-    found = {int(n[len(prefix):]): n for n in artifacts.names()
-             if n.startswith(prefix) and n[len(prefix):].isdigit()}
+    found = {
+        int(n[len(prefix) :]): n
+        for n in artifacts.names()
+        if n.startswith(prefix) and n[len(prefix) :].isdigit()
+    }
     return dict(sorted(found.items()))
 
 
-def episode_generate_fn(g: LoFGANGenerator, eta: float | None = None, generator: torch.Generator | None = None):
+def episode_generate_fn(
+    g: LoFGANGenerator, eta: float | None = None, generator: torch.Generator | None = None
+):
     """``shots [B, k, 3, S, S] → [B, 3, S, S]`` (eval-mode G) for :func:`fewshot_lib.metrics.evaluate_per_class`."""
+
     def fn(shots: torch.Tensor) -> torch.Tensor:
         was = g.training
         g.eval()
@@ -371,6 +466,7 @@ def episode_generate_fn(g: LoFGANGenerator, eta: float | None = None, generator:
                 return g(shots.to(next(g.parameters()).device), rate=eta, generator=generator)[0]
         finally:
             g.train(was)
+
     return fn
 
 
@@ -378,8 +474,10 @@ def episode_generate_fn(g: LoFGANGenerator, eta: float | None = None, generator:
 # Emoji classes for episodic training
 # ----------------------------------------------------------------------------------------------------------
 
-def emoji_episode_classes(data, styles: tuple[str, ...] = ("noto", "twemoji"), min_count: int = 10,
-                          n_unseen: int = 20) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+
+def emoji_episode_classes(
+    data, styles: tuple[str, ...] = ("noto", "twemoji"), min_count: int = 10, n_unseen: int = 20
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Seen and unseen classes for k-shot training on the embedded emoji: a class is *one subcategory drawn in
     one style* (``"noto/animal-mammal"``).
 
@@ -404,6 +502,8 @@ def emoji_episode_classes(data, styles: tuple[str, ...] = ("noto", "twemoji"), m
             for c, x in class_tensors(one, keep, "subcategory").items():
                 out[f"{style}/{c}"] = x
     if not seen or not unseen:
-        raise ValueError(f"styles {styles} with min_count={min_count} leave {len(seen)} seen and "
-                         f"{len(unseen)} unseen classes")
+        raise ValueError(
+            f"styles {styles} with min_count={min_count} leave {len(seen)} seen and "
+            f"{len(unseen)} unseen classes"
+        )
     return seen, unseen

@@ -34,6 +34,7 @@ reference sets a plain attribute, a no-op); the class-embedding gain stays fixed
 classes stay bit-identical); the AlexNet LPIPS and MoCo/ArcFace feature losses (ImageNet/face weights) are
 replaced by the offline emoji network's layer distances and embedding cosine.
 """
+
 from __future__ import annotations
 
 import copy
@@ -57,9 +58,23 @@ from ..stylegan2_losses import r1_penalty
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LSOConfig", "Anchors", "TrainingFeatures", "extend_with_new_class", "lal_loss", "minmax_joint",
-           "LSOTask", "InversionFinetuneTask", "mapping_parameters", "synthesis_parameters", "check_task_inputs",
-           "convex_codes", "inversion_only_samples", "draw_shots", "shipped_task_samples"]
+__all__ = [
+    "LSOConfig",
+    "Anchors",
+    "TrainingFeatures",
+    "extend_with_new_class",
+    "lal_loss",
+    "minmax_joint",
+    "LSOTask",
+    "InversionFinetuneTask",
+    "mapping_parameters",
+    "synthesis_parameters",
+    "check_task_inputs",
+    "convex_codes",
+    "inversion_only_samples",
+    "draw_shots",
+    "shipped_task_samples",
+]
 
 
 def _lazy_r1(D: nn.Module, reals: torch.Tensor, labels: torch.Tensor, aug, c) -> torch.Tensor:
@@ -71,32 +86,33 @@ def _lazy_r1(D: nn.Module, reals: torch.Tensor, labels: torch.Tensor, aug, c) ->
 @dataclass
 class LSOConfig:
     """Defaults are the reference's (flowers, k > 1); shrink the step counts for CPU runs."""
-    lal_steps: int = 125                 # 2 kimg at batch 16
-    lal_lr: float = 0.05                 # × 0.8 (lazy-regularisation ratio of G, interval 4) in the optimiser
+
+    lal_steps: int = 125  # 2 kimg at batch 16
+    lal_lr: float = 0.05  # × 0.8 (lazy-regularisation ratio of G, interval 4) in the optimiser
     lal_magnitude_lr_mult: float = 25.0
-    lsr_steps: int = 375                 # 6 kimg at batch 16
+    lsr_steps: int = 375  # 6 kimg at batch 16
     lsr_lr: float = 0.0025
-    lsr_mapping_lr_mult: float = 0.01    # mapping MLP, embedding and anchors during LSR
+    lsr_mapping_lr_mult: float = 0.01  # mapping MLP, embedding and anchors during LSR
     lsr_magnitude_lr_mult: float = 100.0
-    d_mapping_lr_mult: float = 0.01      # D's class projection during LSR
-    batch: int = 16                      # fakes per adversarial step (D reals: the k shots repeated)
-    seen_batch: int = 4                  # seen-class samples for the preservation terms
+    d_mapping_lr_mult: float = 0.01  # D's class projection during LSR
+    batch: int = 16  # fakes per adversarial step (D reals: the k shots repeated)
+    seen_batch: int = 4  # seen-class samples for the preservation terms
     w_magnitude: float = 1.0
-    w_appearance: float = 1.0            # LAL: anchors' w vs the shots' inversions
+    w_appearance: float = 1.0  # LAL: anchors' w vs the shots' inversions
     w_seen_g: float = 1.0
     w_seen_d: float = 2.0
-    w_perceptual: float = 1.0            # LSR: anchor reconstruction, as a whole
+    w_perceptual: float = 1.0  # LSR: anchor reconstruction, as a whole
     perc_l2: float = 0.5
     perc_lpips: float = 1.0
     perc_feature: float = 0.5
     w_adv: float = 1.0
-    r1_gamma: float = 0.0256             # 2e-4 · R² / 32 at R = 64; 0.0064 at 32 px
+    r1_gamma: float = 0.0256  # 2e-4 · R² / 32 at R = 64; 0.0064 at 32 px
     r1_every: int = 16
     ada_target: float = 0.6
-    ada_speed_images: int = 10_000       # ada_kimg = 10
+    ada_speed_images: int = 10_000  # ada_kimg = 10
     ema_half_life_images: float = 10_000.0
     ema_rampup: float = 0.05
-    sample_magnitude: float = 0.7        # flowers, k > 1
+    sample_magnitude: float = 0.7  # flowers, k > 1
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -134,8 +150,10 @@ def synthesis_parameters(G: nn.Module) -> list[nn.Parameter]:
 def extend_with_new_class(G: nn.Module, D: nn.Module | None = None, seed: int = 0) -> int:
     """Append one class to ``G`` (and ``D``) in place, each a column drawn from N(0, 1); returns its index."""
     if not getattr(G, "c_dim", 0):
-        raise ValueError("LSO needs a class-conditional generator (Generator(c_dim=n_seen)); this one is "
-                         "unconditional — train one with scripts/train_conditional_source.py")
+        raise ValueError(
+            "LSO needs a class-conditional generator (Generator(c_dim=n_seen)); this one is "
+            "unconditional — train one with scripts/train_conditional_source.py"
+        )
     new = G.add_class(torch.Generator().manual_seed(seed))
     if D is not None:
         if D.add_class(torch.Generator().manual_seed(seed + 1)) != new:
@@ -156,7 +174,7 @@ def check_task_inputs(G: nn.Module, shots: torch.Tensor, w_inv: torch.Tensor) ->
 def convex_codes(w_inv: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
     """``n`` random convex combinations of the ``k`` inverted codes ``[k, L, D]`` (or ``[k, D]``), weights drawn from
     Dirichlet(1) with ``gen`` (normalised exponentials, so the draw is reproducible) → ``[n, L, D]``."""
-    e = -torch.rand(n, len(w_inv), generator=gen).clamp_min(1e-12).log()          # Exp(1)  [n, k]
+    e = -torch.rand(n, len(w_inv), generator=gen).clamp_min(1e-12).log()  # Exp(1)  [n, k]
     alpha = (e / e.sum(1, keepdim=True)).to(w_inv.device)
     return torch.einsum("nk,k...->n...", alpha, w_inv)
 
@@ -171,7 +189,9 @@ def draw_shots(pool: torch.Tensor, k: int, seed: int, index: int) -> tuple[torch
 
 
 @torch.no_grad()
-def inversion_only_samples(G: nn.Module, w_inv: torch.Tensor, n: int, seed: int = 0, batch: int = 64) -> torch.Tensor:
+def inversion_only_samples(
+    G: nn.Module, w_inv: torch.Tensor, n: int, seed: int = 0, batch: int = 64
+) -> torch.Tensor:
     """The *inversion only* baseline: ``n`` images of the unchanged generator at random convex combinations of the
     shots' inverted codes, with fresh noise → ``[n, 3, S, S]`` (no training at all)."""
     gen = torch.Generator().manual_seed(seed)
@@ -197,13 +217,23 @@ class TrainingFeatures(nn.Module):
         self.net = copy.deepcopy(net).eval().requires_grad_(False)
 
     def _prep(self, x: torch.Tensor) -> torch.Tensor:
-        return x if x.shape[-1] == 32 else F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False,
-                                                         antialias=True)
+        return (
+            x
+            if x.shape[-1] == 32
+            else F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False, antialias=True)
+        )
 
     def perceptual(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         fx, fy = self.net.layers(self._prep(x)), self.net.layers(self._prep(y))
-        dist = sum(((a / (a.norm(dim=1, keepdim=True) + 1e-10) - b / (b.norm(dim=1, keepdim=True) + 1e-10))
-                    .pow(2).sum(1).mean((1, 2))) for a, b in zip(fx, fy))
+        dist = sum(
+            (
+                (a / (a.norm(dim=1, keepdim=True) + 1e-10) - b / (b.norm(dim=1, keepdim=True) + 1e-10))
+                .pow(2)
+                .sum(1)
+                .mean((1, 2))
+            )
+            for a, b in zip(fx, fy)
+        )
         return dist.mean()
 
     def feature(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -212,12 +242,23 @@ class TrainingFeatures(nn.Module):
 
     def reconstruction(self, x: torch.Tensor, y: torch.Tensor, cfg: LSOConfig) -> torch.Tensor:
         """``perc_l2·MSE + perc_lpips·perceptual + perc_feature·feature`` (the reference's weights)."""
-        return (cfg.perc_l2 * F.mse_loss(x, y) + cfg.perc_lpips * self.perceptual(x, y)
-                + cfg.perc_feature * self.feature(x, y))
+        return (
+            cfg.perc_l2 * F.mse_loss(x, y)
+            + cfg.perc_lpips * self.perceptual(x, y)
+            + cfg.perc_feature * self.feature(x, y)
+        )
 
 
-def lal_loss(G: nn.Module, teacher: nn.Module, anchors: Anchors, w_inv: torch.Tensor, c_new: int, n_seen: int,
-             cfg: LSOConfig, gen: torch.Generator) -> dict[str, torch.Tensor]:
+def lal_loss(
+    G: nn.Module,
+    teacher: nn.Module,
+    anchors: Anchors,
+    w_inv: torch.Tensor,
+    c_new: int,
+    n_seen: int,
+    cfg: LSOConfig,
+    gen: torch.Generator,
+) -> dict[str, torch.Tensor]:
     """Stage 1: ``σ(m)² + MSE(w_inv, mapping(anchors, c_new, σ(m))) + MSE(teacher W, W)`` on seen classes.
 
     ``w_inv``: the shots' inversions ``[k, L, D]`` (W+) or ``[k, D]``; a single mapped ``w`` per anchor is fitted
@@ -226,7 +267,9 @@ def lal_loss(G: nn.Module, teacher: nn.Module, anchors: Anchors, w_inv: torch.Te
     dev = anchors.z.device
     k = len(anchors.z)
     sigma = anchors.sigma
-    w_a = G.mapping(anchors.z, torch.full((k,), c_new, dtype=torch.long, device=dev), magnitude=sigma)  # [k, D]
+    w_a = G.mapping(
+        anchors.z, torch.full((k,), c_new, dtype=torch.long, device=dev), magnitude=sigma
+    )  # [k, D]
     target = w_inv.to(dev)
     appearance = F.mse_loss(w_a[:, None].expand_as(target) if target.dim() == 3 else w_a, target)
     z_s = torch.randn(cfg.seen_batch, G.style_dim, generator=gen).to(dev)
@@ -235,7 +278,12 @@ def lal_loss(G: nn.Module, teacher: nn.Module, anchors: Anchors, w_inv: torch.Te
         w_t = teacher.mapping(z_s, c_s)
     seen = F.mse_loss(G.mapping(z_s, c_s), w_t)
     total = cfg.w_magnitude * sigma.square() + cfg.w_appearance * appearance + cfg.w_seen_g * seen
-    return {"loss": total, "sigma": sigma.detach(), "appearance": appearance.detach(), "seen_w": seen.detach()}
+    return {
+        "loss": total,
+        "sigma": sigma.detach(),
+        "appearance": appearance.detach(),
+        "seen_w": seen.detach(),
+    }
 
 
 def minmax_joint(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -264,9 +312,17 @@ class LSOTask:
     draws new images of the injected class.
     """
 
-    def __init__(self, G: nn.Module, D: nn.Module, shots: torch.Tensor, w_inv: torch.Tensor,
-                 features: TrainingFeatures, cfg: LSOConfig | None = None, seed: int = 0,
-                 device: str | torch.device = "cpu"):
+    def __init__(
+        self,
+        G: nn.Module,
+        D: nn.Module,
+        shots: torch.Tensor,
+        w_inv: torch.Tensor,
+        features: TrainingFeatures,
+        cfg: LSOConfig | None = None,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+    ):
         self.cfg = cfg or LSOConfig()
         self.device = torch.device(device)
         check_task_inputs(G, shots, w_inv)
@@ -289,27 +345,48 @@ class LSOTask:
         c = self.cfg
         embed, mlp = mapping_parameters(self.G)
         if stage == "lal":
-            lr, b2 = c.lal_lr * 0.8, 0.99 ** 0.8
-            self.opt_g = torch.optim.Adam([
-                {"params": embed, "lr": lr}, {"params": mlp + [self.anchors.z], "lr": lr},
-                {"params": [self.anchors.m], "lr": lr * c.lal_magnitude_lr_mult}], betas=(0.0, b2), eps=1e-8)
+            lr, b2 = c.lal_lr * 0.8, 0.99**0.8
+            self.opt_g = torch.optim.Adam(
+                [
+                    {"params": embed, "lr": lr},
+                    {"params": mlp + [self.anchors.z], "lr": lr},
+                    {"params": [self.anchors.m], "lr": lr * c.lal_magnitude_lr_mult},
+                ],
+                betas=(0.0, b2),
+                eps=1e-8,
+            )
             self.opt_d = None
             self.teacher_g = copy.deepcopy(self.G).eval().requires_grad_(False)
             self.teacher_d = None
             self.g_ema = None
         else:
-            lr, b2 = c.lsr_lr * 0.8, 0.99 ** 0.8
-            self.opt_g = torch.optim.Adam([
-                {"params": synthesis_parameters(self.G), "lr": lr},
-                {"params": mlp + [self.anchors.z], "lr": lr * c.lsr_mapping_lr_mult},
-                {"params": embed, "lr": lr * c.lsr_mapping_lr_mult},
-                {"params": [self.anchors.m], "lr": lr * c.lsr_magnitude_lr_mult}], betas=(0.0, b2), eps=1e-8)
+            lr, b2 = c.lsr_lr * 0.8, 0.99**0.8
+            self.opt_g = torch.optim.Adam(
+                [
+                    {"params": synthesis_parameters(self.G), "lr": lr},
+                    {"params": mlp + [self.anchors.z], "lr": lr * c.lsr_mapping_lr_mult},
+                    {"params": embed, "lr": lr * c.lsr_mapping_lr_mult},
+                    {"params": [self.anchors.m], "lr": lr * c.lsr_magnitude_lr_mult},
+                ],
+                betas=(0.0, b2),
+                eps=1e-8,
+            )
             ratio = c.r1_every / (c.r1_every + 1)
             d_proj = {id(p) for p in self.D.projection_parameters()}
-            self.opt_d = torch.optim.Adam([
-                {"params": [p for p in self.D.parameters() if id(p) not in d_proj], "lr": c.lsr_lr * ratio},
-                {"params": [p for p in self.D.parameters() if id(p) in d_proj],
-                 "lr": c.lsr_lr * ratio * c.d_mapping_lr_mult}], betas=(0.0, 0.99 ** ratio), eps=1e-8)
+            self.opt_d = torch.optim.Adam(
+                [
+                    {
+                        "params": [p for p in self.D.parameters() if id(p) not in d_proj],
+                        "lr": c.lsr_lr * ratio,
+                    },
+                    {
+                        "params": [p for p in self.D.parameters() if id(p) in d_proj],
+                        "lr": c.lsr_lr * ratio * c.d_mapping_lr_mult,
+                    },
+                ],
+                betas=(0.0, 0.99**ratio),
+                eps=1e-8,
+            )
             # Teachers: the stage-1-tuned mapping with the seen-class synthesis — i.e. G as it is now — and D.
             self.teacher_g = copy.deepcopy(self.G).eval().requires_grad_(False)
             self.teacher_d = copy.deepcopy(self.D).eval().requires_grad_(False)
@@ -326,11 +403,16 @@ class LSOTask:
     def _image(self, G: nn.Module, w: torch.Tensor) -> torch.Tensor:
         """``w [B, D]`` (or W+) → images, with per-sample noise maps drawn from the task's generator (not torch's
         global one), so that a resumed task draws exactly what an uninterrupted one would."""
-        noise = [torch.randn(len(w), 1, *m.shape[2:], generator=self.gen).to(self.device) for m in G.noises.as_list()]
+        noise = [
+            torch.randn(len(w), 1, *m.shape[2:], generator=self.gen).to(self.device)
+            for m in G.noises.as_list()
+        ]
         return G(w, input_is_latent=True, noise=noise)[0]
 
     def lal_step(self) -> dict[str, torch.Tensor]:
-        out = lal_loss(self.G, self.teacher_g, self.anchors, self.w_inv, self.c_new, self.n_seen, self.cfg, self.gen)
+        out = lal_loss(
+            self.G, self.teacher_g, self.anchors, self.w_inv, self.c_new, self.n_seen, self.cfg, self.gen
+        )
         self.opt_g.zero_grad(set_to_none=True)
         out["loss"].backward()
         self.opt_g.step()
@@ -341,7 +423,7 @@ class LSOTask:
         k = len(self.shots)
         p = self.ada.p
         aug = lambda x: diff_augment(x, "color,translation,cutout", p, self.gen)  # noqa: E731
-        reals = self.shots[torch.arange(c.batch, device=dev) % k]                       # [B, 3, S, S]
+        reals = self.shots[torch.arange(c.batch, device=dev) % k]  # [B, 3, S, S]
         labels = self._new_labels(c.batch)
         # ---- D step: the new class's reals vs subspace fakes, plus distillation on the seen classes
         z = torch.randn(c.batch, self.G.style_dim, generator=self.gen).to(dev)
@@ -366,25 +448,40 @@ class LSOTask:
             sigma = self.anchors.sigma
             w_a = self.G.mapping(self.anchors.z, self._new_labels(k), magnitude=sigma)
             recon = self.features.reconstruction(self._image(self.G, w_a), self.shots, c)
-            fake = self._image(self.G, self.G.mapping(
-                torch.randn(c.batch, self.G.style_dim, generator=self.gen).to(dev), labels, magnitude=1.0))
+            fake = self._image(
+                self.G,
+                self.G.mapping(
+                    torch.randn(c.batch, self.G.style_dim, generator=self.gen).to(dev), labels, magnitude=1.0
+                ),
+            )
             adv = F.softplus(-self.D(aug(fake), labels)).mean()
             z_s, c_s = self._seen(c.seen_batch)
             with torch.no_grad():
                 x_t = self._image(self.teacher_g, self.teacher_g.mapping(z_s, c_s))
             seen = self.features.reconstruction(self._image(self.G, self.G.mapping(z_s, c_s)), x_t, c)
-            g_total = (c.w_magnitude * sigma.square() + c.w_perceptual * recon + c.w_adv * adv
-                       + c.w_seen_g * seen)
+            g_total = (
+                c.w_magnitude * sigma.square() + c.w_perceptual * recon + c.w_adv * adv + c.w_seen_g * seen
+            )
             self.opt_g.zero_grad(set_to_none=True)
             g_total.backward()
             self.opt_g.step()
         # ---- EMA (half-life in images, ramped up with the images seen so far in this stage)
         seen_images = (step + 1) * c.batch
-        half_life = min(c.ema_half_life_images, c.ema_rampup * seen_images) if c.ema_rampup else c.ema_half_life_images
+        half_life = (
+            min(c.ema_half_life_images, c.ema_rampup * seen_images)
+            if c.ema_rampup
+            else c.ema_half_life_images
+        )
         accumulate(self.g_ema, self.G, 0.5 ** (c.batch / max(half_life, 1e-8)))
-        return {"d_loss": d_loss.detach(), "d_distill": d_distill.detach(), "g_adv": adv.detach(),
-                "recon": recon.detach(), "seen_img": seen.detach(), "sigma": sigma.detach(),
-                "ada_p": torch.tensor(self.ada.p)}
+        return {
+            "d_loss": d_loss.detach(),
+            "d_distill": d_distill.detach(),
+            "g_adv": adv.detach(),
+            "recon": recon.detach(),
+            "seen_img": seen.detach(),
+            "sigma": sigma.detach(),
+            "ada_p": torch.tensor(self.ada.p),
+        }
 
     def run(self, stage: str, steps: int | None = None, show_progress: bool = False) -> None:
         """Train ``stage`` ("lal" or "lsr") up to ``steps`` (default: the config's) — resumes where it stopped."""
@@ -394,7 +491,9 @@ class LSOTask:
         if stage == "lsr" and self.g_ema is None:
             self._build_stage("lsr")
         fn = self.lal_step if stage == "lal" else self.lsr_step
-        for _ in progress(range(self.step[stage], total), desc=f"LSO {stage.upper()}", disable=not show_progress):
+        for _ in progress(
+            range(self.step[stage], total), desc=f"LSO {stage.upper()}", disable=not show_progress
+        ):
             out = fn()
             self.history.add(**{f"{stage}_{k}": v for k, v in out.items() if k != "loss"})
             self.step[stage] += 1
@@ -421,13 +520,24 @@ class LSOTask:
 
     # -- exact resume -----------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        state = {"G": self.G.state_dict(), "D": self.D.state_dict(), "anchors": self.anchors.state_dict(),
-                 "opt_g": self.opt_g.state_dict(), "step": dict(self.step), "gen": self.gen.get_state(),
-                 "ada": self.ada.state_dict(), "history": self.history.values,
-                 "teacher_g": self.teacher_g.state_dict(), "stage": "lsr" if self.g_ema is not None else "lal"}
+        state = {
+            "G": self.G.state_dict(),
+            "D": self.D.state_dict(),
+            "anchors": self.anchors.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "step": dict(self.step),
+            "gen": self.gen.get_state(),
+            "ada": self.ada.state_dict(),
+            "history": self.history.values,
+            "teacher_g": self.teacher_g.state_dict(),
+            "stage": "lsr" if self.g_ema is not None else "lal",
+        }
         if self.g_ema is not None:
-            state.update(opt_d=self.opt_d.state_dict(), g_ema=self.g_ema.state_dict(),
-                         teacher_d=self.teacher_d.state_dict())
+            state.update(
+                opt_d=self.opt_d.state_dict(),
+                g_ema=self.g_ema.state_dict(),
+                teacher_d=self.teacher_d.state_dict(),
+            )
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -448,7 +558,6 @@ class LSOTask:
         self.history.values = {k: list(v) for k, v in state["history"].items()}
 
 
-
 class InversionFinetuneTask:
     """The ablation *inversion + plain fine-tune*: what LSO's stage 2 does without its two ideas around it — no
     LAL (no anchors, no magnitude, no new class in the mapping: the latents are the shots' inversions, fixed) and
@@ -462,15 +571,23 @@ class InversionFinetuneTask:
     ``run()`` is resumable (``state_dict`` / ``load_state_dict``).
     """
 
-    def __init__(self, G: nn.Module, D: nn.Module, shots: torch.Tensor, w_inv: torch.Tensor,
-                 features: TrainingFeatures, cfg: LSOConfig | None = None, seed: int = 0,
-                 device: str | torch.device = "cpu"):
+    def __init__(
+        self,
+        G: nn.Module,
+        D: nn.Module,
+        shots: torch.Tensor,
+        w_inv: torch.Tensor,
+        features: TrainingFeatures,
+        cfg: LSOConfig | None = None,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+    ):
         self.cfg = c = cfg or LSOConfig()
         self.device = torch.device(device)
         check_task_inputs(G, shots, w_inv)
         self.G = copy.deepcopy(G).to(self.device).train()
         self.D = copy.deepcopy(D).to(self.device).train()
-        self.c_new = extend_with_new_class(self.G, self.D, seed=seed)   # D's label for the shots
+        self.c_new = extend_with_new_class(self.G, self.D, seed=seed)  # D's label for the shots
         w = w_inv.to(self.device).float()
         self.w = w if w.dim() == 3 else w[:, None].expand(-1, self.G.n_latent, -1).contiguous()  # [k, L, D]
         self.shots = shots.to(self.device).float()
@@ -479,14 +596,20 @@ class InversionFinetuneTask:
         self.ada = AdaptiveAugment(c.ada_target, c.ada_speed_images)
         self.step = 0
         self.history = _History()
-        self.opt_g = torch.optim.Adam(synthesis_parameters(self.G), lr=c.lsr_lr * 0.8, betas=(0.0, 0.99 ** 0.8),
-                                      eps=1e-8)
+        self.opt_g = torch.optim.Adam(
+            synthesis_parameters(self.G), lr=c.lsr_lr * 0.8, betas=(0.0, 0.99**0.8), eps=1e-8
+        )
         ratio = c.r1_every / (c.r1_every + 1)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=c.lsr_lr * ratio, betas=(0.0, 0.99 ** ratio), eps=1e-8)
+        self.opt_d = torch.optim.Adam(
+            self.D.parameters(), lr=c.lsr_lr * ratio, betas=(0.0, 0.99**ratio), eps=1e-8
+        )
         self.g_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
 
     def _image(self, G: nn.Module, w: torch.Tensor) -> torch.Tensor:
-        noise = [torch.randn(len(w), 1, *m.shape[2:], generator=self.gen).to(self.device) for m in G.noises.as_list()]
+        noise = [
+            torch.randn(len(w), 1, *m.shape[2:], generator=self.gen).to(self.device)
+            for m in G.noises.as_list()
+        ]
         return G(w, input_is_latent=True, noise=noise)[0]
 
     def train_step(self) -> dict[str, torch.Tensor]:
@@ -494,7 +617,7 @@ class InversionFinetuneTask:
         k = len(self.shots)
         p = self.ada.p
         aug = lambda x: diff_augment(x, "color,translation,cutout", p, self.gen)  # noqa: E731
-        reals = self.shots[torch.arange(c.batch, device=dev) % k]                       # [B, 3, S, S]
+        reals = self.shots[torch.arange(c.batch, device=dev) % k]  # [B, 3, S, S]
         labels = torch.full((c.batch,), self.c_new, dtype=torch.long, device=dev)
         with torch.no_grad():
             fake = self._image(self.G, convex_codes(self.w, c.batch, self.gen))
@@ -509,16 +632,26 @@ class InversionFinetuneTask:
         self.opt_d.step()
         with frozen(self.D):
             recon = self.features.reconstruction(self._image(self.G, self.w), self.shots, c)
-            adv = F.softplus(-self.D(aug(self._image(self.G, convex_codes(self.w, c.batch, self.gen))), labels)).mean()
+            adv = F.softplus(
+                -self.D(aug(self._image(self.G, convex_codes(self.w, c.batch, self.gen))), labels)
+            ).mean()
             g_total = c.w_perceptual * recon + c.w_adv * adv
             self.opt_g.zero_grad(set_to_none=True)
             g_total.backward()
             self.opt_g.step()
         seen_images = (self.step + 1) * c.batch
-        half_life = min(c.ema_half_life_images, c.ema_rampup * seen_images) if c.ema_rampup else c.ema_half_life_images
+        half_life = (
+            min(c.ema_half_life_images, c.ema_rampup * seen_images)
+            if c.ema_rampup
+            else c.ema_half_life_images
+        )
         accumulate(self.g_ema, self.G, 0.5 ** (c.batch / max(half_life, 1e-8)))
-        return {"d_loss": d_loss.detach(), "g_adv": adv.detach(), "recon": recon.detach(),
-                "ada_p": torch.tensor(self.ada.p)}
+        return {
+            "d_loss": d_loss.detach(),
+            "g_adv": adv.detach(),
+            "recon": recon.detach(),
+            "ada_p": torch.tensor(self.ada.p),
+        }
 
     def run(self, steps: int | None = None, show_progress: bool = False) -> None:
         """Fine-tune up to ``steps`` (default: the config's ``lsr_steps``, LSR's budget); resumes where it stopped."""
@@ -533,9 +666,17 @@ class InversionFinetuneTask:
         return inversion_only_samples(self.g_ema.eval(), self.w, n, seed=seed, batch=batch)
 
     def state_dict(self) -> dict:
-        return {"G": self.G.state_dict(), "D": self.D.state_dict(), "g_ema": self.g_ema.state_dict(),
-                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "step": self.step,
-                "gen": self.gen.get_state(), "ada": self.ada.state_dict(), "history": self.history.values}
+        return {
+            "G": self.G.state_dict(),
+            "D": self.D.state_dict(),
+            "g_ema": self.g_ema.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "step": self.step,
+            "gen": self.gen.get_state(),
+            "ada": self.ada.state_dict(),
+            "history": self.history.values,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         for name in ("G", "D", "g_ema", "opt_g", "opt_d", "ada"):
@@ -545,8 +686,9 @@ class InversionFinetuneTask:
         self.history.values = {k: list(v) for k, v in state["history"].items()}
 
 
-def shipped_task_samples(seed: int, folder: str | os.PathLike | None = None
-                         ) -> tuple[dict[str, np.ndarray], dict] | None:
+def shipped_task_samples(
+    seed: int, folder: str | os.PathLike | None = None
+) -> tuple[dict[str, np.ndarray], dict] | None:
     """The samples ``scripts/run_lso_tasks.py --seed <seed>`` shipped (``data/lso/lso_samples_seed<seed>.npz``),
     checked against the sha256 of their manifest → ``(arrays, manifest)``; ``None`` when they are not shipped.
 
@@ -560,11 +702,15 @@ def shipped_task_samples(seed: int, folder: str | os.PathLike | None = None
     if not path.is_file():
         return None
     if not man_path.is_file():
-        raise ValueError(f"{path.name} has no manifest {man_path.name}; re-run scripts/run_lso_tasks.py --seed {seed}")
+        raise ValueError(
+            f"{path.name} has no manifest {man_path.name}; re-run scripts/run_lso_tasks.py --seed {seed}"
+        )
     manifest = json.loads(man_path.read_text())
     if manifest.get("sha256") != file_sha256(path):
-        raise ValueError(f"{path.name} does not match the sha256 in {man_path.name}; re-run "
-                         f"scripts/run_lso_tasks.py --seed {seed}")
+        raise ValueError(
+            f"{path.name} does not match the sha256 in {man_path.name}; re-run "
+            f"scripts/run_lso_tasks.py --seed {seed}"
+        )
     with np.load(path, allow_pickle=False) as f:
         arrays = {k: f[k] for k in f.files}
     return arrays, manifest

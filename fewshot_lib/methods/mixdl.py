@@ -53,6 +53,7 @@ Taught in: ``notebooks/05_mixdl.ipynb``; its section 9 loads two generators trai
 ``scripts/train_mixdl_showcase.py`` (:func:`load_showcase_generator`, measured by
 :func:`fewshot_lib.metrics.generator.memorisation_metrics`).
 """
+
 from __future__ import annotations
 
 import logging
@@ -65,6 +66,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import artifacts
+
 # memorisation_metrics is measured by scripts/train_mixdl_showcase.py through this module's name
 from ..metrics.generator import memorisation_metrics  # noqa: F401
 from ..models.patch_discriminator import PatchDiscriminator
@@ -82,8 +84,9 @@ Target = Literal["softmax", "coefficients"]
 # ---------------------------------------------------------------------------------------------------------
 
 
-def dirichlet_coefficients(n_mix: int, n_anchors: int, alpha: float = 1.0,
-                           generator: torch.Generator | None = None) -> torch.Tensor:
+def dirichlet_coefficients(
+    n_mix: int, n_anchors: int, alpha: float = 1.0, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Mixup coefficients: ``n_mix`` rows, each a point on the ``n_anchors``-simplex, ``c_i ~ Dir(α·1)``.
 
     ``α = 1`` is uniform on the simplex (the reference default); ``α → 0`` gives nearly one-hot rows (mixups
@@ -94,8 +97,10 @@ def dirichlet_coefficients(n_mix: int, n_anchors: int, alpha: float = 1.0,
     the same seed gives the same coefficients on every device.
     """
     if n_mix < 1 or n_anchors < 2:
-        raise ValueError(f"need n_mix ≥ 1 and n_anchors ≥ 2 (a mixup of one anchor is the anchor), "
-                         f"got n_mix={n_mix}, n_anchors={n_anchors}")
+        raise ValueError(
+            f"need n_mix ≥ 1 and n_anchors ≥ 2 (a mixup of one anchor is the anchor), "
+            f"got n_mix={n_mix}, n_anchors={n_anchors}"
+        )
     if not alpha > 0:
         raise ValueError(f"alpha (the Dirichlet concentration) must be > 0, got {alpha}")
     seed = int(torch.randint(0, 2**62, (), generator=generator))
@@ -117,12 +122,15 @@ def mix_latents(w: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
             f"w has shape {tuple(w.shape)} = [K, n_latent, w_dim]: that is the latent after broadcasting to the "
             "generator's layers. Mix the mapping outputs [K, w_dim] (G.mapping(z)) instead — mixing the "
             "broadcast tensor is what makes the reference implementation crash (coeffs @ w with mismatched "
-            "batch dimensions).")
+            "batch dimensions)."
+        )
     if w.dim() != 2:
         raise ValueError(f"w must be [K, w_dim], got shape {tuple(w.shape)}")
     if coeffs.dim() != 2 or coeffs.shape[1] != w.shape[0]:
-        raise ValueError(f"coeffs must be [B, K] with K = {w.shape[0]} anchors, got shape {tuple(coeffs.shape)}")
-    return coeffs.to(device=w.device, dtype=w.dtype) @ w                       # [B, w_dim]
+        raise ValueError(
+            f"coeffs must be [B, K] with K = {w.shape[0]} anchors, got shape {tuple(coeffs.shape)}"
+        )
+    return coeffs.to(device=w.device, dtype=w.dtype) @ w  # [B, w_dim]
 
 
 def target_distribution(coeffs: torch.Tensor, target: Target = "softmax") -> torch.Tensor:
@@ -134,7 +142,9 @@ def target_distribution(coeffs: torch.Tensor, target: Target = "softmax") -> tor
         return F.softmax(coeffs, dim=1)
     if target == "coefficients":
         return coeffs
-    raise ValueError(f"target must be 'softmax' (the reference code) or 'coefficients' (the paper), got {target!r}")
+    raise ValueError(
+        f"target must be 'softmax' (the reference code) or 'coefficients' (the paper), got {target!r}"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -142,15 +152,20 @@ def target_distribution(coeffs: torch.Tensor, target: Target = "softmax") -> tor
 # ---------------------------------------------------------------------------------------------------------
 
 
-def mixup_distance_loss(mix_features: torch.Tensor, anchor_features: torch.Tensor, coeffs: torch.Tensor,
-                        target: Target = "softmax", reduction: str = "mean") -> torch.Tensor:
+def mixup_distance_loss(
+    mix_features: torch.Tensor,
+    anchor_features: torch.Tensor,
+    coeffs: torch.Tensor,
+    target: Target = "softmax",
+    reduction: str = "mean",
+) -> torch.Tensor:
     """``KL(q_i ‖ softmax_j cos(f_mix_i, f_anchor_j))`` for one feature space (no λ).
 
     Shapes: ``mix_features [B, ...]``, ``anchor_features [K, ...]`` (same per-sample size; flattened),
     ``coeffs [B, K]``. ``q = target_distribution(coeffs)``. ``reduction="mean"`` (sum over entries / ``B·K``)
     reproduces the reference's ``nn.KLDivLoss()`` scaling.
     """
-    logits = similarity_logits(mix_features, keys=anchor_features)            # [B, K]
+    logits = similarity_logits(mix_features, keys=anchor_features)  # [B, K]
     return kl_from_logits(logits, target_distribution(coeffs, target), reduction)
 
 
@@ -165,8 +180,9 @@ def sample_mixup_layers(n: int, n_layers: int, generator: torch.Generator | None
     return torch.randint(1, n_layers - 1, (n,), generator=generator)
 
 
-def layerwise_mixup_logits(mix_features: list[torch.Tensor], anchor_features: list[torch.Tensor],
-                           layer_per_mix: torch.Tensor) -> torch.Tensor:
+def layerwise_mixup_logits(
+    mix_features: list[torch.Tensor], anchor_features: list[torch.Tensor], layer_per_mix: torch.Tensor
+) -> torch.Tensor:
     """Row ``i``: cosine similarities of mixup ``i`` to every anchor, at mixup ``i``'s own layer ``l_i``.
 
     ``mix_features[l] [B, C_l, H_l, W_l]``, ``anchor_features[l] [K, C_l, H_l, W_l]``, ``layer_per_mix [B]``
@@ -180,21 +196,27 @@ def layerwise_mixup_logits(mix_features: list[torch.Tensor], anchor_features: li
     rows: list[torch.Tensor | None] = [None] * b
     for layer in layer_per_mix.unique().tolist():
         idx = torch.nonzero(layer_per_mix == layer).flatten()
-        logits = similarity_logits(mix_features[layer][idx.to(mix_features[layer].device)],
-                                   keys=anchor_features[layer])               # [n_l, K]
+        logits = similarity_logits(
+            mix_features[layer][idx.to(mix_features[layer].device)], keys=anchor_features[layer]
+        )  # [n_l, K]
         for r, i in enumerate(idx.tolist()):
             rows[i] = logits[r]
-    return torch.stack(rows)                                                  # [B, K]
+    return torch.stack(rows)  # [B, K]
 
 
-def generator_distance_loss(mix_features: list[torch.Tensor], anchor_features: list[torch.Tensor],
-                            coeffs: torch.Tensor, layer_per_mix: torch.Tensor, target: Target = "softmax",
-                            reduction: str = "mean") -> torch.Tensor:
+def generator_distance_loss(
+    mix_features: list[torch.Tensor],
+    anchor_features: list[torch.Tensor],
+    coeffs: torch.Tensor,
+    layer_per_mix: torch.Tensor,
+    target: Target = "softmax",
+    reduction: str = "mean",
+) -> torch.Tensor:
     """MixDL's generator loss ``L_G^dist`` (without ``λ_G``) from per-layer features of mixups and anchors.
 
     Gradients flow into both the mixup and the anchor features (the reference keeps both graphs).
     """
-    logits = layerwise_mixup_logits(mix_features, anchor_features, layer_per_mix)   # [B, K]
+    logits = layerwise_mixup_logits(mix_features, anchor_features, layer_per_mix)  # [B, K]
     return kl_from_logits(logits, target_distribution(coeffs, target).to(logits.device), reduction)
 
 
@@ -222,9 +244,15 @@ def penultimate_features(discriminator: nn.Module, images: torch.Tensor) -> torc
     return feats[-1]
 
 
-def discriminator_distance_loss(discriminator: nn.Module, head: ProjectionHead, anchor_images: torch.Tensor,
-                                mix_images: torch.Tensor, coeffs: torch.Tensor, target: Target = "softmax",
-                                reduction: str = "mean") -> torch.Tensor:
+def discriminator_distance_loss(
+    discriminator: nn.Module,
+    head: ProjectionHead,
+    anchor_images: torch.Tensor,
+    mix_images: torch.Tensor,
+    coeffs: torch.Tensor,
+    target: Target = "softmax",
+    reduction: str = "mean",
+) -> torch.Tensor:
     """MixDL's discriminator loss ``L_D^dist`` (without ``λ_D``).
 
     ``anchor_images [K, 3, H, W]`` and ``mix_images [B, 3, H, W]`` go through D as one ``K + B`` batch (as in
@@ -317,8 +345,10 @@ class MixDLHook(GANHook):
     def __init__(self, discriminator: nn.Module, config: MixDLConfig | None = None) -> None:
         self.config = config or MixDLConfig()
         if not hasattr(discriminator, "final_linear"):
-            raise ValueError("discriminator must be a StyleGAN2 Discriminator (with final_linear): MixDL's "
-                             f"projection head reads its penultimate features; got {type(discriminator).__name__}")
+            raise ValueError(
+                "discriminator must be a StyleGAN2 Discriminator (with final_linear): MixDL's "
+                f"projection head reads its penultimate features; got {type(discriminator).__name__}"
+            )
         self.discriminator = discriminator
         self.patch_d = PatchDiscriminator(discriminator, patch_resolution=self.config.patch_resolution)
         self.head = ProjectionHead(discriminator.final_linear[0].weight.shape[0])
@@ -364,10 +394,12 @@ class MixDLHook(GANHook):
         n = self._n(tr)
         with torch.no_grad():
             c, w = self._draw(tr, n)
-            x_anchor = synthesize(tr.G, w)                                    # [n, 3, H, W]
-            x_mix = synthesize(tr.G, mix_latents(w, c))                        # [n, 3, H, W]
+            x_anchor = synthesize(tr.G, w)  # [n, 3, H, W]
+            x_mix = synthesize(tr.G, mix_latents(w, c))  # [n, 3, H, W]
         d_mix = F.softplus(self.patch_d(tr.augment(x_mix), mode="patch")).mean()
-        d_dist = discriminator_distance_loss(self.discriminator, self.head, x_anchor, x_mix, c, self.config.target)
+        d_dist = discriminator_distance_loss(
+            self.discriminator, self.head, x_anchor, x_mix, c, self.config.target
+        )
         tr._log(mixdl_d_mix=d_mix.item(), mixdl_d_dist=d_dist.item())
         return d_mix + self.config.lambda_d * d_dist
 
@@ -386,7 +418,7 @@ class MixDLHook(GANHook):
             # the distance term uses the same coefficients on new anchors, as the reference
             w = tr.G.mapping(torch.randn(n, tr.G.style_dim, generator=tr.gen).to(tr.device))
         if self.config.lambda_g > 0:
-            _, anchor_feats = synthesize(tr.G, w, return_features=True)          # list of [n, C_l, H_l, W_l]
+            _, anchor_feats = synthesize(tr.G, w, return_features=True)  # list of [n, C_l, H_l, W_l]
             _, mix_feats = synthesize(tr.G, mix_latents(w, c), return_features=True)
             layers = sample_mixup_layers(n, len(anchor_feats), tr.gen)
             g_dist = generator_distance_loss(mix_feats, anchor_feats, c, layers, self.config.target)
@@ -403,7 +435,9 @@ class MixDLHook(GANHook):
     def load_state_dict(self, state: dict) -> None:
         saved = state.get("config")
         if saved and saved != self.config.as_dict():
-            raise ValueError(f"checkpoint was trained with MixDL config {saved}, this hook has {self.config.as_dict()}")
+            raise ValueError(
+                f"checkpoint was trained with MixDL config {saved}, this hook has {self.config.as_dict()}"
+            )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -417,8 +451,9 @@ VARIANTS = ("stylegan2", "diffaugment", "mixdl_g", "mixdl")
 DIFFAUGMENT_POLICY = "color,translation,cutout"
 
 
-def variant_hook(variant: str, discriminator: nn.Module, config: MixDLConfig | None = None
-                 ) -> tuple[MixDLHook | None, str | None]:
+def variant_hook(
+    variant: str, discriminator: nn.Module, config: MixDLConfig | None = None
+) -> tuple[MixDLHook | None, str | None]:
     """``(hook, augmentation policy)`` for one of :data:`VARIANTS`.
 
     The MixDL variants use no augmentation, as the reference ``train_mixdl.py`` (its ADA is off by default),
@@ -435,9 +470,16 @@ def variant_hook(variant: str, discriminator: nn.Module, config: MixDLConfig | N
     return MixDLHook(discriminator, MixDLConfig(**base)), None
 
 
-def train_variant(variant: str, shots: torch.Tensor, model_kwargs: dict, train_config: TrainConfig,
-                  mixdl_config: MixDLConfig | None = None, device: str | torch.device = "cpu",
-                  sample_callback=None, show_progress: bool = True) -> GANTrainer:
+def train_variant(
+    variant: str,
+    shots: torch.Tensor,
+    model_kwargs: dict,
+    train_config: TrainConfig,
+    mixdl_config: MixDLConfig | None = None,
+    device: str | torch.device = "cpu",
+    sample_callback=None,
+    show_progress: bool = True,
+) -> GANTrainer:
     """Build a fresh G/D (seeded by ``train_config.seed``) and train one variant on ``shots [k, 3, H, W]``.
 
     ``model_kwargs`` go to both :class:`Generator` (``size``, ``style_dim``, ``n_mlp``, ``channel_base``,
@@ -447,8 +489,11 @@ def train_variant(variant: str, shots: torch.Tensor, model_kwargs: dict, train_c
     """
     torch.manual_seed(train_config.seed)
     g = Generator(**model_kwargs)
-    d_kwargs = {k: v for k, v in model_kwargs.items() if k in ("size", "channel_base", "channel_max",
-                                                              "channel_multiplier")}
+    d_kwargs = {
+        k: v
+        for k, v in model_kwargs.items()
+        if k in ("size", "channel_base", "channel_max", "channel_multiplier")
+    }
     d = Discriminator(**d_kwargs).to(device)
     hook, policy = variant_hook(variant, d, mixdl_config)
     cfg = TrainConfig(**{**asdict(train_config), "augment": policy})
@@ -471,8 +516,13 @@ SHOWCASE_VARIANTS = ("stylegan2", "mixdl")
 (plain StyleGAN2, no augmentation) and full MixDL, on the same shots with the same model."""
 
 
-def category_task(style: str = "noto", category: str = "Smileys & Emotion", n_shots: int = 10, seed: int = 0,
-                  min_reference: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
+def category_task(
+    style: str = "noto",
+    category: str = "Smileys & Emotion",
+    n_shots: int = 10,
+    seed: int = 0,
+    min_reference: int = 100,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Notebook 05's few-shot task: ``n_shots`` seeded images of one style's category, the rest as reference.
 
     Returns ``(shots [n_shots, 3, 32, 32], reference [N - n_shots, 3, 32, 32])`` in ``[-1, 1]``. The shots are
@@ -481,11 +531,13 @@ def category_task(style: str = "noto", category: str = "Smileys & Emotion", n_sh
     """
     from ..data.emoji import load_emoji
 
-    images = load_emoji().select(styles=style, categories=category).tensors()        # [N, 3, 32, 32]
+    images = load_emoji().select(styles=style, categories=category).tensors()  # [N, 3, 32, 32]
     if len(images) - n_shots < min_reference:
-        raise ValueError(f"{style}/{category} has {len(images)} images, leaving {len(images) - n_shots} for the "
-                         f"reference set; pick a category with at least {n_shots + min_reference} images "
-                         "(see load_emoji().select(styles=...).counts('category'))")
+        raise ValueError(
+            f"{style}/{category} has {len(images)} images, leaving {len(images) - n_shots} for the "
+            f"reference set; pick a category with at least {n_shots + min_reference} images "
+            "(see load_emoji().select(styles=...).counts('category'))"
+        )
     perm = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
     return images[perm[:n_shots]], images[perm[n_shots:]]
 

@@ -29,30 +29,90 @@ weight files are already on disk (never downloaded; a ``FileNotFoundError`` expl
 
 Taught in: ``notebooks/03_evaluation.ipynb``.
 """
+
 from .diversity import assign_to_nearest, intra_cluster_lpips, nn_modes, pairwise_lpips, squared_distances
-from .features import (EXTRACTOR_NAMES, EmojiFeatureNet, EmojiFeatures, FeatureExtractor, InceptionFeatures,
-                       LPIPSFeatures, emoji_extractor, get_extractor, load_emoji_feature_net,
-                       random_emoji_extractor)
-from .generator import (evaluate_generator, fixed_noise_synthesis, interpolation_walk, memorisation_metrics,
-                        walk_step_shares)
+from .features import (
+    EXTRACTOR_NAMES,
+    EmojiFeatureNet,
+    EmojiFeatures,
+    FeatureExtractor,
+    InceptionFeatures,
+    LPIPSFeatures,
+    emoji_extractor,
+    get_extractor,
+    load_emoji_feature_net,
+    random_emoji_extractor,
+)
+from .generator import (
+    evaluate_generator,
+    fixed_noise_synthesis,
+    interpolation_walk,
+    memorisation_metrics,
+    walk_step_shares,
+)
 from .fid import feature_statistics, fid, frechet_distance, kid, polynomial_mmd_unbiased
 from .ppl import lerp, ppl_uniformity
 from .pr import density_coverage, knn_radii, precision_recall
-from .protocols import (SET_METRICS, conditioning_split, evaluate_against_set, evaluate_per_class,
-                        results_to_dict)
+from .protocols import (
+    SET_METRICS,
+    conditioning_split,
+    evaluate_against_set,
+    evaluate_per_class,
+    results_to_dict,
+)
 from .recognisability import novel_emoji_reference, recognisability
 from .result import MetricResult, resolve_extractor
-from .unseen_class import (UnseenClassJudge, class_consistency, near_copy_fraction, sample_episodes,
-                           unseen_class_report)
+from .unseen_class import (
+    UnseenClassJudge,
+    class_consistency,
+    near_copy_fraction,
+    sample_episodes,
+    unseen_class_report,
+)
 
 __all__ = [
-    "EXTRACTOR_NAMES", "EmojiFeatureNet", "EmojiFeatures", "FeatureExtractor", "InceptionFeatures", "LPIPSFeatures",
-    "MetricResult", "SET_METRICS", "assign_to_nearest", "conditioning_split", "density_coverage", "emoji_extractor",
-    "evaluate_against_set", "evaluate_generator", "evaluate_per_class", "fixed_noise_synthesis",
-    "interpolation_walk", "memorisation_metrics", "walk_step_shares", "feature_statistics", "fid", "frechet_distance", "get_extractor",
-    "intra_cluster_lpips", "kid", "knn_radii", "lerp", "load_emoji_feature_net", "nn_modes", "novel_emoji_reference",
-    "pairwise_lpips", "polynomial_mmd_unbiased", "ppl_uniformity", "precision_recall", "random_emoji_extractor",
+    "EXTRACTOR_NAMES",
+    "EmojiFeatureNet",
+    "EmojiFeatures",
+    "FeatureExtractor",
+    "InceptionFeatures",
+    "LPIPSFeatures",
+    "MetricResult",
+    "SET_METRICS",
+    "assign_to_nearest",
+    "conditioning_split",
+    "density_coverage",
+    "emoji_extractor",
+    "evaluate_against_set",
+    "evaluate_generator",
+    "evaluate_per_class",
+    "fixed_noise_synthesis",
+    "interpolation_walk",
+    "memorisation_metrics",
+    "walk_step_shares",
+    "feature_statistics",
+    "fid",
+    "frechet_distance",
+    "get_extractor",
+    "intra_cluster_lpips",
+    "kid",
+    "knn_radii",
+    "lerp",
+    "load_emoji_feature_net",
+    "nn_modes",
+    "novel_emoji_reference",
+    "pairwise_lpips",
+    "polynomial_mmd_unbiased",
+    "ppl_uniformity",
+    "precision_recall",
+    "random_emoji_extractor",
     "recognisability",
-    "resolve_extractor", "results_to_dict", "squared_distances",
-    "UnseenClassJudge", "class_consistency", "near_copy_fraction", "sample_episodes", "unseen_class_report",
+    "resolve_extractor",
+    "results_to_dict",
+    "squared_distances",
+    "UnseenClassJudge",
+    "class_consistency",
+    "near_copy_fraction",
+    "sample_episodes",
+    "unseen_class_report",
 ]

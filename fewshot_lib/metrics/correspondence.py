@@ -25,6 +25,7 @@ every ``a_i`` with the ``b`` of a random *other* latent (a seeded permutation, a
 what the same label frequencies give without any correspondence. Only ``value − chance`` is evidence of
 correspondence.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -35,16 +36,22 @@ from .features import FeatureExtractor
 from .result import MetricResult, as_features, resolve_extractor
 
 
-def nearest_labels(images: torch.Tensor, gallery: torch.Tensor, gallery_labels: np.ndarray | list,
-                   extractor: str | FeatureExtractor = "emoji", device: str | torch.device | None = None
-                   ) -> np.ndarray:
+def nearest_labels(
+    images: torch.Tensor,
+    gallery: torch.Tensor,
+    gallery_labels: np.ndarray | list,
+    extractor: str | FeatureExtractor = "emoji",
+    device: str | torch.device | None = None,
+) -> np.ndarray:
     """Label of the nearest gallery image for each of ``images [N,3,H,W]`` (or features ``[N,D]``) → ``[N]``.
 
     ``gallery`` is ``[M,3,H,W]`` images (or precomputed ``[M,D]`` features) with ``gallery_labels`` of length M.
     """
     labels = np.asarray(gallery_labels)
     if len(labels) != len(gallery):
-        raise ValueError(f"gallery_labels has {len(labels)} entries but the gallery has {len(gallery)} images")
+        raise ValueError(
+            f"gallery_labels has {len(labels)} entries but the gallery has {len(gallery)} images"
+        )
     ext = resolve_extractor(extractor, device)
     f_img = as_features(images, ext, "images")
     f_gal = as_features(gallery, ext, "gallery")
@@ -52,11 +59,18 @@ def nearest_labels(images: torch.Tensor, gallery: torch.Tensor, gallery_labels: 
     return labels[idx]
 
 
-def correspondence_score(source_images: torch.Tensor, adapted_images: torch.Tensor,
-                         source_gallery: torch.Tensor, source_labels: np.ndarray | list,
-                         target_gallery: torch.Tensor, target_labels: np.ndarray | list,
-                         extractor: str | FeatureExtractor = "emoji", n_permutations: int = 20, seed: int = 0,
-                         device: str | torch.device | None = None) -> MetricResult:
+def correspondence_score(
+    source_images: torch.Tensor,
+    adapted_images: torch.Tensor,
+    source_gallery: torch.Tensor,
+    source_labels: np.ndarray | list,
+    target_gallery: torch.Tensor,
+    target_labels: np.ndarray | list,
+    extractor: str | FeatureExtractor = "emoji",
+    n_permutations: int = 20,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+) -> MetricResult:
     """The fraction of latents whose adapted image shows the same concept as their source image.
 
     ``source_images[i]`` and ``adapted_images[i]`` (both ``[N,3,H,W]`` in [-1,1]) must come from the same
@@ -65,8 +79,10 @@ def correspondence_score(source_images: torch.Tensor, adapted_images: torch.Tens
     ``details["above_chance"]`` the difference.
     """
     if len(source_images) != len(adapted_images):
-        raise ValueError(f"source_images ({len(source_images)}) and adapted_images ({len(adapted_images)}) must "
-                         "be paired: one of each per latent")
+        raise ValueError(
+            f"source_images ({len(source_images)}) and adapted_images ({len(adapted_images)}) must "
+            "be paired: one of each per latent"
+        )
     if len(source_images) < 2:
         raise ValueError("correspondence needs at least 2 latents")
     ext = resolve_extractor(extractor, device)
@@ -80,6 +96,16 @@ def correspondence_score(source_images: torch.Tensor, adapted_images: torch.Tens
         order = rng.permutation(n)  # pair a[order[j]] with b[order[j-1]]: a random cycle, never i with i
         chance_vals.append(float(np.mean(a[order] == b[np.roll(order, 1)])))
     chance = float(np.mean(chance_vals))
-    return MetricResult("correspondence", value, ext.name, n_real=len(target_gallery), n_fake=n,
-                        details={"chance": chance, "above_chance": value - chance,
-                                 "source_labels": a.tolist(), "adapted_labels": b.tolist()})
+    return MetricResult(
+        "correspondence",
+        value,
+        ext.name,
+        n_real=len(target_gallery),
+        n_fake=n,
+        details={
+            "chance": chance,
+            "above_chance": value - chance,
+            "source_labels": a.tolist(),
+            "adapted_labels": b.tolist(),
+        },
+    )

@@ -17,6 +17,7 @@ all built on an LPIPS-style perceptual distance (``extractor.distance_embedding`
 All distances come from one embedding per image, ``d(x, y) = ‖e(x) − e(y)‖²`` (see ``features.py``), so a
 whole distance matrix is one matrix product.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,7 +33,7 @@ def squared_distances(a: torch.Tensor, b: torch.Tensor, block: int = 1024) -> to
     b_sq = b.pow(2).sum(dim=1)
     rows = []
     for s in range(0, len(a), block):
-        a_blk = a[s:s + block]
+        a_blk = a[s : s + block]
         rows.append((a_blk.pow(2).sum(dim=1, keepdim=True) + b_sq[None, :] - 2 * a_blk @ b.T).clamp_min(0))
     return torch.cat(rows)
 
@@ -44,23 +45,34 @@ def _upper_pairs_mean_std(dist: torch.Tensor) -> tuple[float, float, int]:
     return float(vals.mean()), float(vals.std()) if len(vals) > 1 else float("nan"), len(vals)
 
 
-def pairwise_lpips(images: torch.Tensor, extractor: str | FeatureExtractor = "emoji", max_images: int | None = None,
-                   seed: int = 0, device: str | torch.device | None = None) -> MetricResult:
+def pairwise_lpips(
+    images: torch.Tensor,
+    extractor: str | FeatureExtractor = "emoji",
+    max_images: int | None = None,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+) -> MetricResult:
     """Mean LPIPS over all pairs ``i < j`` of ``images [N, 3, H, W]`` (higher = more diverse); std over pairs.
 
     ``max_images`` keeps a seeded random subset first (the number of pairs grows as N²).
     """
     ext = resolve_extractor(extractor, device)
     if max_images is not None and len(images) > max_images:
-        images = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:max_images]]
+        images = images[
+            torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:max_images]
+        ]
     if len(images) < 2:
         raise ValueError(f"pairwise LPIPS needs at least 2 images, got {len(images)}")
     emb = as_embedding(images, ext, "images")
     mean, std, n_pairs = _upper_pairs_mean_std(squared_distances(emb, emb))
-    return MetricResult("pairwise_lpips", mean, ext.name, std=std, n_fake=len(emb), details={"pairs": n_pairs})
+    return MetricResult(
+        "pairwise_lpips", mean, ext.name, std=std, n_fake=len(emb), details={"pairs": n_pairs}
+    )
 
 
-def assign_to_nearest(generated_emb: torch.Tensor, train_emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def assign_to_nearest(
+    generated_emb: torch.Tensor, train_emb: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """For each generated embedding ``[N, P]``: index of the nearest training embedding ``[K, P]`` and the distance.
 
     Returns ``(index [N] long, distance [N] float64)``.
@@ -70,9 +82,14 @@ def assign_to_nearest(generated_emb: torch.Tensor, train_emb: torch.Tensor) -> t
     return idx, dist
 
 
-def intra_cluster_lpips(generated: torch.Tensor, train: torch.Tensor, extractor: str | FeatureExtractor = "emoji",
-                        max_per_cluster: int = 50, seed: int = 0, device: str | torch.device | None = None
-                        ) -> MetricResult:
+def intra_cluster_lpips(
+    generated: torch.Tensor,
+    train: torch.Tensor,
+    extractor: str | FeatureExtractor = "emoji",
+    max_per_cluster: int = 50,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+) -> MetricResult:
     """CDC's intra-cluster LPIPS of ``generated [N,3,H,W]`` around the ``k`` images ``train [k,3,H,W]``.
 
     1. assign each generated image to the training image with the lowest LPIPS (the cluster centre);
@@ -105,13 +122,28 @@ def intra_cluster_lpips(generated: torch.Tensor, train: torch.Tensor, extractor:
         value, std = float("nan"), None
     else:
         value, std = float(valid.mean()), float(valid.std(ddof=1)) if len(valid) > 1 else None
-    return MetricResult("intra_cluster_lpips", value, ext.name, std=std, n_real=len(train_emb), n_fake=len(gen_emb),
-                        details={"cluster_sizes": sizes, "per_cluster": per_cluster,
-                                 "clusters_used": int(len(valid)), "max_per_cluster": max_per_cluster})
+    return MetricResult(
+        "intra_cluster_lpips",
+        value,
+        ext.name,
+        std=std,
+        n_real=len(train_emb),
+        n_fake=len(gen_emb),
+        details={
+            "cluster_sizes": sizes,
+            "per_cluster": per_cluster,
+            "clusters_used": int(len(valid)),
+            "max_per_cluster": max_per_cluster,
+        },
+    )
 
 
-def nn_modes(generated: torch.Tensor, train: torch.Tensor, extractor: str | FeatureExtractor = "emoji",
-             device: str | torch.device | None = None) -> MetricResult:
+def nn_modes(
+    generated: torch.Tensor,
+    train: torch.Tensor,
+    extractor: str | FeatureExtractor = "emoji",
+    device: str | torch.device | None = None,
+) -> MetricResult:
     """Number of training images that are the LPIPS-nearest neighbour of at least one generated image.
 
     ``details``: ``counts`` (generated images per training image), ``nn_lpips`` (mean LPIPS from each
@@ -123,6 +155,15 @@ def nn_modes(generated: torch.Tensor, train: torch.Tensor, extractor: str | Feat
     idx, dist = assign_to_nearest(gen_emb, train_emb)
     counts = torch.bincount(idx, minlength=len(train_emb))
     modes = int((counts > 0).sum())
-    return MetricResult("nn_modes", modes, ext.name, n_real=len(train_emb), n_fake=len(gen_emb),
-                        details={"counts": counts.tolist(), "nn_lpips": float(dist.mean()),
-                                 "fraction": modes / len(train_emb)})
+    return MetricResult(
+        "nn_modes",
+        modes,
+        ext.name,
+        n_real=len(train_emb),
+        n_fake=len(gen_emb),
+        details={
+            "counts": counts.tolist(),
+            "nn_lpips": float(dist.mean()),
+            "fraction": modes / len(train_emb),
+        },
+    )

@@ -42,6 +42,7 @@ The emoji network uses *uniform* weights ``w_{l,c} = 1 / L`` (L = number of laye
 perceptual-judgement data to calibrate them), so its distance is the mean over layers of ``‖f̂(x)-f̂(y)‖²``
 per position, each in ``[0, 4]`` (``2 - 2·cos``). Typical values between different emoji: 0.5–1.5.
 """
+
 from __future__ import annotations
 
 import logging
@@ -68,7 +69,9 @@ EXTRACTOR_NAMES = ("emoji", "emoji-random", "inception", "lpips-alex", "lpips-vg
 
 def _check_images(images: torch.Tensor, what: str = "images") -> torch.Tensor:
     if not isinstance(images, torch.Tensor):
-        raise ValueError(f"{what} must be a torch.Tensor [N, 3, H, W] in [-1, 1], got {type(images).__name__}")
+        raise ValueError(
+            f"{what} must be a torch.Tensor [N, 3, H, W] in [-1, 1], got {type(images).__name__}"
+        )
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"{what} must have shape [N, 3, H, W], got {tuple(images.shape)}")
     if len(images) == 0:
@@ -105,8 +108,13 @@ class FeatureExtractor:
         raise NotImplementedError
 
     # -- public ------------------------------------------------------------------------------------------
-    def _batched(self, fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, desc: str,
-                 show_progress: bool | None) -> torch.Tensor:
+    def _batched(
+        self,
+        fn: Callable[[torch.Tensor], torch.Tensor],
+        images: torch.Tensor,
+        desc: str,
+        show_progress: bool | None,
+    ) -> torch.Tensor:
         images = _check_images(images)
         starts = range(0, len(images), self.batch_size)
         if show_progress is None:
@@ -114,7 +122,7 @@ class FeatureExtractor:
         out = []
         with torch.no_grad():
             for s in progress(starts, desc=f"{desc} [{self.name}]", disable=not show_progress):
-                batch = images[s:s + self.batch_size].to(self.device, torch.float32)
+                batch = images[s : s + self.batch_size].to(self.device, torch.float32)
                 out.append(fn(batch).float().cpu())
         return torch.cat(out)
 
@@ -144,8 +152,9 @@ class FeatureExtractor:
 # ---------------------------------------------------------------------------------------------------------
 def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
     """3×3 conv → BatchNorm → ReLU (``[B, c_in, H, W] → [B, c_out, H, W]``)."""
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
-                         nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)
+    )
 
 
 class EmojiFeatureNet(nn.Module):
@@ -210,8 +219,9 @@ def emoji_checkpoint_path() -> Path:
     return artifacts.get("emoji_features").path
 
 
-def load_emoji_feature_net(path: str | os.PathLike | None = None, verify: bool = True
-                           ) -> tuple[EmojiFeatureNet, dict]:
+def load_emoji_feature_net(
+    path: str | os.PathLike | None = None, verify: bool = True
+) -> tuple[EmojiFeatureNet, dict]:
     """Load the shipped (or a given) emoji feature network; returns ``(net in eval mode, metadata)``.
 
     ``verify`` checks the file's sha256 against ``emoji_features.manifest.json`` when that manifest sits next
@@ -223,14 +233,16 @@ def load_emoji_feature_net(path: str | os.PathLike | None = None, verify: bool =
     if not entry.path.is_file():
         raise FileNotFoundError(
             f"No emoji feature network at {entry.path}. It ships with the repository (data/{EMOJI_CHECKPOINT}); "
-            f"restore it with git or retrain it with `{entry.rebuild}`.")
+            f"restore it with git or retrain it with `{entry.rebuild}`."
+        )
     if verify and entry.manifest_path.is_file():
         entry.check()
     return read_emoji_feature_net(entry.path)
 
 
-def read_emoji_feature_net(path: str | os.PathLike, device: str | torch.device = "cpu"
-                           ) -> tuple[EmojiFeatureNet, dict]:
+def read_emoji_feature_net(
+    path: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[EmojiFeatureNet, dict]:
     """Read a checkpoint of ``scripts/train_feature_net.py`` (no check) → ``(net in eval mode, metadata)``.
 
     The registry's loader for ``emoji_features`` (``fewshot_lib.artifacts.load("emoji_features")``).
@@ -252,8 +264,13 @@ class EmojiFeatures(FeatureExtractor):
     (module docstring). Inputs of another size are resized to 32×32 (bilinear, antialiased) first.
     """
 
-    def __init__(self, net: EmojiFeatureNet, name: str = "emoji", device: str | torch.device = "cpu",
-                 meta: dict | None = None):
+    def __init__(
+        self,
+        net: EmojiFeatureNet,
+        name: str = "emoji",
+        device: str | torch.device = "cpu",
+        meta: dict | None = None,
+    ):
         super().__init__(device)
         self.net = net.eval().to(self.device)
         self.name = name
@@ -267,20 +284,23 @@ class EmojiFeatures(FeatureExtractor):
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         return self.net.embed(self._prepare(x))
 
-    def features_and_subcategories(self, images: torch.Tensor, show_progress: bool | None = None
-                                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    def features_and_subcategories(
+        self, images: torch.Tensor, show_progress: bool | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """One pass: ``[N, 3, H, W]`` → features ``[N, 256]`` and the subcategory head's softmax
         ``[N, n_subcategories]`` (names in ``meta["subcategories"]``)."""
         if self.net.subcategory_head is None:
-            raise ValueError(f"extractor {self.name!r} has no subcategory head (the untrained control and "
-                             "networks saved without heads cannot classify); use the shipped 'emoji' extractor.")
+            raise ValueError(
+                f"extractor {self.name!r} has no subcategory head (the untrained control and "
+                "networks saved without heads cannot classify); use the shipped 'emoji' extractor."
+            )
 
         def both(x: torch.Tensor) -> torch.Tensor:
             out = self.net(self._prepare(x))
             return torch.cat([out["embed"], out["subcategory"].softmax(dim=1)], dim=1)
 
         joined = self._batched(both, images, "classify", show_progress)
-        return joined[:, :self.net.feature_dim], joined[:, self.net.feature_dim:]
+        return joined[:, : self.net.feature_dim], joined[:, self.net.feature_dim :]
 
     def _distance_embedding(self, x: torch.Tensor) -> torch.Tensor:
         feats = self.net.layers(self._prepare(x))
@@ -289,7 +309,9 @@ class EmojiFeatures(FeatureExtractor):
         return torch.cat(parts, dim=1)  # [B, Σ_l C_l·H_l·W_l]
 
 
-def emoji_extractor(device: str | torch.device = "cpu", path: str | os.PathLike | None = None) -> EmojiFeatures:
+def emoji_extractor(
+    device: str | torch.device = "cpu", path: str | os.PathLike | None = None
+) -> EmojiFeatures:
     net, meta = load_emoji_feature_net(path)
     return EmojiFeatures(net, name=meta.get("name", "emoji"), device=device, meta=meta)
 
@@ -325,7 +347,8 @@ def _find_weights(filename: str, explicit: str | os.PathLike | None, env_var: st
     raise FileNotFoundError(
         f"{filename} was not found (looked in: {', '.join(str(c) for c in candidates)}). fewshot_lib never "
         f"downloads weights. {how_to} Then pass weights=<path>, set {env_var}=<path>, or place the file in the "
-        "torch hub cache shown above. Without it, use the offline extractor: get_extractor('emoji').")
+        "torch hub cache shown above. Without it, use the offline extractor: get_extractor('emoji')."
+    )
 
 
 class InceptionFeatures(FeatureExtractor):
@@ -340,8 +363,10 @@ class InceptionFeatures(FeatureExtractor):
 
     def __init__(self, weights: str | os.PathLike | None = None, device: str | torch.device = "cpu"):
         super().__init__(device)
-        how_to = ("Download it on a machine with internet access from the pytorch-fid release 'fid_weights' "
-                  f"({INCEPTION_FILE}) and copy it here.")
+        how_to = (
+            "Download it on a machine with internet access from the pytorch-fid release 'fid_weights' "
+            f"({INCEPTION_FILE}) and copy it here."
+        )
         path = _find_weights(INCEPTION_FILE, weights, "FEWSHOT_INCEPTION_WEIGHTS", how_to)
         try:
             from pytorch_fid import inception as pf_inception
@@ -365,8 +390,10 @@ class InceptionFeatures(FeatureExtractor):
         return self.model(x)[0].flatten(1)  # [B, 2048, 1, 1] -> [B, 2048]
 
     def _distance_embedding(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError("The inception extractor defines no perceptual distance; use 'emoji' or "
-                                  "'lpips-alex'/'lpips-vgg' for LPIPS-style metrics.")
+        raise NotImplementedError(
+            "The inception extractor defines no perceptual distance; use 'emoji' or "
+            "'lpips-alex'/'lpips-vgg' for LPIPS-style metrics."
+        )
 
 
 class LPIPSFeatures(FeatureExtractor):
@@ -381,15 +408,22 @@ class LPIPSFeatures(FeatureExtractor):
 
     batch_size = 64
 
-    def __init__(self, net: str = "alex", weights: str | os.PathLike | None = None,
-                 device: str | torch.device = "cpu", resize: int | None = None):
+    def __init__(
+        self,
+        net: str = "alex",
+        weights: str | os.PathLike | None = None,
+        device: str | torch.device = "cpu",
+        resize: int | None = None,
+    ):
         super().__init__(device)
         if net not in LPIPS_BACKBONE_FILES:
             raise ValueError(f"LPIPS backbone must be one of {sorted(LPIPS_BACKBONE_FILES)}, got {net!r}")
         filename = LPIPS_BACKBONE_FILES[net]
         tv_name = {"alex": "alexnet", "vgg": "vgg16"}[net]
-        how_to = (f"Get torchvision's ImageNet {net} weights ({filename}) on a machine with internet access "
-                  f"(`torchvision.models.{tv_name}(weights='IMAGENET1K_V1')` saves it in the torch hub cache) and copy it.")
+        how_to = (
+            f"Get torchvision's ImageNet {net} weights ({filename}) on a machine with internet access "
+            f"(`torchvision.models.{tv_name}(weights='IMAGENET1K_V1')` saves it in the torch hub cache) and copy it."
+        )
         path = _find_weights(filename, weights, f"FEWSHOT_LPIPS_{net.upper()}_WEIGHTS", how_to)
         import lpips  # lazy: heavy import
 
@@ -398,7 +432,7 @@ class LPIPSFeatures(FeatureExtractor):
         self.weights_path = path
         model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False)  # random backbone ...
         backbone = torch.load(path, map_location="cpu", weights_only=True)
-        for slice_module in model.net.children():   # ... replaced by the local ImageNet weights
+        for slice_module in model.net.children():  # ... replaced by the local ImageNet weights
             for index, layer in slice_module.named_children():
                 for pname, param in layer.named_parameters(recurse=False):
                     key = f"features.{index}.{pname}"
@@ -425,8 +459,12 @@ class LPIPSFeatures(FeatureExtractor):
 
 
 # ---------------------------------------------------------------------------------------------------------
-def get_extractor(name: str = "emoji", device: str | torch.device = "cpu", weights: str | os.PathLike | None = None,
-                  **kwargs) -> FeatureExtractor:
+def get_extractor(
+    name: str = "emoji",
+    device: str | torch.device = "cpu",
+    weights: str | os.PathLike | None = None,
+    **kwargs,
+) -> FeatureExtractor:
     """The extractor called ``name`` (one of ``EXTRACTOR_NAMES``); ``emoji`` is the offline default.
 
     ``weights`` points the ImageNet extractors (or ``emoji``) at a local file; nothing is downloaded.
@@ -440,5 +478,7 @@ def get_extractor(name: str = "emoji", device: str | torch.device = "cpu", weigh
     if name == "inception":
         return InceptionFeatures(weights=weights, device=device)
     if name in ("lpips-alex", "lpips-vgg"):
-        return LPIPSFeatures(net=name.split("-")[1], weights=weights, device=device, resize=kwargs.get("resize"))
+        return LPIPSFeatures(
+            net=name.split("-")[1], weights=weights, device=device, resize=kwargs.get("resize")
+        )
     raise ValueError(f"Unknown feature extractor {name!r}; choose one of {EXTRACTOR_NAMES}.")

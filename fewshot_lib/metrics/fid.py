@@ -17,6 +17,7 @@ sets come from one distribution, and the spread over subsets gives an error bar:
 
 Both take images ``[N, 3, H, W]`` in ``[-1, 1]`` (or precomputed features ``[N, D]``) and an extractor name.
 """
+
 from __future__ import annotations
 
 import logging
@@ -75,18 +76,29 @@ def _trace_sqrt_product_sqrtm(sigma1: np.ndarray, sigma2: np.ndarray, eps: float
     return float(np.trace(covmean))
 
 
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
-                     method: str = "eigh", eps: float = 1e-6) -> float:
+def frechet_distance(
+    mu1: np.ndarray,
+    sigma1: np.ndarray,
+    mu2: np.ndarray,
+    sigma2: np.ndarray,
+    method: str = "eigh",
+    eps: float = 1e-6,
+) -> float:
     """Fréchet distance ``‖μ1−μ2‖² + Tr(Σ1 + Σ2 − 2 (Σ1 Σ2)^{1/2})`` between two Gaussians.
 
     ``method="eigh"`` (default, fast and exact for PSD covariances) or ``"sqrtm"`` (``scipy.linalg.sqrtm``, the
     pytorch-fid recipe). The two agree to round-off; the tests check both against pytorch-fid.
     """
     mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
-    sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
+    sigma1, sigma2 = (
+        np.atleast_2d(np.asarray(sigma1, np.float64)),
+        np.atleast_2d(np.asarray(sigma2, np.float64)),
+    )
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
-        raise ValueError(f"mismatched statistics: means {mu1.shape} vs {mu2.shape}, "
-                         f"covariances {sigma1.shape} vs {sigma2.shape}")
+        raise ValueError(
+            f"mismatched statistics: means {mu1.shape} vs {mu2.shape}, "
+            f"covariances {sigma1.shape} vs {sigma2.shape}"
+        )
     if method == "eigh":
         tr_covmean = _trace_sqrt_product_eigh(sigma1, sigma2)
     elif method == "sqrtm":
@@ -97,8 +109,12 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * tr_covmean)
 
 
-def fid(real: torch.Tensor, fake: torch.Tensor, extractor: str | FeatureExtractor = "emoji",
-        device: str | torch.device | None = None) -> MetricResult:
+def fid(
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    extractor: str | FeatureExtractor = "emoji",
+    device: str | torch.device | None = None,
+) -> MetricResult:
     """FID between real and generated images (or features) through ``extractor``. Lower is better.
 
     Warns when a set has fewer samples than feature dimensions (the covariance is then singular and FID
@@ -110,8 +126,12 @@ def fid(real: torch.Tensor, fake: torch.Tensor, extractor: str | FeatureExtracto
         raise ValueError(f"real and fake features differ in dimension: {fr.shape[1]} vs {ff.shape[1]}")
     for what, f in (("real", fr), ("fake", ff)):
         if len(f) < f.shape[1]:
-            log.warning("FID with %d %s samples < %d feature dimensions: singular covariance, large bias",
-                        len(f), what, f.shape[1])
+            log.warning(
+                "FID with %d %s samples < %d feature dimensions: singular covariance, large bias",
+                len(f),
+                what,
+                f.shape[1],
+            )
     value = frechet_distance(*feature_statistics(fr), *feature_statistics(ff))
     return MetricResult("fid", value, ext.name, n_real=len(fr), n_fake=len(ff))
 
@@ -131,9 +151,15 @@ def polynomial_mmd_unbiased(x: torch.Tensor, y: torch.Tensor, degree: int = 3) -
     return float(sum_xx + sum_yy - 2 * kxy.mean())
 
 
-def kid(real: torch.Tensor, fake: torch.Tensor, extractor: str | FeatureExtractor = "emoji",
-        n_subsets: int = 100, subset_size: int = 1000, seed: int = 0,
-        device: str | torch.device | None = None) -> MetricResult:
+def kid(
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    extractor: str | FeatureExtractor = "emoji",
+    n_subsets: int = 100,
+    subset_size: int = 1000,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+) -> MetricResult:
     """KID (unbiased MMD², cubic polynomial kernel): mean ± std over ``n_subsets`` random subsets.
 
     Each subset draws ``m = min(subset_size, n_real, n_fake)`` images from each set without replacement
@@ -143,19 +169,21 @@ def kid(real: torch.Tensor, fake: torch.Tensor, extractor: str | FeatureExtracto
     fr, ff = as_features(real, ext, "real"), as_features(fake, ext, "fake")
     m = min(subset_size, len(fr), len(ff))
     g = torch.Generator().manual_seed(seed)
-    subsets = [(torch.randperm(len(fr), generator=g)[:m], torch.randperm(len(ff), generator=g)[:m])
-               for _ in range(n_subsets)]
+    subsets = [
+        (torch.randperm(len(fr), generator=g)[:m], torch.randperm(len(ff), generator=g)[:m])
+        for _ in range(n_subsets)
+    ]
     if len(fr) + len(ff) <= 6000:
         # small sets: build the three kernel matrices once and read every subset out of them
         x, y = fr.double(), ff.double()
         d = x.shape[1]
         kxx, kyy, kxy = ((x @ x.T / d + 1) ** 3, (y @ y.T / d + 1) ** 3, (x @ y.T / d + 1) ** 3)
-        ir_all = torch.stack([ir for ir, _ in subsets])      # [S, m]
-        if_all = torch.stack([i_f for _, i_f in subsets])    # [S, m]
+        ir_all = torch.stack([ir for ir, _ in subsets])  # [S, m]
+        if_all = torch.stack([i_f for _, i_f in subsets])  # [S, m]
         values = []
-        for c in range(0, n_subsets, 8):                     # 8 subsets per gather keeps memory bounded
-            a, b = ir_all[c:c + 8], if_all[c:c + 8]
-            sxx = kxx[a[:, :, None], a[:, None, :]]          # [s, m, m]
+        for c in range(0, n_subsets, 8):  # 8 subsets per gather keeps memory bounded
+            a, b = ir_all[c : c + 8], if_all[c : c + 8]
+            sxx = kxx[a[:, :, None], a[:, None, :]]  # [s, m, m]
             syy = kyy[b[:, :, None], b[:, None, :]]
             sxy = kxy[a[:, :, None], b[:, None, :]]
             within = lambda k: (k.sum((1, 2)) - k.diagonal(dim1=1, dim2=2).sum(1)) / (m * (m - 1))  # noqa: E731
@@ -163,5 +191,12 @@ def kid(real: torch.Tensor, fake: torch.Tensor, extractor: str | FeatureExtracto
     else:
         values = [polynomial_mmd_unbiased(fr[ir], ff[i_f]) for ir, i_f in subsets]
     v = np.array(values)
-    return MetricResult("kid", float(v.mean()), ext.name, std=float(v.std(ddof=1)) if len(v) > 1 else None,
-                        n_real=len(fr), n_fake=len(ff), details={"subset_size": m, "n_subsets": n_subsets})
+    return MetricResult(
+        "kid",
+        float(v.mean()),
+        ext.name,
+        std=float(v.std(ddof=1)) if len(v) > 1 else None,
+        n_real=len(fr),
+        n_fake=len(ff),
+        details={"subset_size": m, "n_subsets": n_subsets},
+    )

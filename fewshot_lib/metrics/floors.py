@@ -10,6 +10,7 @@ paper claim only when both sides beat these floors, measured once per reference 
 
 A generator whose samples score below the first or above the second is not yet drawing images of the domain.
 """
+
 from __future__ import annotations
 
 import torch
@@ -28,9 +29,15 @@ def shrink_and_enlarge(images: torch.Tensor, size: int = 8) -> torch.Tensor:
     return F.interpolate(small, size=images.shape[-2:], mode="bilinear", align_corners=False).clamp(-1, 1)
 
 
-def image_floors(reference: torch.Tensor, extractor="emoji", device=None, seed: int = 0,
-                 max_images: int = 2000, manifold: torch.Tensor | None = None,
-                 manifold_radii: torch.Tensor | None = None) -> dict:
+def image_floors(
+    reference: torch.Tensor,
+    extractor="emoji",
+    device=None,
+    seed: int = 0,
+    max_images: int = 2000,
+    manifold: torch.Tensor | None = None,
+    manifold_radii: torch.Tensor | None = None,
+) -> dict:
     """``{"fid": .., "recognisability": .., "extractor": .., "n_reference": ..}`` for ``reference [N, 3, H, W]``
     in ``[-1, 1]`` (at most ``max_images`` of them, a seeded subset).
 
@@ -46,10 +53,17 @@ def image_floors(reference: torch.Tensor, extractor="emoji", device=None, seed: 
     f_ref = ext.features(reference, show_progress=False)
     noise = torch.rand(len(reference), *reference.shape[1:], generator=g) * 2 - 1
     against = f_ref if manifold is None else manifold
-    return {"fid": float(fid(f_ref, ext.features(noise, show_progress=False), ext)),
-            "recognisability": recognisability(against, shrink_and_enlarge(reference), extractor=ext,
-                                               real_radii=manifold_radii if manifold is not None else None).value,
-            "extractor": ext.name, "n_reference": len(reference)}
+    return {
+        "fid": float(fid(f_ref, ext.features(noise, show_progress=False), ext)),
+        "recognisability": recognisability(
+            against,
+            shrink_and_enlarge(reference),
+            extractor=ext,
+            real_radii=manifold_radii if manifold is not None else None,
+        ).value,
+        "extractor": ext.name,
+        "n_reference": len(reference),
+    }
 
 
 def side_evidence(per_seed: list[dict]) -> dict[str, float]:

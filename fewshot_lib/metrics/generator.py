@@ -11,6 +11,7 @@ Every number goes through a feature extractor (default ``"emoji"``) and names it
 * :func:`memorisation_metrics`: how much a generator copies its training shots (the long-trained MixDL
   showcase, ``scripts/train_mixdl_showcase.py``).
 """
+
 from __future__ import annotations
 
 import torch
@@ -22,22 +23,36 @@ from .protocols import evaluate_against_set
 from .recognisability import can_recognise, recognisability
 from .result import resolve_extractor
 
-__all__ = ["fixed_noise_synthesis", "evaluate_generator", "interpolation_walk", "walk_step_shares",
-           "memorisation_metrics"]
+__all__ = [
+    "fixed_noise_synthesis",
+    "evaluate_generator",
+    "interpolation_walk",
+    "walk_step_shares",
+    "memorisation_metrics",
+]
 
 
 def fixed_noise_synthesis(generator: nn.Module):
     """A deterministic ``w [B, w_dim] → images [B, 3, H, W]`` (fixed noise buffers), for latent walks and PPL."""
+
     def synth(w: torch.Tensor) -> torch.Tensor:
         dev = next(generator.parameters()).device
         with torch.no_grad():
             return generator(w.to(dev), input_is_latent=True, randomize_noise=False)[0].cpu()
+
     return synth
 
 
 @torch.no_grad()
-def evaluate_generator(generator: nn.Module, shots: torch.Tensor, reference: torch.Tensor, n_fake: int = 500,
-                       n_paths: int = 64, seed: int = 0, extractor: str = "emoji") -> dict[str, float]:
+def evaluate_generator(
+    generator: nn.Module,
+    shots: torch.Tensor,
+    reference: torch.Tensor,
+    n_fake: int = 500,
+    n_paths: int = 64,
+    seed: int = 0,
+    extractor: str = "emoji",
+) -> dict[str, float]:
     """The notebook's numbers for one trained generator (all through ``extractor``).
 
     * ``fid``: FID of ``n_fake`` samples against the ``reference`` set (the category's images minus the shots);
@@ -53,23 +68,42 @@ def evaluate_generator(generator: nn.Module, shots: torch.Tensor, reference: tor
     dev = next(generator.parameters()).device
     z = torch.randn(n_fake, generator.style_dim, generator=gen)
     fake = torch.cat([generator(zb.to(dev), randomize_noise=False)[0].cpu() for zb in z.split(250)])
-    res = evaluate_against_set(fake, reference, train=shots, extractor=extractor,
-                                 metrics=("fid", "pairwise_lpips", "nn_modes"), seed=seed)
+    res = evaluate_against_set(
+        fake,
+        reference,
+        train=shots,
+        extractor=extractor,
+        metrics=("fid", "pairwise_lpips", "nn_modes"),
+        seed=seed,
+    )
     w0 = generator.mapping(torch.randn(n_paths, generator.style_dim, generator=gen).to(dev))
     w1 = generator.mapping(torch.randn(n_paths, generator.style_dim, generator=gen).to(dev))
     ppl = ppl_uniformity(fixed_noise_synthesis(generator), w0, w1, extractor=extractor)
     ext = resolve_extractor(extractor)
-    rec = recognisability(reference, fake, extractor=ext).value if can_recognise(ext) else float("nan")  # floor
-    return {"fid": res["fid"].value, "recognisability": rec, "lpips_diversity": res["pairwise_lpips"].value,
-            "nn_modes": float(res["nn_modes"].value), "nn_lpips": res["nn_modes"].details["nn_lpips"],
-            "ppl_mean": ppl.value, "ppl_std": ppl.details["uniformity"], "ppl_end": ppl.details["endpoint"],
-            "ppl_rel_std": ppl.details["relative_uniformity"],
-            "n_fake": n_fake, "n_reference": len(reference), "n_paths": n_paths, "extractor": res["fid"].extractor}
+    rec = (
+        recognisability(reference, fake, extractor=ext).value if can_recognise(ext) else float("nan")
+    )  # floor
+    return {
+        "fid": res["fid"].value,
+        "recognisability": rec,
+        "lpips_diversity": res["pairwise_lpips"].value,
+        "nn_modes": float(res["nn_modes"].value),
+        "nn_lpips": res["nn_modes"].details["nn_lpips"],
+        "ppl_mean": ppl.value,
+        "ppl_std": ppl.details["uniformity"],
+        "ppl_end": ppl.details["endpoint"],
+        "ppl_rel_std": ppl.details["relative_uniformity"],
+        "n_fake": n_fake,
+        "n_reference": len(reference),
+        "n_paths": n_paths,
+        "extractor": res["fid"].extractor,
+    }
 
 
 @torch.no_grad()
-def interpolation_walk(generator: nn.Module, w0: torch.Tensor, w1: torch.Tensor, n_steps: int = 10,
-                       extractor: str = "emoji") -> tuple[torch.Tensor, torch.Tensor]:
+def interpolation_walk(
+    generator: nn.Module, w0: torch.Tensor, w1: torch.Tensor, n_steps: int = 10, extractor: str = "emoji"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Images along ``lerp(w0, w1, t)``, ``t = 0, 1/n, …, 1`` and the LPIPS of each step.
 
     ``w0, w1 [w_dim]`` → ``(images [n_steps + 1, 3, H, W], step_lpips [n_steps])``. A smooth generator changes
@@ -84,16 +118,17 @@ def interpolation_walk(generator: nn.Module, w0: torch.Tensor, w1: torch.Tensor,
 def _nearest_other_shot_distance(shot_emb: torch.Tensor, bank_emb: torch.Tensor) -> torch.Tensor:
     """For each shot ``[k, P]``: distance to the nearest *other* shot in ``bank = [shots; mirrored shots]``."""
     k = len(shot_emb)
-    d = squared_distances(shot_emb, bank_emb)                                 # [k, 2k]
+    d = squared_distances(shot_emb, bank_emb)  # [k, 2k]
     own = torch.arange(k)
-    d[own, own] = float("inf")                                                 # itself
-    d[own, own + k] = float("inf")                                             # its own mirror image
-    return d.min(1).values                                                     # [k]
+    d[own, own] = float("inf")  # itself
+    d[own, own + k] = float("inf")  # its own mirror image
+    return d.min(1).values  # [k]
 
 
 @torch.no_grad()
-def walk_step_shares(generator: nn.Module, w0: torch.Tensor, w1: torch.Tensor, n_steps: int = 10,
-                     extractor: str = "emoji") -> torch.Tensor:
+def walk_step_shares(
+    generator: nn.Module, w0: torch.Tensor, w1: torch.Tensor, n_steps: int = 10, extractor: str = "emoji"
+) -> torch.Tensor:
     """Per walk, the share of the walk's total change made by each of its ``n_steps`` steps.
 
     ``w0, w1 [P, w_dim]`` → ``[P, n_steps]`` (rows sum to 1). A ramp gives ≈ ``1/n_steps`` everywhere; a staircase
@@ -101,15 +136,22 @@ def walk_step_shares(generator: nn.Module, w0: torch.Tensor, w1: torch.Tensor, n
     """
     rows = []
     for a, b in zip(w0, w1):
-        _, d = interpolation_walk(generator, a, b, n_steps, extractor)         # [n_steps]
+        _, d = interpolation_walk(generator, a, b, n_steps, extractor)  # [n_steps]
         rows.append(d / d.sum().clamp_min(1e-12))
     return torch.stack(rows)
 
 
 @torch.no_grad()
-def memorisation_metrics(generator: nn.Module, shots: torch.Tensor, n_samples: int = 256, n_paths: int = 32,
-                         seed: int = 0, extractor: str = "emoji", copy_ratio: float = 0.25,
-                         pixel_copy_rmse: float = 0.1) -> dict[str, float]:
+def memorisation_metrics(
+    generator: nn.Module,
+    shots: torch.Tensor,
+    n_samples: int = 256,
+    n_paths: int = 32,
+    seed: int = 0,
+    extractor: str = "emoji",
+    copy_ratio: float = 0.25,
+    pixel_copy_rmse: float = 0.1,
+) -> dict[str, float]:
     """How much a generator trained on ``shots [k, 3, H, W]`` *copies* them, and how stairlike its walks are.
 
     Samples ``n_samples`` images (seeded latents, fixed noise) and compares each with the shots *and their mirror
@@ -134,9 +176,12 @@ def memorisation_metrics(generator: nn.Module, shots: torch.Tensor, n_samples: i
     dev = next(generator.parameters()).device
     z = torch.randn(n_samples, generator.style_dim, generator=gen)
     fake = torch.cat([generator(zb.to(dev), randomize_noise=False)[0].cpu() for zb in z.split(256)])
-    bank = torch.cat([shots, shots.flip(3)]).float()                          # [2k, 3, H, W]
-    e_fake, e_bank = ext.distance_embedding(fake, show_progress=False), ext.distance_embedding(bank, show_progress=False)
-    d = squared_distances(e_fake, e_bank)                                    # [n, 2k]
+    bank = torch.cat([shots, shots.flip(3)]).float()  # [2k, 3, H, W]
+    e_fake, e_bank = (
+        ext.distance_embedding(fake, show_progress=False),
+        ext.distance_embedding(bank, show_progress=False),
+    )
+    d = squared_distances(e_fake, e_bank)  # [n, 2k]
     nn_d, nn_i = d.min(1)
     shot_gap = float(_nearest_other_shot_distance(e_bank[:k], e_bank).median())
     ratio = nn_d / shot_gap
@@ -144,12 +189,23 @@ def memorisation_metrics(generator: nn.Module, shots: torch.Tensor, n_samples: i
     w0 = generator.mapping(torch.randn(n_paths, generator.style_dim, generator=gen).to(dev))
     w1 = generator.mapping(torch.randn(n_paths, generator.style_dim, generator=gen).to(dev))
     ppl = ppl_uniformity(fixed_noise_synthesis(generator), w0, w1, extractor=ext)
-    shares = walk_step_shares(generator, w0, w1, extractor=ext)                # [n_paths, 10]
-    return {"copy_fraction": float((ratio < copy_ratio).float().mean()), "nn_ratio_median": float(ratio.median()),
-            "pixel_copy_fraction": float((pix < pixel_copy_rmse).float().mean()),
-            "pixel_rmse_median": float(pix.median()), "nn_modes": float(len((nn_i % k).unique())),
-            "lpips_diversity": pairwise_lpips(e_fake[:128], ext).value, "shot_gap": shot_gap,
-            "ppl_mean": ppl.value, "ppl_std": ppl.details["uniformity"], "ppl_rel_std": ppl.details["relative_uniformity"],
-            "ppl_end": ppl.details["endpoint"], "max_step_share": float(shares.max(1).values.mean()),
-            "n_samples": n_samples, "n_paths": n_paths, "copy_ratio": copy_ratio, "pixel_copy_rmse": pixel_copy_rmse,
-            "extractor": ext.name}
+    shares = walk_step_shares(generator, w0, w1, extractor=ext)  # [n_paths, 10]
+    return {
+        "copy_fraction": float((ratio < copy_ratio).float().mean()),
+        "nn_ratio_median": float(ratio.median()),
+        "pixel_copy_fraction": float((pix < pixel_copy_rmse).float().mean()),
+        "pixel_rmse_median": float(pix.median()),
+        "nn_modes": float(len((nn_i % k).unique())),
+        "lpips_diversity": pairwise_lpips(e_fake[:128], ext).value,
+        "shot_gap": shot_gap,
+        "ppl_mean": ppl.value,
+        "ppl_std": ppl.details["uniformity"],
+        "ppl_rel_std": ppl.details["relative_uniformity"],
+        "ppl_end": ppl.details["endpoint"],
+        "max_step_share": float(shares.max(1).values.mean()),
+        "n_samples": n_samples,
+        "n_paths": n_paths,
+        "copy_ratio": copy_ratio,
+        "pixel_copy_rmse": pixel_copy_rmse,
+        "extractor": ext.name,
+    }

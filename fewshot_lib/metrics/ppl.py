@@ -16,6 +16,7 @@ The function takes any generator as a callable ``latents [B, ...] → images [B,
 it works with StyleGAN2's ``w`` (pass the synthesis network with fixed noise) or any other latent. Make the
 callable deterministic (fixed noise inputs), or the distances include noise changes.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -33,9 +34,15 @@ def lerp(a: torch.Tensor, b: torch.Tensor, t: float | torch.Tensor) -> torch.Ten
     return a + (b - a) * t
 
 
-def ppl_uniformity(generator: Callable[[torch.Tensor], torch.Tensor], w0: torch.Tensor, w1: torch.Tensor,
-                   extractor: str | FeatureExtractor = "emoji", n_steps: int = 10, batch_paths: int = 32,
-                   device: str | torch.device | None = None) -> MetricResult:
+def ppl_uniformity(
+    generator: Callable[[torch.Tensor], torch.Tensor],
+    w0: torch.Tensor,
+    w1: torch.Tensor,
+    extractor: str | FeatureExtractor = "emoji",
+    n_steps: int = 10,
+    batch_paths: int = 32,
+    device: str | torch.device | None = None,
+) -> MetricResult:
     """PPL-uniformity over the paths ``w0[i] → w1[i]`` (``w0``, ``w1``: ``[P, ...]`` latents, same shape).
 
     Returns a :class:`MetricResult` whose ``value`` is the mean scaled step distance, ``std`` the mean over
@@ -53,23 +60,36 @@ def ppl_uniformity(generator: Callable[[torch.Tensor], torch.Tensor], w0: torch.
     starts = range(0, len(w0), batch_paths)
     with torch.no_grad():
         for s in progress(starts, desc=f"ppl-uniformity [{ext.name}]", disable=len(starts) < 3):
-            a, b = w0[s:s + batch_paths], w1[s:s + batch_paths]
+            a, b = w0[s : s + batch_paths], w1[s : s + batch_paths]
             n = len(a)
             # all n_steps+1 points of all paths in one call: [(n_steps+1)·n, ...], ordered point-major
             latents = torch.cat([lerp(a, b, float(t)) for t in ts])
             images = generator(latents)
             if images.dim() != 4 or len(images) != len(latents):
-                raise ValueError(f"generator must map [B, ...] latents to [B, 3, H, W] images; got {tuple(images.shape)} "
-                                 f"for {len(latents)} latents")
+                raise ValueError(
+                    f"generator must map [B, ...] latents to [B, 3, H, W] images; got {tuple(images.shape)} "
+                    f"for {len(latents)} latents"
+                )
             emb = ext.distance_embedding(images.float().cpu(), show_progress=False).double()
-            emb = emb.view(n_steps + 1, n, -1)                              # [T+1, n, P]
+            emb = emb.view(n_steps + 1, n, -1)  # [T+1, n, P]
             step_d.append((emb[1:] - emb[:-1]).pow(2).sum(-1).T / step**2)  # [n, T]
-            end_d.append((emb[-1] - emb[0]).pow(2).sum(-1))                 # [n]
+            end_d.append((emb[-1] - emb[0]).pow(2).sum(-1))  # [n]
     d = torch.cat(step_d).numpy()
     e = torch.cat(end_d).numpy()
     uniformity = float(d.std(axis=1, ddof=1).mean())
-    return MetricResult("ppl_uniformity", float(d.mean(axis=1).mean()), ext.name, std=uniformity, n_fake=len(d),
-                        details={"uniformity": uniformity, "endpoint": float(e.mean() / step**2),
-                                 "endpoint_raw": float(e.mean()), "step": step, "n_paths": int(len(d)),
-                                 "per_step_mean": d.mean(axis=0).tolist(),
-                                 "relative_uniformity": float(np.mean(d.std(axis=1, ddof=1) / (d.mean(axis=1) + 1e-12)))})
+    return MetricResult(
+        "ppl_uniformity",
+        float(d.mean(axis=1).mean()),
+        ext.name,
+        std=uniformity,
+        n_fake=len(d),
+        details={
+            "uniformity": uniformity,
+            "endpoint": float(e.mean() / step**2),
+            "endpoint_raw": float(e.mean()),
+            "step": step,
+            "n_paths": int(len(d)),
+            "per_step_mean": d.mean(axis=0).tolist(),
+            "relative_uniformity": float(np.mean(d.std(axis=1, ddof=1) / (d.mean(axis=1) + 1e-12))),
+        },
+    )

@@ -14,6 +14,7 @@ its ``k``-th nearest neighbour within the same set.
 
 Inputs: images ``[N, 3, H, W]`` in ``[-1, 1]`` or features ``[N, D]``; Euclidean distances in feature space.
 """
+
 from __future__ import annotations
 
 import torch
@@ -25,7 +26,7 @@ from .result import MetricResult, as_features, resolve_extractor
 def _distances(a: torch.Tensor, b: torch.Tensor, block: int = 2048) -> torch.Tensor:
     """Euclidean distances ``[Na, Nb]`` in float64, computed in row blocks to bound memory."""
     a, b = a.double(), b.double()
-    return torch.cat([torch.cdist(a[s:s + block], b) for s in range(0, len(a), block)])
+    return torch.cat([torch.cdist(a[s : s + block], b) for s in range(0, len(a), block)])
 
 
 def knn_radii(features: torch.Tensor, k: int) -> torch.Tensor:
@@ -42,20 +43,32 @@ def in_manifold(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor
     return _distances(points, centres) <= radii[None, :]
 
 
-def precision_recall(real: torch.Tensor, fake: torch.Tensor, extractor: str | FeatureExtractor = "emoji",
-                     k: int = 3, device: str | torch.device | None = None) -> dict[str, MetricResult]:
+def precision_recall(
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    extractor: str | FeatureExtractor = "emoji",
+    k: int = 3,
+    device: str | torch.device | None = None,
+) -> dict[str, MetricResult]:
     """``{"precision": .., "recall": ..}`` (each a :class:`MetricResult` in ``[0, 1]``, higher is better)."""
     ext = resolve_extractor(extractor, device)
     fr, ff = as_features(real, ext, "real"), as_features(fake, ext, "fake")
     precision = in_manifold(ff, fr, knn_radii(fr, k)).any(dim=1).double().mean()
     recall = in_manifold(fr, ff, knn_radii(ff, k)).any(dim=1).double().mean()
     common = dict(extractor=ext.name, n_real=len(fr), n_fake=len(ff), details={"k": k})
-    return {"precision": MetricResult("precision", float(precision), **common),
-            "recall": MetricResult("recall", float(recall), **common)}
+    return {
+        "precision": MetricResult("precision", float(precision), **common),
+        "recall": MetricResult("recall", float(recall), **common),
+    }
 
 
-def density_coverage(real: torch.Tensor, fake: torch.Tensor, extractor: str | FeatureExtractor = "emoji",
-                     k: int = 5, device: str | torch.device | None = None) -> dict[str, MetricResult]:
+def density_coverage(
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    extractor: str | FeatureExtractor = "emoji",
+    k: int = 5,
+    device: str | torch.device | None = None,
+) -> dict[str, MetricResult]:
     """``{"density": .., "coverage": ..}`` (Naeem et al.; density is unbounded above, coverage in [0, 1])."""
     ext = resolve_extractor(extractor, device)
     fr, ff = as_features(real, ext, "real"), as_features(fake, ext, "fake")
@@ -63,5 +76,7 @@ def density_coverage(real: torch.Tensor, fake: torch.Tensor, extractor: str | Fe
     density = inside.double().sum(dim=1).mean() / k
     coverage = inside.any(dim=0).double().mean()
     common = dict(extractor=ext.name, n_real=len(fr), n_fake=len(ff), details={"k": k})
-    return {"density": MetricResult("density", float(density), **common),
-            "coverage": MetricResult("coverage", float(coverage), **common)}
+    return {
+        "density": MetricResult("density", float(density), **common),
+        "coverage": MetricResult("coverage", float(coverage), **common),
+    }

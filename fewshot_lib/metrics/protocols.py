@@ -14,6 +14,7 @@ Features and embeddings are computed once per image set and shared by all metric
 :class:`MetricResult` names its extractor; :func:`results_to_dict` turns a result dict into JSON for
 ``metrics.json``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -31,8 +32,15 @@ from .unseen_class import sample_episodes
 
 log = logging.getLogger(__name__)
 
-SET_METRICS = ("fid", "kid", "precision_recall", "density_coverage", "pairwise_lpips", "intra_cluster_lpips",
-               "nn_modes")
+SET_METRICS = (
+    "fid",
+    "kid",
+    "precision_recall",
+    "density_coverage",
+    "pairwise_lpips",
+    "intra_cluster_lpips",
+    "nn_modes",
+)
 
 
 def results_to_dict(results: dict[str, MetricResult], details: bool = False) -> dict[str, dict]:
@@ -40,10 +48,17 @@ def results_to_dict(results: dict[str, MetricResult], details: bool = False) -> 
     return {name: r.as_dict(details=details) for name, r in results.items()}
 
 
-def evaluate_against_set(fake: torch.Tensor, real: torch.Tensor, train: torch.Tensor | None = None,
-                         extractor: str | FeatureExtractor = "emoji", metrics: Iterable[str] = SET_METRICS,
-                         kid_subset_size: int = 1000, lpips_max_images: int = 500, seed: int = 0,
-                         device: str | torch.device | None = None) -> dict[str, MetricResult]:
+def evaluate_against_set(
+    fake: torch.Tensor,
+    real: torch.Tensor,
+    train: torch.Tensor | None = None,
+    extractor: str | FeatureExtractor = "emoji",
+    metrics: Iterable[str] = SET_METRICS,
+    kid_subset_size: int = 1000,
+    lpips_max_images: int = 500,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+) -> dict[str, MetricResult]:
     """CDC/MixDL protocol: ``fake [N,3,H,W]`` vs the whole target set ``real [M,3,H,W]`` and the shots ``train``.
 
     ``metrics`` picks from ``SET_METRICS``; the shot-based ones (intra-cluster LPIPS, NN-modes) need ``train``.
@@ -79,8 +94,9 @@ def evaluate_against_set(fake: torch.Tensor, real: torch.Tensor, train: torch.Te
     return out
 
 
-def conditioning_split(images_by_class: dict[str, torch.Tensor], n_condition: int = 10, seed: int = 0
-                       ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def conditioning_split(
+    images_by_class: dict[str, torch.Tensor], n_condition: int = 10, seed: int = 0
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Split each class ``[n_c, 3, H, W]`` into a conditioning pool of ``n_condition`` images and the held-out rest.
 
     The order inside a class is a seeded permutation (fixed and reproducible, unlike LoFGAN's current
@@ -95,10 +111,19 @@ def conditioning_split(images_by_class: dict[str, torch.Tensor], n_condition: in
     return cond, held
 
 
-def evaluate_per_class(generate: Callable[[torch.Tensor], torch.Tensor], conditioning: dict[str, torch.Tensor],
-                       held_out: dict[str, torch.Tensor], k: int = 3, n_per_class: int = 128, batch: int = 64,
-                       extractor: str | FeatureExtractor = "emoji", kid_subset_size: int = 1000, seed: int = 0,
-                       device: str | torch.device | None = None, return_samples: bool = False):
+def evaluate_per_class(
+    generate: Callable[[torch.Tensor], torch.Tensor],
+    conditioning: dict[str, torch.Tensor],
+    held_out: dict[str, torch.Tensor],
+    k: int = 3,
+    n_per_class: int = 128,
+    batch: int = 64,
+    extractor: str | FeatureExtractor = "emoji",
+    kid_subset_size: int = 1000,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    return_samples: bool = False,
+):
     """LoFGAN/LSO protocol for a k-shot conditional generator.
 
     Args:
@@ -118,13 +143,20 @@ def evaluate_per_class(generate: Callable[[torch.Tensor], torch.Tensor], conditi
     all_fake = torch.cat(list(fakes.values()))
     all_real = torch.cat(list(held_out.values()))
     fr, ff = ext.features(all_real), ext.features(all_fake)
-    results: dict[str, MetricResult] = {"fid": fid(fr, ff, ext),
-                                        "kid": kid(fr, ff, ext, subset_size=kid_subset_size, seed=seed)}
+    results: dict[str, MetricResult] = {
+        "fid": fid(fr, ff, ext),
+        "kid": kid(fr, ff, ext, subset_size=kid_subset_size, seed=seed),
+    }
     results.update(precision_recall(fr, ff, ext))
     per_class = {c: pairwise_lpips(x, ext).value for c, x in fakes.items()}
     vals = np.array(list(per_class.values()))
-    results["lpips"] = MetricResult("pairwise_lpips_per_class", float(vals.mean()), ext.name,
-                                    std=float(vals.std(ddof=1)) if len(vals) > 1 else None,
-                                    n_real=len(all_real), n_fake=len(all_fake),
-                                    details={"per_class": per_class, "k": k, "n_per_class": n_per_class})
+    results["lpips"] = MetricResult(
+        "pairwise_lpips_per_class",
+        float(vals.mean()),
+        ext.name,
+        std=float(vals.std(ddof=1)) if len(vals) > 1 else None,
+        n_real=len(all_real),
+        n_fake=len(all_fake),
+        details={"per_class": per_class, "k": k, "n_per_class": n_per_class},
+    )
     return (results, fakes) if return_samples else results

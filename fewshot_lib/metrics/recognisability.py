@@ -25,6 +25,7 @@ source models with them.
 
 Like every number from the emoji network, it is not comparable with paper metrics.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,9 +39,16 @@ from .pr import in_manifold, knn_radii
 from .result import MetricResult, as_features, resolve_extractor
 
 
-def recognisability(real: torch.Tensor, fake: torch.Tensor, threshold: float = 0.5, k: int = 3,
-                    extractor: str | FeatureExtractor = "emoji", device: str | torch.device | None = None,
-                    top: int = 5, real_radii: torch.Tensor | None = None) -> MetricResult:
+def recognisability(
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    threshold: float = 0.5,
+    k: int = 3,
+    extractor: str | FeatureExtractor = "emoji",
+    device: str | torch.device | None = None,
+    top: int = 5,
+    real_radii: torch.Tensor | None = None,
+) -> MetricResult:
     """Fraction of ``fake [N, 3, H, W]`` images that are both named (subcategory p ≥ ``threshold``) and inside
     the k-NN manifold of ``real`` (images ``[M, 3, H, W]`` or their features ``[M, D]``), both in ``[-1, 1]``.
 
@@ -54,40 +62,62 @@ def recognisability(real: torch.Tensor, fake: torch.Tensor, threshold: float = 0
     if not isinstance(ext, EmojiFeatures):
         raise ValueError(f"recognisability needs the emoji network's subcategory head; {ext.name!r} has none")
     if fake.dim() != 4:
-        raise ValueError(f"fake must be images [N, 3, H, W] (the classifier needs pixels), got {tuple(fake.shape)}")
-    f_real = as_features(real, ext, "real")                           # [M, D]
+        raise ValueError(
+            f"fake must be images [N, 3, H, W] (the classifier needs pixels), got {tuple(fake.shape)}"
+        )
+    f_real = as_features(real, ext, "real")  # [M, D]
     if real_radii is None:
-        real_radii = knn_radii(f_real, k)                               # [M]
-    f_fake, probs = ext.features_and_subcategories(fake)                # [N, D], [N, n_subcategories]
+        real_radii = knn_radii(f_real, k)  # [M]
+    f_fake, probs = ext.features_and_subcategories(fake)  # [N, D], [N, n_subcategories]
     return recognisability_of_scores(f_real, real_radii, f_fake, probs, ext, threshold, k, top)
 
 
-def recognisability_of_scores(f_real: torch.Tensor, real_radii: torch.Tensor, f_fake: torch.Tensor,
-                              probs: torch.Tensor, extractor: EmojiFeatures, threshold: float = 0.5, k: int = 3,
-                              top: int = 5) -> MetricResult:
+def recognisability_of_scores(
+    f_real: torch.Tensor,
+    real_radii: torch.Tensor,
+    f_fake: torch.Tensor,
+    probs: torch.Tensor,
+    extractor: EmojiFeatures,
+    threshold: float = 0.5,
+    k: int = 3,
+    top: int = 5,
+) -> MetricResult:
     """:func:`recognisability` from what the emoji network already said about the fakes — features ``[N, D]``
     and subcategory probabilities ``[N, S]`` (``features_and_subcategories``) — and the real set's features
     ``[M, D]`` with their k-NN radii ``[M]``: for callers that need the same pass for other metrics."""
     if real_radii.shape != (len(f_real),):
-        raise ValueError(f"real_radii must be [{len(f_real)}] (one radius per real sample), got {tuple(real_radii.shape)}")
-    confidence, label = probs.max(dim=1)                                # [N], [N]
+        raise ValueError(
+            f"real_radii must be [{len(f_real)}] (one radius per real sample), got {tuple(real_radii.shape)}"
+        )
+    confidence, label = probs.max(dim=1)  # [N], [N]
     named = confidence >= threshold
-    inside = in_manifold(f_fake, f_real, real_radii).any(dim=1)         # [N]
+    inside = in_manifold(f_fake, f_real, real_radii).any(dim=1)  # [N]
     both = named & inside
     names = extractor.meta.get("subcategories") or []
     counts = Counter(names[i] if i < len(names) else str(i) for i in label[both].tolist())
-    return MetricResult("recognisability", float(both.float().mean()), extractor.name, n_real=len(f_real),
-                        n_fake=len(f_fake),
-                        details={"threshold": threshold, "k": k, "named": float(named.float().mean()),
-                                 "inside_real_manifold": float(inside.float().mean()),
-                                 "mean_confidence": float(confidence.mean()),
-                                 "commonest": dict(counts.most_common(top))})
+    return MetricResult(
+        "recognisability",
+        float(both.float().mean()),
+        extractor.name,
+        n_real=len(f_real),
+        n_fake=len(f_fake),
+        details={
+            "threshold": threshold,
+            "k": k,
+            "named": float(named.float().mean()),
+            "inside_real_manifold": float(inside.float().mean()),
+            "mean_confidence": float(confidence.mean()),
+            "commonest": dict(counts.most_common(top)),
+        },
+    )
 
 
 def can_recognise(extractor: FeatureExtractor) -> bool:
     """Whether ``extractor`` has the subcategory head :func:`recognisability` needs (the untrained control and
     the ImageNet networks do not; their callers report NaN instead)."""
-    return isinstance(extractor, EmojiFeatures) and getattr(extractor.net, "subcategory_head", None) is not None
+    return (
+        isinstance(extractor, EmojiFeatures) and getattr(extractor.net, "subcategory_head", None) is not None
+    )
 
 
 def novel_emoji_reference() -> dict | None:
@@ -98,5 +128,9 @@ def novel_emoji_reference() -> dict | None:
     run = json.loads(path.read_text()).get("novel_concept_run") if path.is_file() else None
     if not run:
         return None
-    return {"novel": run["novel_noto_recognisability"], "seen": run["seen_noto_recognisability"],
-            "n_novel": run["n_novel_noto"], "command": run["command"]}
+    return {
+        "novel": run["novel_noto_recognisability"],
+        "seen": run["seen_noto_recognisability"],
+        "n_novel": run["n_novel_noto"],
+        "command": run["command"],
+    }

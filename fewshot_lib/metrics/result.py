@@ -4,6 +4,7 @@ A number without its extractor is meaningless ("FID 30" through Inception and th
 unrelated quantities), so a :class:`MetricResult` always carries ``extractor`` and the sample sizes, and its
 string form prints them next to the value: ``FID[emoji] = 12.34 (n_real=500, n_fake=1000)``.
 """
+
 from __future__ import annotations
 
 import functools
@@ -40,8 +41,12 @@ class MetricResult:
 
     def __str__(self) -> str:
         spread = f" ± {self.std:.4g}" if self.std is not None and math.isfinite(self.std) else ""
-        sizes = ", ".join(f"{k}={v}" for k, v in (("n_real", self.n_real), ("n_fake", self.n_fake)) if v is not None)
-        return f"{self.metric}[{self.extractor}] = {self.value:.4g}{spread}" + (f" ({sizes})" if sizes else "")
+        sizes = ", ".join(
+            f"{k}={v}" for k, v in (("n_real", self.n_real), ("n_fake", self.n_fake)) if v is not None
+        )
+        return f"{self.metric}[{self.extractor}] = {self.value:.4g}{spread}" + (
+            f" ({sizes})" if sizes else ""
+        )
 
 
 @functools.lru_cache(maxsize=8)
@@ -49,8 +54,9 @@ def _cached_extractor(name: str, device: str) -> FeatureExtractor:
     return get_extractor(name, device=device)
 
 
-def resolve_extractor(extractor: str | FeatureExtractor = "emoji", device: str | torch.device | None = None
-                      ) -> FeatureExtractor:
+def resolve_extractor(
+    extractor: str | FeatureExtractor = "emoji", device: str | torch.device | None = None
+) -> FeatureExtractor:
     """An extractor object from a name (loaded once per name and device, then reused) or as given."""
     if isinstance(extractor, FeatureExtractor):
         return extractor
@@ -65,7 +71,9 @@ def as_features(x: torch.Tensor, extractor: FeatureExtractor, what: str) -> torc
     Passing precomputed features saves time when one real set is compared with many fakes.
     """
     if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{what} must be a tensor of images [N, 3, H, W] or features [N, D], got {type(x).__name__}")
+        raise ValueError(
+            f"{what} must be a tensor of images [N, 3, H, W] or features [N, D], got {type(x).__name__}"
+        )
     if x.dim() == 2:
         return x.float().cpu()
     if x.dim() == 4:

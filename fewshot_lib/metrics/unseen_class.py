@@ -16,6 +16,7 @@ Episodes are drawn by :func:`sample_episodes` (seeded; the same draw as
 subcategory is the part after the last ``/``. Every number comes from ``emoji-features-v1`` (or the extractor
 given) and is not comparable with paper metrics.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -31,9 +32,15 @@ from .pr import knn_radii
 from .recognisability import recognisability_of_scores
 from .result import MetricResult, as_features, resolve_extractor
 
-__all__ = ["sample_episodes", "subcategory_of", "class_consistency", "class_consistency_of_probs",
-           "near_copy_fraction", "UnseenClassJudge",
-           "unseen_class_report"]
+__all__ = [
+    "sample_episodes",
+    "subcategory_of",
+    "class_consistency",
+    "class_consistency_of_probs",
+    "near_copy_fraction",
+    "UnseenClassJudge",
+    "unseen_class_report",
+]
 
 
 def subcategory_of(class_name: str) -> str:
@@ -41,9 +48,15 @@ def subcategory_of(class_name: str) -> str:
     return class_name.rsplit("/", 1)[-1]
 
 
-def sample_episodes(generate: Callable[[torch.Tensor], torch.Tensor], conditioning: dict[str, torch.Tensor],
-                    k: int = 3, n_per_class: int = 128, batch: int = 64, seed: int = 0,
-                    show_progress: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def sample_episodes(
+    generate: Callable[[torch.Tensor], torch.Tensor],
+    conditioning: dict[str, torch.Tensor],
+    k: int = 3,
+    n_per_class: int = 128,
+    batch: int = 64,
+    seed: int = 0,
+    show_progress: bool = False,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """``n_per_class`` samples per class, each from ``k`` shots drawn without replacement from the class's pool.
 
     ``generate``: ``shots [B, k, 3, H, W] → [B, 3, H, W]``; ``show_progress``: a bar over the classes (off by
@@ -63,7 +76,7 @@ def sample_episodes(generate: Callable[[torch.Tensor], torch.Tensor], conditioni
         out = []
         for s in range(0, n_per_class, batch):
             with torch.no_grad():
-                out.append(generate(pool[picks[s:s + batch]]).float().cpu())
+                out.append(generate(pool[picks[s : s + batch]]).float().cpu())
         fakes[c], episodes[c] = torch.cat(out), pool[picks]
     return fakes, episodes
 
@@ -71,12 +84,17 @@ def sample_episodes(generate: Callable[[torch.Tensor], torch.Tensor], conditioni
 def _emoji(extractor, device) -> EmojiFeatures:
     ext = resolve_extractor(extractor, device)
     if not isinstance(ext, EmojiFeatures) or not ext.meta.get("subcategories"):
-        raise ValueError(f"class consistency needs the emoji network's subcategory head; {ext.name!r} has none")
+        raise ValueError(
+            f"class consistency needs the emoji network's subcategory head; {ext.name!r} has none"
+        )
     return ext
 
 
-def class_consistency(images_by_class: dict[str, torch.Tensor], extractor: str | FeatureExtractor = "emoji",
-                      device: str | torch.device | None = None) -> MetricResult:
+def class_consistency(
+    images_by_class: dict[str, torch.Tensor],
+    extractor: str | FeatureExtractor = "emoji",
+    device: str | torch.device | None = None,
+) -> MetricResult:
     """Share of images that the subcategory head assigns to their class's subcategory (``{class: [n, 3, H, W]}``);
     ``details["per_class"]`` holds each class's share, ``std`` their spread."""
     ext = _emoji(extractor, device)
@@ -84,7 +102,9 @@ def class_consistency(images_by_class: dict[str, torch.Tensor], extractor: str |
     return class_consistency_of_probs(probs, ext)
 
 
-def class_consistency_of_probs(probs_by_class: dict[str, torch.Tensor], extractor: EmojiFeatures) -> MetricResult:
+def class_consistency_of_probs(
+    probs_by_class: dict[str, torch.Tensor], extractor: EmojiFeatures
+) -> MetricResult:
     """:func:`class_consistency` from the subcategory probabilities ``{class: [n, S]}`` the emoji network already
     gave (``features_and_subcategories``)."""
     names = list(extractor.meta["subcategories"])
@@ -94,28 +114,38 @@ def class_consistency_of_probs(probs_by_class: dict[str, torch.Tensor], extracto
         sub = subcategory_of(c)
         if sub not in names:
             raise ValueError(f"class {c!r}: subcategory {sub!r} is not one the emoji network knows")
-        right = (probs.argmax(1) == names.index(sub))
+        right = probs.argmax(1) == names.index(sub)
         per_class[c] = float(right.float().mean())
         hits, total = hits + int(right.sum()), total + len(probs)
     vals = np.array(list(per_class.values()))
-    return MetricResult("class_consistency", hits / max(total, 1), extractor.name,
-                        std=float(vals.std(ddof=1)) if len(vals) > 1 else None, n_fake=total,
-                        details={"per_class": per_class})
+    return MetricResult(
+        "class_consistency",
+        hits / max(total, 1),
+        extractor.name,
+        std=float(vals.std(ddof=1)) if len(vals) > 1 else None,
+        n_fake=total,
+        details={"per_class": per_class},
+    )
 
 
 def _embed_shots(ext: FeatureExtractor, shots: torch.Tensor) -> torch.Tensor:
     """``[n, k, 3, H, W]`` → ``[n, k, P]``, embedding each distinct image once (episodes draw their shots from a
     pool of ~10 per class, so ``n·k`` shots hold few distinct images)."""
     n, k = shots.shape[:2]
-    flat = shots.flatten(0, 1)                                                               # [n·k, 3, H, W]
-    distinct, index = torch.unique(flat.flatten(1), dim=0, return_inverse=True)              # [u, 3·H·W], [n·k]
-    emb = ext.distance_embedding(distinct.view(-1, *flat.shape[1:]), show_progress=False)    # [u, P]
+    flat = shots.flatten(0, 1)  # [n·k, 3, H, W]
+    distinct, index = torch.unique(flat.flatten(1), dim=0, return_inverse=True)  # [u, 3·H·W], [n·k]
+    emb = ext.distance_embedding(distinct.view(-1, *flat.shape[1:]), show_progress=False)  # [u, P]
     return emb[index].view(n, k, -1)
 
 
-def near_copy_fraction(fakes: dict[str, torch.Tensor], shots: dict[str, torch.Tensor], copy_ratio: float = 0.25,
-                       extractor: str | FeatureExtractor = "emoji", device: str | torch.device | None = None,
-                       fake_embeddings: dict[str, torch.Tensor] | None = None) -> MetricResult:
+def near_copy_fraction(
+    fakes: dict[str, torch.Tensor],
+    shots: dict[str, torch.Tensor],
+    copy_ratio: float = 0.25,
+    extractor: str | FeatureExtractor = "emoji",
+    device: str | torch.device | None = None,
+    fake_embeddings: dict[str, torch.Tensor] | None = None,
+) -> MetricResult:
     """Share of samples closer to one of *their own* shots than ``copy_ratio · gap``.
 
     ``fakes {class: [n, 3, H, W]}``, ``shots {class: [n, k, 3, H, W]}`` from :func:`sample_episodes`; ``gap`` is
@@ -127,21 +157,29 @@ def near_copy_fraction(fakes: dict[str, torch.Tensor], shots: dict[str, torch.Te
     ratios, gaps = [], []
     for c in fakes:
         n, k = shots[c].shape[:2]
-        e_fake = fake_embeddings[c] if fake_embeddings is not None else \
-            ext.distance_embedding(fakes[c], show_progress=False)                              # [n, P]
-        e_shot = _embed_shots(ext, shots[c])                                                 # [n, k, P]
-        d = torch.stack([squared_distances(e_fake[i:i + 1], e_shot[i])[0] for i in range(n)])  # [n, k]
+        e_fake = (
+            fake_embeddings[c]
+            if fake_embeddings is not None
+            else ext.distance_embedding(fakes[c], show_progress=False)
+        )  # [n, P]
+        e_shot = _embed_shots(ext, shots[c])  # [n, k, P]
+        d = torch.stack([squared_distances(e_fake[i : i + 1], e_shot[i])[0] for i in range(n)])  # [n, k]
         ratios.append(d.min(1).values)
         if k > 1:
-            dd = torch.stack([squared_distances(e_shot[i], e_shot[i]) for i in range(n)])    # [n, k, k]
+            dd = torch.stack([squared_distances(e_shot[i], e_shot[i]) for i in range(n)])  # [n, k, k]
             dd = dd + torch.eye(k).unsqueeze(0) * 1e12
             gaps.append(dd.min(2).values.flatten())
     if not gaps:
         raise ValueError("near-copies need k ≥ 2 shots per episode (the gap between shots sets the scale)")
     gap = float(torch.cat(gaps).median())
     nn = torch.cat(ratios) / gap
-    return MetricResult("near_copy_fraction", float((nn < copy_ratio).float().mean()), ext.name, n_fake=len(nn),
-                        details={"copy_ratio": copy_ratio, "shot_gap": gap, "nn_ratio_median": float(nn.median())})
+    return MetricResult(
+        "near_copy_fraction",
+        float((nn < copy_ratio).float().mean()),
+        ext.name,
+        n_fake=len(nn),
+        details={"copy_ratio": copy_ratio, "shot_gap": gap, "nn_ratio_median": float(nn.median())},
+    )
 
 
 class UnseenClassJudge:
@@ -152,16 +190,29 @@ class UnseenClassJudge:
     >>> report = judge(fakes, shots)          # {"class_consistency": MetricResult, ...}
     """
 
-    def __init__(self, held_out: dict[str, torch.Tensor], manifold: torch.Tensor | None = None,
-                 extractor: str | FeatureExtractor = "emoji", device: str | torch.device | None = None, k: int = 3):
+    def __init__(
+        self,
+        held_out: dict[str, torch.Tensor],
+        manifold: torch.Tensor | None = None,
+        extractor: str | FeatureExtractor = "emoji",
+        device: str | torch.device | None = None,
+        k: int = 3,
+    ):
         self.ext = _emoji(extractor, device)
         self.k = k
-        self.real_features = {c: self.ext.features(x, show_progress=False) for c, x in held_out.items()}  # {c: [m, D]}
-        self.manifold = torch.cat(list(self.real_features.values())) if manifold is None \
-            else as_features(manifold, self.ext, "manifold")                                     # [M, D]
-        self.radii = knn_radii(self.manifold, k)                                                 # [M]
+        self.real_features = {
+            c: self.ext.features(x, show_progress=False) for c, x in held_out.items()
+        }  # {c: [m, D]}
+        self.manifold = (
+            torch.cat(list(self.real_features.values()))
+            if manifold is None
+            else as_features(manifold, self.ext, "manifold")
+        )  # [M, D]
+        self.radii = knn_radii(self.manifold, k)  # [M]
 
-    def __call__(self, fakes: dict[str, torch.Tensor], shots: dict[str, torch.Tensor]) -> dict[str, MetricResult]:
+    def __call__(
+        self, fakes: dict[str, torch.Tensor], shots: dict[str, torch.Tensor]
+    ) -> dict[str, MetricResult]:
         missing = set(fakes) - set(self.real_features)
         if missing:
             raise ValueError(f"no held-out images for the classes {sorted(missing)}")
@@ -171,24 +222,36 @@ class UnseenClassJudge:
         # probabilities: consistency, recognisability, FID) and the perceptual embedding (near-copies, LPIPS)
         f_fake, probs = ext.features_and_subcategories(torch.cat(list(fakes.values())), show_progress=False)
         ends = np.cumsum([0] + [len(x) for x in fakes.values()])
-        probs_by_class = {c: probs[ends[i]:ends[i + 1]] for i, c in enumerate(fakes)}
-        emb = {c: ext.distance_embedding(x, show_progress=False) for c, x in fakes.items()}    # {c: [n, P]}
+        probs_by_class = {c: probs[ends[i] : ends[i + 1]] for i, c in enumerate(fakes)}
+        emb = {c: ext.distance_embedding(x, show_progress=False) for c, x in fakes.items()}  # {c: [n, P]}
         per_class = {c: pairwise_lpips(e, ext).value for c, e in emb.items()}
         vals = np.array(list(per_class.values()))
-        return {"class_consistency": class_consistency_of_probs(probs_by_class, ext),
-                "near_copies": near_copy_fraction(fakes, shots, extractor=ext, fake_embeddings=emb),
-                "recognisability": recognisability_of_scores(self.manifold, self.radii, f_fake, probs, ext,
-                                                             k=self.k),
-                "lpips_diversity": MetricResult("pairwise_lpips_per_class", float(vals.mean()), ext.name,
-                                                std=float(vals.std(ddof=1)) if len(vals) > 1 else None,
-                                                n_fake=len(f_fake), details={"per_class": per_class}),
-                "fid": fid(f_real, f_fake, ext)}
+        return {
+            "class_consistency": class_consistency_of_probs(probs_by_class, ext),
+            "near_copies": near_copy_fraction(fakes, shots, extractor=ext, fake_embeddings=emb),
+            "recognisability": recognisability_of_scores(
+                self.manifold, self.radii, f_fake, probs, ext, k=self.k
+            ),
+            "lpips_diversity": MetricResult(
+                "pairwise_lpips_per_class",
+                float(vals.mean()),
+                ext.name,
+                std=float(vals.std(ddof=1)) if len(vals) > 1 else None,
+                n_fake=len(f_fake),
+                details={"per_class": per_class},
+            ),
+            "fid": fid(f_real, f_fake, ext),
+        }
 
 
-def unseen_class_report(fakes: dict[str, torch.Tensor], shots: dict[str, torch.Tensor],
-                        held_out: dict[str, torch.Tensor], manifold: torch.Tensor | None = None,
-                        extractor: str | FeatureExtractor = "emoji", device: str | torch.device | None = None
-                        ) -> dict[str, MetricResult]:
+def unseen_class_report(
+    fakes: dict[str, torch.Tensor],
+    shots: dict[str, torch.Tensor],
+    held_out: dict[str, torch.Tensor],
+    manifold: torch.Tensor | None = None,
+    extractor: str | FeatureExtractor = "emoji",
+    device: str | torch.device | None = None,
+) -> dict[str, MetricResult]:
     """Everything a k-shot generator's unseen-class samples are judged by: ``class_consistency``,
     ``near_copies``, ``recognisability``, per-class ``lpips_diversity`` and pooled ``fid`` against the held-out
     reals.

@@ -20,6 +20,7 @@ This module holds the pieces that are new; :mod:`fewshot_lib.models.stylegan2` c
 looked up in the table — so appending a class column (LSO's first step) leaves every existing class's
 embedding, and therefore every seen-class output, bit-identical.
 """
+
 from __future__ import annotations
 
 import math

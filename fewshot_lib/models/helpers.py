@@ -4,6 +4,7 @@ They sit below ``train.py`` and ``methods/`` so that every layer above can use t
 sibling: freezing a module for one step, the EMA update of ``G_ema``, and calling a (rosinality-style)
 generator for images with or without its per-layer features.
 """
+
 from __future__ import annotations
 
 import contextlib

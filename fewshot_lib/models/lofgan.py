@@ -33,6 +33,7 @@ are reproducible; the LFM's unused ``W`` convolution is omitted.
 
 Taught in: ``notebooks/06_lofgan.ipynb``.
 """
+
 from __future__ import annotations
 
 import math
@@ -45,9 +46,24 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 __all__ = [
-    "ConvBlock", "Encoder", "Decoder", "FusionRecord", "LocalFusionModule", "GlobalFusion", "LoFGANGenerator",
-    "PenaltyConv2d", "input_gradients_only", "ActFirstResBlock", "LoFGANDiscriminator", "local_selection", "local_matching", "local_replacement",
-    "random_alpha", "base_first_order", "n_downsamplings", "load_lofgan_export",
+    "ConvBlock",
+    "Encoder",
+    "Decoder",
+    "FusionRecord",
+    "LocalFusionModule",
+    "GlobalFusion",
+    "LoFGANGenerator",
+    "PenaltyConv2d",
+    "input_gradients_only",
+    "ActFirstResBlock",
+    "LoFGANDiscriminator",
+    "local_selection",
+    "local_matching",
+    "local_replacement",
+    "random_alpha",
+    "base_first_order",
+    "n_downsamplings",
+    "load_lofgan_export",
 ]
 
 
@@ -56,7 +72,7 @@ def n_downsamplings(size: int, feature_size: int) -> int:
     if size < 1 or feature_size < 1 or size % feature_size:
         raise ValueError(f"image size {size} must be a positive multiple of feature_size {feature_size}")
     n = int(round(math.log2(size // feature_size)))
-    if feature_size * 2 ** n != size:
+    if feature_size * 2**n != size:
         raise ValueError(f"image size {size} must be feature_size {feature_size} times a power of two")
     return n
 
@@ -65,6 +81,7 @@ def n_downsamplings(size: int, feature_size: int) -> int:
 # Encoder / decoder
 # ----------------------------------------------------------------------------------------------------------
 
+
 class ConvBlock(nn.Sequential):
     """Reflect-pad → conv → BatchNorm → LeakyReLU(0.2): the generator's only building block.
 
@@ -72,8 +89,12 @@ class ConvBlock(nn.Sequential):
     """
 
     def __init__(self, c_in: int, c_out: int, kernel: int = 3, stride: int = 1):
-        super().__init__(nn.ReflectionPad2d(kernel // 2), nn.Conv2d(c_in, c_out, kernel, stride),
-                         nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2))
+        super().__init__(
+            nn.ReflectionPad2d(kernel // 2),
+            nn.Conv2d(c_in, c_out, kernel, stride),
+            nn.BatchNorm2d(c_out),
+            nn.LeakyReLU(0.2),
+        )
 
 
 def encoder_channels(n_downs: int, nf: int) -> list[int]:
@@ -123,6 +144,7 @@ class Decoder(nn.Module):
 # Fusion: shared randomness helpers
 # ----------------------------------------------------------------------------------------------------------
 
+
 def random_alpha(batch: int, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Fusion coefficients ``[batch, k]``: U(0, 1) draws normalised to sum to 1 per episode (as the reference;
     this is *not* a Dirichlet(1) draw — mass concentrates less near the corners)."""
@@ -150,8 +172,10 @@ def gather_shots(x: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
 # Local Fusion Module, step by step
 # ----------------------------------------------------------------------------------------------------------
 
-def local_selection(batch: int, n_positions: int, rate: float, generator: torch.Generator | None = None
-                    ) -> torch.Tensor:
+
+def local_selection(
+    batch: int, n_positions: int, rate: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Step 1 — pick ``M = int(rate · n_positions)`` distinct positions of the base map, fresh per episode.
 
     Returns flat indices ``[batch, M]`` into ``h·w`` (``M`` may be 0: then nothing is fused).
@@ -170,13 +194,14 @@ def cosine_similarity_maps(base: torch.Tensor, refs: torch.Tensor, positions: to
     """
     base_n = F.normalize(base, dim=1)
     refs_n = F.normalize(refs, dim=2)
-    idx = positions[:, None, :].expand(-1, base.shape[1], -1)      # [B, C, M]
-    chosen = torch.gather(base_n, 2, idx)                          # [B, C, M]
-    return torch.einsum("bcm,bncp->bnmp", chosen, refs_n)          # [B, n, M, N]
+    idx = positions[:, None, :].expand(-1, base.shape[1], -1)  # [B, C, M]
+    chosen = torch.gather(base_n, 2, idx)  # [B, C, M]
+    return torch.einsum("bcm,bncp->bnmp", chosen, refs_n)  # [B, n, M, N]
 
 
-def local_matching(base: torch.Tensor, refs: torch.Tensor, positions: torch.Tensor
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def local_matching(
+    base: torch.Tensor, refs: torch.Tensor, positions: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Step 2 — for each selected base position, the top-1 most similar position in every reference.
 
     ``base [B, C, N]``, ``refs [B, n, C, N]``, ``positions [B, M]`` →
@@ -187,8 +212,13 @@ def local_matching(base: torch.Tensor, refs: torch.Tensor, positions: torch.Tens
     return sim.argmax(dim=-1), sim
 
 
-def local_replacement(base: torch.Tensor, refs: torch.Tensor, positions: torch.Tensor,
-                      ref_positions: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+def local_replacement(
+    base: torch.Tensor,
+    refs: torch.Tensor,
+    positions: torch.Tensor,
+    ref_positions: torch.Tensor,
+    alpha: torch.Tensor,
+) -> torch.Tensor:
     """Step 3 — replace each selected base vector by ``α_0·base[p] + Σ_j α_j·ref_j[match_j(p)]``.
 
     ``base [B, C, N]``, ``refs [B, n, C, N]``, ``positions [B, M]``, ``ref_positions [B, n, M]``,
@@ -200,11 +230,11 @@ def local_replacement(base: torch.Tensor, refs: torch.Tensor, positions: torch.T
     if m == 0:
         return base
     alpha = alpha.to(base.dtype)
-    idx = positions[:, None, :].expand(-1, c, -1)                                  # [B, C, M]
-    mix = alpha[:, 0, None, None] * torch.gather(base, 2, idx)                     # [B, C, M]
+    idx = positions[:, None, :].expand(-1, c, -1)  # [B, C, M]
+    mix = alpha[:, 0, None, None] * torch.gather(base, 2, idx)  # [B, C, M]
     if n:
-        ridx = ref_positions[:, :, None, :].expand(-1, -1, c, -1)                  # [B, n, C, M]
-        matched = torch.gather(refs, 3, ridx)                                      # [B, n, C, M]
+        ridx = ref_positions[:, :, None, :].expand(-1, -1, c, -1)  # [B, n, C, M]
+        matched = torch.gather(refs, 3, ridx)  # [B, n, C, M]
         mix = mix + (alpha[:, 1:, None, None] * matched).sum(dim=1)
     return base.scatter(2, idx, mix)
 
@@ -218,6 +248,7 @@ class FusionRecord:
     ``similarity [B, k-1, M, h·w]`` (optional) the cosine maps; ``feature_size`` = h (= w).
     Global fusion leaves the position fields ``None``.
     """
+
     order: torch.Tensor
     alpha: torch.Tensor
     feature_size: int
@@ -243,25 +274,32 @@ class LocalFusionModule(nn.Module):
             raise ValueError(f"selection rate must be in [0, 1], got {rate}")
         self.rate = rate
 
-    def forward(self, features: torch.Tensor, rate: float | None = None, alpha: torch.Tensor | None = None,
-                base_index: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                keep_similarity: bool = False) -> tuple[torch.Tensor, FusionRecord]:
+    def forward(
+        self,
+        features: torch.Tensor,
+        rate: float | None = None,
+        alpha: torch.Tensor | None = None,
+        base_index: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        keep_similarity: bool = False,
+    ) -> tuple[torch.Tensor, FusionRecord]:
         b, k, c, h, w = features.shape
         rate = self.rate if rate is None else rate
         dev = features.device
         if base_index is None:
             base_index = torch.randint(k, (b,), generator=generator)
         if alpha is None:
-            alpha = random_alpha(b, k, generator)                    # [B, k] in the original shot order
-        order = base_first_order(base_index.cpu(), k)                # [B, k]
-        alpha = gather_shots(alpha.cpu(), order).to(dev)             # [B, k], base coefficient first
-        feats = gather_shots(features, order.to(dev)).flatten(3)     # [B, k, C, N]
-        base, refs = feats[:, 0], feats[:, 1:]                       # [B, C, N], [B, k-1, C, N]
-        positions = local_selection(b, h * w, rate, generator).to(dev)           # [B, M]
-        ref_positions, sim = local_matching(base, refs, positions)                # [B, k-1, M], [B, k-1, M, N]
-        fused = local_replacement(base, refs, positions, ref_positions, alpha)    # [B, C, N]
-        record = FusionRecord(order.to(dev), alpha, h, positions, ref_positions,
-                              sim.detach() if keep_similarity else None)
+            alpha = random_alpha(b, k, generator)  # [B, k] in the original shot order
+        order = base_first_order(base_index.cpu(), k)  # [B, k]
+        alpha = gather_shots(alpha.cpu(), order).to(dev)  # [B, k], base coefficient first
+        feats = gather_shots(features, order.to(dev)).flatten(3)  # [B, k, C, N]
+        base, refs = feats[:, 0], feats[:, 1:]  # [B, C, N], [B, k-1, C, N]
+        positions = local_selection(b, h * w, rate, generator).to(dev)  # [B, M]
+        ref_positions, sim = local_matching(base, refs, positions)  # [B, k-1, M], [B, k-1, M, N]
+        fused = local_replacement(base, refs, positions, ref_positions, alpha)  # [B, C, N]
+        record = FusionRecord(
+            order.to(dev), alpha, h, positions, ref_positions, sim.detach() if keep_similarity else None
+        )
         return fused.view(b, c, h, w), record
 
 
@@ -271,21 +309,28 @@ class GlobalFusion(nn.Module):
     ``forward(features [B, k, C, h, w], ...)`` → ``(fused [B, C, h, w], FusionRecord)`` (no positions).
     """
 
-    def forward(self, features: torch.Tensor, rate: float | None = None, alpha: torch.Tensor | None = None,
-                base_index: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                keep_similarity: bool = False) -> tuple[torch.Tensor, FusionRecord]:
+    def forward(
+        self,
+        features: torch.Tensor,
+        rate: float | None = None,
+        alpha: torch.Tensor | None = None,
+        base_index: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        keep_similarity: bool = False,
+    ) -> tuple[torch.Tensor, FusionRecord]:
         b, k, c, h, w = features.shape
         if alpha is None:
             alpha = random_alpha(b, k, generator)
         order = torch.arange(k).expand(b, k)
         alpha = alpha.to(features.device, features.dtype)
-        fused = (alpha[:, :, None, None, None] * features).sum(dim=1)   # [B, C, h, w]
+        fused = (alpha[:, :, None, None, None] * features).sum(dim=1)  # [B, C, h, w]
         return fused, FusionRecord(order.to(features.device), alpha, h)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Generator
 # ----------------------------------------------------------------------------------------------------------
+
 
 class LoFGANGenerator(nn.Module):
     """k-shot generator: encode every shot, fuse (locally or globally), decode.
@@ -300,8 +345,9 @@ class LoFGANGenerator(nn.Module):
     ``forward(shots [B, k, 3, S, S])`` → ``(fake [B, 3, S, S], FusionRecord)``.
     """
 
-    def __init__(self, size: int = 128, feature_size: int = 8, nf: int = 32, fusion: str = "local",
-                 rate: float = 0.5):
+    def __init__(
+        self, size: int = 128, feature_size: int = 8, nf: int = 32, fusion: str = "local", rate: float = 0.5
+    ):
         super().__init__()
         if fusion not in ("local", "global"):
             raise ValueError(f"fusion must be 'local' or 'global', got {fusion!r}")
@@ -316,20 +362,33 @@ class LoFGANGenerator(nn.Module):
         f = self.encoder(shots.flatten(0, 1))
         return f.view(b, k, *f.shape[1:])
 
-    def forward(self, shots: torch.Tensor, rate: float | None = None, alpha: torch.Tensor | None = None,
-                base_index: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                keep_similarity: bool = False) -> tuple[torch.Tensor, FusionRecord]:
+    def forward(
+        self,
+        shots: torch.Tensor,
+        rate: float | None = None,
+        alpha: torch.Tensor | None = None,
+        base_index: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        keep_similarity: bool = False,
+    ) -> tuple[torch.Tensor, FusionRecord]:
         if shots.dim() != 5 or shots.shape[2] != 3 or shots.shape[-1] != self.size:
             raise ValueError(f"shots must be [B, k, 3, {self.size}, {self.size}], got {tuple(shots.shape)}")
-        feats = self.encode(shots)                                            # [B, k, C, h, w]
-        fused, record = self.fusion(feats, rate=rate, alpha=alpha, base_index=base_index,
-                                    generator=generator, keep_similarity=keep_similarity)
-        return self.decoder(fused), record                                    # [B, 3, S, S]
+        feats = self.encode(shots)  # [B, k, C, h, w]
+        fused, record = self.fusion(
+            feats,
+            rate=rate,
+            alpha=alpha,
+            base_index=base_index,
+            generator=generator,
+            keep_similarity=keep_similarity,
+        )
+        return self.decoder(fused), record  # [B, 3, S, S]
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Discriminator
 # ----------------------------------------------------------------------------------------------------------
+
 
 class input_gradients_only:
     """Context manager: inside it, :class:`PenaltyConv2d` layers skip their weight gradients during backward.
@@ -338,6 +397,7 @@ class input_gradients_only:
     autograd ops know which outputs a call asks for; a custom ``autograd.Function`` does not, so the penalty says
     it explicitly (see :func:`fewshot_lib.methods.lofgan.class_logit_gradient_penalty`).
     """
+
     active = False
 
     def __enter__(self) -> "input_gradients_only":
@@ -348,12 +408,14 @@ class input_gradients_only:
         input_gradients_only.active = self._previous
 
 
-def _conv_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: bool,
-                   mask: list[bool]) -> tuple[torch.Tensor | None, ...]:
+def _conv_backward(
+    grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: bool, mask: list[bool]
+) -> tuple[torch.Tensor | None, ...]:
     """PyTorch's fused first-order convolution backward (stride 1, no padding): ``(∂x, ∂weight, ∂bias)`` where
     ``mask`` says which to compute. ``x`` is read for its shape only when just ``∂x`` is asked for."""
-    return torch.ops.aten.convolution_backward(grad, x, weight, [weight.shape[0]] if bias else None, [1, 1], [0, 0],
-                                               [1, 1], False, [0, 0], 1, mask)
+    return torch.ops.aten.convolution_backward(
+        grad, x, weight, [weight.shape[0]] if bias else None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1, mask
+    )
 
 
 class _ConvInputGradient(torch.autograd.Function):
@@ -364,7 +426,7 @@ class _ConvInputGradient(torch.autograd.Function):
     @staticmethod
     def forward(ctx, grad: torch.Tensor, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(grad, weight)
-        return _conv_backward(grad, x, weight, False, [True, False, False])[0]   # x: shape only
+        return _conv_backward(grad, x, weight, False, [True, False, False])[0]  # x: shape only
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -372,7 +434,9 @@ class _ConvInputGradient(torch.autograd.Function):
         grad, weight = ctx.saved_tensors
         d_grad = F.conv2d(grad_grad_x, weight) if ctx.needs_input_grad[0] else None
         d_weight = None
-        if ctx.needs_input_grad[1]:   # Σ grad[n,o,h,w] · grad_grad_x[n,i,h+u,w+v]: a plain conv weight gradient
+        if ctx.needs_input_grad[
+            1
+        ]:  # Σ grad[n,o,h,w] · grad_grad_x[n,i,h+u,w+v]: a plain conv weight gradient
             d_weight = _conv_backward(grad, grad_grad_x, weight, False, [False, True, False])[1]
         return d_grad, d_weight, None
 
@@ -402,7 +466,9 @@ class _ConvWithFastDoubleBackward(torch.autograd.Function):
         # With create_graph=True (the penalty) the input gradient must stay differentiable: its own op.
         # Otherwise one fused call gives every gradient the cheapest way.
         x_differentiable = need_x and torch.is_grad_enabled()
-        gx, gw, gb = _conv_backward(grad, x, weight, ctx.has_bias, [need_x and not x_differentiable, need_w, need_b])
+        gx, gw, gb = _conv_backward(
+            grad, x, weight, ctx.has_bias, [need_x and not x_differentiable, need_w, need_b]
+        )
         if x_differentiable:
             gx = _ConvInputGradient.apply(grad, weight, x.detach())
         return gx, gw, gb
@@ -432,8 +498,9 @@ class ActFirstResBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int):
         super().__init__()
         hidden = max(c_in, c_out)
-        self.residual = nn.Sequential(nn.LeakyReLU(0.2), sn_conv(c_in, hidden, 3),
-                                      nn.LeakyReLU(0.2), sn_conv(hidden, c_out, 3))
+        self.residual = nn.Sequential(
+            nn.LeakyReLU(0.2), sn_conv(c_in, hidden, 3), nn.LeakyReLU(0.2), sn_conv(hidden, c_out, 3)
+        )
         self.shortcut = PenaltyConv2d(c_in, c_out, 1, bias=False) if c_in != c_out else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, c_in, H, W] -> [N, c_out, H, W]
@@ -452,8 +519,9 @@ class LoFGANDiscriminator(nn.Module):
     residual output), so the heads see rectified features as in BigGAN/StyleGAN-style discriminators.
     """
 
-    def __init__(self, num_classes: int, size: int = 128, feature_size: int = 8, nf_d: int = 64,
-                 max_nf: int = 1024):
+    def __init__(
+        self, num_classes: int, size: int = 128, feature_size: int = 8, nf_d: int = 64, max_nf: int = 1024
+    ):
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be ≥ 1, got {num_classes}")
@@ -475,9 +543,9 @@ class LoFGANDiscriminator(nn.Module):
             x = x.flatten(0, 1)
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"D expects [N, 3, S, S] or [B, k, 3, S, S] images, got {tuple(x.shape)}")
-        h = self.body(x)                                   # [N, C, h, w]
-        h = F.leaky_relu(h, 0.2).mean(dim=(2, 3))          # [N, C]
-        return self.adv(h).squeeze(1), self.cls(h)         # [N], [N, num_classes]
+        h = self.body(x)  # [N, C, h, w]
+        h = F.leaky_relu(h, 0.2).mean(dim=(2, 3))  # [N, C]
+        return self.adv(h).squeeze(1), self.cls(h)  # [N], [N, num_classes]
 
 
 def init_kaiming(module: nn.Module) -> None:
@@ -507,8 +575,12 @@ def load_lofgan_export(path: str | Path, device: str | torch.device = "cpu") -> 
         raise ValueError(f"{Path(path).name} is not a LoFGAN export (needs 'g' or 'd', and 'cfg')")
     cfg = ck["cfg"]
     if which == "g":
-        net: nn.Module = LoFGANGenerator(cfg["size"], cfg["feature_size"], cfg["nf"], cfg["fusion"], cfg["rate"])
+        net: nn.Module = LoFGANGenerator(
+            cfg["size"], cfg["feature_size"], cfg["nf"], cfg["fusion"], cfg["rate"]
+        )
     else:
-        net = LoFGANDiscriminator(len(ck["classes"]), cfg["size"], cfg["feature_size"], cfg["nf_d"], cfg["max_nf_d"])
+        net = LoFGANDiscriminator(
+            len(ck["classes"]), cfg["size"], cfg["feature_size"], cfg["nf_d"], cfg["max_nf_d"]
+        )
     net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ck[which].items()})
     return net.to(device).eval()

@@ -4,6 +4,7 @@ CDC (``fewshot_lib.methods.cdc``) asks for *patch* realism away from its anchor 
 (``fewshot_lib.methods.mixdl``) uses the same wrapper; it is a model, so it lives here below both methods.
 Taught in: ``notebooks/04_cdc.ipynb``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -45,12 +46,19 @@ class PatchDiscriminator(nn.Module):
         n_heads: number of independent heads (CDC uses 1 by default; MixDL samples one of 4 per step).
     """
 
-    def __init__(self, discriminator: nn.Module, size: int | None = None, patch_resolution: int | None = None,
-                 n_heads: int = 1) -> None:
+    def __init__(
+        self,
+        discriminator: nn.Module,
+        size: int | None = None,
+        patch_resolution: int | None = None,
+        n_heads: int = 1,
+    ) -> None:
         super().__init__()
         if not hasattr(discriminator, "convs"):
-            raise ValueError("discriminator must expose `.convs` (FromRGB + downsampling blocks, rosinality "
-                             f"layout); got {type(discriminator).__name__}")
+            raise ValueError(
+                "discriminator must expose `.convs` (FromRGB + downsampling blocks, rosinality "
+                f"layout); got {type(discriminator).__name__}"
+            )
         size = int(size or getattr(discriminator, "size", 0))
         if size <= 0:
             raise ValueError("pass size= (the input resolution): the discriminator has no `.size` attribute")
@@ -76,8 +84,10 @@ class PatchDiscriminator(nn.Module):
             seen.append(h.shape[-1])
             if h.shape[-1] == resolution:
                 return index, h.shape[1]
-        raise ValueError(f"patch_resolution={resolution} is not produced by the discriminator at size "
-                         f"{self.size}; its blocks output {seen} px")
+        raise ValueError(
+            f"patch_resolution={resolution} is not produced by the discriminator at size "
+            f"{self.size}; its blocks output {seen} px"
+        )
 
     def patch_features(self, x: torch.Tensor) -> torch.Tensor:
         """``x [B, 3, size, size]`` → the tapped discriminator feature map ``[B, C, h, w]``."""
@@ -97,5 +107,5 @@ class PatchDiscriminator(nn.Module):
         if mode == "patch":
             if not 0 <= head < len(self.heads):
                 raise ValueError(f"head must be in [0, {len(self.heads)}), got {head}")
-            return self.heads[head](self.patch_features(x))          # [B, 1, h, w]
+            return self.heads[head](self.patch_features(x))  # [B, 1, h, w]
         raise ValueError(f"mode must be 'image' or 'patch', got {mode!r}")

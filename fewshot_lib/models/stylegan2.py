@@ -29,6 +29,7 @@ Shapes below use ``B`` = batch, ``C``/``I``/``O`` = channels, ``D`` = ``style_di
 
 Taught in: ``notebooks/01_stylegan2_building_blocks.ipynb`` and ``02_stylegan2_training.ipynb``.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -51,8 +52,10 @@ SQRT2 = math.sqrt(2.0)
 # 1. Low-level ops: activation with bias, blur kernels, FIR up/down-sampling
 # ---------------------------------------------------------------------------------------------------------
 
-def fused_leaky_relu(x: torch.Tensor, bias: torch.Tensor | None = None, negative_slope: float = 0.2,
-                     scale: float = SQRT2) -> torch.Tensor:
+
+def fused_leaky_relu(
+    x: torch.Tensor, bias: torch.Tensor | None = None, negative_slope: float = 0.2, scale: float = SQRT2
+) -> torch.Tensor:
     """``lrelu(x + bias, 0.2) · √2`` with ``bias`` broadcast over channel dim 1.
 
     The ``√2`` gain restores the variance that leaky-ReLU halves, so unit-variance inputs stay unit-variance.
@@ -82,8 +85,9 @@ def make_kernel(k: Sequence[float]) -> torch.Tensor:
     return k / k.sum()
 
 
-def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
-              pad: tuple[int, int] = (0, 0)) -> torch.Tensor:
+def upfirdn2d(
+    x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1, pad: tuple[int, int] = (0, 0)
+) -> torch.Tensor:
     """Upsample by zero insertion, pad, filter with ``kernel``, downsample by striding — per channel.
 
     This is the reference definition of the FIR resampling StyleGAN uses (``pad = (before, after)`` on both
@@ -112,7 +116,7 @@ class Blur(nn.Module):
 
     def __init__(self, kernel: Sequence[float], pad: tuple[int, int], upsample_factor: int = 1):
         super().__init__()
-        self.register_buffer("kernel", make_kernel(kernel) * upsample_factor ** 2)
+        self.register_buffer("kernel", make_kernel(kernel) * upsample_factor**2)
         self.pad = pad
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, H, W] -> [B, C, H + p0 + p1 - 3, ...]
@@ -125,7 +129,7 @@ class Upsample(nn.Module):
     def __init__(self, kernel: Sequence[float], factor: int = 2):
         super().__init__()
         self.factor = factor
-        self.register_buffer("kernel", make_kernel(kernel) * factor ** 2)
+        self.register_buffer("kernel", make_kernel(kernel) * factor**2)
         p = self.kernel.shape[0] - factor
         self.pad = ((p + 1) // 2 + factor - 1, p // 2)
 
@@ -151,6 +155,7 @@ class Downsample(nn.Module):
 # 2. Equalised-learning-rate layers
 # ---------------------------------------------------------------------------------------------------------
 
+
 class PixelNorm(nn.Module):
     """Normalise each latent vector to unit root-mean-square: ``[B, D]`` → ``[B, D]``."""
 
@@ -166,8 +171,15 @@ class EqualLinear(nn.Module):
     Shapes: ``[B, in_dim]`` → ``[B, out_dim]``.
     """
 
-    def __init__(self, in_dim: int, out_dim: int, bias: bool = True, bias_init: float = 0.0,
-                 lr_mul: float = 1.0, activation: str | None = None):
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        bias: bool = True,
+        bias_init: float = 0.0,
+        lr_mul: float = 1.0,
+        activation: str | None = None,
+    ):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_dim, in_dim) / lr_mul)
         self.bias = nn.Parameter(torch.full((out_dim,), float(bias_init))) if bias else None
@@ -191,12 +203,19 @@ class EqualConv2d(nn.Module):
     Shapes: ``[B, I, H, W]`` → ``[B, O, (H + 2p - k)/stride + 1, ...]``.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                 padding: int = 0, bias: bool = True):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+        bias: bool = True,
+    ):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
-        self.scale = 1 / math.sqrt(in_channels * kernel_size ** 2)
+        self.scale = 1 / math.sqrt(in_channels * kernel_size**2)
         self.stride, self.padding = stride, padding
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -210,6 +229,7 @@ class EqualConv2d(nn.Module):
 # ---------------------------------------------------------------------------------------------------------
 # 3. Generator blocks
 # ---------------------------------------------------------------------------------------------------------
+
 
 class ModulatedConv2d(nn.Module):
     """The heart of StyleGAN2: a convolution whose kernel is modulated by a per-sample style.
@@ -228,15 +248,23 @@ class ModulatedConv2d(nn.Module):
     Shapes: ``x`` ``[B, I, H, W]``, ``style`` ``[B, D]`` → ``[B, O, H', W']``.
     """
 
-    def __init__(self, in_channel: int, out_channel: int, kernel_size: int, style_dim: int,
-                 demodulate: bool = True, upsample: bool = False, blur_kernel: Sequence[float] = (1, 3, 3, 1),
-                 fused: bool | None = None):
+    def __init__(
+        self,
+        in_channel: int,
+        out_channel: int,
+        kernel_size: int,
+        style_dim: int,
+        demodulate: bool = True,
+        upsample: bool = False,
+        blur_kernel: Sequence[float] = (1, 3, 3, 1),
+        fused: bool | None = None,
+    ):
         super().__init__()
         self.in_channel, self.out_channel, self.kernel_size = in_channel, out_channel, kernel_size
         self.demodulate, self.upsample, self.fused = demodulate, upsample, fused
         self.weight = nn.Parameter(torch.randn(1, out_channel, in_channel, kernel_size, kernel_size))
         self.modulation = EqualLinear(style_dim, in_channel, bias_init=1.0)
-        self.scale = 1 / math.sqrt(in_channel * kernel_size ** 2)
+        self.scale = 1 / math.sqrt(in_channel * kernel_size**2)
         self.padding = kernel_size // 2
         if upsample:
             factor = 2
@@ -244,8 +272,10 @@ class ModulatedConv2d(nn.Module):
             self.blur = Blur(blur_kernel, pad=((p + 1) // 2 + factor - 1, p // 2 + 1), upsample_factor=factor)
 
     def extra_repr(self) -> str:
-        return (f"{self.in_channel}, {self.out_channel}, k={self.kernel_size}, upsample={self.upsample}, "
-                f"demodulate={self.demodulate}, fused={self.fused}")
+        return (
+            f"{self.in_channel}, {self.out_channel}, k={self.kernel_size}, upsample={self.upsample}, "
+            f"demodulate={self.demodulate}, fused={self.fused}"
+        )
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         b, i, h, w = x.shape
@@ -320,16 +350,34 @@ class ConstantInput(nn.Module):
 class StyledConv(nn.Module):
     """Modulated conv → noise → bias + leaky-ReLU. ``[B, I, H, W]`` → ``[B, O, H or 2H, W or 2W]``."""
 
-    def __init__(self, in_channel: int, out_channel: int, kernel_size: int, style_dim: int,
-                 upsample: bool = False, blur_kernel: Sequence[float] = (1, 3, 3, 1), demodulate: bool = True,
-                 fused: bool | None = None):
+    def __init__(
+        self,
+        in_channel: int,
+        out_channel: int,
+        kernel_size: int,
+        style_dim: int,
+        upsample: bool = False,
+        blur_kernel: Sequence[float] = (1, 3, 3, 1),
+        demodulate: bool = True,
+        fused: bool | None = None,
+    ):
         super().__init__()
-        self.conv = ModulatedConv2d(in_channel, out_channel, kernel_size, style_dim, demodulate=demodulate,
-                                    upsample=upsample, blur_kernel=blur_kernel, fused=fused)
+        self.conv = ModulatedConv2d(
+            in_channel,
+            out_channel,
+            kernel_size,
+            style_dim,
+            demodulate=demodulate,
+            upsample=upsample,
+            blur_kernel=blur_kernel,
+            fused=fused,
+        )
         self.noise = NoiseInjection()
         self.activate = FusedLeakyReLU(out_channel)
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return self.activate(self.noise(self.conv(x, style), noise))
 
 
@@ -339,8 +387,14 @@ class ToRGB(nn.Module):
     Shapes: ``x`` ``[B, C, H, W]``, ``style`` ``[B, D]``, ``skip`` ``[B, 3, H/2, W/2]`` → ``[B, 3, H, W]``.
     """
 
-    def __init__(self, in_channel: int, style_dim: int, upsample: bool = True,
-                 blur_kernel: Sequence[float] = (1, 3, 3, 1), fused: bool | None = None):
+    def __init__(
+        self,
+        in_channel: int,
+        style_dim: int,
+        upsample: bool = True,
+        blur_kernel: Sequence[float] = (1, 3, 3, 1),
+        fused: bool | None = None,
+    ):
         super().__init__()
         if upsample:
             self.upsample = Upsample(blur_kernel)
@@ -354,8 +408,9 @@ class ToRGB(nn.Module):
         return out
 
 
-def channel_table(size: int, channel_multiplier: int = 2, channel_base: int | None = None,
-                  channel_max: int = 512) -> dict[int, int]:
+def channel_table(
+    size: int, channel_multiplier: int = 2, channel_base: int | None = None, channel_max: int = 512
+) -> dict[int, int]:
     """Channels per resolution ``{4: .., 8: .., ..., size: ..}``: ``min(channel_base // res, channel_max)``.
 
     ``channel_base=None`` means ``16384 · channel_multiplier``, which with ``channel_max=512`` is exactly
@@ -363,13 +418,15 @@ def channel_table(size: int, channel_multiplier: int = 2, channel_base: int | No
     """
     check_size(size)
     base = 16384 * channel_multiplier if channel_base is None else channel_base
-    return {2 ** r: max(1, min(base // 2 ** r, channel_max)) for r in range(2, int(math.log2(size)) + 1)}
+    return {2**r: max(1, min(base // 2**r, channel_max)) for r in range(2, int(math.log2(size)) + 1)}
 
 
 def check_size(size: int) -> int:
     """Raise ``ValueError`` unless ``size`` is a power of two ≥ 16 (a power of two ≥ 8 works but is untested)."""
     if not isinstance(size, int) or size < 8 or size & (size - 1):
-        raise ValueError(f"size={size!r}: StyleGAN2 needs a power-of-two image size >= 16 (e.g. 32, 64, 256).")
+        raise ValueError(
+            f"size={size!r}: StyleGAN2 needs a power-of-two image size >= 16 (e.g. 32, 64, 256)."
+        )
     return size
 
 
@@ -390,6 +447,7 @@ class NoiseBuffers(nn.Module):
 # ---------------------------------------------------------------------------------------------------------
 # 4. Generator
 # ---------------------------------------------------------------------------------------------------------
+
 
 class Generator(nn.Module):
     """StyleGAN2 generator: mapping network ``style`` (z → w) + skip synthesis network (w → image).
@@ -412,26 +470,53 @@ class Generator(nn.Module):
     (a ToRGB shares its w with the next block's first conv). ``num_layers = 2·log2(size) - 3`` noise maps.
     """
 
-    def __init__(self, size: int, style_dim: int = 512, n_mlp: int = 8, channel_multiplier: int = 2,
-                 blur_kernel: Sequence[float] = (1, 3, 3, 1), lr_mlp: float = 0.01,
-                 channel_base: int | None = None, channel_max: int = 512, fused: bool | None = None,
-                 c_dim: int = 0):
+    def __init__(
+        self,
+        size: int,
+        style_dim: int = 512,
+        n_mlp: int = 8,
+        channel_multiplier: int = 2,
+        blur_kernel: Sequence[float] = (1, 3, 3, 1),
+        lr_mlp: float = 0.01,
+        channel_base: int | None = None,
+        channel_max: int = 512,
+        fused: bool | None = None,
+        c_dim: int = 0,
+    ):
         super().__init__()
         self.size, self.style_dim, self.n_mlp = check_size(size), style_dim, n_mlp
-        self._config = dict(size=size, style_dim=style_dim, n_mlp=n_mlp, channel_multiplier=channel_multiplier,
-                            blur_kernel=list(blur_kernel), lr_mlp=lr_mlp, channel_base=channel_base,
-                            channel_max=channel_max, fused=fused)
+        self._config = dict(
+            size=size,
+            style_dim=style_dim,
+            n_mlp=n_mlp,
+            channel_multiplier=channel_multiplier,
+            blur_kernel=list(blur_kernel),
+            lr_mlp=lr_mlp,
+            channel_base=channel_base,
+            channel_max=channel_max,
+            fused=fused,
+        )
         self.channels = channel_table(size, channel_multiplier, channel_base, channel_max)
         if c_dim:  # conditional: normalisation happens in mapping(), the first layer reads [σ·ẑ, ê(c)]
             self._config["c_dim"] = c_dim
             self.class_embed = ClassEmbedding(c_dim, style_dim)
-            self.style = nn.Sequential(*[
-                EqualLinear(style_dim * (2 if i == 0 else 1), style_dim, lr_mul=lr_mlp, activation="fused_lrelu")
-                for i in range(n_mlp)])
+            self.style = nn.Sequential(
+                *[
+                    EqualLinear(
+                        style_dim * (2 if i == 0 else 1), style_dim, lr_mul=lr_mlp, activation="fused_lrelu"
+                    )
+                    for i in range(n_mlp)
+                ]
+            )
         else:
             self.class_embed = None
-            self.style = nn.Sequential(PixelNorm(), *[
-                EqualLinear(style_dim, style_dim, lr_mul=lr_mlp, activation="fused_lrelu") for _ in range(n_mlp)])
+            self.style = nn.Sequential(
+                PixelNorm(),
+                *[
+                    EqualLinear(style_dim, style_dim, lr_mul=lr_mlp, activation="fused_lrelu")
+                    for _ in range(n_mlp)
+                ],
+            )
 
         ch = self.channels
         self.input = ConstantInput(ch[4])
@@ -446,9 +531,10 @@ class Generator(nn.Module):
         self.noises = NoiseBuffers(size)
         in_ch = ch[4]
         for r in range(3, self.log_size + 1):
-            out_ch = ch[2 ** r]
-            self.convs.append(StyledConv(in_ch, out_ch, 3, style_dim, upsample=True, blur_kernel=blur_kernel,
-                                         fused=fused))
+            out_ch = ch[2**r]
+            self.convs.append(
+                StyledConv(in_ch, out_ch, 3, style_dim, upsample=True, blur_kernel=blur_kernel, fused=fused)
+            )
             self.convs.append(StyledConv(out_ch, out_ch, 3, style_dim, blur_kernel=blur_kernel, fused=fused))
             self.to_rgbs.append(ToRGB(out_ch, style_dim, blur_kernel=blur_kernel, fused=fused))
             in_ch = out_ch
@@ -473,8 +559,9 @@ class Generator(nn.Module):
         """Number of classes (0 for an unconditional generator); grows with :meth:`add_class`."""
         return self.class_embed.n_classes if self.class_embed is not None else 0
 
-    def mapping(self, z: torch.Tensor, c: torch.Tensor | None = None,
-                magnitude: float | torch.Tensor | None = None) -> torch.Tensor:
+    def mapping(
+        self, z: torch.Tensor, c: torch.Tensor | None = None, magnitude: float | torch.Tensor | None = None
+    ) -> torch.Tensor:
         """z ``[B, D]`` → w ``[B, D]``; a conditional generator also takes ``c`` (class indices ``[B]``) and a
         ``magnitude`` σ (scalar or ``[B]``/``[B, 1]``; default 1): σ = 0 gives the class centroid."""
         if self.class_embed is None:
@@ -491,7 +578,9 @@ class Generator(nn.Module):
     def add_class(self, generator: torch.Generator | None = None) -> int:
         """Append one class (a new embedding column ~ N(0, 1)); seen classes stay bit-identical. Returns its index."""
         if self.class_embed is None:
-            raise ValueError("add_class needs a class-conditional generator (Generator(..., c_dim=n_classes))")
+            raise ValueError(
+                "add_class needs a class-conditional generator (Generator(..., c_dim=n_classes))"
+            )
         new = self.class_embed.add_class(generator)
         self._config["c_dim"] = self.c_dim
         return new
@@ -511,8 +600,11 @@ class Generator(nn.Module):
         """
         dev = self.input.input.device
         z = torch.randn(n_latent, self.style_dim, generator=generator).to(dev)
-        c = (torch.randint(0, self.c_dim, (n_latent,), generator=generator).to(dev)  # over all classes
-             if self.class_embed is not None else None)
+        c = (
+            torch.randint(0, self.c_dim, (n_latent,), generator=generator).to(dev)  # over all classes
+            if self.class_embed is not None
+            else None
+        )
         w = self.mapping(z, c).mean(0, keepdim=True)
         self.latent_avg = w
         return w
@@ -524,7 +616,9 @@ class Generator(nn.Module):
             s = styles[0]
             if s.ndim == 3:
                 if s.shape[1] != L:
-                    raise ValueError(f"W+ latent has {s.shape[1]} layers; this {self.size}px generator needs {L}.")
+                    raise ValueError(
+                        f"W+ latent has {s.shape[1]} layers; this {self.size}px generator needs {L}."
+                    )
                 return s
             return s.unsqueeze(1).expand(-1, L, -1)
         if len(styles) == 2:  # style mixing: first inject_index layers from style 0, the rest from style 1
@@ -537,8 +631,9 @@ class Generator(nn.Module):
             return torch.cat([a, b], 1)
         raise ValueError(f"Give one or two style tensors (style mixing), got {len(styles)}.")
 
-    def truncate(self, styles: list[torch.Tensor], truncation: float,
-                 truncation_latent: torch.Tensor | None = None) -> list[torch.Tensor]:
+    def truncate(
+        self, styles: list[torch.Tensor], truncation: float, truncation_latent: torch.Tensor | None = None
+    ) -> list[torch.Tensor]:
         """The truncation trick ``w ← w_avg + ψ·(w - w_avg)`` on each w ``[B, D]`` or W+ ``[B, L, D]``.
 
         ``truncation_latent`` ``[1, D]`` defaults to ``self.latent_avg``; ``ψ ≥ 1`` returns ``styles`` unchanged.
@@ -548,14 +643,22 @@ class Generator(nn.Module):
         if truncation_latent is None:
             truncation_latent = self.latent_avg
         if truncation_latent is None:
-            raise ValueError("truncation < 1 needs truncation_latent=G.mean_latent(4096) (or a loaded latent_avg).")
+            raise ValueError(
+                "truncation < 1 needs truncation_latent=G.mean_latent(4096) (or a loaded latent_avg)."
+            )
         tl = truncation_latent.to(styles[0].device)
         tl = tl.view(1, 1, -1) if any(s.ndim == 3 for s in styles) else tl.view(1, -1)
         return [tl + truncation * (s - tl) for s in styles]
 
-    def latents(self, styles: torch.Tensor | list[torch.Tensor], inject_index: int | None = None,
-                truncation: float = 1.0, truncation_latent: torch.Tensor | None = None,
-                input_is_latent: bool = False, c: torch.Tensor | None = None) -> torch.Tensor:
+    def latents(
+        self,
+        styles: torch.Tensor | list[torch.Tensor],
+        inject_index: int | None = None,
+        truncation: float = 1.0,
+        truncation_latent: torch.Tensor | None = None,
+        input_is_latent: bool = False,
+        c: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Codes → the per-layer latents ``[B, L, D]`` the synthesis network consumes.
 
         mapping (z → w, unless ``input_is_latent``) → truncation (:meth:`truncate`) → one w per layer: a single
@@ -574,8 +677,13 @@ class Generator(nn.Module):
         styles = self.truncate(styles, truncation, truncation_latent)
         return self._latent_from(styles, inject_index)
 
-    def synthesis(self, latent: torch.Tensor, noise: list[torch.Tensor | None] | None = None,
-                  randomize_noise: bool = True, return_features: bool = False):
+    def synthesis(
+        self,
+        latent: torch.Tensor,
+        noise: list[torch.Tensor | None] | None = None,
+        randomize_noise: bool = True,
+        return_features: bool = False,
+    ):
         """Per-layer latents ``[B, L, D]`` → image ``[B, 3, size, size]`` (roughly in ``[-1, 1]``, not clamped).
 
         Args:
@@ -607,11 +715,19 @@ class Generator(nn.Module):
             i += 2
         return (skip, feats) if return_features else skip
 
-    def forward(self, styles: torch.Tensor | list[torch.Tensor], return_latents: bool = False,
-                inject_index: int | None = None, truncation: float = 1.0,
-                truncation_latent: torch.Tensor | None = None, input_is_latent: bool = False,
-                noise: list[torch.Tensor | None] | None = None, randomize_noise: bool = True,
-                return_features: bool = False, c: torch.Tensor | None = None):
+    def forward(
+        self,
+        styles: torch.Tensor | list[torch.Tensor],
+        return_latents: bool = False,
+        inject_index: int | None = None,
+        truncation: float = 1.0,
+        truncation_latent: torch.Tensor | None = None,
+        input_is_latent: bool = False,
+        noise: list[torch.Tensor | None] | None = None,
+        randomize_noise: bool = True,
+        return_features: bool = False,
+        c: torch.Tensor | None = None,
+    ):
         """Generate images: :meth:`latents` (mapping → truncation → style mixing) then :meth:`synthesis`.
 
         Args:
@@ -640,16 +756,25 @@ class Generator(nn.Module):
 
 # Sane limits for a config read from a file, checked before anything is allocated: the official 1024-px
 # config-f generator has size 1024, style_dim 512, n_mlp 8, channel_max 512 and ~30 M parameters.
-CONFIG_LIMITS = dict(size=(8, 1024), style_dim=(1, 1024), n_mlp=(1, 16), channel_multiplier=(1, 16),
-                     channel_base=(1, 1 << 20), channel_max=(1, 1024), stddev_group=(1, 64), c_dim=(0, 100_000),
-                     cmap_dim=(1, 4096))
+CONFIG_LIMITS = dict(
+    size=(8, 1024),
+    style_dim=(1, 1024),
+    n_mlp=(1, 16),
+    channel_multiplier=(1, 16),
+    channel_base=(1, 1 << 20),
+    channel_max=(1, 1024),
+    stddev_group=(1, 64),
+    c_dim=(0, 100_000),
+    cmap_dim=(1, 4096),
+)
 MAX_CONFIG_PARAMETERS = 200_000_000  # ≈ 0.8 GB of float32: far above any model this project loads
 
 
 def _estimated_parameters(cfg: dict[str, Any], generator: bool) -> int:
     """Rough weight count of the architecture ``cfg`` describes (3×3 convs dominate), without building it."""
-    ch = channel_table(cfg["size"], cfg.get("channel_multiplier", 2), cfg.get("channel_base"),
-                       cfg.get("channel_max", 512))
+    ch = channel_table(
+        cfg["size"], cfg.get("channel_multiplier", 2), cfg.get("channel_base"), cfg.get("channel_max", 512)
+    )
     res = sorted(ch)
     convs = sum(9 * ch[a] * ch[b] * 2 for a, b in zip(res, res[1:])) + 9 * ch[4] * ch[4]
     if not generator:
@@ -668,7 +793,9 @@ def validate_config(cls: type, config: Any, where: str = "config") -> dict[str, 
     import inspect
 
     if not isinstance(config, dict):
-        raise ValueError(f"{where}: expected a dict of {cls.__name__} arguments, got {type(config).__name__}.")
+        raise ValueError(
+            f"{where}: expected a dict of {cls.__name__} arguments, got {type(config).__name__}."
+        )
     accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
     unknown = sorted(str(k) for k in config if k not in accepted)
     if unknown:
@@ -690,14 +817,19 @@ def validate_config(cls: type, config: Any, where: str = "config") -> dict[str, 
     if "fused" in config and config["fused"] not in (None, True, False):
         raise ValueError(f"{where}: fused={config['fused']!r}; expected true, false or null.")
     kernel = config.get("blur_kernel", [1, 3, 3, 1])
-    if not (isinstance(kernel, (list, tuple)) and 1 <= len(kernel) <= 8
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in kernel)
-            and sum(kernel) != 0):
+    if not (
+        isinstance(kernel, (list, tuple))
+        and 1 <= len(kernel) <= 8
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in kernel)
+        and sum(kernel) != 0
+    ):
         raise ValueError(f"{where}: blur_kernel={kernel!r} is not a short list of finite numbers.")
     n = _estimated_parameters(config, generator=cls is Generator)
     if n > MAX_CONFIG_PARAMETERS:
-        raise ValueError(f"{where}: this architecture would have about {n / 1e6:.0f} M parameters (more than "
-                         f"{MAX_CONFIG_PARAMETERS / 1e6:.0f} M); refusing to allocate it.")
+        raise ValueError(
+            f"{where}: this architecture would have about {n / 1e6:.0f} M parameters (more than "
+            f"{MAX_CONFIG_PARAMETERS / 1e6:.0f} M); refusing to allocate it."
+        )
     return dict(config)
 
 
@@ -710,6 +842,7 @@ def validate_generator_config(config: Any, where: str = "config") -> dict[str, A
 # 5. Discriminator
 # ---------------------------------------------------------------------------------------------------------
 
+
 class ConvLayer(nn.Sequential):
     """[Blur →] EqualConv2d [→ bias + leaky-ReLU]; ``downsample=True`` blurs then convolves with stride 2.
 
@@ -717,8 +850,16 @@ class ConvLayer(nn.Sequential):
     ``2.bias`` when down-sampling), exactly as in rosinality.
     """
 
-    def __init__(self, in_channel: int, out_channel: int, kernel_size: int, downsample: bool = False,
-                 blur_kernel: Sequence[float] = (1, 3, 3, 1), bias: bool = True, activate: bool = True):
+    def __init__(
+        self,
+        in_channel: int,
+        out_channel: int,
+        kernel_size: int,
+        downsample: bool = False,
+        blur_kernel: Sequence[float] = (1, 3, 3, 1),
+        bias: bool = True,
+        activate: bool = True,
+    ):
         layers: list[nn.Module] = []
         if downsample:
             p = (len(blur_kernel) - 2) + (kernel_size - 1)
@@ -726,8 +867,16 @@ class ConvLayer(nn.Sequential):
             stride, padding = 2, 0
         else:
             stride, padding = 1, kernel_size // 2
-        layers.append(EqualConv2d(in_channel, out_channel, kernel_size, stride=stride, padding=padding,
-                                  bias=bias and not activate))
+        layers.append(
+            EqualConv2d(
+                in_channel,
+                out_channel,
+                kernel_size,
+                stride=stride,
+                padding=padding,
+                bias=bias and not activate,
+            )
+        )
         if activate:
             layers.append(FusedLeakyReLU(out_channel))
         super().__init__(*layers)
@@ -792,13 +941,27 @@ class Discriminator(nn.Module):
     ``D(x, c) = h(x)·m(c) / √cmap_dim``.
     """
 
-    def __init__(self, size: int, channel_multiplier: int = 2, blur_kernel: Sequence[float] = (1, 3, 3, 1),
-                 channel_base: int | None = None, channel_max: int = 512, stddev_group: int = 4,
-                 c_dim: int = 0, cmap_dim: int | None = None):
+    def __init__(
+        self,
+        size: int,
+        channel_multiplier: int = 2,
+        blur_kernel: Sequence[float] = (1, 3, 3, 1),
+        channel_base: int | None = None,
+        channel_max: int = 512,
+        stddev_group: int = 4,
+        c_dim: int = 0,
+        cmap_dim: int | None = None,
+    ):
         super().__init__()
         self.size = check_size(size)
-        self._config = dict(size=size, channel_multiplier=channel_multiplier, blur_kernel=list(blur_kernel),
-                            channel_base=channel_base, channel_max=channel_max, stddev_group=stddev_group)
+        self._config = dict(
+            size=size,
+            channel_multiplier=channel_multiplier,
+            blur_kernel=list(blur_kernel),
+            channel_base=channel_base,
+            channel_max=channel_max,
+            stddev_group=stddev_group,
+        )
         ch = self.channels = channel_table(size, channel_multiplier, channel_base, channel_max)
         log_size = int(math.log2(size))
         self.convs = nn.ModuleList([ConvLayer(3, ch[size], 1)])
@@ -809,13 +972,16 @@ class Discriminator(nn.Module):
         self.stddev_group, self.stddev_feat = stddev_group, 1
         self.final_conv = ConvLayer(in_ch + 1, ch[4], 3)
         self.cmap_dim = (cmap_dim or ch[4]) if c_dim else 0
-        self.final_linear = nn.Sequential(EqualLinear(ch[4] * 4 * 4, ch[4], activation="fused_lrelu"),
-                                          EqualLinear(ch[4], self.cmap_dim or 1))
+        self.final_linear = nn.Sequential(
+            EqualLinear(ch[4] * 4 * 4, ch[4], activation="fused_lrelu"),
+            EqualLinear(ch[4], self.cmap_dim or 1),
+        )
         if c_dim:
             self._config.update(c_dim=c_dim, cmap_dim=self.cmap_dim)
             self.class_embed = ClassEmbedding(c_dim, self.cmap_dim)
-            self.cmap = nn.Sequential(*[EqualLinear(self.cmap_dim, self.cmap_dim, activation="fused_lrelu")
-                                        for _ in range(2)])
+            self.cmap = nn.Sequential(
+                *[EqualLinear(self.cmap_dim, self.cmap_dim, activation="fused_lrelu") for _ in range(2)]
+            )
         else:
             self.class_embed, self.cmap = None, None
 
@@ -831,7 +997,9 @@ class Discriminator(nn.Module):
     def add_class(self, generator: torch.Generator | None = None) -> int:
         """Append one class (a new embedding column ~ N(0, 1)); returns its index (conditional D only)."""
         if self.class_embed is None:
-            raise ValueError("add_class needs a class-conditional discriminator (Discriminator(..., c_dim=n))")
+            raise ValueError(
+                "add_class needs a class-conditional discriminator (Discriminator(..., c_dim=n))"
+            )
         new = self.class_embed.add_class(generator)
         self._config["c_dim"] = self.c_dim
         return new
@@ -846,12 +1014,19 @@ class Discriminator(nn.Module):
         stddev, before the linear layers and the class projection): the features LSO distils."""
         return self.forward(x, return_features=True, c=None, _trunk_only=True)
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None, return_features: bool = False,
-                _trunk_only: bool = False):
+    def forward(
+        self,
+        x: torch.Tensor,
+        c: torch.Tensor | None = None,
+        return_features: bool = False,
+        _trunk_only: bool = False,
+    ):
         """``x [B, 3, S, S]`` (and class indices ``c [B]`` when conditional) → logits ``[B, 1]``."""
         if x.ndim != 4 or x.shape[1] != 3 or x.shape[-1] != self.size or x.shape[-2] != self.size:
-            raise ValueError(f"Discriminator({self.size}) expects images [B, 3, {self.size}, {self.size}], "
-                             f"got {list(x.shape)}.")
+            raise ValueError(
+                f"Discriminator({self.size}) expects images [B, 3, {self.size}, {self.size}], "
+                f"got {list(x.shape)}."
+            )
         if self.class_embed is None and c is not None:
             raise ValueError("this discriminator is unconditional: it takes no class c")
         feats = []
@@ -880,8 +1055,10 @@ def validate_discriminator_config(config: Any, where: str = "config") -> dict[st
 
 def same_architecture(config_a: dict[str, Any], config_b: dict[str, Any]) -> bool:
     """Whether two generator configs build the same weights (``fused`` only picks a code path, not weights)."""
+
     def weights(config: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in config.items() if k != "fused"}
+
     return weights(config_a) == weights(config_b)
 
 
@@ -894,9 +1071,11 @@ def count_parameters(module: nn.Module) -> int:
 # 6. Convenience
 # ---------------------------------------------------------------------------------------------------------
 
+
 @torch.no_grad()
-def sample(G: Generator, n: int, seed: int = 0, truncation: float = 1.0, batch: int = 64,
-           noise_mode: str = "random") -> torch.Tensor:
+def sample(
+    G: Generator, n: int, seed: int = 0, truncation: float = 1.0, batch: int = 64, noise_mode: str = "random"
+) -> torch.Tensor:
     """``n`` images ``[n, 3, size, size]`` (on CPU) from seeded z's; deterministic noise when ``noise_mode="const"``.
 
     z's are drawn on the CPU from ``seed`` so the same seed gives the same images on any device.
@@ -908,7 +1087,7 @@ def sample(G: Generator, n: int, seed: int = 0, truncation: float = 1.0, batch: 
     dev = next(G.parameters()).device
     outs = []
     for i in range(0, n, batch):
-        zb = z[i:i + batch]
+        zb = z[i : i + batch]
         if noise_mode == "random":  # per-sample noise, also drawn from the seeded CPU generator
             noise = [torch.randn(len(zb), 1, *m.shape[2:], generator=gen).to(dev) for m in G.noises.as_list()]
         else:
@@ -916,7 +1095,6 @@ def sample(G: Generator, n: int, seed: int = 0, truncation: float = 1.0, batch: 
         img, _ = G(zb.to(dev), truncation=truncation, noise=noise)
         outs.append(img.cpu())
     return torch.cat(outs)
-
 
 
 # The architecture of the shipped source model (``scripts/train_source_model.py`` trains it; the benchmark and
@@ -928,14 +1106,33 @@ SOURCE_MODEL_CONFIG = dict(size=32, style_dim=128, n_mlp=4, channel_base=2048, c
 # Names that moved (notebooks 01, 02 and 04 still read them from here)
 # ---------------------------------------------------------------------------------------------------------
 
-_MOVED = {**{name: "fewshot_lib.models.stylegan2_io" for name in (
-    "PICKLE_HELP", "RosinalityCheckpoint", "discriminator_from_state", "export_discriminator", "export_generator",
-    "generator_from_state", "infer_discriminator_channels", "infer_generator_config", "load_discriminator",
-    "load_generator", "load_rosinality", "load_state_strict", "read_torch_file", "save_rosinality",
-    "strip_module_prefix")},
-          **{name: "fewshot_lib.artifacts" for name in (
-    "load_source_model", "source_model_available", "source_model_paths")},
-          "accumulate": "fewshot_lib.models.helpers"}
+_MOVED = {
+    **{
+        name: "fewshot_lib.models.stylegan2_io"
+        for name in (
+            "PICKLE_HELP",
+            "RosinalityCheckpoint",
+            "discriminator_from_state",
+            "export_discriminator",
+            "export_generator",
+            "generator_from_state",
+            "infer_discriminator_channels",
+            "infer_generator_config",
+            "load_discriminator",
+            "load_generator",
+            "load_rosinality",
+            "load_state_strict",
+            "read_torch_file",
+            "save_rosinality",
+            "strip_module_prefix",
+        )
+    },
+    **{
+        name: "fewshot_lib.artifacts"
+        for name in ("load_source_model", "source_model_available", "source_model_paths")
+    },
+    "accumulate": "fewshot_lib.models.helpers",
+}
 
 
 def __getattr__(name: str) -> Any:

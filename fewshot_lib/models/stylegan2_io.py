@@ -13,6 +13,7 @@
 
 Taught in: ``notebooks/01_stylegan2_building_blocks.ipynb`` (loading a rosinality checkpoint).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,15 @@ import torch
 from torch import nn
 
 from ..checkpoint import CheckpointLoadError, first_nonfinite, load_checkpoint, save_atomic
-from .stylegan2 import (Discriminator, Generator, StyledConv, ToRGB, make_kernel, validate_discriminator_config,
-                        validate_generator_config)
+from .stylegan2 import (
+    Discriminator,
+    Generator,
+    StyledConv,
+    ToRGB,
+    make_kernel,
+    validate_discriminator_config,
+    validate_generator_config,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +55,14 @@ PICKLE_HELP = (
     "safely with weights_only=True. If you trust where it came from, call load_rosinality(path, "
     "trust_pickle=True) once and save a clean copy with save_rosinality(...); or convert it yourself: "
     "ck = torch.load(path, weights_only=False); torch.save({k: ck[k] for k in ('g', 'd', 'g_ema', "
-    "'latent_avg') if k in ck}, 'clean.pt').")
+    "'latent_avg') if k in ck}, 'clean.pt')."
+)
 
 
 def strip_module_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Remove a leading ``module.`` (from ``nn.DataParallel``, as in CDC's released models) from every key."""
     if state and all(k.startswith("module.") for k in state):
-        return {k[len("module."):]: v for k, v in state.items()}
+        return {k[len("module.") :]: v for k, v in state.items()}
     return dict(state)
 
 
@@ -69,7 +78,9 @@ def infer_generator_config(state: dict[str, torch.Tensor]) -> dict[str, Any]:
         for k in range(n_rgbs):
             channels[2 ** (k + 3)] = state[f"convs.{2 * k}.conv.weight"].shape[1]
     except KeyError as err:
-        raise ValueError(f"Not a StyleGAN2 (rosinality-layout) generator state dict: missing key {err}.") from None
+        raise ValueError(
+            f"Not a StyleGAN2 (rosinality-layout) generator state dict: missing key {err}."
+        ) from None
     return dict(size=size, style_dim=style_dim, n_mlp=n_mlp, channels=channels)
 
 
@@ -77,12 +88,14 @@ def infer_discriminator_channels(state: dict[str, torch.Tensor]) -> dict[int, in
     """Channel table of a discriminator state dict ``{res: channels}``."""
     state = strip_module_prefix(state)
     if "convs.0.0.weight" not in state:
-        raise ValueError("Not a StyleGAN2 (rosinality-layout) discriminator state dict: no 'convs.0.0.weight'.")
+        raise ValueError(
+            "Not a StyleGAN2 (rosinality-layout) discriminator state dict: no 'convs.0.0.weight'."
+        )
     n_blocks = len({k.split(".")[1] for k in state if k.startswith("convs.")}) - 1
     size = 2 ** (n_blocks + 2)
     channels = {size: state["convs.0.0.weight"].shape[0]}
     for i in range(1, n_blocks + 1):
-        channels[size // 2 ** i] = state[f"convs.{i}.conv2.1.weight"].shape[0]
+        channels[size // 2**i] = state[f"convs.{i}.conv2.1.weight"].shape[0]
     return channels
 
 
@@ -101,8 +114,13 @@ def generator_from_state(state: dict[str, torch.Tensor], **overrides: Any) -> "G
     bm = _base_and_max(cfg["channels"])
     if bm is None:
         raise ValueError(f"Unsupported channel table {cfg['channels']} (not min(base // res, max)).")
-    kw = dict(size=cfg["size"], style_dim=cfg["style_dim"], n_mlp=cfg["n_mlp"], channel_base=bm[0],
-              channel_max=bm[1])
+    kw = dict(
+        size=cfg["size"],
+        style_dim=cfg["style_dim"],
+        n_mlp=cfg["n_mlp"],
+        channel_base=bm[0],
+        channel_max=bm[1],
+    )
     kw.update(overrides)
     return Generator(**kw)
 
@@ -123,17 +141,27 @@ def load_state_strict(module: nn.Module, state: dict[str, torch.Tensor], what: s
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    mismatched = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-                  for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    mismatched = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
     if missing or unexpected or mismatched:
+
         def show(items: list[str]) -> str:
             return ", ".join(items[:8]) + (f" ... (+{len(items) - 8} more)" if len(items) > 8 else "")
-        parts = [f"{len(missing)} missing: {show(missing)}" if missing else "",
-                 f"{len(unexpected)} unexpected: {show(unexpected)}" if unexpected else "",
-                 f"{len(mismatched)} shape mismatches: {show(mismatched)}" if mismatched else ""]
-        raise ValueError(f"{what} does not match {type(module).__name__}"
-                         f"({getattr(module, 'size', '?')}px): " + "; ".join(p for p in parts if p)
-                         + ". Check size, channel_multiplier / channel_base, style_dim and n_mlp.")
+
+        parts = [
+            f"{len(missing)} missing: {show(missing)}" if missing else "",
+            f"{len(unexpected)} unexpected: {show(unexpected)}" if unexpected else "",
+            f"{len(mismatched)} shape mismatches: {show(mismatched)}" if mismatched else "",
+        ]
+        raise ValueError(
+            f"{what} does not match {type(module).__name__}"
+            f"({getattr(module, 'size', '?')}px): "
+            + "; ".join(p for p in parts if p)
+            + ". Check size, channel_multiplier / channel_base, style_dim and n_mlp."
+        )
     module.load_state_dict(state, strict=True)
 
 
@@ -149,12 +177,16 @@ def read_torch_file(path: str | os.PathLike, trust_pickle: bool = False) -> dict
     if path.stat().st_size == 0:
         raise ValueError(f"Checkpoint {path} is empty (an interrupted download or copy?).")
     if trust_pickle:
-        log.warning("Loading %s with weights_only=False (trust_pickle=True): only do this for trusted files.", path)
+        log.warning(
+            "Loading %s with weights_only=False (trust_pickle=True): only do this for trusted files.", path
+        )
         obj = torch.load(path, map_location="cpu", weights_only=False)
         bad = first_nonfinite(obj) if isinstance(obj, dict) else None  # trusted is not the same as healthy
         if bad is not None:
-            raise CheckpointLoadError(f"Checkpoint {path} holds non-finite values (NaN or inf) in {bad}: the run "
-                                      "that wrote it had diverged. Use an earlier checkpoint or retrain.")
+            raise CheckpointLoadError(
+                f"Checkpoint {path} holds non-finite values (NaN or inf) in {bad}: the run "
+                "that wrote it had diverged. Use an earlier checkpoint or retrain."
+            )
     else:
         # load_checkpoint tells random bytes, truncated zips and plain pickles apart from pickled objects, so
         # the trust_pickle advice is only given for the last; it also refuses NaN/inf weights by name.
@@ -176,8 +208,12 @@ class RosinalityCheckpoint:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def load_rosinality(path: str | os.PathLike, device: str | torch.device = "cpu", trust_pickle: bool = False,
-                    fused: bool | None = None) -> RosinalityCheckpoint:
+def load_rosinality(
+    path: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    trust_pickle: bool = False,
+    fused: bool | None = None,
+) -> RosinalityCheckpoint:
     """Load a rosinality/stylegan2-pytorch ``.pt`` (also CDC's and MixDL's) with ``strict=True``.
 
     Accepted layouts: ``{"g_ema", "g"?, "d"?, "latent_avg"?, ...}`` from ``train.py`` / ``convert_weight.py``,
@@ -190,7 +226,9 @@ def load_rosinality(path: str | os.PathLike, device: str | torch.device = "cpu",
     over = {"fused": fused}
     gen_state = ck.get("g_ema", ck.get("g"))
     if gen_state is None:
-        raise ValueError(f"{path} has no 'g_ema' or 'g' entry (keys: {sorted(ck)[:10]}); not a StyleGAN2 checkpoint.")
+        raise ValueError(
+            f"{path} has no 'g_ema' or 'g' entry (keys: {sorted(ck)[:10]}); not a StyleGAN2 checkpoint."
+        )
     g_ema = generator_from_state(gen_state, **over)
     load_state_strict(g_ema, gen_state, f"{Path(path).name}['{'g_ema' if 'g_ema' in ck else 'g'}']")
     g = None
@@ -216,13 +254,23 @@ def load_rosinality(path: str | os.PathLike, device: str | torch.device = "cpu",
     extra = {k: v for k, v in ck.items() if k in ("ada_aug_p",)}
     if extra_d:
         extra["d_sim_linear"] = extra_d
-    return RosinalityCheckpoint(g_ema=g_ema, g=g.to(device) if g is not None else None,
-                                d=d.to(device) if d is not None else None, latent_avg=latent_avg,
-                                keys=sorted(ck), extra=extra)
+    return RosinalityCheckpoint(
+        g_ema=g_ema,
+        g=g.to(device) if g is not None else None,
+        d=d.to(device) if d is not None else None,
+        latent_avg=latent_avg,
+        keys=sorted(ck),
+        extra=extra,
+    )
 
 
-def save_rosinality(path: str | os.PathLike, g_ema: Generator, g: Generator | None = None,
-                    d: Discriminator | None = None, latent_avg: torch.Tensor | None = None) -> Path:
+def save_rosinality(
+    path: str | os.PathLike,
+    g_ema: Generator,
+    g: Generator | None = None,
+    d: Discriminator | None = None,
+    latent_avg: torch.Tensor | None = None,
+) -> Path:
     """Write ``{"g_ema", "g"?, "d"?, "latent_avg"?}`` (tensors only) that rosinality's code can load."""
     obj: dict[str, Any] = {"g_ema": g_ema.state_dict()}
     if g is not None:
@@ -241,38 +289,57 @@ def save_rosinality(path: str | os.PathLike, g_ema: Generator, g: Generator | No
 
 def _shipping_state(module: nn.Module, half: bool) -> dict[str, torch.Tensor]:
     """``module``'s state dict on CPU, floating-point tensors in fp16 when ``half`` (loaders cast back)."""
-    return {k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu())
-            for k, v in module.state_dict().items()}
+    return {
+        k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu())
+        for k, v in module.state_dict().items()
+    }
 
 
-def export_generator(g_ema: Generator, path: str | os.PathLike, half: bool = True,
-                     info: dict[str, Any] | None = None, n_mean: int = 4096) -> Path:
+def export_generator(
+    g_ema: Generator,
+    path: str | os.PathLike,
+    half: bool = True,
+    info: dict[str, Any] | None = None,
+    n_mean: int = 4096,
+) -> Path:
     """Save an EMA generator for shipping: ``{"g_ema", "config", "latent_avg", "info"}`` (fp16 by default).
 
     Half precision halves the file; :func:`load_generator` casts back to float32.
     """
     g_ema = g_ema.eval()
     latent_avg = g_ema.mean_latent(n_mean, generator=torch.Generator().manual_seed(0)).detach().cpu()
-    return save_atomic({"g_ema": _shipping_state(g_ema, half), "config": g_ema.config, "latent_avg": latent_avg.float(),
-                        "info": dict(info or {})}, path)
+    return save_atomic(
+        {
+            "g_ema": _shipping_state(g_ema, half),
+            "config": g_ema.config,
+            "latent_avg": latent_avg.float(),
+            "info": dict(info or {}),
+        },
+        path,
+    )
 
 
-def export_discriminator(D: "Discriminator", path: str | os.PathLike, half: bool = True,
-                         info: dict[str, Any] | None = None) -> Path:
+def export_discriminator(
+    D: "Discriminator", path: str | os.PathLike, half: bool = True, info: dict[str, Any] | None = None
+) -> Path:
     """Save a discriminator for shipping: ``{"d", "config", "info"}`` (fp16 by default).
 
     Adaptation methods fine-tune the source D too, so it ships beside the generator of the same step;
     :func:`load_discriminator` reads it back (float32).
     """
-    return save_atomic({"d": _shipping_state(D, half), "config": dict(D.config), "info": dict(info or {})}, path)
+    return save_atomic(
+        {"d": _shipping_state(D, half), "config": dict(D.config), "info": dict(info or {})}, path
+    )
 
 
 def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> Generator:
     """Load a file written by :func:`export_generator` (strict) → EMA generator in eval mode, float32."""
     ck = load_checkpoint(path)
     if "g_ema" not in ck or "config" not in ck:
-        raise ValueError(f"{path} is not an exported generator (needs 'g_ema' and 'config'); for rosinality "
-                         "files use load_rosinality().")
+        raise ValueError(
+            f"{path} is not an exported generator (needs 'g_ema' and 'config'); for rosinality "
+            "files use load_rosinality()."
+        )
     cfg = validate_generator_config(ck["config"], f"{path}['config']")  # before allocating anything
     cfg["fused"] = None
     G = Generator(**cfg)
@@ -403,20 +470,33 @@ def _stand_in_class(module: str, name: str) -> type:
 def _inert_persistent(meta: Any) -> _Inert:
     """Stand-in for ``torch_utils.persistence._reconstruct_persistent_obj``: keeps the state, never runs
     ``meta['module_src']`` (only its sha256 is recorded)."""
-    if not isinstance(meta, dict) or meta.get("type") != "class" or not isinstance(meta.get("class_name"), str):
+    if (
+        not isinstance(meta, dict)
+        or meta.get("type") != "class"
+        or not isinstance(meta.get("class_name"), str)
+    ):
         raise NVlabsPickleError(f"unexpected persistence record {type(meta).__name__}")
     cls = _stand_in_class("persistent", meta["class_name"])
     obj = cls.__new__(cls)
     src = meta.get("module_src")
-    obj.__dict__.update(_nv_state=meta.get("state"), _nv_version=meta.get("version"),
-                        _nv_src_sha256=_hashlib.sha256(src.encode()).hexdigest() if isinstance(src, str) else None)
+    obj.__dict__.update(
+        _nv_state=meta.get("state"),
+        _nv_version=meta.get("version"),
+        _nv_src_sha256=_hashlib.sha256(src.encode()).hexdigest() if isinstance(src, str) else None,
+    )
     return obj
 
 
 def _inert_reconstructor(cls: Any, base: Any, state: Any) -> Any:
     """Stand-in for ``copyreg._reconstructor`` (how protocol-0/1 ``object.__reduce__`` rebuilds objects)."""
-    if not (isinstance(cls, type) and issubclass(cls, (_Inert, _EasyDict))) or base is not object or state is not None:
-        raise UnsafePickleError(f"copyreg._reconstructor({getattr(cls, '__name__', cls)!r}, ...) is not allowed")
+    if (
+        not (isinstance(cls, type) and issubclass(cls, (_Inert, _EasyDict)))
+        or base is not object
+        or state is not None
+    ):
+        raise UnsafePickleError(
+            f"copyreg._reconstructor({getattr(cls, '__name__', cls)!r}, ...) is not allowed"
+        )
     return cls.__new__(cls)
 
 
@@ -431,6 +511,7 @@ def _load_storage_bytes(data: bytes) -> Any:
 
 def _numpy_scalar(dtype: Any, data: Any = None) -> Any:
     import numpy as np
+
     if not isinstance(dtype, np.dtype) or dtype.hasobject or not isinstance(data, (bytes, bytearray)):
         raise UnsafePickleError("numpy scalar of an object dtype is not allowed")
     return np.frombuffer(bytes(data), dtype=dtype, count=1)[0]
@@ -438,6 +519,7 @@ def _numpy_scalar(dtype: Any, data: Any = None) -> Any:
 
 def _numpy_dtype(*args: Any) -> Any:
     import numpy as np
+
     if not args or not isinstance(args[0], str):
         raise UnsafePickleError("numpy.dtype with a non-string argument is not allowed")
     dt = np.dtype(args[0])
@@ -459,13 +541,18 @@ def _safe_globals_table() -> dict[tuple[str, str], Any]:
         ("torch_utils.persistence", "_reconstruct_persistent_obj"): _inert_persistent,
         ("copyreg", "_reconstructor"): _inert_reconstructor,
         ("collections", "OrderedDict"): _collections.OrderedDict,
-        ("builtins", "set"): set, ("builtins", "frozenset"): frozenset, ("builtins", "object"): object,
+        ("builtins", "set"): set,
+        ("builtins", "frozenset"): frozenset,
+        ("builtins", "object"): object,
         ("torch._utils", "_rebuild_tensor_v2"): rebuild._rebuild_tensor_v2,
         ("torch._utils", "_rebuild_parameter"): rebuild._rebuild_parameter,
         ("torch.storage", "_load_from_bytes"): _load_storage_bytes,
-        ("dnnlib.util", "EasyDict"): _EasyDict, ("dnnlib", "EasyDict"): _EasyDict,
-        ("numpy.core.multiarray", "scalar"): _numpy_scalar, ("numpy._core.multiarray", "scalar"): _numpy_scalar,
-        ("numpy", "dtype"): _numpy_dtype, ("_codecs", "encode"): _latin1_bytes,
+        ("dnnlib.util", "EasyDict"): _EasyDict,
+        ("dnnlib", "EasyDict"): _EasyDict,
+        ("numpy.core.multiarray", "scalar"): _numpy_scalar,
+        ("numpy._core.multiarray", "scalar"): _numpy_scalar,
+        ("numpy", "dtype"): _numpy_dtype,
+        ("_codecs", "encode"): _latin1_bytes,
     }
     # not _rebuild_parameter_with_state: it sets arbitrary attributes on the parameter, and NVlabs never needs it
     for name in ("float32", "float16", "float64", "bfloat16", "int64", "int32", "uint8", "bool"):
@@ -484,6 +571,7 @@ class _RestrictedUnpickler(_pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         import _compat_pickle  # protocol-2 pickles name Python 2 modules (__builtin__.set, copy_reg, ...)
+
         if (module, name) in _compat_pickle.NAME_MAPPING:
             module, name = _compat_pickle.NAME_MAPPING[(module, name)]
         module = _compat_pickle.IMPORT_MAPPING.get(module, module)
@@ -492,17 +580,21 @@ class _RestrictedUnpickler(_pickle.Unpickler):
         if module.startswith("dnnlib.tflib"):
             raise UnsafePickleError(
                 f"{self._source} is a TensorFlow-era StyleGAN pickle ({module}.{name}); it is not read here. "
-                "Convert it with NVlabs stylegan2-ada-pytorch's legacy.py (in an environment you trust) first.")
+                "Convert it with NVlabs stylegan2-ada-pytorch's legacy.py (in an environment you trust) first."
+            )
         if module.split(".")[0] in ("training", "torch_utils") and name.isidentifier() and name[:1].isupper():
             return _stand_in_class(module, name)  # an NVlabs class pickled without persistence: inert too
         raise UnsafePickleError(
             f"{self._source} was refused: its pickle asks for {module}.{name}, which is not part of an NVlabs "
             "network pickle and could run code when loaded. Nothing from it was executed. Only trusted "
-            "stylegan2-ada-pytorch network pickles (tensors, init kwargs, persistence records) are accepted.")
+            "stylegan2-ada-pytorch network pickles (tensors, init kwargs, persistence records) are accepted."
+        )
 
     def persistent_load(self, pid: Any) -> Any:
-        raise UnsafePickleError(f"{self._source} was refused: it uses pickle persistent ids ({str(pid)[:40]!r}), "
-                                "which NVlabs network pickles do not.")
+        raise UnsafePickleError(
+            f"{self._source} was refused: it uses pickle persistent ids ({str(pid)[:40]!r}), "
+            "which NVlabs network pickles do not."
+        )
 
 
 def read_nvlabs_pickle(path: str | os.PathLike) -> dict[str, Any]:
@@ -522,11 +614,15 @@ def read_nvlabs_pickle(path: str | os.PathLike) -> dict[str, Any]:
     with open(path, "rb") as f:
         head = f.read(16)
         if head.startswith(b"PK\x03\x04"):
-            raise NVlabsPickleError(f"{path} is a torch.save zip archive, not an NVlabs .pkl: use "
-                                    "load_rosinality() or load_generator() (or load_nvlabs on a file it wrote).")
+            raise NVlabsPickleError(
+                f"{path} is a torch.save zip archive, not an NVlabs .pkl: use "
+                "load_rosinality() or load_generator() (or load_nvlabs on a file it wrote)."
+            )
         if not head.startswith(b"\x80"):
-            raise NVlabsPickleError(f"{path} is not a pickle (it does not start with a pickle protocol header); "
-                                    "corrupt or the wrong file?")
+            raise NVlabsPickleError(
+                f"{path} is not a pickle (it does not start with a pickle protocol header); "
+                "corrupt or the wrong file?"
+            )
         f.seek(0)
         try:
             obj = _RestrictedUnpickler(f, str(path)).load()
@@ -535,20 +631,25 @@ def read_nvlabs_pickle(path: str | os.PathLike) -> dict[str, Any]:
         except NVlabsPickleError as err:
             raise NVlabsPickleError(f"{path}: {err}") from None
         except (EOFError, _pickle.UnpicklingError, MemoryError) as err:
-            raise NVlabsPickleError(f"{path} is truncated or corrupt ({type(err).__name__}: {err}; {size} bytes "
-                                    "read); download or copy it again.") from None
+            raise NVlabsPickleError(
+                f"{path} is truncated or corrupt ({type(err).__name__}: {err}; {size} bytes "
+                "read); download or copy it again."
+            ) from None
         except Exception as err:  # a malformed record inside an otherwise well-formed pickle
-            raise NVlabsPickleError(f"{path} could not be read as an NVlabs pickle ({type(err).__name__}: "
-                                    f"{str(err)[:200]}).") from None
+            raise NVlabsPickleError(
+                f"{path} could not be read as an NVlabs pickle ({type(err).__name__}: {str(err)[:200]})."
+            ) from None
     if not isinstance(obj, dict):
-        raise NVlabsPickleError(f"{path} holds a {type(obj).__name__}, not an NVlabs snapshot dict "
-                                "({'G', 'D', 'G_ema', ...}).")
+        raise NVlabsPickleError(
+            f"{path} holds a {type(obj).__name__}, not an NVlabs snapshot dict ({{'G', 'D', 'G_ema', ...}})."
+        )
     return obj
 
 
 def _plain(value: Any) -> Any:
     """Init kwargs / attributes as plain Python values (numpy scalars → numbers, EasyDict → dict)."""
     import numpy as np
+
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -595,37 +696,52 @@ def nvlabs_network(obj: Any, where: str = "network") -> NVlabsNetwork:
                 if type(t) not in (torch.Tensor, nn.Parameter):
                     raise NVlabsPickleError(f"{where}: {prefix}{name} is a {type(t).__name__}, not a tensor.")
                 state[f"{prefix}{name}"] = torch.Tensor.clone(torch.Tensor.detach(t))
-        attrs[prefix.rstrip(".")] = {k: _plain(v) for k, v in st.items()
-                                     if not k.startswith("_") and not isinstance(v, (torch.Tensor, _Inert))}
+        attrs[prefix.rstrip(".")] = {
+            k: _plain(v)
+            for k, v in st.items()
+            if not k.startswith("_") and not isinstance(v, (torch.Tensor, _Inert))
+        }
         for name, child in (st.get("_modules") or {}).items():
             if child is not None:
                 walk(child, f"{prefix}{name}.")
 
     walk(obj, "")
     root = obj.__dict__["_nv_state"]
-    return NVlabsNetwork(class_name=type(obj).__name__, init_kwargs=_plain(root.get("_init_kwargs") or {}),
-                         state=state, attrs=attrs, classes=classes,
-                         persistence_version=obj.__dict__.get("_nv_version"),
-                         module_src_sha256=obj.__dict__.get("_nv_src_sha256"))
+    return NVlabsNetwork(
+        class_name=type(obj).__name__,
+        init_kwargs=_plain(root.get("_init_kwargs") or {}),
+        state=state,
+        attrs=attrs,
+        classes=classes,
+        persistence_version=obj.__dict__.get("_nv_version"),
+        module_src_sha256=obj.__dict__.get("_nv_src_sha256"),
+    )
 
 
 def _nv_blocks(state: dict[str, torch.Tensor]) -> list[int]:
     return sorted({int(k.split(".")[1][1:]) for k in state if k.startswith("synthesis.b")})
 
 
-def nvlabs_generator_config(net: NVlabsNetwork, where: str = "generator") -> tuple[dict[str, Any], dict[str, Any]]:
+def nvlabs_generator_config(
+    net: NVlabsNetwork, where: str = "generator"
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Check that an NVlabs generator maps exactly onto :class:`Generator`; return ``(config, extras)``.
 
     ``config`` builds the matching :class:`Generator`; ``extras`` holds ``conv_clamp``, ``num_fp16_res``,
     ``c_dim`` and the NVlabs init kwargs. Every difference this package cannot reproduce exactly raises
     :class:`NVlabsPickleError` naming ``where`` and the difference.
     """
+
     def refuse(msg: str) -> NVlabsPickleError:
-        return NVlabsPickleError(f"{where}: {msg}; this package cannot reproduce it exactly, so it is not loaded.")
+        return NVlabsPickleError(
+            f"{where}: {msg}; this package cannot reproduce it exactly, so it is not loaded."
+        )
 
     s, a = net.state, net.attrs
     if net.class_name != "Generator" or "mapping" not in a or "synthesis" not in a:
-        raise NVlabsPickleError(f"{where} is a {net.class_name}, not an NVlabs Generator (with mapping + synthesis).")
+        raise NVlabsPickleError(
+            f"{where} is a {net.class_name}, not an NVlabs Generator (with mapping + synthesis)."
+        )
     root = a[""]
     try:
         z_dim, c_dim, w_dim = int(root["z_dim"]), int(root["c_dim"]), int(root["w_dim"])
@@ -639,14 +755,18 @@ def nvlabs_generator_config(net: NVlabsNetwork, where: str = "generator") -> tup
     # -- mapping ------------------------------------------------------------------------------------------
     n_mlp = int(a["mapping"].get("num_layers", 0))
     if n_mlp < 1 or any(f"mapping.fc{i}.weight" not in s for i in range(n_mlp)):
-        raise refuse(f"mapping network with {n_mlp} layers but fc weights {sorted(k for k in s if '.fc' in k)[:4]}")
+        raise refuse(
+            f"mapping network with {n_mlp} layers but fc weights {sorted(k for k in s if '.fc' in k)[:4]}"
+        )
     lrs = set()
     for i in range(n_mlp):
         fc, w = a[f"mapping.fc{i}"], s[f"mapping.fc{i}.weight"]
         want_in = w_dim * (2 if c_dim and i == 0 else 1)
         if tuple(w.shape) != (w_dim, want_in):
-            raise refuse(f"mapping.fc{i} weight {tuple(w.shape)} (expected {(w_dim, want_in)}: embed_features and "
-                         "layer_features must equal w_dim)")
+            raise refuse(
+                f"mapping.fc{i} weight {tuple(w.shape)} (expected {(w_dim, want_in)}: embed_features and "
+                "layer_features must equal w_dim)"
+            )
         if fc.get("activation") != "lrelu":
             raise refuse(f"mapping.fc{i} activation {fc.get('activation')!r} (only 'lrelu')")
         lr = float(fc.get("bias_gain", 1.0))
@@ -668,7 +788,7 @@ def nvlabs_generator_config(net: NVlabsNetwork, where: str = "generator") -> tup
             raise refuse("mapping.embed is not a plain linear layer with lr_multiplier 1")
     # -- synthesis ----------------------------------------------------------------------------------------
     blocks = _nv_blocks(s)
-    want = [2 ** r for r in range(2, int(_math.log2(res)) + 1)] if res >= 4 else []
+    want = [2**r for r in range(2, int(_math.log2(res)) + 1)] if res >= 4 else []
     if blocks != want:
         raise refuse(f"synthesis blocks {blocks} for img_resolution {res}")
     filt = make_kernel(_NV_FILTER)
@@ -687,7 +807,9 @@ def nvlabs_generator_config(net: NVlabsNetwork, where: str = "generator") -> tup
             w = s[f"{p}.weight"]
             if w.shape[-1] != 3 or w.shape[-2] != 3:
                 raise refuse(f"{p} kernel {tuple(w.shape[-2:])} (only 3×3)")
-            if la.get("activation", "lrelu") != "lrelu" or not _math.isclose(float(la.get("act_gain", SQRT2_)), SQRT2_):
+            if la.get("activation", "lrelu") != "lrelu" or not _math.isclose(
+                float(la.get("act_gain", SQRT2_)), SQRT2_
+            ):
                 raise refuse(f"{p} activation {la.get('activation')!r} with gain {la.get('act_gain')}")
             if int(la.get("up", 2 if name == "conv0" else 1)) != (2 if name == "conv0" else 1):
                 raise refuse(f"{p} up={la.get('up')}")
@@ -712,34 +834,52 @@ def nvlabs_generator_config(net: NVlabsNetwork, where: str = "generator") -> tup
     bm = _base_and_max(channels)
     if bm is None:
         raise refuse(f"channel table {channels} is not min(channel_base // res, channel_max)")
-    config = dict(size=res, style_dim=w_dim, n_mlp=n_mlp, lr_mlp=lr_mlp, channel_base=bm[0], channel_max=bm[1],
-                  blur_kernel=list(_NV_FILTER), fused=None)
+    config = dict(
+        size=res,
+        style_dim=w_dim,
+        n_mlp=n_mlp,
+        lr_mlp=lr_mlp,
+        channel_base=bm[0],
+        channel_max=bm[1],
+        blur_kernel=list(_NV_FILTER),
+        fused=None,
+    )
     if c_dim:
         config["c_dim"] = c_dim
     try:
         validate_generator_config({k: v for k, v in config.items()}, where)
     except ValueError as err:
         raise refuse(str(err)) from None
-    extras = dict(conv_clamp=None if conv_clamp is None else float(conv_clamp), c_dim=c_dim, fp16_resolutions=fp16,
-                  init_kwargs=net.init_kwargs, persistence_version=net.persistence_version,
-                  module_src_sha256=net.module_src_sha256)
+    extras = dict(
+        conv_clamp=None if conv_clamp is None else float(conv_clamp),
+        c_dim=c_dim,
+        fp16_resolutions=fp16,
+        init_kwargs=net.init_kwargs,
+        persistence_version=net.persistence_version,
+        module_src_sha256=net.module_src_sha256,
+    )
     return config, extras
-
 
 
 def _nv_layer_pairs(size: int) -> list[tuple[str, str, int | None]]:
     """(our StyledConv prefix, NVlabs SynthesisLayer prefix, noise index) and ToRGB pairs (noise index None)."""
-    pairs: list[tuple[str, str, int | None]] = [("conv1", "synthesis.b4.conv1", 0),
-                                                 ("to_rgb1", "synthesis.b4.torgb", None)]
+    pairs: list[tuple[str, str, int | None]] = [
+        ("conv1", "synthesis.b4.conv1", 0),
+        ("to_rgb1", "synthesis.b4.torgb", None),
+    ]
     for k, r in enumerate(range(3, int(_math.log2(size)) + 1)):
-        b = f"synthesis.b{2 ** r}"
-        pairs += [(f"convs.{2 * k}", f"{b}.conv0", 2 * k + 1), (f"convs.{2 * k + 1}", f"{b}.conv1", 2 * k + 2),
-                  (f"to_rgbs.{k}", f"{b}.torgb", None)]
+        b = f"synthesis.b{2**r}"
+        pairs += [
+            (f"convs.{2 * k}", f"{b}.conv0", 2 * k + 1),
+            (f"convs.{2 * k + 1}", f"{b}.conv1", 2 * k + 2),
+            (f"to_rgbs.{k}", f"{b}.torgb", None),
+        ]
     return pairs
 
 
 def nvlabs_to_rosinality_state(
-        nv_state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    nv_state: dict[str, torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
     """NVlabs ``G.state_dict()`` layout → this package's / rosinality's generator layout, plus ``w_avg`` ``[1, D]``.
 
     Exact re-indexing (no arithmetic except the class embedding, see below): every tensor keeps its values.
@@ -785,8 +925,9 @@ def nvlabs_to_rosinality_state(
     return out, (w_avg.reshape(1, -1).clone() if w_avg is not None else None)
 
 
-def rosinality_to_nvlabs_state(state: dict[str, torch.Tensor],
-                               latent_avg: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+def rosinality_to_nvlabs_state(
+    state: dict[str, torch.Tensor], latent_avg: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
     """This package's / rosinality's generator state dict → NVlabs ``G.state_dict()`` layout (e.g. for CDC models).
 
     The inverse of :func:`nvlabs_to_rosinality_state`: loads with ``strict=True`` into NVlabs'
@@ -815,11 +956,12 @@ def rosinality_to_nvlabs_state(state: dict[str, torch.Tensor],
         out["mapping.embed.weight"] = weight * (gain * _math.sqrt(weight.shape[1]))
         out["mapping.embed.bias"] = s["class_embed.bias"].clone()
     dim = out["mapping.fc0.weight"].shape[0]
-    out["mapping.w_avg"] = (latent_avg.detach().float().reshape(-1).cpu().clone() if latent_avg is not None
-                            else torch.zeros(dim))
+    out["mapping.w_avg"] = (
+        latent_avg.detach().float().reshape(-1).cpu().clone() if latent_avg is not None else torch.zeros(dim)
+    )
     out["synthesis.b4.const"] = s["input.input"][0].clone()
     for r in range(2, int(_math.log2(size)) + 1):
-        out[f"synthesis.b{2 ** r}.resample_filter"] = filt.clone()
+        out[f"synthesis.b{2**r}.resample_filter"] = filt.clone()
     for ours, nv, j in _nv_layer_pairs(size):
         out[f"{nv}.weight"] = s[f"{ours}.conv.weight"][0].clone()
         out[f"{nv}.affine.weight"] = s[f"{ours}.conv.modulation.weight"].clone()
@@ -852,6 +994,7 @@ def apply_conv_clamp(G: Generator, clamp: float | None) -> Generator:
         def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
             # ToRGB adds its bias right after this conv: clamp (conv + bias), NVlabs' order, then undo the bias
             return (output + bias).clamp(-c, c) - bias
+
         return hook
 
     for m in G.modules():
@@ -879,8 +1022,13 @@ class NVlabsCheckpoint:
     saved: Path | None = None
 
 
-def load_nvlabs(path: str | os.PathLike, save_to: str | os.PathLike | None = None, which: str = "G_ema",
-                device: str | torch.device = "cpu", half: bool = False) -> NVlabsCheckpoint:
+def load_nvlabs(
+    path: str | os.PathLike,
+    save_to: str | os.PathLike | None = None,
+    which: str = "G_ema",
+    device: str | torch.device = "cpu",
+    half: bool = False,
+) -> NVlabsCheckpoint:
     """Load an NVlabs stylegan2-ada-pytorch generator ``.pkl`` **without executing code from it**.
 
     The pickle is read by :func:`read_nvlabs_pickle` (restricted unpickler, inert stand-ins), checked and
@@ -903,8 +1051,10 @@ def load_nvlabs(path: str | os.PathLike, save_to: str | os.PathLike | None = Non
         ck = load_checkpoint(path)
         nv = (ck.get("info") or {}).get("nvlabs") if isinstance(ck, dict) else None
         if not isinstance(nv, dict):
-            raise NVlabsPickleError(f"{path} is a torch.save file without NVlabs info; for exported or rosinality "
-                                    "files use load_generator() / load_rosinality().")
+            raise NVlabsPickleError(
+                f"{path} is a torch.save file without NVlabs info; for exported or rosinality "
+                "files use load_generator() / load_rosinality()."
+            )
         G = load_generator(path, device)
         apply_conv_clamp(G, nv.get("conv_clamp"))
         return NVlabsCheckpoint(g_ema=G, config=G.config, info=dict(ck["info"]), latent_avg=G.latent_avg)
@@ -913,9 +1063,13 @@ def load_nvlabs(path: str | os.PathLike, save_to: str | os.PathLike | None = Non
         raise NVlabsPickleError(f"{path} has no {which!r} network (entries: {sorted(map(str, snapshot))}).")
     where = f"{path.name}[{which!r}]"
     net = nvlabs_network(snapshot[which], where)
-    bad = next((k for k, v in net.state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    bad = next(
+        (k for k, v in net.state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None
+    )
     if bad is not None:
-        raise NVlabsPickleError(f"{where}: tensor {bad!r} holds NaN or infinite values (a diverged snapshot?).")
+        raise NVlabsPickleError(
+            f"{where}: tensor {bad!r} holds NaN or infinite values (a diverged snapshot?)."
+        )
     config, extras = nvlabs_generator_config(net, where)
     state, w_avg = nvlabs_to_rosinality_state(net.state)
     G = Generator(**config)
@@ -923,15 +1077,29 @@ def load_nvlabs(path: str | os.PathLike, save_to: str | os.PathLike | None = Non
     G = G.to(device).eval()
     G.latent_avg = w_avg.to(device) if w_avg is not None else None
     apply_conv_clamp(G, extras["conv_clamp"])
-    info = {"format": NVLABS_FORMAT, "source": path.name, "network": which,
-            "nvlabs": {k: v for k, v in extras.items()}}
+    info = {
+        "format": NVLABS_FORMAT,
+        "source": path.name,
+        "network": which,
+        "nvlabs": {k: v for k, v in extras.items()},
+    }
     if extras["fp16_resolutions"]:
-        log.info("%s ran resolutions %s in fp16 on GPU; converted to float32 (= NVlabs force_fp32=True).",
-                 where, extras["fp16_resolutions"])
+        log.info(
+            "%s ran resolutions %s in fp16 on GPU; converted to float32 (= NVlabs force_fp32=True).",
+            where,
+            extras["fp16_resolutions"],
+        )
     saved = None
     if save_to is not None:
-        saved = save_atomic({"g_ema": _shipping_state(G, half), "config": G.config,
-                             "latent_avg": None if w_avg is None else w_avg.float().cpu(), "info": info}, save_to)
+        saved = save_atomic(
+            {
+                "g_ema": _shipping_state(G, half),
+                "config": G.config,
+                "latent_avg": None if w_avg is None else w_avg.float().cpu(),
+                "info": info,
+            },
+            save_to,
+        )
     return NVlabsCheckpoint(g_ema=G, config=G.config, info=info, latent_avg=G.latent_avg, saved=saved)
 
 
@@ -945,23 +1113,33 @@ def load_nvlabs(path: str | os.PathLike, save_to: str | os.PathLike | None = Non
 # refused: their class mapping is an 8-layer MLP where this package's D has an embedding + 2 layers.
 
 
-def nvlabs_discriminator_config(net: NVlabsNetwork,
-                                where: str = "discriminator") -> tuple[dict[str, Any], dict[str, Any]]:
+def nvlabs_discriminator_config(
+    net: NVlabsNetwork, where: str = "discriminator"
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Check that an NVlabs ``Discriminator`` maps exactly onto :class:`Discriminator`; ``(config, extras)``."""
+
     def refuse(msg: str) -> NVlabsPickleError:
-        return NVlabsPickleError(f"{where}: {msg}; this package cannot reproduce it exactly, so it is not loaded.")
+        return NVlabsPickleError(
+            f"{where}: {msg}; this package cannot reproduce it exactly, so it is not loaded."
+        )
 
     s, a = net.state, net.attrs
     if net.class_name != "Discriminator" or "b4" not in a:
         raise NVlabsPickleError(f"{where} is a {net.class_name}, not an NVlabs Discriminator.")
     root = a[""]
-    res, c_dim, img_ch = int(root.get("img_resolution", 0)), int(root.get("c_dim", 0)), int(root.get("img_channels", 0))
+    res, c_dim, img_ch = (
+        int(root.get("img_resolution", 0)),
+        int(root.get("c_dim", 0)),
+        int(root.get("img_channels", 0)),
+    )
     if c_dim:
-        raise refuse(f"a conditional discriminator (c_dim={c_dim}; NVlabs maps classes with an MLP of "
-                     f"{a.get('mapping', {}).get('num_layers', '?')} layers, this package with an embedding and 2)")
+        raise refuse(
+            f"a conditional discriminator (c_dim={c_dim}; NVlabs maps classes with an MLP of "
+            f"{a.get('mapping', {}).get('num_layers', '?')} layers, this package with an embedding and 2)"
+        )
     if img_ch != 3:
         raise refuse(f"img_channels={img_ch}")
-    blocks = [2 ** r for r in range(int(_math.log2(max(res, 8))), 2, -1)]
+    blocks = [2**r for r in range(int(_math.log2(max(res, 8))), 2, -1)]
     channels: dict[int, int] = {}
     clamps = set()
     filt = make_kernel(_NV_FILTER)
@@ -971,14 +1149,20 @@ def nvlabs_discriminator_config(net: NVlabsNetwork,
             raise refuse(f"{b} architecture={a.get(b, {}).get('architecture')!r} (only the default 'resnet')")
         if (f"{b}.fromrgb.weight" in s) != (r == res):
             raise refuse(f"{b} has a fromrgb layer where a 'resnet' D has none (or lacks the first one)")
-        for name, k, act in (("fromrgb", 1, "lrelu"), ("conv0", 3, "lrelu"), ("conv1", 3, "lrelu"),
-                             ("skip", 1, "linear")):
+        for name, k, act in (
+            ("fromrgb", 1, "lrelu"),
+            ("conv0", 3, "lrelu"),
+            ("conv1", 3, "lrelu"),
+            ("skip", 1, "linear"),
+        ):
             if name == "fromrgb" and r != res:
                 continue
             la = a.get(f"{b}.{name}", {})
             if s[f"{b}.{name}.weight"].shape[-1] != k or la.get("activation") != act:
-                raise refuse(f"{b}.{name}: kernel {s[f'{b}.{name}.weight'].shape[-1]}, "
-                             f"activation {la.get('activation')!r}")
+                raise refuse(
+                    f"{b}.{name}: kernel {s[f'{b}.{name}.weight'].shape[-1]}, "
+                    f"activation {la.get('activation')!r}"
+                )
             if name != "skip":
                 clamps.add(la.get("conv_clamp"))
         for key in [k for k in s if k.startswith(b + ".") and k.endswith("resample_filter")]:
@@ -1008,20 +1192,31 @@ def nvlabs_discriminator_config(net: NVlabsNetwork,
     except ValueError as err:
         raise refuse(str(err)) from None
     conv_clamp = clamps.pop()
-    return config, dict(conv_clamp=None if conv_clamp is None else float(conv_clamp), init_kwargs=net.init_kwargs)
+    return config, dict(
+        conv_clamp=None if conv_clamp is None else float(conv_clamp), init_kwargs=net.init_kwargs
+    )
 
 
 def _nv_d_pairs(size: int) -> list[tuple[str, str]]:
     """(our key, NVlabs key) for every weight and bias of an unconditional discriminator."""
     pairs = [("convs.0.0.weight", f"b{size}.fromrgb.weight"), ("convs.0.1.bias", f"b{size}.fromrgb.bias")]
     for i, r in enumerate(range(int(_math.log2(size)), 2, -1), start=1):
-        b = f"b{2 ** r}"
-        pairs += [(f"convs.{i}.conv1.0.weight", f"{b}.conv0.weight"), (f"convs.{i}.conv1.1.bias", f"{b}.conv0.bias"),
-                  (f"convs.{i}.conv2.1.weight", f"{b}.conv1.weight"), (f"convs.{i}.conv2.2.bias", f"{b}.conv1.bias"),
-                  (f"convs.{i}.skip.1.weight", f"{b}.skip.weight")]
-    pairs += [("final_conv.0.weight", "b4.conv.weight"), ("final_conv.1.bias", "b4.conv.bias"),
-              ("final_linear.0.weight", "b4.fc.weight"), ("final_linear.0.bias", "b4.fc.bias"),
-              ("final_linear.1.weight", "b4.out.weight"), ("final_linear.1.bias", "b4.out.bias")]
+        b = f"b{2**r}"
+        pairs += [
+            (f"convs.{i}.conv1.0.weight", f"{b}.conv0.weight"),
+            (f"convs.{i}.conv1.1.bias", f"{b}.conv0.bias"),
+            (f"convs.{i}.conv2.1.weight", f"{b}.conv1.weight"),
+            (f"convs.{i}.conv2.2.bias", f"{b}.conv1.bias"),
+            (f"convs.{i}.skip.1.weight", f"{b}.skip.weight"),
+        ]
+    pairs += [
+        ("final_conv.0.weight", "b4.conv.weight"),
+        ("final_conv.1.bias", "b4.conv.bias"),
+        ("final_linear.0.weight", "b4.fc.weight"),
+        ("final_linear.0.bias", "b4.fc.bias"),
+        ("final_linear.1.weight", "b4.out.weight"),
+        ("final_linear.1.bias", "b4.out.bias"),
+    ]
     return pairs
 
 
@@ -1044,14 +1239,16 @@ def rosinality_to_nvlabs_d_state(state: dict[str, torch.Tensor]) -> dict[str, to
     s = {k: v.detach().float().cpu() for k, v in strip_module_prefix(state).items()}
     extra = sorted(k for k in s if k.startswith(("sim_linear.", "class_embed.", "cmap.")))
     if extra:
-        raise ValueError(f"discriminator keys {extra[:3]} have no NVlabs counterpart (a MixDL head or a "
-                         "conditional D); remove them or convert the unconditional part only.")
+        raise ValueError(
+            f"discriminator keys {extra[:3]} have no NVlabs counterpart (a MixDL head or a "
+            "conditional D); remove them or convert the unconditional part only."
+        )
     size = max(infer_discriminator_channels(s))
     out = {nv: s[ours].clone() for ours, nv in _nv_d_pairs(size)}
     filt = make_kernel(_NV_FILTER)
     for r in range(int(_math.log2(size)), 2, -1):
-        b = f"b{2 ** r}"
-        for name in ["", "conv0.", "conv1.", "skip."] + (["fromrgb."] if 2 ** r == size else []):
+        b = f"b{2**r}"
+        for name in ["", "conv0.", "conv1.", "skip."] + (["fromrgb."] if 2**r == size else []):
             out[f"{b}.{name}resample_filter"] = filt.clone()
     out["b4.conv.resample_filter"] = filt.clone()
     return out
@@ -1060,6 +1257,7 @@ def rosinality_to_nvlabs_d_state(state: dict[str, torch.Tensor]) -> dict[str, to
 def apply_d_conv_clamp(D: Discriminator, clamp: float | None) -> Discriminator:
     """NVlabs' ``conv_clamp`` for a discriminator: clamp every activated conv's output to ``[-clamp, clamp]``."""
     from .stylegan2 import ConvLayer, FusedLeakyReLU
+
     for handle in getattr(D, "_nv_clamp_handles", []):
         handle.remove()
     D._nv_clamp_handles = []
