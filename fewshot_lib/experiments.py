@@ -103,10 +103,34 @@ PROFILE_SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "lab": dict(steps=300, n_seeds=3, n_per_class=48),
         "full": dict(steps=20_000, n_seeds=3, n_per_class=128),
     },
+    # 07: live = steps of a task run in the notebook (inversion, LAL, LSR) and its batch; live_comparison = what
+    # the comparison shrinks to when it must run live at that profile (no shipped samples): one live task costs
+    # ≈ 4 CPU-minutes at the lab steps, so the lab comparison becomes a labelled one-seed demonstration
     "07_lso": {
-        "smoke": dict(n_seeds=1, n_per_class=8, n_classes=2, n_episodes=1),
-        "lab": dict(n_seeds=3, n_per_class=32, n_classes=6, n_episodes=3),
-        "full": dict(n_seeds=3, n_per_class=128, n_classes=17, n_episodes=10),
+        "smoke": dict(
+            n_seeds=1,
+            n_per_class=8,
+            n_classes=2,
+            n_episodes=1,
+            live=dict(invert=8, lal=3, lsr=3, batch=4),
+            live_comparison=None,
+        ),
+        "lab": dict(
+            n_seeds=3,
+            n_per_class=32,
+            n_classes=6,
+            n_episodes=3,
+            live=dict(invert=100, lal=60, lsr=60, batch=8),
+            live_comparison=dict(n_seeds=1, n_classes=2, n_episodes=1, invert=30, lal=20, lsr=20),
+        ),
+        "full": dict(
+            n_seeds=3,
+            n_per_class=128,
+            n_classes=17,
+            n_episodes=10,
+            live=dict(invert=200, lal=125, lsr=375, batch=16),
+            live_comparison=None,
+        ),
     },
 }
 

@@ -125,3 +125,21 @@ def test_table_columns_never_run_together():
     for line in text.splitlines()[1:]:
         cells = line[16:].split()
         assert cells.count("±") == 2 and len(cells) == 6, line  # every value separated from its neighbour
+
+
+def test_lso_live_steps_live_in_the_table():
+    """07's live task steps and its lab shrink (no shipped samples) are read from the table, not the notebook."""
+    lab = sizes("07_lso", "lab")
+    assert lab["live"] == {"invert": 100, "lal": 60, "lsr": 60, "batch": 8}
+    assert lab["live_comparison"] == {
+        "n_seeds": 1,
+        "n_classes": 2,
+        "n_episodes": 1,
+        "invert": 30,
+        "lal": 20,
+        "lsr": 20,
+    }
+    assert all(sizes("07_lso", p)["live_comparison"] is None for p in ("smoke", "full"))
+    assert [sizes("07_lso", p)["live"]["lsr"] for p in ("smoke", "lab", "full")] == [3, 60, 375]
+    sizes("07_lso", "lab")["live"]["lal"] = 0  # a caller's copy: the table itself is unchanged
+    assert sizes("07_lso", "lab")["live"]["lal"] == 60

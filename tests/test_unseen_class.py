@@ -85,6 +85,9 @@ def test_unseen_class_report_names_its_extractor(classes, ext):
         )
         assert abs(by_judge["fid"].value - unseen_class_report(f, s, held, extractor=ext)["fid"].value) < 1e-6
     assert judge(copies, copy_shots)["near_copies"].value == 1.0
+    values = judge.values(fakes, shots)  # what an Experiment variant returns: the same numbers, as floats
+    assert values == {name: r.value for name, r in judge(fakes, shots).items()}
+    assert all(isinstance(v, float) for v in values.values())
     with pytest.raises(ValueError, match="no held-out images"):
         judge({"noto/unknown": copies[next(iter(copies))]}, copy_shots)
 

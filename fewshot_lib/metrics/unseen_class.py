@@ -188,6 +188,7 @@ class UnseenClassJudge:
 
     >>> judge = UnseenClassJudge(held_out, manifold=every_real_emoji)
     >>> report = judge(fakes, shots)          # {"class_consistency": MetricResult, ...}
+    >>> judge.values(fakes, shots)            # {"class_consistency": 0.57, ...}
     """
 
     def __init__(
@@ -242,6 +243,11 @@ class UnseenClassJudge:
             ),
             "fid": fid(f_real, f_fake, ext),
         }
+
+    def values(self, fakes: dict[str, torch.Tensor], shots: dict[str, torch.Tensor]) -> dict[str, float]:
+        """The report's numbers only, ``{metric: value}`` — what an :class:`~fewshot_lib.experiments.Experiment`
+        variant returns per seed."""
+        return {name: result.value for name, result in self(fakes, shots).items()}
 
 
 def unseen_class_report(
