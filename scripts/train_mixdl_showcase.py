@@ -10,7 +10,7 @@ budget:
 
 on notebook 05's default task (noto *Smileys & Emotion*, 10 shots drawn with seed 0) with the notebook's lab
 model (``mixdl.LAB_MODEL``, batch 4). Every ``--measure-every`` iterations it logs how much the EMA generator
-copies its shots and how stairlike its walks are (``mixdl.memorisation_metrics``: share of near-copies, median
+copies its shots and how stairlike its walks are (``fewshot_lib.metrics.generator.memorisation_metrics``: share of near-copies, median
 distance to the nearest shot, NN-modes, PPL sub-interval mean/std/end, largest step share). It resumes exactly
 from ``--run-dir`` (the trainer's checkpoint) when run again. At the end the EMA generator is exported in half
 precision to ``data/checkpoints/mixdl_showcase_<variant>.pt`` with a manifest (sha256, commands, steps, wall
@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fewshot_lib.checkpoint import file_sha256  # noqa: E402
 from fewshot_lib.config import data_dir, repo_root  # noqa: E402
 from fewshot_lib.methods import mixdl  # noqa: E402
+from fewshot_lib.metrics.generator import memorisation_metrics  # noqa: E402
 from fewshot_lib.models.stylegan2 import Discriminator, Generator, count_parameters  # noqa: E402
 from fewshot_lib.models.stylegan2_io import export_generator  # noqa: E402
 from fewshot_lib.train import GANTrainer, TrainConfig  # noqa: E402
@@ -108,7 +109,7 @@ def train_showcase(
     """Train in chunks of ``measure_every`` iterations until ``until_step`` or the wall-clock budget ``seconds``.
 
     After each chunk the trainer's checkpoint is written (when it has a run_dir), and
-    :func:`mixdl.memorisation_metrics` of ``G_ema`` is appended to ``trajectory`` (with ``step``, ``seconds`` =
+    ``memorisation_metrics`` of ``G_ema`` is appended to ``trajectory`` (with ``step``, ``seconds`` =
     training time so far and ``s_per_it`` of the chunk). ``on_measure(entry)`` is called after each entry.
     Returns ``trajectory``.
     """
@@ -121,7 +122,7 @@ def train_showcase(
             "step": trainer.step,
             "seconds": round(trainer.seconds, 1),
             "s_per_it": round(s_per_it, 4),
-            **mixdl.memorisation_metrics(trainer.g_ema, shots, **(measure_kwargs or {})),
+            **memorisation_metrics(trainer.g_ema, shots, **(measure_kwargs or {})),
         }
         trajectory.append(entry)
         if on_measure is not None:

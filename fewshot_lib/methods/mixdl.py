@@ -67,8 +67,6 @@ import torch.nn.functional as F
 
 from .. import artifacts
 
-# memorisation_metrics is measured by scripts/train_mixdl_showcase.py through this module's name
-from ..metrics.generator import memorisation_metrics  # noqa: F401
 from ..models.patch_discriminator import PatchDiscriminator
 from ..models.stylegan2 import Discriminator, EqualLinear, Generator
 from ..train import GANHook, GANTrainer, StepContext, TrainConfig
