@@ -23,11 +23,23 @@ bit-for-bit (tested). A non-finite loss stops training with a ``FloatingPointErr
 Saving, loading, resuming, the loss history and the progress loop live in :class:`ResumableTrainer`, which
 ``fewshot_lib.methods.lofgan.LoFGANTrainer`` shares; the losses are :mod:`fewshot_lib.stylegan2_losses`.
 
+**Several processes** (``torchrun --nproc_per_node=N``, after :func:`fewshot_lib.distributed.init_from_env`):
+``config.batch`` stays the *global* batch; each rank computes its share of it (its rows of z, noise, real
+images and augmentation draws, whole minibatch-stddev groups) and the gradients are averaged after every
+``backward`` — the recipe is in :mod:`fewshot_lib.distributed` — so N ranks take the single-process step. Only
+rank 0 writes checkpoints and samples; every rank resumes from the same checkpoint.
+
+**GPU options** (all off by default, so CPU results stay bit-identical): ``amp`` (bf16, or fp16 with a gradient
+scaler) for the main G and D passes — R1 and the path-length penalty, whose double backward is sensitive to
+rounding, stay float32; ``channels_last``; ``compile`` (``torch.compile`` of the main passes; the regularisers
+use the eager modules, as compiled graphs do not double-backward); ``cudnn_benchmark``; ``pin_memory``.
+
 Taught in: ``notebooks/02_stylegan2_training.ipynb``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -42,10 +54,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import distributed
 from .augment import AdaptiveAugment, diff_augment, parse_policy
 from .checkpoint import load_checkpoint, save_atomic
 from .models.helpers import accumulate, frozen
-from .models.stylegan2 import same_architecture
+from .models.stylegan2 import same_architecture, stddev_group_size
 from .models.stylegan2_io import load_state_strict
 from .progress import progress
 from .stylegan2_losses import (
@@ -59,6 +72,8 @@ from .stylegan2_losses import (
 )
 
 log = logging.getLogger(__name__)
+
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -87,6 +102,12 @@ class TrainConfig:
     checkpoint_every: int = 0  # 0 = only at the end
     log_every: int = 10  # progress-bar postfix refresh
     seed: int = 0
+    # GPU options, all off by default (CPU results stay bit-identical):
+    amp: str = "none"  # mixed precision of the main G/D passes: "none", "bf16" or "fp16" (with a grad scaler)
+    channels_last: bool = False  # NHWC memory layout for G, D and the batches (faster convs on tensor cores)
+    compile: bool = False  # torch.compile the main G and D passes (the regularisers stay eager)
+    cudnn_benchmark: bool = False  # let cuDNN pick the fastest conv algorithms (CUDA only)
+    pin_memory: bool = False  # page-locked real batches, copied asynchronously (CUDA only)
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)
@@ -94,6 +115,8 @@ class TrainConfig:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)} must be >= 1.")
         parse_policy(self.augment)  # fail early on a typo
+        if self.amp not in AMP_DTYPES:
+            raise ValueError(f"TrainConfig.amp={self.amp!r}: choose one of {sorted(AMP_DTYPES)}")
 
 
 @dataclass
@@ -292,6 +315,9 @@ class GANTrainer(ResumableTrainer):
         self.real_c: torch.Tensor | None = None  # the classes of the last real batch
         self.G, self.D = G.to(self.device), D.to(self.device)
         self.g_ema = (g_ema if g_ema is not None else copy.deepcopy(G)).to(self.device).eval()
+        if self.cfg.channels_last:
+            for m in (self.G, self.D, self.g_ema):
+                m.to(memory_format=torch.channels_last)
         self.g_ema.requires_grad_(False)
         self.hook = hook or GANHook()
         self.run_dir = Path(run_dir) if run_dir else None
@@ -316,6 +342,50 @@ class GANTrainer(ResumableTrainer):
         self.history: dict[str, list[float]] = {}
         self.samples: list[Path] = []
         self.seconds = 0.0
+        self._setup_device_options()
+        self.shard: distributed.Shard | None = (
+            None  # this rank's rows of the global batch (None: one process)
+        )
+        self.pl_shard: distributed.Shard | None = None  # ... of the path-length batch
+        if distributed.world_size() > 1:
+            self._setup_distributed()
+
+    def _setup_device_options(self) -> None:
+        """The GPU options of the config: compiled main passes, cuDNN autotuning, fp16 gradient scalers."""
+        c = self.cfg
+        # the main passes may be compiled; R1 and path length call self.G / self.D (eager: double backward)
+        self._G_main = torch.compile(self.G) if c.compile else self.G
+        self._D_main = torch.compile(self.D) if c.compile else self.D
+        if c.cudnn_benchmark and self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        self.amp_dtype = AMP_DTYPES[c.amp]
+        self.scalers: dict[str, torch.amp.GradScaler] = {}
+        if c.amp == "fp16":  # fp16's narrow range needs loss scaling; bf16 has float32's range
+            self.scalers = {k: torch.amp.GradScaler(self.device.type) for k in ("g", "d")}
+
+    def _setup_distributed(self) -> None:
+        """This rank's rows (whole minibatch-stddev groups), the same starting weights on every rank."""
+        n, r, c = distributed.world_size(), distributed.rank(), self.cfg
+        if type(self.hook) is not GANHook:
+            raise NotImplementedError(
+                f"{type(self.hook).__name__} under torchrun: hooks may compute terms across the whole batch "
+                "(CDC's cross-sample distances, MixDL's mixup), which a rank holding a part of it would change; "
+                "distributed training supports the plain (and class-conditional) StyleGAN2 loop"
+            )
+        group_cap = getattr(self.D, "stddev_group", None)
+        group = stddev_group_size(c.batch, group_cap) if group_cap else 1
+        self.shard = distributed.Shard(distributed.shard_rows(c.batch, n, r, group), c.batch)
+        if group_cap and stddev_group_size(len(self.shard.rows), group_cap) != group:
+            raise ValueError(
+                f"batch {c.batch} over {n} ranks: a rank's {len(self.shard.rows)} rows would form minibatch-"
+                f"stddev groups of {stddev_group_size(len(self.shard.rows), group_cap)}, not the single "
+                f"process's {group}; use a global batch that is a multiple of {4 * n}"
+            )
+        if c.pl_weight > 0 and c.pl_every > 0:
+            pb = max(1, c.batch // c.pl_batch_shrink)
+            self.pl_shard = distributed.Shard(distributed.shard_rows(pb, n, r), pb)
+        for m in (self.G, self.D, self.g_ema):
+            distributed.broadcast_module(m)
 
     # -- pieces --------------------------------------------------------------------------------------------
     @property
@@ -327,37 +397,83 @@ class GANTrainer(ResumableTrainer):
         return self.ada.p if self.ada is not None else self.cfg.augment_p
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
-        return diff_augment(x, self.cfg.augment, self.augment_p, self.gen) if self.cfg.augment else x
+        """DiffAugment of ``x [b, 3, H, W]``; on a rank, the draws are the global batch's, at this rank's rows."""
+        if not self.cfg.augment:
+            return x
+        if self.shard is not None:
+            return self.shard.around(lambda a: diff_augment(a, self.cfg.augment, self.augment_p, self.gen), x)
+        return diff_augment(x, self.cfg.augment, self.augment_p, self.gen)
 
     def real_batch(self) -> torch.Tensor:
+        """The next real batch ``[B, 3, H, W]`` on the device (a rank: its rows ``[b, 3, H, W]``)."""
         idx = torch.randint(0, len(self.images), (self.cfg.batch,), generator=self.gen)
+        flip = torch.rand(self.cfg.batch, generator=self.gen) < 0.5 if self.cfg.xflip else None
+        if self.shard is not None:
+            idx = self.shard.take(idx)
+            flip = self.shard.take(flip) if flip is not None else None
         x = self.images[idx]
         if self.labels is not None:
             self.real_c = self.labels[idx].to(self.device)
-        if self.cfg.xflip:
-            flip = torch.rand(len(x), generator=self.gen) < 0.5
+        if flip is not None:
             x = torch.where(flip[:, None, None, None], x.flip(3), x)
-        return x.to(self.device)
+        if self.cfg.pin_memory and self.device.type == "cuda":
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        else:
+            x = x.to(self.device)
+        return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x
 
-    def fake_classes(self, batch: int) -> torch.Tensor | None:
-        """Classes for ``batch`` fakes, drawn like the data's (``None`` for an unconditional model)."""
+    def fake_classes(self, batch: int, shard: distributed.Shard | None = None) -> torch.Tensor | None:
+        """Classes for ``batch`` fakes, drawn like the data's (``None`` for an unconditional model); with a
+        ``shard``, drawn for the whole ``batch`` and cut to the shard's rows."""
         if self.labels is None:
             return None
-        return self.labels[torch.randint(0, len(self.labels), (batch,), generator=self.gen)].to(self.device)
+        c = self.labels[torch.randint(0, len(self.labels), (batch,), generator=self.gen)]
+        return (shard.take(c) if shard is not None else c).to(self.device)
 
     def discriminate(self, images: torch.Tensor, phase: str, c: torch.Tensor | None) -> torch.Tensor:
         """D's logits through the hook (conditional models pass the classes ``c`` on)."""
         if c is None:
-            return self.hook.discriminate(self.D, images, self.step, phase)
-        return self.hook.discriminate(self.D, images, self.step, phase, c=c)
+            return self.hook.discriminate(self._D_main, images, self.step, phase)
+        return self.hook.discriminate(self._D_main, images, self.step, phase, c=c)
 
-    def latents(self, batch: int) -> list[torch.Tensor]:
+    def latents(self, batch: int, shard: distributed.Shard | None = None) -> list[torch.Tensor]:
+        """z's for ``batch`` samples (with a ``shard``: drawn for ``batch``, cut to the shard's rows)."""
         z = self.hook.sample_z(self, self.step, batch)
-        return (
+        z = (
             z
             if z is not None
             else mixing_noise(batch, self.G.style_dim, self.cfg.mixing, self.gen, self.device)
         )
+        return z if shard is None else [shard.take(t) for t in z]
+
+    def generate(
+        self,
+        z: list[torch.Tensor],
+        c: torch.Tensor | None,
+        shard: distributed.Shard | None,
+        main: bool = True,
+        **kw,
+    ):
+        """``G(z, c=c, **kw)`` (``main``: the possibly compiled module). With a ``shard``, G's own random draws —
+        the style-mixing layer, then each layer's noise ``[batch, 1, r, r]`` from torch's global generator, in
+        the order G would draw them — are made for the global batch and cut to the shard's rows."""
+        G = self._G_main if main else self.G
+        if shard is None:
+            return G(z, c=c, **kw)
+        if len(z) == 2:
+            kw["inject_index"] = int(torch.randint(1, self.G.n_latent, ()).item())
+        dev = z[0].device
+        kw["noise"] = [
+            shard.take(torch.randn(shard.batch, 1, *n.shape[-2:], device=dev))
+            for n in self.G.noises.as_list()
+        ]
+        return G(z, c=c, **kw)
+
+    def autocast(self):
+        """Mixed precision for the main passes when ``config.amp`` asks for it (a no-op otherwise)."""
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def ema_decay(self) -> float:
         hl = self.cfg.ema_half_life_images
@@ -373,17 +489,25 @@ class GANTrainer(ResumableTrainer):
         finite, so a diverged GAN stops with a clear error instead of writing NaN weights."""
         _check_finite(loss if checked is None else checked, what, self.step, self.checkpoint_path)
         optim.zero_grad(set_to_none=True)
-        loss.backward()
-        optim.step()
+        scaler = self.scalers.get("g" if optim is self.g_optim else "d")
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+        if self.shard is not None:  # average over the ranks before the step (and before fp16's inf check)
+            distributed.all_reduce_grads(p for group in optim.param_groups for p in group["params"])
+        if scaler is not None:
+            scaler.step(optim)
+            scaler.update()
+        else:
+            optim.step()
 
     def d_step(self, real: torch.Tensor) -> dict[str, float]:
         c, step = self.cfg, self.step
-        z = self.latents(c.batch)
-        fake_c = self.fake_classes(c.batch)
-        with torch.no_grad():
-            fake, _ = self.G(z, c=fake_c)
-        fake_logits = self.discriminate(self.augment(fake), "d", fake_c)
-        real_logits = self.discriminate(self.augment(real), "d", self.real_c)
+        z = self.latents(c.batch, self.shard)
+        fake_c = self.fake_classes(c.batch, self.shard)
+        with torch.no_grad(), self.autocast():
+            fake, _ = self.generate(z, fake_c, self.shard)
+        with self.autocast():
+            fake_logits = self.discriminate(self.augment(fake), "d", fake_c).float()
+            real_logits = self.discriminate(self.augment(real), "d", self.real_c).float()
         loss = d_logistic_loss(real_logits, fake_logits)
         extra = self.hook.d_extra(StepContext(step, self, real, z, fake, real_logits, fake_logits))
         if extra is not None:
@@ -394,9 +518,12 @@ class GANTrainer(ResumableTrainer):
             "real_score": real_logits.mean().item(),
             "fake_score": fake_logits.mean().item(),
         }
-        if self.ada is not None:
-            out["ada_p"] = self.ada.update(real_logits)
+        if self.ada is not None:  # the overfitting heuristic counts the signs over the global batch
+            out["ada_p"] = self.ada.update(
+                real_logits if self.shard is None else distributed.all_gather(real_logits)
+            )
         if c.r1_gamma > 0 and c.r1_every > 0 and step % c.r1_every == 0:
+            # float32 (no autocast): the penalty's double backward is sensitive to rounding
             real_req = real.detach().requires_grad_(True)  # gradient w.r.t. the clean image (through the aug)
             logits = (
                 self.D(self.augment(real_req))
@@ -415,37 +542,67 @@ class GANTrainer(ResumableTrainer):
 
     def g_step(self, real: torch.Tensor) -> dict[str, float]:
         c, step = self.cfg, self.step
-        z = self.latents(c.batch)
-        fake_c = self.fake_classes(c.batch)
+        z = self.latents(c.batch, self.shard)
+        fake_c = self.fake_classes(c.batch, self.shard)
         with frozen(
             self.D
         ):  # the loss flows through D to G; D's weights get no gradient and keep their flags
-            fake, _ = self.G(z, c=fake_c)
-            fake_logits = self.discriminate(self.augment(fake), "g", fake_c)
+            with self.autocast():
+                fake, _ = self.generate(z, fake_c, self.shard)
+                fake_logits = self.discriminate(self.augment(fake), "g", fake_c).float()
             loss = g_nonsaturating_loss(fake_logits)
             extra = self.hook.g_extra(StepContext(step, self, real, z, fake, None, fake_logits))
             if extra is not None:
                 loss = loss + extra
             self._optimise(loss, self.g_optim, "generator loss")
         out = {"g_loss": loss.item()}
-        if c.pl_weight > 0 and c.pl_every > 0 and step % c.pl_every == 0:
+        if (
+            c.pl_weight > 0 and c.pl_every > 0 and step % c.pl_every == 0
+        ):  # float32, eager G (double backward)
             pb = max(1, c.batch // c.pl_batch_shrink)
-            fake, latents = self.G(self.latents(pb), return_latents=True, c=self.fake_classes(pb))
-            pl, lengths = path_length_penalty(fake, latents, self.pl_state, self.gen)
+            if self.pl_shard is None:
+                fake, latents = self.G(self.latents(pb), return_latents=True, c=self.fake_classes(pb))
+                pl, lengths = path_length_penalty(fake, latents, self.pl_state, self.gen)
+                mean_length = lengths.mean().item()
+            else:
+                fake, pl, mean_length = self._sharded_path_length(pb)
             self._optimise(
                 c.pl_weight * c.pl_every * pl + 0 * fake.flatten()[0],
                 self.g_optim,
                 "path-length penalty",
                 checked=pl,
             )
-            out.update(pl=pl.item(), path_length=lengths.mean().item())
+            out.update(pl=pl.item(), path_length=mean_length)
         return out
+
+    def _sharded_path_length(self, pb: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """:func:`~fewshot_lib.stylegan2_losses.path_length_penalty` on this rank's rows of the path-length batch,
+        with the global batch's draws of ``y`` and the running mean ``a`` updated with the mean length over *all*
+        ranks (so every rank keeps the same ``a``, and the averaged gradient is the single process's). Keep the
+        formula in step with that function. Returns ``(fake [b, 3, H, W], penalty, global mean length)``."""
+        s = self.pl_shard
+        fake, latents = self.generate(
+            self.latents(pb, s), self.fake_classes(pb, s), s, main=False, return_latents=True
+        )
+        h, w = fake.shape[-2:]
+        y = s.take(torch.randn((pb, *fake.shape[1:]), generator=self.gen)).to(fake.device) / math.sqrt(h * w)
+        (grad,) = torch.autograd.grad((fake * y).sum(), latents, create_graph=True)  # [b, L, D]
+        lengths = torch.sqrt(grad.pow(2).sum(2).mean(1))  # [b]
+        mean_length = distributed.all_reduce_mean(lengths.detach().mean().double()).item()
+        state = self.pl_state
+        new_mean = state.mean + state.decay * (mean_length - state.mean)
+        state.mean = new_mean
+        return fake, (lengths - new_mean).pow(2).mean(), mean_length
 
     def train_step(self) -> dict[str, float]:
         real = self.real_batch()
         logs = self.d_step(real)
         logs.update(self.g_step(real))
         accumulate(self.g_ema, self.G, self.ema_decay())
+        if self.shard is not None:  # every rank logs the global batch's values (means of the ranks')
+            keys = sorted(logs)
+            mean = distributed.all_reduce_mean(torch.tensor([logs[k] for k in keys], dtype=torch.float64))
+            logs = dict(zip(keys, mean.tolist()))
         return logs
 
     # -- samples & checkpoints -----------------------------------------------------------------------------
@@ -487,7 +644,9 @@ class GANTrainer(ResumableTrainer):
 
     def state_dict(self) -> dict[str, Any]:
         np_state = np.random.get_state()
+        scaler = {"scaler": {k: v.state_dict() for k, v in self.scalers.items()}} if self.scalers else {}
         return {
+            **scaler,  # only with amp="fp16": other runs keep the older format's keys
             "g": self.G.state_dict(),
             "d": self.D.state_dict(),
             "g_ema": self.g_ema.state_dict(),
@@ -542,6 +701,9 @@ class GANTrainer(ResumableTrainer):
         if self.ada is not None and ck.get("ada"):
             self.ada.load_state_dict(ck["ada"])
         self.history = {k: list(v) for k, v in ck.get("history", {}).items()}
+        for k, saved in (ck.get("scaler") or {}).items():
+            if k in self.scalers:
+                self.scalers[k].load_state_dict(saved)
         self.hook.load_state_dict(ck.get("hook", {}))
         for m, s in zip(self.hook.d_modules(), ck.get("hook_modules", {}).get("d", [])):
             m.load_state_dict(s)
@@ -561,9 +723,14 @@ class GANTrainer(ResumableTrainer):
     def train(self, steps: int | None = None, resume: bool = True, show_progress: bool = True) -> TrainResult:
         """Train until ``steps`` total iterations (default ``config.steps``); resume from ``run_dir`` if asked."""
         total = int(steps if steps is not None else self.cfg.steps)
-        self._check_run_dir()
+        main = distributed.is_main()  # only rank 0 writes; every rank reads the same checkpoint
+        if main:
+            self._check_run_dir()
+        distributed.barrier()
         if resume and self.step == 0:
             self.resume()
+        if self.shard is not None:
+            distributed.broadcast_rng(self.device)  # G's own draws (noise, mixing layer) agree across ranks
         c, ck = self.cfg, self.checkpoint_path
         self.G.train()
         self.D.train()
@@ -575,10 +742,11 @@ class GANTrainer(ResumableTrainer):
                 bar.set_postfix(
                     {k: f"{logs[k]:.3f}" for k in ("d_loss", "g_loss") if k in logs}, refresh=False
                 )
-            if c.sample_every and self.step % c.sample_every == 0 and self.step < total:
+            if main and c.sample_every and self.step % c.sample_every == 0 and self.step < total:
                 self.save_samples()
             if (
-                c.checkpoint_every
+                main
+                and c.checkpoint_every
                 and ck is not None
                 and self.step % c.checkpoint_every == 0
                 and self.step < total
@@ -587,11 +755,13 @@ class GANTrainer(ResumableTrainer):
                 t0 = time.perf_counter()
                 self.save()
 
-        self._loop(total, "train", show_progress, after_step)
+        self._loop(total, "train", show_progress and main, after_step)
         self.seconds += time.perf_counter() - t0
-        self.save_samples()
-        if ck is not None:
-            self.save()
+        if main:
+            self.save_samples()
+            if ck is not None:
+                self.save()
+        distributed.barrier()  # the other ranks return once the checkpoint is on disk
         return TrainResult(
             history=self.history,
             checkpoint=ck if ck is not None and ck.exists() else None,

@@ -24,6 +24,8 @@ Taught in: ``notebooks/06_lofgan.ipynb``.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -44,6 +46,7 @@ from ..models.lofgan import (
     input_gradients_only,
     local_replacement,
 )
+from .. import distributed
 from ..train import ResumableTrainer
 
 log = logging.getLogger(__name__)
@@ -297,6 +300,12 @@ class LoFGANTrainer(ResumableTrainer):
 
     Checkpoint, exact resume, history and progress come from :class:`fewshot_lib.train.ResumableTrainer`
     (shared with ``GANTrainer``); the keys of :meth:`state_dict` are the checkpoint format: keep them.
+
+    Under ``torchrun`` (after :func:`fewshot_lib.distributed.init_from_env`) ``cfg.batch`` is the global number
+    of episodes; each rank trains on a contiguous slice of them and the N ranks take the single-process step
+    (:mod:`fewshot_lib.distributed`): G's BatchNorm layers use the global batch's statistics, the fusion draws
+    its randomness for the global batch, the gradients are averaged before each optimiser step, and the
+    penalty is rescaled (below). Only rank 0 writes checkpoints.
     """
 
     def __init__(
@@ -325,6 +334,17 @@ class LoFGANTrainer(ResumableTrainer):
         self.step = 0
         self.history: dict[str, list[float]] = {}
         self.checkpoint = Path(checkpoint) if checkpoint else None
+        self.shard: distributed.Shard | None = None  # this rank's episodes (None: one process)
+        if distributed.world_size() > 1:
+            n = distributed.world_size()
+            self.shard = distributed.Shard(
+                distributed.shard_rows(cfg.batch, n, distributed.rank()), cfg.batch
+            )
+            distributed.sync_batchnorm(self.g)  # same parameters and keys; global-batch statistics
+            for m in (self.g, self.d):
+                distributed.broadcast_module(m)
+            for opt in (self.opt_g, self.opt_d):
+                distributed.average_grads_before_step(opt)
 
     def state_dict(self) -> dict:
         return {
@@ -363,6 +383,8 @@ class LoFGANTrainer(ResumableTrainer):
             for group in opt.param_groups:
                 group["lr"] = lr_at(self.step, lr, self.cfg.steps, self.cfg.decay_start)
         shots, labels = self.sampler.sample()
+        if self.shard is not None:
+            return self._sharded_train_step(shots, labels)
         return train_step(
             self.g,
             self.d,
@@ -375,6 +397,63 @@ class LoFGANTrainer(ResumableTrainer):
             self.step,
         )
 
+    def _sharded_train_step(self, shots: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        """The module-level :func:`train_step` on this rank's episodes of the global batch; losses are the global
+        batch's (means over the ranks).
+
+        The penalty is the one term that is not a mean over samples: ``Σ‖∂ mean(s_y)/∂x‖² / B`` on ``b = B/N``
+        episodes is ``N³`` times this rank's share of the global value (the inner mean is over ``N`` times fewer
+        images, squared, and the division is by ``N`` times fewer episodes); averaged over the ranks that is
+        ``N²`` too much, so its weight is divided by ``N²`` (and so is the logged value)."""
+        n = distributed.world_size()
+        cfg = dataclasses.replace(self.cfg, w_gp=self.cfg.w_gp / n**2)
+        with self._fusion_on_global_batch():
+            losses = train_step(
+                self.g,
+                self.d,
+                self.opt_g,
+                self.opt_d,
+                self.shard.take(shots).to(self.device),
+                self.shard.take(labels).to(self.device),
+                cfg,
+                self.fusion_rng,
+                self.step,
+            )
+        keys = sorted(losses)
+        mean = distributed.all_reduce_mean(torch.tensor([losses[k] for k in keys], dtype=torch.float64))
+        losses = dict(zip(keys, mean.tolist()))
+        losses["d_gp"] /= n**2
+        return losses
+
+    @contextlib.contextmanager
+    def _fusion_on_global_batch(self):
+        """Inside the block G's fusion module sees this rank's feature maps placed at their rows of the global
+        batch (zeros elsewhere), so it draws the base shots, α and selected positions of the *global* batch, as
+        the single process does; its output and record are cut back to this rank's episodes."""
+        shard = self.shard
+
+        def before(module, args, kwargs):
+            return (shard.pad(args[0]), *args[1:]), kwargs
+
+        def after(module, args, kwargs, output):
+            fused, record = output
+            cut = {
+                f.name: shard.take(getattr(record, f.name))
+                for f in dataclasses.fields(record)
+                if isinstance(getattr(record, f.name), torch.Tensor)
+            }
+            return shard.take(fused), dataclasses.replace(record, **cut)
+
+        handles = [
+            self.g.fusion.register_forward_pre_hook(before, with_kwargs=True),
+            self.g.fusion.register_forward_hook(after, with_kwargs=True),
+        ]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
     def train(
         self, steps: int | None = None, save_every: int = 500, show_progress: bool = True
     ) -> dict[str, list[float]]:
@@ -384,11 +463,14 @@ class LoFGANTrainer(ResumableTrainer):
         self.d.train()
         t0, start = time.perf_counter(), self.step
 
+        main = distributed.is_main()  # only rank 0 writes
+
         def after_step(logs: dict[str, float], bar) -> None:
-            if self.checkpoint is not None and (self.step % save_every == 0 or self.step == steps):
+            if main and self.checkpoint is not None and (self.step % save_every == 0 or self.step == steps):
                 self.save()
 
-        self._loop(steps, f"LoFGAN ({self.cfg.fusion} fusion)", show_progress, after_step)
+        self._loop(steps, f"LoFGAN ({self.cfg.fusion} fusion)", show_progress and main, after_step)
+        distributed.barrier()  # the other ranks return once rank 0's checkpoint is on disk
         done = self.step - start
         if done:
             log.info("%d LoFGAN steps in %.1f s", done, time.perf_counter() - t0)
