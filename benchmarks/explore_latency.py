@@ -18,7 +18,8 @@ median (best) of 15, torch 2.14.1 CPU::
     1 thread   interpolation (8 steps)          221.8 ms (202.6)
     2 threads  seeds grid (8)                  2144.3 ms (360.1)   (two threads fight the other jobs)
 
-Target not shown met under that load. A grid of 8 is 1.9 GFLOP (FlopCounterMode) and ran at ≈ 47 % of the
+Target not shown met under that load. The method explorers' updates (CDC: 3 generators × 8; LoFGAN: one
+fusion; LSO: centroid + 8) are timed too; they were added after the figures above and not yet measured here. A grid of 8 is 1.9 GFLOP (FlopCounterMode) and ran at ≈ 47 % of the
 matmul rate measured beside it (17.7 GFLOP/s), so a quiet core (≈ 100 GFLOP/s matmul here when quiet, see
 stylegan2_step.py) should give ≈ 40–50 ms: rerun this script on a quiet machine to confirm.
 """
@@ -36,14 +37,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from fewshot_lib.explore import (
+from fewshot_lib.explore import (  # noqa: E402
+    AdaptedGenerators,
     LatentSpace,
+    episode_shots,
     png_bytes,
+    render_adapted,
     render_edit,
+    render_fusion,
     render_interpolation,
+    render_magnitude,
     render_mixing,
     render_seeds,
-)  # noqa: E402
+)
 from fewshot_lib.models.stylegan2 import load_source_model  # noqa: E402
 
 TARGET_MS = 100.0
@@ -60,6 +66,36 @@ def time_updates(fn, repeats: int) -> tuple[float, float]:
     return statistics.median(times), min(times)
 
 
+def method_explorer_updates(G) -> dict:
+    """The method explorers' updates (notebook 08 sections 9-11), on the shipped models where they ship.
+
+    CDC: the source and two adapted generators, 3 rows of 8 (stand-ins: two copies of the source — an update
+    costs the same for any weights of this architecture). LoFGAN: one fusion of the shipped model on notebook 06's
+    first unseen class. LSO: the centroid and 8 samples of the shipped conditional model.
+    """
+    import copy
+
+    from fewshot_lib import artifacts
+    from fewshot_lib.data.emoji import load_emoji
+    from fewshot_lib.methods.lofgan import emoji_episode_classes
+    from fewshot_lib.metrics import conditioning_split
+
+    out = {}
+    anchors = torch.randn(10, G.style_dim, generator=torch.Generator().manual_seed(0))
+    adapted = AdaptedGenerators({"source": G, "a": copy.deepcopy(G), "b": copy.deepcopy(G)}, anchors)
+    out["CDC (3 generators x 8)"] = lambda i: render_adapted(adapted, "0-7", ("anchor", "elsewhere")[i % 2])
+    names = artifacts.names()
+    if "lofgan_emoji32_seed0" in names:
+        g = artifacts.load("lofgan_emoji32_seed0")
+        _, unseen = emoji_episode_classes(load_emoji(size=32), styles=("noto", "twemoji"), min_count=10)
+        shots = episode_shots(next(iter(conditioning_split(unseen, n_condition=10, seed=0)[0].values())), 0)
+        out["LoFGAN fusion (8 tiles)"] = lambda i: render_fusion(g, shots, i % 3, 0.1 * (i % 10), i)
+    if "stylegan2_cond_seen32" in names:
+        G_cond = artifacts.load("stylegan2_cond_seen32").eval()
+        out["LSO magnitude (1 + 8)"] = lambda i: render_magnitude(G_cond, i % 7, 0.1 * (i % 10), "0-7")
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, nargs="*", default=[1, 2])
@@ -69,6 +105,7 @@ def main(argv=None) -> int:
     G = load_source_model()
     space = LatentSpace(G, n_samples=10_000)
     space.directions("pca", 8)  # cached before timing, as in the explorer
+    method_updates = method_explorer_updates(G)
     updates = {
         "seeds grid (8)": lambda i: render_seeds(space, "0-7", 0.5 + 0.03 * (i % 10)),
         "directions (8, one slider moved)": lambda i: render_edit(
@@ -76,6 +113,7 @@ def main(argv=None) -> int:
         ),
         "style mixing (A + 7 B, 16 images)": lambda i: render_mixing(space, 0, "1-7", (0, 1 + i % 7)),
         "interpolation (8 steps)": lambda i: render_interpolation(space, 0, 1 + i % 5, 8, "w"),
+        **method_updates,
     }
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
@@ -87,7 +125,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(threads)
         for name, fn in updates.items():
             med, best = time_updates(fn, args.repeats)
-            if "(8" in name:
+            if "(8" in name:  # the issue's target is for the source model's grids of 8
                 worst_grid8 = max(worst_grid8, med) if threads == max(args.threads) else worst_grid8
             print(f"  {threads} thread(s)  {name:36s} {med:7.1f} ms  ({best:.1f})")
     verdict = "met" if worst_grid8 <= TARGET_MS else f"missed by {worst_grid8 - TARGET_MS:.0f} ms"

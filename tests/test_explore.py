@@ -446,3 +446,256 @@ def test_kernel_cap_refuses_the_next_visitor():
     with pytest.raises(web.HTTPError) as e:
         asyncio.run(km.start_kernel())
     assert e.value.status_code == 503 and "too many explorers" in e.value.log_message
+
+
+# -- method explorers: CDC (adapted generators), LoFGAN (one fusion), LSO (magnitude) ---------------------
+
+from fewshot_lib.explore import (  # noqa: E402
+    AdaptedGenerators,
+    episode_shots,
+    heat_overlay,
+    lofgan_similarity,
+    read_anchors,
+    render_adapted,
+    render_fusion,
+    render_magnitude,
+    similarity_images,
+    to_uint8,
+)
+
+
+def _perturbed(g, scale=0.3, seed=1):
+    import copy
+
+    out = copy.deepcopy(g)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in out.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=gen) * p.abs().mean())
+    return out
+
+
+@pytest.fixture(scope="module")
+def adapted(tiny):
+    anchors = torch.randn(3, tiny.style_dim, generator=torch.Generator().manual_seed(5))
+    return AdaptedGenerators(
+        {"source": tiny, "same": _perturbed(tiny, 0.0), "moved": _perturbed(tiny)}, anchors
+    )
+
+
+def test_cdc_the_same_latent_through_every_generator(tiny, adapted):
+    r = render_adapted(adapted, "0-3", "elsewhere")
+    assert r.images.shape == (12, 16, 16, 3) and r.nrow == 4
+    z = torch.stack([torch.randn(16, generator=torch.Generator().manual_seed(s)) for s in range(4)])
+    with torch.no_grad():
+        want = tiny(tiny.mapping(z), input_is_latent=True, noise=tiny.noises.as_list())[0]
+    assert np.array_equal(r.images[:4], to_uint8(want))  # row 1 = the source with its fixed noise
+    assert np.array_equal(r.images[4:8], r.images[:4]) and r.numbers["change_from_source"]["same"] == 0
+    assert r.numbers["change_from_source"]["moved"] > 1 and not np.array_equal(r.images[8:], r.images[:4])
+    assert torch.equal(r.latents[0, 0], z[0]) and torch.equal(r.latents[8, 0], z[0])
+
+
+def test_cdc_anchor_region_sits_near_the_anchors(adapted):
+    z, idx = adapted.z([0, 1, 2, 3, 4], "anchor")
+    assert idx == [0, 1, 2, 0, 1]
+    eps = torch.randn(16, generator=torch.Generator().manual_seed(4))
+    assert torch.allclose(z[4], adapted.anchors[1] + 0.1 * eps)
+    tight = AdaptedGenerators(adapted.generators, adapted.anchors, anchor_sigma=0.0)
+    r = render_adapted(tight, [0, 3, 1], "anchor")  # seeds 0 and 3 share anchor 0; σ = 0: the same image
+    assert np.array_equal(r.images[0], r.images[1]) and not np.array_equal(r.images[0], r.images[2])
+    assert r.numbers["anchor_index"] == [0, 0, 1] and "near CDC's anchors" in r.caption
+    far = render_adapted(adapted, [0, 3], "elsewhere")
+    assert not np.array_equal(far.images[0], r.images[0])
+
+
+def test_cdc_nearest_shot_distance_and_bad_input(tiny, adapted):
+    src = render_adapted(adapted, "0-3").images[:4]  # the source row
+    shots = torch.from_numpy(src).permute(0, 3, 1, 2).float() / 127.5 - 1
+    with_shots = AdaptedGenerators(adapted.generators, adapted.anchors, shots=shots)
+    d = render_adapted(with_shots, "0-3").numbers["nearest_shot"]
+    assert (
+        d["source"] < 0.6 and d["moved"] > d["source"]
+    )  # the source's own images are the shots (± rounding)
+    no_anchors = AdaptedGenerators({"source": tiny})
+    with pytest.raises(ExploreInputError, match="without CDC's anchors"):
+        render_adapted(no_anchors, "0-3", "anchor")
+    with pytest.raises(ExploreInputError, match="region 'near'"):
+        render_adapted(adapted, "0-3", "near")
+    other = sg.Generator(32, style_dim=16, n_mlp=1, channel_base=32, channel_max=8)
+    with pytest.raises(ExploreInputError, match="only generators adapted from it"):
+        AdaptedGenerators({"source": tiny, "other": other})
+    with pytest.raises(ExploreInputError, match=r"needs \[k, 16\]"):
+        AdaptedGenerators({"source": tiny}, anchors=torch.zeros(3, 8))
+
+
+def test_read_anchors_from_a_trainer_checkpoint_or_an_export(tmp_path, tiny):
+    from fewshot_lib.checkpoint import save_atomic
+
+    a = torch.randn(4, 16)
+    save_atomic({"hook": {"anchors": a}, "step": 3}, tmp_path / "trainer.pt")
+    assert torch.equal(read_anchors(tmp_path / "trainer.pt"), a)
+    sg.export_generator(tiny, tmp_path / "g.pt", half=False, info={"cdc_anchors": a}, n_mean=16)
+    assert torch.equal(read_anchors(tmp_path / "g.pt"), a)
+    sg.export_generator(tiny, tmp_path / "plain.pt", half=False, n_mean=16)
+    assert read_anchors(tmp_path / "plain.pt") is None
+    (tmp_path / "junk.pt").write_bytes(b"nope")
+    with pytest.raises(ExploreInputError, match="cannot be read"):
+        read_anchors(tmp_path / "junk.pt")
+
+
+@pytest.fixture(scope="module")
+def lofgan():
+    from fewshot_lib.models.lofgan import LoFGANGenerator
+
+    torch.manual_seed(0)
+    return LoFGANGenerator(size=16, feature_size=4, nf=4).eval()
+
+
+@pytest.fixture(scope="module")
+def pool():
+    return torch.rand(7, 3, 16, 16, generator=torch.Generator().manual_seed(3)) * 2 - 1
+
+
+def test_lofgan_fusion_is_the_generators_own(lofgan, pool):
+    shots = episode_shots(pool, 1)
+    assert torch.equal(shots, pool[3:6])
+    r = render_fusion(lofgan, shots, base=1, eta=0.5, seed=7, position=(1, 2))
+    assert r.images.shape == (8, 16, 16, 3) and r.nrow == 4
+    with torch.no_grad():
+        fake, rec = lofgan(
+            shots[None], rate=0.5, base_index=torch.tensor([1]), generator=torch.Generator().manual_seed(7)
+        )
+    assert np.array_equal(r.images[3], to_uint8(fake)[0])  # the fused sample
+    assert r.numbers["selected"] == 8 and sorted(r.numbers["selected_positions"]) == sorted(
+        rec.positions[0].tolist()
+    )
+    assert torch.allclose(torch.tensor(r.numbers["alpha"]), rec.alpha[0])
+    assert (r.images[1][0] == (230, 25, 25)).all() and not (
+        r.images[0][0] == (230, 25, 25)
+    ).all()  # base framed
+    # the local reconstruction target, upscaled, is the last image
+    from fewshot_lib.methods.lofgan import local_target
+
+    t = to_uint8(local_target(shots[None], rec))[0]
+    assert np.array_equal(r.images[7], t.repeat(4, 0).repeat(4, 1))
+
+
+def test_lofgan_similarity_maps_agree_with_the_fusions_matches(lofgan, pool):
+    shots = pool[:3]
+    with torch.no_grad():
+        _, rec = lofgan(
+            shots[None], rate=0.75, base_index=torch.tensor([2]), generator=torch.Generator().manual_seed(1)
+        )
+    positions = rec.positions[0].tolist()
+    sim = lofgan_similarity(lofgan, shots, 2, positions)  # [k-1, P, N]
+    assert sim.shape == (2, len(positions), 16) and sim.abs().max() <= 1 + 1e-5
+    assert torch.equal(sim.argmax(-1), rec.ref_positions[0])  # the LFM's matches are the maps' maxima
+    p = positions[0]
+    r = render_fusion(lofgan, shots, base=2, eta=0.75, seed=1, position=divmod(p, 4))
+    assert r.numbers["position_selected"] and "was selected" in r.caption
+    want = {j: divmod(int(rec.ref_positions[0, i, 0]), 4) for i, j in enumerate((0, 1))}
+    assert r.numbers["best_match"] == want
+    imgs = similarity_images(shots, 2, sim, positions, 4)
+    assert imgs.shape == (len(positions), 3, 16, 16, 3) and imgs.dtype == np.uint8
+
+
+def test_lofgan_eta_zero_decodes_the_base_alone(lofgan, pool):
+    shots = pool[:3]
+    r = render_fusion(lofgan, shots, base=0, eta=0.0, seed=3)
+    with torch.no_grad():
+        alone = lofgan.decoder(lofgan.encode(shots[None])[:, 0])
+    assert r.numbers["selected"] == 0 and np.array_equal(r.images[3], to_uint8(alone)[0])
+    assert "0 of 16 positions" in r.caption and not r.numbers["position_selected"]
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        (dict(base=3), "base shot 3"),
+        (dict(base=True), "base shot True"),
+        (dict(eta=1.5), r"η \(selection rate\)"),
+        (dict(position=(4, 0)), "outside the 4×4 feature map"),
+        (dict(position="x"), "not a pair"),
+        (dict(seed="abc"), "seeds"),
+    ],
+)
+def test_lofgan_bad_input_is_a_clear_message(lofgan, pool, kwargs, words):
+    with pytest.raises(ExploreInputError, match=words):
+        render_fusion(lofgan, pool[:3], **kwargs)
+
+
+def test_lofgan_bad_shots_and_episodes(lofgan, pool):
+    with pytest.raises(ExploreInputError, match="needs a base and at least one reference"):
+        render_fusion(lofgan, pool[:1])
+    with pytest.raises(ExploreInputError, match=r"needs \[k, 3, 16, 16\]"):
+        render_fusion(lofgan, pool[:3, :, :8, :8])
+    with pytest.raises(ExploreInputError, match="2 episodes of 3 shots"):
+        episode_shots(pool, 2)
+
+
+def test_heat_overlay_colours_high_red_low_blue():
+    white = np.full((8, 8, 3), 255, np.uint8)
+    out = heat_overlay(white, np.array([[1.0, -1.0], [0.0, 0.0]]), alpha=1.0)
+    assert out.shape == (8, 8, 3)
+    assert out[0, 0, 0] > 100 and out[0, 0, 2] < 50  # +1: red (jet's top end is dark red)
+    assert out[0, 7, 2] > 100 and out[0, 7, 0] < 50  # −1: blue
+
+
+@pytest.fixture(scope="module")
+def cond():
+    torch.manual_seed(0)
+    return sg.Generator(16, style_dim=16, n_mlp=2, channel_base=64, channel_max=16, c_dim=3).eval()
+
+
+def test_magnitude_zero_is_the_centroid_and_samples_follow_the_mapping(cond):
+    names = ["a", "b", "c"]
+    r0 = render_magnitude(cond, "b", 0.0, "0-3", names)
+    assert r0.images.shape == (5, 16, 16, 3) and all(np.array_equal(im, r0.images[0]) for im in r0.images)
+    assert r0.numbers["w_distance"] == 0 and r0.numbers["class_index"] == 1
+    r = render_magnitude(cond, 1, 0.6, "0-3", names)
+    assert np.array_equal(r.images[0], r0.images[0])  # the centroid does not depend on σ
+    z = torch.randn(16, generator=torch.Generator().manual_seed(2))[None]
+    with torch.no_grad():
+        w = cond.mapping(z, torch.tensor([1]), magnitude=0.6)
+        want = cond(w, input_is_latent=True, noise=cond.noises.as_list())[0]
+    assert np.array_equal(r.images[3], to_uint8(want)[0]) and torch.allclose(r.latents[3, 0], w[0])
+    d = [render_magnitude(cond, 1, s, "0-3").numbers["w_distance"] for s in (0.0, 0.3, 0.6, 1.0)]
+    assert d == sorted(d) and d[0] == 0 < d[1]
+    assert not np.array_equal(render_magnitude(cond, 2, 0.6, "0-3").images, r.images)
+    assert r.caption.startswith("b: centroid")
+
+
+def test_magnitude_bad_input(cond, tiny):
+    with pytest.raises(ExploreInputError, match="unconditional"):
+        render_magnitude(tiny, 0)
+    with pytest.raises(ExploreInputError, match="'zzz' is not one of"):
+        render_magnitude(cond, "zzz", 0.5, "0", ["a", "b", "c"])
+    with pytest.raises(ExploreInputError, match=r"classes 0…2"):
+        render_magnitude(cond, 3)
+    with pytest.raises(ExploreInputError, match="magnitude σ"):
+        render_magnitude(cond, 0, -0.1)
+
+
+def test_method_widgets_react_and_show_messages(adapted, lofgan, pool, cond):
+    c = xw.cdc_explorer(adapted, seeds="0-3", sync=True)
+    before = c.image.value
+    c.controls["region"].value = "anchor"
+    assert c.image.value != before and "near CDC's anchors" in c.message.value
+    c.controls["seeds"].value = "x"
+    assert "fewshot-error" in c.message.value
+    bare = xw.cdc_explorer(AdaptedGenerators({"source": adapted.generators["source"]}), sync=True)
+    assert bare.controls["region"].disabled and bare.controls["region"].value == "elsewhere"
+    f = xw.lofgan_explorer(lofgan, {"one": pool, "two": pool.flip(0)}, sync=True)
+    before = f.image.value
+    f.controls["eta"].value = 1.0
+    assert f.image.value != before and "16 of 16 positions" in f.message.value
+    f.controls["cls"].value = "two"
+    assert f.message.value.startswith("two, episode 0")
+    f.controls["episode"].value = 1
+    assert "episode 1" in f.message.value and f.controls["episode"].max == 1
+    m = xw.magnitude_explorer(cond, ["a", "b", "c"], sync=True)
+    before = m.image.value
+    m.controls["sigma"].value = 0.0
+    assert m.image.value != before and "σ = 0.00" in m.message.value
+    m.controls["seeds"].value = "-1"
+    assert "fewshot-error" in m.message.value

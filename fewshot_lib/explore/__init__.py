@@ -1,4 +1,5 @@
-"""Latent explorer: pure render functions (:mod:`.render`) and thin ipywidgets wiring (:mod:`.widgets`).
+"""Latent explorer: pure render functions (:mod:`.render` for a StyleGAN2's latent space, :mod:`.render_methods`
+for CDC, LoFGAN and LSO) and thin ipywidgets wiring (:mod:`.widgets`).
 
 Taught in: ``notebooks/08_latent_explorer.ipynb``; served as a web app by ``make explore`` (:mod:`.serve`).
 """
@@ -32,8 +33,28 @@ from .render import (
     spearman,
     to_uint8,
 )
+from .render_methods import (
+    AdaptedGenerators,
+    episode_shots,
+    heat_overlay,
+    lofgan_similarity,
+    read_anchors,
+    render_adapted,
+    render_fusion,
+    render_magnitude,
+    similarity_images,
+)
 
 __all__ = [
+    "AdaptedGenerators",
+    "episode_shots",
+    "heat_overlay",
+    "lofgan_similarity",
+    "read_anchors",
+    "render_adapted",
+    "render_fusion",
+    "render_magnitude",
+    "similarity_images",
     "MAX_UPLOAD_BYTES",
     "DirectionLabel",
     "Directions",

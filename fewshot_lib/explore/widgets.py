@@ -44,6 +44,7 @@ from .render import (
     render_mixing,
     render_seeds,
 )
+from .render_methods import AdaptedGenerators, episode_shots, render_adapted, render_fusion, render_magnitude
 
 log = logging.getLogger(__name__)
 
@@ -129,11 +130,14 @@ class Session:
 
 
 class Explorer:
-    """An image, a message line and controls wired to ``render(state) -> Render``."""
+    """An image, a message line and controls wired to ``render(state) -> Render``.
+
+    ``session``: the :class:`Session` whose model the explorer draws (it re-renders when the session loads
+    another checkpoint); ``None`` for explorers that hold their own models (CDC, LoFGAN, LSO)."""
 
     def __init__(
         self,
-        session: Session,
+        session: Session | None,
         title: str,
         controls: dict[str, W.Widget],
         render: Callable[[dict], Render],
@@ -164,7 +168,8 @@ class Explorer:
             ]
         )
         self.widget.add_class("fewshot-explorer")
-        session.explorers.append(self)
+        if session is not None:  # the method explorers bring their own models and need no session
+            session.explorers.append(self)
         self.refresh()
 
     # -- state -----------------------------------------------------------------------------------------
@@ -538,3 +543,116 @@ def model_loader(session: Session, **kw: Any) -> Explorer:
     )
     e.path, e.button, e.status, e.load = path, button, status, load
     return e
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The method explorers (notebooks 04, 06, 07): they hold their own models, no session needed
+# ---------------------------------------------------------------------------------------------------------
+
+
+def cdc_explorer(
+    adapted: AdaptedGenerators,
+    seeds: str = "0-7",
+    region: str = "elsewhere",
+    session: Session | None = None,
+    **kw: Any,
+) -> Explorer:
+    """The same latents through the source and each adapted generator, one row each; the toggle draws them near
+    CDC's anchors (where CDC asked for whole images like the shots) or elsewhere (only patches had to look real).
+    Without anchors the toggle stays on "elsewhere"."""
+    controls = {
+        "seeds": W.Text(value=seeds, description="seeds", continuous_update=False, placeholder="0-7"),
+        "region": W.ToggleButtons(
+            options=[("anchor region", "anchor"), ("elsewhere", "elsewhere")],
+            value=region if adapted.anchors is not None else "elsewhere",
+            description="latents",
+            disabled=adapted.anchors is None,
+            tooltips=["z = anchor + σ·ε near one of CDC's anchors", "ordinary z ~ N(0, I)"],
+            style={"button_width": "auto"},
+        ),
+        "psi": _psi(),
+    }
+    return Explorer(
+        session,
+        "CDC: one latent, every generator",
+        controls,
+        lambda s: render_adapted(adapted, s["seeds"], s["region"], s["psi"]),
+        **kw,
+    )
+
+
+def lofgan_explorer(
+    g: Any,
+    conditioning: dict[str, Any],
+    k: int = 3,
+    class_name: str | None = None,
+    base: int = 0,
+    eta: float = 0.5,
+    seed: int = 0,
+    session: Session | None = None,
+    **kw: Any,
+) -> Explorer:
+    """One local fusion of an unseen-class episode: class, episode (k shots of its conditioning pool), base shot,
+    η, seed, and the feature-map position whose similarity maps are shown."""
+    if not conditioning:
+        raise ExploreInputError("no classes: give the unseen classes' conditioning pools.")
+    names = list(conditioning)
+    n_episodes = max(1, min(len(x) for x in conditioning.values()) // k)
+    fs = g.feature_size
+    controls = {
+        "cls": W.Dropdown(options=names, value=class_name or names[0], description="unseen class"),
+        "episode": _slider(W.IntSlider, value=0, min=0, max=n_episodes - 1, description="episode"),
+        "base": _slider(W.IntSlider, value=base, min=0, max=k - 1, description="base shot"),
+        "eta": _slider(
+            W.FloatSlider, value=eta, min=0.0, max=1.0, step=0.05, description="η (selection rate)"
+        ),
+        "seed": W.IntText(value=seed, description="seed"),
+        "row": _slider(W.IntSlider, value=fs // 2, min=0, max=fs - 1, description="position row"),
+        "col": _slider(W.IntSlider, value=fs // 2, min=0, max=fs - 1, description="position column"),
+    }
+    legend = W.HTML(
+        "<small>row 1: shots (base in red), fused sample · row 2: fused positions (red) and the chosen one "
+        "(yellow), its cosine similarity on each reference (blue −1 … red +1, best match in white), the "
+        "fusion replayed on thumbnails</small>"
+    )
+    return Explorer(
+        session,
+        "LoFGAN: one local fusion",
+        controls,
+        lambda s: render_fusion(
+            g,
+            episode_shots(conditioning[s["cls"]], s["episode"], k),
+            s["base"],
+            s["eta"],
+            s["seed"],
+            (s["row"], s["col"]),
+            name=f"{s['cls']}, episode {s['episode']}",
+        ),
+        extra=[legend],
+        **kw,
+    )
+
+
+def magnitude_explorer(
+    G: Any,
+    class_names: Sequence[str],
+    class_name: str | None = None,
+    sigma: float = 0.7,
+    seeds: str = "0-7",
+    session: Session | None = None,
+    **kw: Any,
+) -> Explorer:
+    """A class-conditional generator's class: its centroid and samples at magnitude σ around it (LSO)."""
+    names = list(class_names)
+    controls = {
+        "cls": W.Dropdown(options=names, value=class_name or names[0], description="class"),
+        "sigma": _slider(W.FloatSlider, value=sigma, min=0.0, max=1.5, step=0.05, description="magnitude σ"),
+        "seeds": W.Text(value=seeds, description="seeds", continuous_update=False, placeholder="0-7"),
+    }
+    return Explorer(
+        session,
+        "LSO: magnitude around a class centroid",
+        controls,
+        lambda s: render_magnitude(G, s["cls"], s["sigma"], s["seeds"], names),
+        **kw,
+    )
