@@ -259,6 +259,15 @@ class ResumableTrainer:
             bar.close()
 
 
+def _to_channels_last(module: nn.Module) -> None:
+    """Store the 4-D weights of ``module`` as NHWC, in place (the same Parameter objects). Not ``module.to(
+    memory_format=...)``: that refuses the modulated convs' 5-D weights, which stay as they are."""
+    with torch.no_grad():
+        for t in [*module.parameters(), *module.buffers()]:
+            if t.dim() == 4:
+                t.data = t.data.contiguous(memory_format=torch.channels_last)
+
+
 def _check_labels(labels: torch.Tensor | None, images: torch.Tensor, c_dim: int) -> torch.Tensor | None:
     """Class indices ``[N]`` for a conditional generator (``c_dim > 0``), ``None`` for an unconditional one."""
     if not c_dim:
@@ -317,7 +326,7 @@ class GANTrainer(ResumableTrainer):
         self.g_ema = (g_ema if g_ema is not None else copy.deepcopy(G)).to(self.device).eval()
         if self.cfg.channels_last:
             for m in (self.G, self.D, self.g_ema):
-                m.to(memory_format=torch.channels_last)
+                _to_channels_last(m)
         self.g_ema.requires_grad_(False)
         self.hook = hook or GANHook()
         self.run_dir = Path(run_dir) if run_dir else None
