@@ -52,6 +52,7 @@ __all__ = [
     "rank",
     "is_main",
     "barrier",
+    "rank0_decides",
     "shard_rows",
     "Shard",
     "all_reduce_grads",
@@ -152,6 +153,17 @@ def barrier() -> None:
         _run("barrier", dist.barrier)
 
 
+def rank0_decides(flag: bool) -> bool:
+    """Rank 0's ``flag`` on every rank: for decisions that must agree, like "is there time for another chunk?"
+    (each rank's own clock could say otherwise, and a rank that stops early would leave the others waiting)."""
+    if world_size() <= 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0])
+    t = t.to(_comm_device(t))
+    _run("broadcast of a decision", lambda: dist.broadcast(t, 0))
+    return bool(t.item())
+
+
 # ----------------------------------------------------------------------------------------------------------
 # A rank's share of the batch
 # ----------------------------------------------------------------------------------------------------------
@@ -172,6 +184,8 @@ def shard_rows(batch: int, n_ranks: int, this_rank: int, group: int = 1) -> torc
     if batch % group:
         raise ValueError(f"batch {batch} is not a multiple of the minibatch-stddev group {group}")
     n_groups = batch // group
+    if n_groups % n_ranks and group == 1:
+        raise ValueError(f"batch {batch} cannot be split evenly over {n_ranks} ranks")
     if n_groups % n_ranks:
         raise ValueError(
             f"batch {batch} cannot be split over {n_ranks} ranks: its {n_groups} minibatch-stddev groups "

@@ -14,6 +14,9 @@ records each).
     python scripts/train_source_model.py --warm-start data/checkpoints/stylegan2_noto32.pt --minutes 60
     # the 64-wide model shipped before it (0.42 M parameters; its recognisability flattened near 51 %)
     python scripts/train_source_model.py --channel-max 64 --name stylegan2_noto32_w64
+    # N GPUs (or N CPU processes without --device): the global --batch is split over the ranks, which take
+    # the single-process step (fewshot_lib.distributed); only rank 0 writes checkpoints, exports and records
+    torchrun --nproc_per_node=4 scripts/train_source_model.py --device cuda --batch 64 --minutes 60
 
 Later notebooks load them (checked against their manifests) with ``fewshot_lib.artifacts.load("stylegan2_noto32")``
 and ``fewshot_lib.artifacts.load("stylegan2_noto32_d")``.
@@ -32,6 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from fewshot_lib import distributed  # noqa: E402
 from fewshot_lib.checkpoint import file_sha256, load_checkpoint, verify_sha256  # noqa: E402
 from fewshot_lib.config import data_dir, repo_root  # noqa: E402
 from fewshot_lib.data.emoji import load_emoji  # noqa: E402
@@ -215,10 +219,10 @@ def warm_start(trainer: GANTrainer, g_path: str | Path, run_dir: Path) -> None:
     trainer.step = int(manifest["steps"])
     trainer.seconds = float(manifest.get("wall_time_s", 0.0))
     trainer.gen.manual_seed(trainer.cfg.seed + trainer.step)
-    if not training_commands(run_dir):
+    if distributed.is_main() and not training_commands(run_dir):
         for entry in manifest.get("training_sessions", []):
             record_command(run_dir, entry)
-    if not metric_history(run_dir):
+    if distributed.is_main() and not metric_history(run_dir):
         for entry in manifest.get("metric_history", []):
             record_metrics(run_dir, entry["step"], entry)
     log.info("warm start from %s at step %d (fp16 weights, fresh optimiser state)", g_path, trainer.step)
@@ -333,6 +337,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu or cuda; under torchrun --nproc_per_node=N each rank takes cuda:LOCAL_RANK and 1/N of --batch",
+    )
     p.add_argument("--export-only", action="store_true")
     p.add_argument(
         "--warm-start",
@@ -344,6 +353,10 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
 
     command = start_script("train_source_model.py", args, argv)
+    device = distributed.init_from_env(args.device)  # a no-op outside torchrun
+    main_rank = distributed.is_main()  # only rank 0 exports and records
+    if not main_rank:
+        logging.getLogger().setLevel(logging.WARNING)
 
     data = load_emoji(styles=args.style.split(","))
     real = data.tensors()
@@ -373,7 +386,7 @@ def main(argv: list[str] | None = None) -> None:
         Generator(**model),
         Discriminator(32, channel_base=model["channel_base"], channel_max=model["channel_max"]),
     )
-    trainer = GANTrainer(G, D, real, cfg, run_dir=run_dir)
+    trainer = GANTrainer(G, D, real, cfg, run_dir=run_dir, device=device)
     warm = None
     if trainer.checkpoint_path.exists():
         trainer.load(trainer.checkpoint_path)
@@ -388,7 +401,8 @@ def main(argv: list[str] | None = None) -> None:
         trainer.step,
     )
     if args.export_only:
-        export(trainer, args, reference, run_dir, with_features=True, exported_by=command)
+        if main_rank:
+            export(trainer, args, reference, run_dir, with_features=True, exported_by=command)
         return
     session = {
         "command": command,
@@ -404,7 +418,7 @@ def main(argv: list[str] | None = None) -> None:
 
     t_end = time.time() + args.minutes * 60
     last_export = trainer.step
-    while trainer.step < args.steps and time.time() < t_end:
+    while trainer.step < args.steps and distributed.rank0_decides(time.time() < t_end):
         t0 = time.time()
         target = min(args.steps, trainer.step + args.chunk)
         trainer.train(steps=target, resume=False, show_progress=False)  # saves checkpoint + sample grid
@@ -417,13 +431,16 @@ def main(argv: list[str] | None = None) -> None:
             (time.time() - t0) / args.chunk,
             "  ".join(f"{k}={v:.3f}" for k, v in mean.items()),
         )
-        record_command(run_dir, {**session, "end_step": trainer.step, **sitting()})
+        if main_rank:
+            record_command(run_dir, {**session, "end_step": trainer.step, **sitting()})
         if trainer.step - last_export >= args.export_every:
-            export(trainer, args, reference, run_dir, with_features=True)
+            if main_rank:  # the other ranks wait at the next chunk's start (FEWSHOT_DIST_TIMEOUT)
+                export(trainer, args, reference, run_dir, with_features=True)
             last_export = trainer.step
-    record_command(run_dir, {**session, "end_step": trainer.step, **sitting()})
-    if trainer.step != last_export:  # (the periodic export may already have written this step)
-        export(trainer, args, reference, run_dir, with_features=True)
+    if main_rank:
+        record_command(run_dir, {**session, "end_step": trainer.step, **sitting()})
+        if trainer.step != last_export:  # (the periodic export may already have written this step)
+            export(trainer, args, reference, run_dir, with_features=True)
 
 
 if __name__ == "__main__":
