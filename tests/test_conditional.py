@@ -127,3 +127,87 @@ def test_the_trainer_trains_a_conditional_pair_and_resumes_it_exactly(tmp_path):
             cfg,
             labels=labels,
         )
+
+
+def test_the_class_count_comes_from_the_table_however_a_class_was_added(tmp_path):
+    """LSO reads ``n_seen = G.c_dim`` and rebuilds models from ``config``: both must follow the table, also when
+    a class is appended through the table itself (no stale ``c_dim`` that would rebuild the wrong shape)."""
+    from fewshot_lib.models.stylegan2 import (
+        Discriminator,
+        export_generator,
+        load_generator,
+        validate_discriminator_config,
+    )
+
+    G, D = small_conditional()
+    G.class_embed.add_class()  # bypasses Generator.add_class on purpose
+    D.class_embed.add_class()
+    assert G.c_dim == G.config["c_dim"] == 5 and D.c_dim == D.config["c_dim"] == 5
+    export_generator(G, tmp_path / "g.pt", half=False)
+    assert load_generator(tmp_path / "g.pt").c_dim == 5
+    D2 = Discriminator(**validate_discriminator_config(D.config))
+    D2.load_state_dict(D.state_dict())  # the config rebuilds the grown table's shape
+    assert D2.c_dim == 5
+    G.add_class()
+    assert G.c_dim == G.config["c_dim"] == 6 and D.c_dim == 5
+    unconditional = small_conditional(c_dim=0)[0]
+    assert unconditional.c_dim == 0 and "c_dim" not in unconditional.config
+
+
+def quadrant_classes(n_per: int = 24, size: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A toy labelled set where the class decides one obvious thing: class c lights quadrant c (row-major) of a
+    black image, with a random colour and brightness per image (so each class still varies).
+    → images ``[4·n_per, 3, size, size]`` in [-1, 1], labels ``[4·n_per]``."""
+    gen = torch.Generator().manual_seed(seed)
+    h = size // 2
+    images = torch.full((4 * n_per, 3, size, size), -1.0)
+    labels = torch.arange(4).repeat_interleave(n_per)
+    level = torch.rand(4 * n_per, 3, 1, 1, generator=gen) * 1.2 - 0.2  # lit pixels in [-0.2, 1]
+    for i, c in enumerate(labels.tolist()):
+        r, col = divmod(c, 2)
+        images[i, :, r * h : (r + 1) * h, col * h : (col + 1) * h] = level[i]
+    return images, labels
+
+
+def brightest_quadrant(x: torch.Tensor) -> torch.Tensor:
+    """``[B, 3, S, S]`` → the index ``[B]`` of the quadrant with the highest mean (row-major, as the labels)."""
+    h = x.shape[-1] // 2
+    quads = [x[..., r * h : (r + 1) * h, c * h : (c + 1) * h].mean((1, 2, 3)) for r in (0, 1) for c in (0, 1)]
+    return torch.stack(quads, 1).argmax(1)
+
+
+@torch.no_grad()
+def class_accuracy(G, n_per: int = 48) -> float:
+    """Share of G's samples for class c whose lit quadrant is c's (chance 0.25)."""
+    z = torch.randn(4 * n_per, G.style_dim, generator=torch.Generator().manual_seed(5))
+    c = torch.arange(4).repeat_interleave(n_per)
+    return (brightest_quadrant(G(z, c=c, randomize_noise=False)[0]) == c).float().mean().item()
+
+
+def test_the_trainer_learns_the_conditioning_on_a_toy_set_where_the_class_decides_the_quadrant():
+    """End to end through GANTrainer(labels=...): after 200 steps (≈ 30 s on one core) the samples drawn for class
+    c light c's quadrant. This fails if anything on the label path is broken — fakes judged with classes other
+    than the ones they were drawn with, reals with the wrong labels, a mapping or projection that drops c, style
+    mixing that mixes classes — because the classes then carry no information for G (measured: with shuffled
+    labels the same run stays at 0.32; chance is 0.25; the working path reaches 0.95)."""
+    from fewshot_lib.models.stylegan2 import Discriminator, Generator
+    from fewshot_lib.train import GANTrainer, TrainConfig
+
+    images, labels = quadrant_classes()
+    assert (brightest_quadrant(images) == labels).all()  # the measure reads the class off a real image
+    torch.manual_seed(0)
+    G = Generator(16, style_dim=32, n_mlp=2, channel_base=128, channel_max=32, c_dim=4)
+    D = Discriminator(16, channel_base=128, channel_max=32, c_dim=4)
+    cfg = TrainConfig(
+        steps=200, batch=16, r1_gamma=0.1, pl_weight=0, mixing=0.9, augment=None, ema_half_life_images=500
+    )
+    trainer = GANTrainer(G, D, images, cfg, labels=labels)
+    before = class_accuracy(trainer.g_ema)
+    trainer.train(show_progress=False)
+    after = class_accuracy(trainer.g_ema)
+    assert before < 0.45, (
+        f"the untrained generator already follows the class ({before:.2f}): the toy is too easy"
+    )
+    assert after >= 0.8, (
+        f"class accuracy {before:.2f} → {after:.2f} after 200 steps: the conditioning did not learn"
+    )

@@ -449,6 +449,16 @@ class NoiseBuffers(nn.Module):
 # ---------------------------------------------------------------------------------------------------------
 
 
+def _with_table_c_dim(config: dict[str, Any], model: nn.Module) -> dict[str, Any]:
+    """A copy of ``config`` whose ``c_dim`` is the model's class count as its table holds it (one source of
+    truth: a class added through the table itself, e.g. ``class_embed.add_class()``, cannot leave a stale
+    number that would rebuild the wrong shape on load)."""
+    config = dict(config)
+    if getattr(model, "class_embed", None) is not None:
+        config["c_dim"] = model.class_embed.n_classes
+    return config
+
+
 class Generator(nn.Module):
     """StyleGAN2 generator: mapping network ``style`` (z → w) + skip synthesis network (w → image).
 
@@ -542,8 +552,9 @@ class Generator(nn.Module):
 
     @property
     def config(self) -> dict[str, Any]:
-        """Constructor arguments (plain values), enough to rebuild this architecture."""
-        return dict(self._config)
+        """Constructor arguments (plain values), enough to rebuild this architecture; a conditional model's
+        ``c_dim`` is read from its class table, so it stays right however a class was added."""
+        return _with_table_c_dim(self._config, self)
 
     def set_fused(self, fused: bool | None) -> "Generator":
         """Switch every modulated conv between the grouped and the activation-scaling implementation."""
@@ -581,9 +592,7 @@ class Generator(nn.Module):
             raise ValueError(
                 "add_class needs a class-conditional generator (Generator(..., c_dim=n_classes))"
             )
-        new = self.class_embed.add_class(generator)
-        self._config["c_dim"] = self.c_dim
-        return new
+        return self.class_embed.add_class(generator)
 
     get_latent = mapping  # rosinality's name
 
@@ -987,10 +996,12 @@ class Discriminator(nn.Module):
 
     @property
     def config(self) -> dict[str, Any]:
-        return dict(self._config)
+        """Constructor arguments; ``c_dim`` read from the class table (as :attr:`Generator.config`)."""
+        return _with_table_c_dim(self._config, self)
 
     @property
     def c_dim(self) -> int:
+        """Number of classes (0 for an unconditional discriminator), read from the class table."""
         return self.class_embed.n_classes if self.class_embed is not None else 0
 
     @torch.no_grad()
@@ -1000,9 +1011,7 @@ class Discriminator(nn.Module):
             raise ValueError(
                 "add_class needs a class-conditional discriminator (Discriminator(..., c_dim=n))"
             )
-        new = self.class_embed.add_class(generator)
-        self._config["c_dim"] = self.c_dim
-        return new
+        return self.class_embed.add_class(generator)
 
     def projection_parameters(self) -> list[nn.Parameter]:
         """The class projection and the last two linear layers (LSO tunes these at 1/100 of D's rate)."""
