@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -78,17 +79,25 @@ def path_length_penalty(
     latents: torch.Tensor,
     state: PathLengthState,
     generator: torch.Generator | None = None,
+    *,
+    y: torch.Tensor | None = None,
+    batch_mean: Callable[[torch.Tensor], float] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Path-length penalty and the per-sample path lengths; updates ``state.mean`` in place.
 
     Shapes: ``images`` ``[B, 3, H, W]`` (generated from ``latents``), ``latents`` ``[B, L, D]`` with
     ``requires_grad`` → ``(penalty scalar, lengths [B])``. ``generator`` (CPU) makes ``y`` reproducible.
+    Data-parallel training passes this rank's rows of the global batch's draw as ``y`` (N(0, 1), ``[B, 3, H, W]``)
+    and ``batch_mean`` (lengths → mean over every rank), so the running mean moves as in one process.
     """
     b, _, h, w = images.shape
-    y = torch.randn(images.shape, generator=generator).to(images.device) / math.sqrt(h * w)
+    if y is None:
+        y = torch.randn(images.shape, generator=generator)
+    y = y.to(images.device) / math.sqrt(h * w)
     (grad,) = torch.autograd.grad((images * y).sum(), latents, create_graph=True)  # [B, L, D]
     lengths = torch.sqrt(grad.pow(2).sum(2).mean(1))  # [B]
-    new_mean = state.mean + state.decay * (lengths.detach().mean().item() - state.mean)
+    mean = batch_mean(lengths.detach()) if batch_mean else lengths.detach().mean().item()
+    new_mean = state.mean + state.decay * (mean - state.mean)
     penalty = (lengths - new_mean).pow(2).mean()
     state.mean = new_mean
     return penalty, lengths.detach()

@@ -572,9 +572,19 @@ class GANTrainer(ResumableTrainer):
             if self.pl_shard is None:
                 fake, latents = self.G(self.latents(pb), return_latents=True, c=self.fake_classes(pb))
                 pl, lengths = path_length_penalty(fake, latents, self.pl_state, self.gen)
-                mean_length = lengths.mean().item()
-            else:
-                fake, pl, mean_length = self._sharded_path_length(pb)
+            else:  # this rank's rows of the global batch's draws; the running mean moves with every rank's lengths
+                s = self.pl_shard
+                fake, latents = self.generate(
+                    self.latents(pb, s), self.fake_classes(pb, s), s, main=False, return_latents=True
+                )
+                pl, lengths = path_length_penalty(
+                    fake,
+                    latents,
+                    self.pl_state,
+                    y=s.take(torch.randn((pb, *fake.shape[1:]), generator=self.gen)),
+                    batch_mean=lambda x: distributed.all_reduce_mean(x.mean().double()).item(),
+                )
+            mean_length = lengths.mean().item()  # (train_step averages the logs over the ranks)
             self._optimise(
                 c.pl_weight * c.pl_every * pl + 0 * fake.flatten()[0],
                 self.g_optim,
@@ -583,25 +593,6 @@ class GANTrainer(ResumableTrainer):
             )
             out.update(pl=pl.item(), path_length=mean_length)
         return out
-
-    def _sharded_path_length(self, pb: int) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """:func:`~fewshot_lib.stylegan2_losses.path_length_penalty` on this rank's rows of the path-length batch,
-        with the global batch's draws of ``y`` and the running mean ``a`` updated with the mean length over *all*
-        ranks (so every rank keeps the same ``a``, and the averaged gradient is the single process's). Keep the
-        formula in step with that function. Returns ``(fake [b, 3, H, W], penalty, global mean length)``."""
-        s = self.pl_shard
-        fake, latents = self.generate(
-            self.latents(pb, s), self.fake_classes(pb, s), s, main=False, return_latents=True
-        )
-        h, w = fake.shape[-2:]
-        y = s.take(torch.randn((pb, *fake.shape[1:]), generator=self.gen)).to(fake.device) / math.sqrt(h * w)
-        (grad,) = torch.autograd.grad((fake * y).sum(), latents, create_graph=True)  # [b, L, D]
-        lengths = torch.sqrt(grad.pow(2).sum(2).mean(1))  # [b]
-        mean_length = distributed.all_reduce_mean(lengths.detach().mean().double()).item()
-        state = self.pl_state
-        new_mean = state.mean + state.decay * (mean_length - state.mean)
-        state.mean = new_mean
-        return fake, (lengths - new_mean).pow(2).mean(), mean_length
 
     def train_step(self) -> dict[str, float]:
         real = self.real_batch()
