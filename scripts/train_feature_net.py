@@ -177,6 +177,12 @@ def main(argv=None) -> dict:
         help="run C: add the result to the shipped network's manifest as 'novel_concept_run'",
     )
     p.add_argument("--epochs", type=int, default=40)
+    p.add_argument(
+        "--max-batches",
+        type=int,
+        default=0,
+        help="batches per epoch (0 = the whole training set; tests and quick checks use a few)",
+    )
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--seed", type=int, default=0)
@@ -271,6 +277,8 @@ def main(argv=None) -> dict:
     net = EmojiFeatureNet(len(keys), len(styles), len(subcats))
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=5e-4)
     steps_per_epoch = len(x_tr) // args.batch
+    if args.max_batches:
+        steps_per_epoch = min(steps_per_epoch, args.max_batches)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch, pct_start=0.15
     )
@@ -312,6 +320,7 @@ def main(argv=None) -> dict:
         "train_styles": n_train_styles,
         **{f"val_{k}": round(v, 4) for k, v in final.items()},
         "epochs": args.epochs,
+        **({"batches_per_epoch": steps_per_epoch} if args.max_batches else {}),
         "train_seconds": round(train_time, 1),
     }
     log.info("final %s", result)

@@ -421,8 +421,8 @@ def test_novel_concept_split_holds_out_every_drawing_of_a_concept(emoji, load_sc
 
 
 def test_feature_net_run_c_records_the_novel_emoji_yardstick(tmp_path, monkeypatch, capsys, load_script):
-    # One epoch end to end on the embedded data; --record-in-manifest adds the result to (a copy of) the shipped
-    # manifest without touching the rest, and novel_emoji_reference() reads it back.
+    # One short epoch (3 batches) end to end on the embedded data; --record-in-manifest adds the result to (a copy
+    # of) the shipped manifest without touching the rest, and novel_emoji_reference() reads it back.
     data = tmp_path / "data"
     (data / "checkpoints").mkdir(parents=True)
     for name in ("emoji_32.npz", "emoji_32.manifest.json"):
@@ -446,12 +446,15 @@ def test_feature_net_run_c_records_the_novel_emoji_yardstick(tmp_path, monkeypat
             "0.1",
             "--epochs",
             "1",
+            "--max-batches",
+            "3",
             "--out",
             str(tmp_path / "c.pt"),
             "--record-in-manifest",
         ]
     )
     assert result["n_novel_noto"] == result["n_seen_noto"] == int(0.1 * 1906)
+    assert result["batches_per_epoch"] == 3  # --max-batches capped the epoch
     for which in ("novel", "seen"):
         assert (
             0
