@@ -294,7 +294,9 @@ class GANTrainer(ResumableTrainer):
     ``run_dir``: where ``checkpoint.pt`` and ``samples/step_XXXXXX.png`` go (``None`` = nothing written).
     ``sample_callback(step, images)`` is called with each G_ema sample grid (e.g. to plot in a notebook).
     ``labels``: class indices ``[N]`` of the images, for a class-conditional G and D (``c_dim > 0``): reals are
-    judged with their own class, fakes are drawn with classes sampled like the data's.
+    judged with their own class, fakes are drawn with classes sampled like the data's. ``class_balanced=True``
+    draws every class equally often instead (reals: a class, then one of its images; fakes: the same class
+    marginal), so that small classes are not left behind the large ones.
     """
 
     def __init__(
@@ -309,6 +311,7 @@ class GANTrainer(ResumableTrainer):
         g_ema: nn.Module | None = None,
         sample_callback: Callable[[int, torch.Tensor], None] | None = None,
         labels: torch.Tensor | None = None,
+        class_balanced: bool = False,
     ):
         self.cfg = config or TrainConfig()
         if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
@@ -321,6 +324,10 @@ class GANTrainer(ResumableTrainer):
         self.device = torch.device(device)
         self.images = images.float().cpu()
         self.labels = _check_labels(labels, images, getattr(G, "c_dim", 0))  # None when unconditional
+        if class_balanced and self.labels is None:
+            raise ValueError("class_balanced sampling needs labels (a class-conditional model)")
+        # per-image weight 1/(images of its class): each class is then drawn equally often; None = uniform
+        self.image_weights = 1.0 / torch.bincount(self.labels)[self.labels] if class_balanced else None
         self.real_c: torch.Tensor | None = None  # the classes of the last real batch
         self.G, self.D = G.to(self.device), D.to(self.device)
         self.g_ema = (g_ema if g_ema is not None else copy.deepcopy(G)).to(self.device).eval()
@@ -415,7 +422,7 @@ class GANTrainer(ResumableTrainer):
 
     def real_batch(self) -> torch.Tensor:
         """The next real batch ``[B, 3, H, W]`` on the device (a rank: its rows ``[b, 3, H, W]``)."""
-        idx = torch.randint(0, len(self.images), (self.cfg.batch,), generator=self.gen)
+        idx = self.draw_images(self.cfg.batch)
         flip = torch.rand(self.cfg.batch, generator=self.gen) < 0.5 if self.cfg.xflip else None
         if self.shard is not None:
             idx = self.shard.take(idx)
@@ -431,12 +438,18 @@ class GANTrainer(ResumableTrainer):
             x = x.to(self.device)
         return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x
 
+    def draw_images(self, n: int) -> torch.Tensor:
+        """``n`` image indices ``[n]``: uniform over the images, or each class equally likely (``class_balanced``)."""
+        if self.image_weights is None:
+            return torch.randint(0, len(self.images), (n,), generator=self.gen)
+        return torch.multinomial(self.image_weights, n, replacement=True, generator=self.gen)
+
     def fake_classes(self, batch: int, shard: distributed.Shard | None = None) -> torch.Tensor | None:
-        """Classes for ``batch`` fakes, drawn like the data's (``None`` for an unconditional model); with a
+        """Classes for ``batch`` fakes, drawn like the reals' (``None`` for an unconditional model); with a
         ``shard``, drawn for the whole ``batch`` and cut to the shard's rows."""
         if self.labels is None:
             return None
-        c = self.labels[torch.randint(0, len(self.labels), (batch,), generator=self.gen)]
+        c = self.labels[self.draw_images(batch)]
         return (shard.take(c) if shard is not None else c).to(self.device)
 
     def discriminate(self, images: torch.Tensor, phase: str, c: torch.Tensor | None) -> torch.Tensor:

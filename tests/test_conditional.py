@@ -211,3 +211,27 @@ def test_the_trainer_learns_the_conditioning_on_a_toy_set_where_the_class_decide
     assert after >= 0.8, (
         f"class accuracy {before:.2f} → {after:.2f} after 200 steps: the conditioning did not learn"
     )
+
+
+def test_class_balanced_sampling_draws_every_class_equally_often_for_reals_and_fakes():
+    """The seen emoji classes range from 10 to 259 images; drawn like the data, a 10-image class gets 1/26 of a
+    flag class's updates and its samples stay unlearnt (issue #17). ``class_balanced`` evens the classes out."""
+    from fewshot_lib.train import GANTrainer, TrainConfig
+
+    images = torch.zeros(100, 3, 16, 16)
+    labels = torch.tensor([0] * 90 + [1] * 8 + [2] * 2)  # 90 / 8 / 2 images
+
+    def shares(balanced: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        G, D = small_conditional(c_dim=3)
+        trainer = GANTrainer(G, D, images, TrainConfig(batch=50), labels=labels, class_balanced=balanced)
+        real = torch.cat([(trainer.real_batch(), trainer.real_c)[1] for _ in range(60)])
+        fake = torch.cat([trainer.fake_classes(50) for _ in range(60)])
+        return torch.bincount(real, minlength=3) / len(real), torch.bincount(fake, minlength=3) / len(fake)
+
+    for share in shares(balanced=True):
+        assert torch.allclose(share, torch.full((3,), 1 / 3), atol=0.04)
+    for share in shares(balanced=False):  # the default: as often as a class has images
+        assert torch.allclose(share, torch.tensor([0.90, 0.08, 0.02]), atol=0.03)
+    G, D = small_conditional(c_dim=0)
+    with pytest.raises(ValueError, match="needs labels"):
+        GANTrainer(G, D, images, TrainConfig(batch=4), class_balanced=True)
