@@ -15,6 +15,8 @@ recognisability against the seen images, and the mean per-class consistency (sha
 emoji network's subcategory head assigns to that class's subcategory; the bar: ≥ 0.60), all emoji-features-v1.
 
     nice -n 10 python scripts/train_conditional_source.py --minutes 120 --log /tmp/cond.log
+    # every class drawn equally often (reals and fake classes), not in proportion to its images
+    nice -n 10 python scripts/train_conditional_source.py --class-balanced --minutes 120 --log /tmp/cond.log
     python scripts/train_conditional_source.py --export-only
     # a new machine (no runs/ folder): carry on from the shipped export (fp16 weights, fresh optimiser state)
     python scripts/train_conditional_source.py --warm-start data/checkpoints/stylegan2_cond_seen32.pt
@@ -188,7 +190,7 @@ def export(
     log.info("exported %s at step %d: %s", out.name, trainer.step, metrics)
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--name", default="stylegan2_cond_seen32")
     p.add_argument("--run-dir", default=None)
@@ -206,14 +208,22 @@ def main(argv: list[str] | None = None) -> None:
         default=str(data_dir() / "checkpoints" / "stylegan2_noto32.pt"),
         help="a fresh run starts its synthesis from this unconditional export ('' for random)",
     )
+    p.add_argument(
+        "--class-balanced",
+        action="store_true",
+        help="draw every seen class equally often (reals and fake classes); the classes hold 10 to 259 images, "
+        "and drawn like the data the small ones stay unlearnt (consistency 0.006 under 15 images at step 1,400)",
+    )
     p.add_argument("--export-only", action="store_true")
     p.add_argument("--warm-start", default=None, metavar="G.pt")
     p.add_argument("--log", default=None)
-    args = p.parse_args(argv)
-    command = start_script("train_conditional_source.py", args, argv)
+    return p.parse_args(argv)
 
-    names, real, labels = seen_data()
-    run_dir = Path(args.run_dir) if args.run_dir else repo_root() / "runs" / f"source_{args.name}"
+
+def make_trainer(
+    args: argparse.Namespace, n_classes: int, real: torch.Tensor, labels: torch.Tensor, run_dir: Path
+):
+    """The conditional G and D (``SOURCE_MODEL_CONFIG`` with ``c_dim = n_classes``) in a fresh ``GANTrainer``."""
     cfg = TrainConfig(
         steps=args.steps,
         batch=args.batch,
@@ -232,12 +242,22 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
     )
     torch.manual_seed(args.seed)
-    model = {**SOURCE_MODEL_CONFIG, "c_dim": len(names)}
+    model = {**SOURCE_MODEL_CONFIG, "c_dim": n_classes}
     G = Generator(**model)
     D = Discriminator(
-        32, channel_base=model["channel_base"], channel_max=model["channel_max"], c_dim=len(names)
+        32, channel_base=model["channel_base"], channel_max=model["channel_max"], c_dim=n_classes
     )
-    trainer = GANTrainer(G, D, real, cfg, run_dir=run_dir, labels=labels)
+    return GANTrainer(G, D, real, cfg, run_dir=run_dir, labels=labels, class_balanced=args.class_balanced)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    command = start_script("train_conditional_source.py", args, argv)
+
+    names, real, labels = seen_data()
+    run_dir = Path(args.run_dir) if args.run_dir else repo_root() / "runs" / f"source_{args.name}"
+    trainer = make_trainer(args, len(names), real, labels, run_dir)
+    cfg = trainer.cfg
     note = None
     if trainer.checkpoint_path.exists():
         trainer.load(trainer.checkpoint_path)
@@ -250,8 +270,8 @@ def main(argv: list[str] | None = None) -> None:
         "%d seen classes, %d images, G %d params, D %d params, start step %d",
         len(names),
         len(real),
-        count_parameters(G),
-        count_parameters(D),
+        count_parameters(trainer.G),
+        count_parameters(trainer.D),
         trainer.step,
     )
     if args.export_only:
@@ -262,6 +282,7 @@ def main(argv: list[str] | None = None) -> None:
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "start_step": trainer.step,
         "lr": cfg.lr,
+        "class_balanced": args.class_balanced,
         "threads": args.threads,
         **({"note": note} if note else {}),
     }

@@ -137,3 +137,40 @@ def test_conditional_source_starts_its_synthesis_from_the_unconditional_model(tm
     assert "mapping and projection new" in note
     assert torch.equal(trainer.G.convs[0].conv.weight, source.convs[0].conv.weight)  # synthesis copied
     assert trainer.G.style[0].weight.shape[1] == 2 * SOURCE_MODEL_CONFIG["style_dim"]  # conditional mapping
+
+
+def test_conditional_source_class_balanced_option_draws_classes_evenly_and_resumes(
+    tmp_path, monkeypatch, load_script
+):
+    script = load_script("train_conditional_source")
+    names, images, labels = script.seen_data()
+    sizes = torch.bincount(labels)
+    assert sizes.min() <= 10 and sizes.max() >= 200  # why the option exists: classes of 10 to 259 images
+
+    def class_mass(trainer):  # each class's probability of being drawn
+        w = trainer.image_weights
+        return torch.zeros(len(names)).index_add_(0, labels, w / w.sum())
+
+    balanced = script.make_trainer(
+        script.parse_args(["--class-balanced"]), len(names), images, labels, tmp_path
+    )
+    assert torch.allclose(class_mass(balanced), torch.full((len(names),), 1 / len(names)))
+    assert (
+        script.make_trainer(script.parse_args([]), len(names), images, labels, tmp_path).image_weights is None
+    )
+
+    # two sittings in one run folder: the second resumes the first's checkpoint with the option switched on,
+    # and each sitting records how it sampled (export, which evaluates for minutes, is stubbed out)
+    exported = []
+    monkeypatch.setattr(script, "export", lambda trainer, *a, **k: exported.append(trainer.step))
+    stamps = iter(f"2026-01-01T00:00:0{i}" for i in range(10))
+    monkeypatch.setattr(script.time, "strftime", lambda fmt: next(stamps))
+    run = ["--run-dir", str(tmp_path / "run"), "--init-from", "", "--chunk", "1"]
+    script.main(run + ["--steps", "1"])
+    script.main(run + ["--steps", "2", "--class-balanced"])
+    sittings = json.loads((tmp_path / "run" / "commands.json").read_text())
+    assert [(s["start_step"], s["end_step"], s["class_balanced"]) for s in sittings] == [
+        (0, 1, False),
+        (1, 2, True),
+    ]
+    assert exported == [1, 2]
