@@ -56,6 +56,11 @@ STYLES = ("noto", "twemoji")
 N_PER_CLASS = 32  # samples per unseen class at each export
 
 
+def real_manifold(data, ext) -> torch.Tensor:
+    """Features ``[M, D]`` of every real emoji of the training styles: the manifold recognisability is judged on."""
+    return ext.features(data.select(styles=list(STYLES)).tensors(), show_progress=False)
+
+
 def evaluate(
     trainer: LF.LoFGANTrainer, conditioning: dict, held_out: dict, manifold: torch.Tensor, ext
 ) -> dict[str, float]:
@@ -175,9 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = LF.LoFGANConfig(fusion=args.fusion, steps=args.steps, decay_start=args.steps // 2, **LAB_MODEL)
     trainer = LF.LoFGANTrainer(seen, cfg, seed=args.seed, checkpoint=run_dir / "checkpoint.pt")
     ext = get_extractor("emoji")
-    manifold = ext.features(
-        data.select(styles=list(STYLES)).tensors(), show_progress=False
-    )  # every real emoji
+    manifold = real_manifold(data, ext)
     history_path = run_dir / "metric_history.json"
     history = json.loads(history_path.read_text()) if history_path.is_file() else []
     note = None

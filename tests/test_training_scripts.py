@@ -1,6 +1,7 @@
 """The long-training scripts end to end at toy sizes: export with a manifest of sittings, exact resume from the
 run folder, warm start from the shipped export on a "new machine" (no run folder)."""
 
+import functools
 import json
 
 import pytest
@@ -18,6 +19,10 @@ def small_lofgan(monkeypatch, load_script):
         dict(size=32, feature_size=8, nf=4, nf_d=4, max_nf_d=16, k=3, batch=2, gp_every=2),
     )
     monkeypatch.setattr(script, "N_PER_CLASS", 3)
+    # every sitting of a test measures the same real manifold: compute it once (a few seconds per sitting)
+    measure = script.real_manifold
+    features = functools.cache(lambda: measure(script.load_emoji(size=32), script.get_extractor("emoji")))
+    monkeypatch.setattr(script, "real_manifold", lambda data, ext: features())
     return script
 
 
