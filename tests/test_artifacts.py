@@ -212,10 +212,12 @@ def test_shipped_lofgan_exports_are_found_by_fusion_and_seed(tmp_data):
         "lofgan_emoji32_seed10",
         "globalfusion_emoji32_seed1",
     ):
-        (tmp_data / "checkpoints" / f"{name}.manifest.json").write_text("{}")
+        steps = 3_000 if name == "lofgan_emoji32_seed10" else 12_000  # seed 10: a run still in training
+        (tmp_data / "checkpoints" / f"{name}.manifest.json").write_text(json.dumps({"steps": steps}))
         (tmp_data / "checkpoints" / f"{name}.pt").write_bytes(b"")  # names() lists files with manifests
     assert shipped_exports("local") == {
         2: "lofgan_emoji32_seed2",
         10: "lofgan_emoji32_seed10",
     }  # not the _d file
     assert shipped_exports("global") == {1: "globalfusion_emoji32_seed1"}
+    assert shipped_exports("local", min_steps=10_000) == {2: "lofgan_emoji32_seed2"}  # long enough to compare

@@ -521,9 +521,10 @@ def export_name(fusion: str, seed: int) -> str:
     return f"{'lofgan' if fusion == 'local' else 'globalfusion'}_emoji32_seed{seed}"
 
 
-def shipped_exports(fusion: str) -> dict[int, str]:
+def shipped_exports(fusion: str, min_steps: int = 0) -> dict[int, str]:
     """``{seed: name}`` of the long-trained generators of ``fusion`` that ship in ``data/checkpoints`` now (each
-    seed a separately trained run); load one with ``fewshot_lib.artifacts.load(name)``."""
+    seed a separately trained run) and have trained at least ``min_steps`` iterations (runs still in progress
+    ship between sessions so that training continues from them); load one with ``fewshot_lib.artifacts.load``."""
     from .. import artifacts
 
     prefix = export_name(fusion, 0)[: -len("0")]
@@ -532,6 +533,8 @@ def shipped_exports(fusion: str) -> dict[int, str]:
         for n in artifacts.names()
         if n.startswith(prefix) and n[len(prefix) :].isdigit()
     }
+    if min_steps:
+        found = {s: n for s, n in found.items() if artifacts.manifest(n)["steps"] >= min_steps}
     return dict(sorted(found.items()))
 
 
