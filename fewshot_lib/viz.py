@@ -226,3 +226,82 @@ def plot_walks(
     axes[-1, -1].set_xlabel("step of the walk", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def label_columns(axes, labels: Sequence[str], width: int = 11, fontsize: int = 6) -> None:
+    """Title each axis of ``axes`` with its whole label, wrapped on word boundaries and never cut.
+
+    ``show_sheet`` keeps column labels to two lines (with "…" beyond); where the names must be read in full
+    (emoji names on a correspondence sheet), call ``show_sheet`` without ``col_labels``, then this on its first
+    row of axes and ``fig.tight_layout()`` again. A word longer than ``width`` stays whole on its own line.
+    """
+    import textwrap
+
+    for ax, text in zip(axes, labels):
+        lines = textwrap.wrap(str(text), width, break_long_words=False, break_on_hyphens=False) or [""]
+        ax.set_title("\n".join(lines), fontsize=fontsize)
+
+
+# One fixed colour per method name, so a method keeps its colour in every figure of a notebook (curves, bars,
+# walks) whatever order or subset a figure draws. Unknown names get the next unused colour of the default cycle.
+METHOD_COLORS = {
+    "source": "#7f7f7f",
+    "tgan": "#1f77b4",
+    "freezed": "#ff7f0e",
+    "cdc": "#2ca02c",
+    "stylegan2": "#1f77b4",
+    "diffaugment": "#ff7f0e",
+    "mixdl_g": "#9467bd",
+    "mixdl": "#2ca02c",
+    "lofgan": "#2ca02c",
+    "global_fusion": "#ff7f0e",
+    "copy_shots": "#7f7f7f",
+    "lso": "#d62728",
+    "inversion_finetune": "#9467bd",
+    "inversion_only": "#8c564b",
+    "real held-out": "#7f7f7f",
+}
+
+
+def method_colors(names: Sequence[str]) -> dict[str, str]:
+    """``{name: colour}`` for ``names``: the fixed colour of a known method (``METHOD_COLORS``), else the next
+    colour of matplotlib's default cycle that no other name of ``names`` uses."""
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    taken = {METHOD_COLORS[n] for n in names if n in METHOD_COLORS}
+    spare = iter([c for c in cycle if c not in taken] + cycle)
+    return {n: METHOD_COLORS[n] if n in METHOD_COLORS else next(spare) for n in names}
+
+
+def color_by_method(ax, colors: Mapping[str, str] | None = None):
+    """Recolour what ``plot_curves`` / ``plot_bars`` / ``plot_walks`` drew on ``ax`` by method name: lines by their
+    label, bars by their label or x tick label; redraws the legend, adding one to a bar chart.
+
+    ``colors`` defaults to ``method_colors`` of the names found. Returns ``ax``.
+    """
+    lines = [ln for ln in ax.get_lines() if not ln.get_label().startswith("_")]
+    bar_groups = [c for c in ax.containers if hasattr(c, "patches")]
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    names = [ln.get_label() for ln in lines] + [
+        g.get_label() for g in bar_groups if g.get_label() and not g.get_label().startswith("_")
+    ]
+    single_bars = len(bar_groups) == 1 and bar_groups[0].get_label().startswith("_")
+    if single_bars:
+        names += ticks[: len(bar_groups[0].patches)]
+    colors = dict(colors) if colors is not None else method_colors(list(dict.fromkeys(names)))
+    for ln in lines:
+        if ln.get_label() in colors:
+            ln.set_color(colors[ln.get_label()])
+    for group in bar_groups:
+        if single_bars:  # one bar per method, named by the x ticks
+            for patch, name in zip(group.patches, ticks):
+                if name in colors:
+                    patch.set_facecolor(colors[name])
+        elif group.get_label() in colors:
+            for patch in group.patches:
+                patch.set_facecolor(colors[group.get_label()])
+    if single_bars:
+        patches = [p for p, n in zip(bar_groups[0].patches, ticks) if n in colors]
+        ax.legend(patches, [n for n in ticks if n in colors], fontsize=7)
+    elif names:  # one named curve gets a legend too: the colour must say which method it is
+        ax.legend(fontsize=7)
+    return ax
