@@ -1021,34 +1021,30 @@ class Discriminator(nn.Module):
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, 3, S, S]`` → the flattened ``final_conv`` output ``[B, C4·16]`` (every block and the minibatch
         stddev, before the linear layers and the class projection): the features LSO distils."""
-        return self.forward(x, return_features=True, c=None, _trunk_only=True)
+        return self._convolutions(x)[-1].flatten(1)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        c: torch.Tensor | None = None,
-        return_features: bool = False,
-        _trunk_only: bool = False,
-    ):
-        """``x [B, 3, S, S]`` (and class indices ``c [B]`` when conditional) → logits ``[B, 1]``."""
+    def _convolutions(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The convolutional part: every block's output, then ``final_conv``'s ``[B, C4, 4, 4]`` (last)."""
         if x.ndim != 4 or x.shape[1] != 3 or x.shape[-1] != self.size or x.shape[-2] != self.size:
             raise ValueError(
                 f"Discriminator({self.size}) expects images [B, 3, {self.size}, {self.size}], "
                 f"got {list(x.shape)}."
             )
-        if self.class_embed is None and c is not None:
-            raise ValueError("this discriminator is unconditional: it takes no class c")
         feats = []
         out = x
         for layer in self.convs:
             out = layer(out)
             feats.append(out)
         out = minibatch_stddev(out, self.stddev_group, self.stddev_feat)  # [B, C4 + 1, 4, 4]
-        out = self.final_conv(out)  # [B, C4, 4, 4]
-        if _trunk_only:
-            return out.flatten(1)
-        feats.append(out)
-        hidden = self.final_linear[0](out.flatten(1))  # [B, C4]
+        feats.append(self.final_conv(out))  # [B, C4, 4, 4]
+        return feats
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None, return_features: bool = False):
+        """``x [B, 3, S, S]`` (and class indices ``c [B]`` when conditional) → logits ``[B, 1]``."""
+        if self.class_embed is None and c is not None:
+            raise ValueError("this discriminator is unconditional: it takes no class c")
+        feats = self._convolutions(x)
+        hidden = self.final_linear[0](feats[-1].flatten(1))  # [B, C4]
         feats.append(hidden)
         logits = self.final_linear[1](hidden)  # [B, 1], or h(x) [B, cmap_dim] when conditional
         if self.class_embed is not None:
