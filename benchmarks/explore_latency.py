@@ -18,10 +18,29 @@ median (best) of 15, torch 2.14.1 CPU::
     1 thread   interpolation (8 steps)          221.8 ms (202.6)
     2 threads  seeds grid (8)                  2144.3 ms (360.1)   (two threads fight the other jobs)
 
-Target not shown met under that load. The method explorers' updates (CDC: 3 generators × 8; LoFGAN: one
-fusion; LSO: centroid + 8) are timed too; they were added after the figures above and not yet measured here. A grid of 8 is 1.9 GFLOP (FlopCounterMode) and ran at ≈ 47 % of the
-matmul rate measured beside it (17.7 GFLOP/s), so a quiet core (≈ 100 GFLOP/s matmul here when quiet, see
-stylegan2_step.py) should give ≈ 40–50 ms: rerun this script on a quiet machine to confirm.
+Target not shown met under that load. A grid of 8 is 1.9 GFLOP (FlopCounterMode) and ran at ≈ 47 % of the
+matmul rate measured beside it (17.7 GFLOP/s).
+
+Measured again 2026-11-30 21:13 with only one training job on the other core (load average 1.2), median (best)
+of 15::
+
+    1 thread   seeds grid (8)                    83.8 ms  (82.2)
+    1 thread   directions (8, one slider moved)  84.6 ms  (82.5)
+    1 thread   style mixing (A + 7 B, 16 images) 161.6 ms (154.3)
+    1 thread   interpolation (8 steps)           84.6 ms  (82.0)
+    1 thread   CDC (3 generators x 8)           246.0 ms (243.0)
+    1 thread   LoFGAN fusion (8 tiles)           13.1 ms  (12.2)
+    1 thread   LSO magnitude (1 + 8)             92.7 ms  (89.5)
+    2 threads  seeds grid (8)                    54.0 ms  (52.3)
+    2 threads  directions (8, one slider moved)  58.1 ms  (54.1)
+    2 threads  style mixing (A + 7 B, 16 images) 100.5 ms (96.2)
+    2 threads  interpolation (8 steps)           57.0 ms  (53.3)
+    2 threads  CDC (3 generators x 8)           171.4 ms (165.8)
+    2 threads  LoFGAN fusion (8 tiles)           13.5 ms  (12.3)
+    2 threads  LSO magnitude (1 + 8)             63.5 ms  (60.3)
+
+Target met for every grid of 8 (slowest median 58.1 ms at 2 threads, 84.6 ms at 1); the CDC explorer renders
+three generators' grids (24 images) per update, 171 ms.
 """
 
 from __future__ import annotations
