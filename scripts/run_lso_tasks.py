@@ -36,7 +36,6 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fewshot_lib import artifacts  # noqa: E402
 from fewshot_lib.checkpoint import file_sha256, load_checkpoint, save_atomic  # noqa: E402
@@ -53,7 +52,7 @@ from fewshot_lib.methods.lso import (
 )
 from fewshot_lib.metrics.protocols import conditioning_split  # noqa: E402
 from fewshot_lib.projector import project  # noqa: E402
-from train_source_model import record_command, sitting_clock, start_script, training_commands  # noqa: E402
+from fewshot_lib.sittings import Sitting, start_script, training_commands, training_cost  # noqa: E402
 
 log = logging.getLogger("run_lso_tasks")
 STYLES = ("noto", "twemoji")
@@ -119,14 +118,12 @@ def main(argv: list[str] | None = None) -> None:
     tasks = [(c, e, True) for c in val_classes for e in range(args.val_episodes)] + [
         (c, e, False) for c in eval_classes for e in range(args.episodes)
     ]
-    session = {"command": command, "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "threads": args.threads}
-    sitting = sitting_clock()
-    t_end = time.time() + args.minutes * 60
+    sitting = Sitting(run_dir, command, start_step=None, minutes=args.minutes, threads=args.threads)
     for i, (cls, ep, is_val) in enumerate(tasks):
         done = run_dir / f"task{i:03d}.npz"
         if done.is_file():
             continue
-        if time.time() > t_end:
+        if not sitting.time_left():
             log.info("time budget used: %d of %d tasks done", i, len(tasks))
             break
         t0 = time.time()
@@ -180,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
             shots=to_uint8(shots),
         )
         state_path.unlink(missing_ok=True)
-        record_command(run_dir, {**session, "tasks_done": i + 1, **sitting()})
+        sitting.record(tasks_done=i + 1)
         log.info(
             "task %d/%d %s ep %d (%s): σ(m)=%.3f, %.0f s",
             i + 1,
@@ -191,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
             task.anchors.sigma.item(),
             time.time() - t0,
         )
-    record_command(run_dir, {**session, **sitting()})
+    sitting.record()
     finished = sorted(run_dir.glob("task[0-9][0-9][0-9].npz"))
     if not finished:
         return
@@ -228,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
         "source_sha256": artifacts.manifest(args.source).get("sha256"),
         "training_features": args.features,
         "command": " ; then ".join(e["command"] for e in commands),
-        "cpu_time_s": round(sum(e.get("cpu_s", 0.0) for e in commands), 1),
+        "cpu_time_s": training_cost(run_dir)["cpu_s"],
         "sittings": commands,
         "produced_by": "fewshot_lib.methods.lso.LSOTask (this project's code)",
     }

@@ -24,7 +24,6 @@ import argparse
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -45,14 +44,15 @@ from fewshot_lib.methods.baselines import (
 from fewshot_lib.metrics.style import style_share  # noqa: E402
 from fewshot_lib.models.stylegan2 import count_parameters, export_discriminator, export_generator  # noqa: E402
 from fewshot_lib.models.stylegan2 import load_source_model  # noqa: E402
-from train_source_model import (
-    manifest_path,
-    record_command,
-    sitting_clock,
-    start_script,  # noqa: E402
+from fewshot_lib.artifacts import manifest_path  # noqa: E402
+from fewshot_lib.sittings import (  # noqa: E402
+    Sitting,
+    start_script,
+    train_in_sittings,
     training_commands,
-    warm_start,
+    training_cost,
 )
+from train_source_model import warm_start  # noqa: E402
 
 log = logging.getLogger("train_adaptation")
 
@@ -88,7 +88,7 @@ def export(trainer, out: Path, run_dir: Path, curve: list[dict], task: dict) -> 
     common = {
         **info,
         "images_seen": trainer.step * trainer.cfg.batch,
-        "cpu_time_s": round(sum(e.get("cpu_s", 0.0) for e in commands), 1),
+        "cpu_time_s": training_cost(run_dir)["cpu_s"],
         "command": " ; then ".join(e["command"] for e in commands) or "unknown",
         "training_sessions": commands,
         "precision": "float16 weights (cast to float32 on load)",
@@ -201,30 +201,24 @@ def main(argv: list[str] | None = None) -> None:
     if args.export_only:
         export(trainer, out, run_dir, curve, task)
         return
-    session = {
-        "command": command,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "start_step": trainer.step,
-        "threads": args.threads,
-        **({"note": note} if note else {}),
-    }
-    sitting = sitting_clock()
-    t_end = time.time() + args.minutes * 60
-    while trainer.step < args.steps and time.time() < t_end:
-        t0, s0 = time.time(), trainer.step
-        trainer.train(min(args.steps, trainer.step + args.eval_every), resume=False, show_progress=False)
+
+    def evaluate_chunk() -> str:
         trainer.save()
         curve.append(evaluate(trainer, evaluator, args.target_style))
         curve_path.write_text(json.dumps(curve, indent=1) + "\n")
-        record_command(run_dir, {**session, "end_step": trainer.step, **sitting()})
-        log.info(
-            "step %d  %.3f s/it  %s",
-            trainer.step,
-            (time.time() - t0) / max(1, trainer.step - s0),
-            "  ".join(f"{k}={v}" for k, v in curve[-1].items() if k != "step"),
-        )
-    record_command(run_dir, {**session, "end_step": trainer.step, **sitting()})
-    export(trainer, out, run_dir, curve, task)
+        return "  ".join(f"{k}={v}" for k, v in curve[-1].items() if k != "step")
+
+    sitting = Sitting(run_dir, command, trainer.step, args.minutes, threads=args.threads, note=note)
+    train_in_sittings(
+        trainer,
+        sitting,
+        stop=args.steps,
+        chunk=args.eval_every,
+        train_kwargs=dict(resume=False, show_progress=False),
+        after_chunk=evaluate_chunk,
+        export=lambda: export(trainer, out, run_dir, curve, task),
+        last_export=None,  # exported once, at the end of the sitting
+    )
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ import argparse
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -50,16 +49,17 @@ from fewshot_lib.models.stylegan2 import (
 )
 from fewshot_lib.models.stylegan2_io import export_discriminator, export_generator, load_generator  # noqa: E402
 from fewshot_lib.train import GANTrainer, TrainConfig  # noqa: E402
-from train_source_model import (
-    manifest_path,
+from fewshot_lib.artifacts import manifest_path  # noqa: E402
+from fewshot_lib.sittings import (  # noqa: E402
+    Sitting,
     metric_history,
-    record_command,
-    record_metrics,  # noqa: E402
-    sitting_clock,
+    record_metrics,
     start_script,
+    train_in_sittings,
     training_commands,
-    warm_start,
+    training_cost,
 )
+from train_source_model import HISTORY_KEYS, warm_start  # noqa: E402
 
 log = logging.getLogger("train_conditional_source")
 STYLES = ("noto", "twemoji")
@@ -139,7 +139,7 @@ def export(
 ) -> None:
     out = Path(args.out) if args.out else data_dir() / "checkpoints" / f"{args.name}.pt"
     metrics = evaluate(trainer.g_ema, names, real)
-    history = record_metrics(run_dir, trainer.step, metrics)
+    history = record_metrics(run_dir, trainer.step, metrics, HISTORY_KEYS)
     commands = training_commands(run_dir)
     info = {
         "steps": trainer.step,
@@ -151,7 +151,7 @@ def export(
     }
     common = {
         **info,
-        "cpu_time_s": round(sum(e.get("cpu_s", 0.0) for e in commands), 1),
+        "cpu_time_s": training_cost(run_dir)["cpu_s"],
         "command": " ; then ".join(e["command"] for e in commands) or "unknown",
         "training_sessions": commands,
         "precision": "float16 weights (cast to float32 on load)",
@@ -277,29 +277,28 @@ def main(argv: list[str] | None = None) -> None:
     if args.export_only:
         export(trainer, args, names, real, run_dir, exported_by=command)
         return
-    session = {
-        "command": command,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "start_step": trainer.step,
-        "lr": cfg.lr,
-        "class_balanced": args.class_balanced,
-        "threads": args.threads,
-        **({"note": note} if note else {}),
-    }
-    sitting = sitting_clock()
-    t_end = time.time() + args.minutes * 60
-    last_export = trainer.step if metric_history(run_dir) else -args.export_every
-    while trainer.step < args.steps and time.time() < t_end:
-        t0, s0 = time.time(), trainer.step
-        trainer.train(steps=min(args.steps, trainer.step + args.chunk), resume=False, show_progress=False)
-        log.info("step %d  %.2f s/it", trainer.step, (time.time() - t0) / max(1, trainer.step - s0))
-        record_command(run_dir, {**session, "end_step": trainer.step, **sitting()})
-        if trainer.step - last_export >= args.export_every:
-            export(trainer, args, names, real, run_dir)
-            last_export = trainer.step
-    record_command(run_dir, {**session, "end_step": trainer.step, **sitting()})
-    if trainer.step != last_export:
-        export(trainer, args, names, real, run_dir)
+    sitting = Sitting(
+        run_dir,
+        command,
+        trainer.step,
+        args.minutes,
+        lr=cfg.lr,
+        class_balanced=args.class_balanced,
+        threads=args.threads,
+        note=note,
+    )
+    train_in_sittings(
+        trainer,
+        sitting,
+        stop=args.steps,
+        chunk=args.chunk,
+        train_kwargs=dict(resume=False, show_progress=False),
+        export=lambda: export(trainer, args, names, real, run_dir),
+        export_every=args.export_every,
+        last_export=trainer.step
+        if metric_history(run_dir)
+        else None,  # a first sitting exports its first chunk
+    )
 
 
 if __name__ == "__main__":

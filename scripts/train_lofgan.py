@@ -26,26 +26,28 @@ import argparse
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fewshot_lib.checkpoint import file_sha256, load_checkpoint, save_atomic, verify_sha256  # noqa: E402
 from fewshot_lib.config import data_dir, repo_root  # noqa: E402
 from fewshot_lib.data.emoji import load_emoji  # noqa: E402
+from fewshot_lib.artifacts import manifest_path  # noqa: E402
 from fewshot_lib.methods import lofgan as LF  # noqa: E402
 from fewshot_lib.metrics import conditioning_split, get_extractor  # noqa: E402
 from fewshot_lib.metrics.unseen_class import sample_episodes, unseen_class_report  # noqa: E402
-from train_source_model import (
-    manifest_path,
+from fewshot_lib.sittings import (  # noqa: E402
+    Sitting,
+    metric_history,
     record_command,
-    sitting_clock,
-    start_script,  # noqa: E402
+    record_metrics,
+    start_script,
+    train_in_sittings,
     training_commands,
+    training_cost,
 )
 
 log = logging.getLogger("train_lofgan")
@@ -126,7 +128,7 @@ def export(
         "steps": trainer.step,
         "images_seen": trainer.step * trainer.cfg.batch * (trainer.cfg.k + 1),
         "wall_time_s": round(wall_s, 1),
-        "cpu_time_s": round(sum(e.get("cpu_s", 0.0) for e in commands), 1),
+        "cpu_time_s": training_cost(run_dir)["cpu_s"],
         "dataset": f"emoji_32 styles={','.join(STYLES)}: {len(trainer.classes)} seen classes "
         "(LF.emoji_episode_classes, min_count 10)",
         "command": " ; then ".join(e["command"] for e in commands) or "unknown",
@@ -181,55 +183,35 @@ def main(argv: list[str] | None = None) -> None:
     trainer = LF.LoFGANTrainer(seen, cfg, seed=args.seed, checkpoint=run_dir / "checkpoint.pt")
     ext = get_extractor("emoji")
     manifold = real_manifold(data, ext)
-    history_path = run_dir / "metric_history.json"
-    history = json.loads(history_path.read_text()) if history_path.is_file() else []
     note = None
     if not trainer.resume() and args.warm_start:
         manifest = warm_start(trainer, Path(args.warm_start))
         for e in manifest.get("training_sessions", []):
             record_command(run_dir, e)
-        history = history or manifest.get("metric_history", [])
+        if not metric_history(run_dir):
+            for h in manifest.get("metric_history", []):
+                record_metrics(run_dir, h["step"], h)
         note = f"warm start from {Path(args.warm_start).name} (fp16 weights, fresh optimiser state)"
-    wall0 = sum(e.get("wall_s", 0.0) for e in training_commands(run_dir))
 
-    def do_export(wall_s: float) -> None:
-        nonlocal history
+    def do_export() -> None:
         metrics = evaluate(trainer, conditioning, held_out, manifold, ext)
-        history = [h for h in history if h["step"] != trainer.step] + [{"step": trainer.step, **metrics}]
-        history_path.write_text(json.dumps(history, indent=1) + "\n")
-        export(trainer, out, run_dir, metrics, history, wall_s)
+        history = record_metrics(run_dir, trainer.step, metrics)
+        export(trainer, out, run_dir, metrics, history, training_cost(run_dir)["wall_s"])
 
     if args.export_only:
-        do_export(wall0)
+        do_export()
         return
-    session = {
-        "command": command,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "start_step": trainer.step,
-        "threads": args.threads,
-        **({"note": note} if note else {}),
-    }
-    sitting = sitting_clock()
-    t_end = time.time() + args.minutes * 60
-    last_export = trainer.step
-    stop = min(args.steps, args.until or args.steps)
-    while trainer.step < stop and time.time() < t_end:
-        t0 = time.time()
-        trainer.train(steps=min(stop, trainer.step + args.chunk), save_every=args.chunk, show_progress=False)
-        tail = {k: sum(v[-args.chunk :]) / len(v[-args.chunk :]) for k, v in trainer.history.items() if v}
-        log.info(
-            "step %d  %.3f s/it  %s",
-            trainer.step,
-            (time.time() - t0) / args.chunk,
-            "  ".join(f"{k}={v:.3f}" for k, v in tail.items()),
-        )
-        record_command(run_dir, {**session, "end_step": trainer.step, **sitting()})
-        if trainer.step - last_export >= args.export_every:
-            do_export(wall0 + sitting()["wall_s"])
-            last_export = trainer.step
-    record_command(run_dir, {**session, "end_step": trainer.step, **sitting()})
-    if trainer.step != last_export:
-        do_export(wall0 + sitting()["wall_s"])
+    sitting = Sitting(run_dir, command, trainer.step, args.minutes, threads=args.threads, note=note)
+    train_in_sittings(
+        trainer,
+        sitting,
+        stop=min(args.steps, args.until or args.steps),
+        chunk=args.chunk,
+        train_kwargs=dict(save_every=args.chunk, show_progress=False),
+        export=do_export,
+        export_every=args.export_every,
+        last_export=trainer.step,
+    )
 
 
 if __name__ == "__main__":

@@ -35,7 +35,6 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fewshot_lib.checkpoint import file_sha256  # noqa: E402
 from fewshot_lib.config import data_dir, repo_root  # noqa: E402
@@ -44,7 +43,13 @@ from fewshot_lib.metrics.generator import memorisation_metrics  # noqa: E402
 from fewshot_lib.models.stylegan2 import Discriminator, Generator, count_parameters  # noqa: E402
 from fewshot_lib.models.stylegan2_io import export_generator  # noqa: E402
 from fewshot_lib.train import GANTrainer, TrainConfig  # noqa: E402
-from train_source_model import record_command, start_script, training_commands  # noqa: E402
+from fewshot_lib.sittings import (  # noqa: E402
+    Sitting,
+    start_script,
+    train_in_sittings,
+    training_commands,
+    training_cost,
+)
 
 log = logging.getLogger("train_mixdl_showcase")
 
@@ -100,33 +105,49 @@ def train_showcase(
     trainer: GANTrainer,
     shots: torch.Tensor,
     until_step: int,
-    seconds: float,
+    sitting: Sitting,
     measure_every: int,
     trajectory: list[dict],
     measure_kwargs: dict | None = None,
     on_measure=None,
 ) -> list[dict]:
-    """Train in chunks of ``measure_every`` iterations until ``until_step`` or the wall-clock budget ``seconds``.
+    """Train in chunks of ``measure_every`` iterations until ``until_step`` or the sitting's budget.
 
     After each chunk the trainer's checkpoint is written (when it has a run_dir), and
     ``memorisation_metrics`` of ``G_ema`` is appended to ``trajectory`` (with ``step``, ``seconds`` =
     training time so far and ``s_per_it`` of the chunk). ``on_measure(entry)`` is called after each entry.
     Returns ``trajectory``.
     """
-    t_end = time.time() + seconds
-    while trainer.step < until_step and time.time() < t_end:
-        t0, s0 = time.time(), trainer.step
-        trainer.train(steps=min(until_step, trainer.step + measure_every), resume=False, show_progress=False)
-        s_per_it = (time.time() - t0) / max(1, trainer.step - s0)
-        entry = {
+    clock = {"t": time.time(), "step": trainer.step}
+
+    def measure() -> str:
+        s_per_it = (time.time() - clock["t"]) / max(1, trainer.step - clock["step"])
+        e = {
             "step": trainer.step,
             "seconds": round(trainer.seconds, 1),
             "s_per_it": round(s_per_it, 4),
             **memorisation_metrics(trainer.g_ema, shots, **(measure_kwargs or {})),
         }
-        trajectory.append(entry)
+        trajectory.append(e)
         if on_measure is not None:
-            on_measure(entry)
+            on_measure(e)
+        clock.update(t=time.time(), step=trainer.step)
+        return (
+            f"copies {e['copy_fraction']:.2f} (pixel {e['pixel_copy_fraction']:.2f})  "
+            f"nn/gap {e['nn_ratio_median']:.3f}  modes {e['nn_modes']:.0f}  div {e['lpips_diversity']:.3f}  "
+            f"PPL mean {e['ppl_mean']:.3f} std {e['ppl_std']:.3f} rel {e['ppl_rel_std']:.3f} "
+            f"end {e['ppl_end']:.3f}  max-share {e['max_step_share']:.3f}"
+        )
+
+    train_in_sittings(
+        trainer,
+        sitting,
+        stop=until_step,
+        chunk=measure_every,
+        train_kwargs=dict(resume=False, show_progress=False),
+        after_chunk=measure,
+        last_export=trainer.step,  # (no exports inside: main() exports at the end)
+    )
     return trajectory
 
 
@@ -151,6 +172,7 @@ def export(
         "bytes": out.stat().st_size,
         **info,
         "images_seen": trainer.step * trainer.cfg.batch,
+        "cpu_time_s": training_cost(run_dir)["cpu_s"],
         "command": " ; then ".join(e["command"] for e in commands) or "unknown",
         "training_sessions": commands,
         "precision": "float16 weights (cast to float32 on load)",
@@ -210,39 +232,17 @@ def main(argv: list[str] | None = None) -> None:
     if args.export_only:
         export(trainer, args, trajectory, run_dir, task)
         return
-    session = {"command": command, "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "start_step": trainer.step}
-
-    def on_measure(e: dict) -> None:
-        traj_path.write_text(json.dumps(trajectory, indent=1) + "\n")
-        record_command(run_dir, {**session, "end_step": e["step"]})
-        log.info(
-            "step %d  %.3f s/it  copies %.2f (pixel %.2f)  nn/gap %.3f  modes %.0f  div %.3f  "
-            "PPL mean %.3f std %.3f rel %.3f end %.3f  max-share %.3f",
-            e["step"],
-            e["s_per_it"],
-            e["copy_fraction"],
-            e["pixel_copy_fraction"],
-            e["nn_ratio_median"],
-            e["nn_modes"],
-            e["lpips_diversity"],
-            e["ppl_mean"],
-            e["ppl_std"],
-            e["ppl_rel_std"],
-            e["ppl_end"],
-            e["max_step_share"],
-        )
-
+    sitting = Sitting(run_dir, command, trainer.step, args.minutes, threads=args.threads)
     train_showcase(
         trainer,
         shots,
         args.steps,
-        args.minutes * 60,
+        sitting,
         args.measure_every,
         trajectory,
         dict(n_samples=args.n_samples, n_paths=args.n_paths),
-        on_measure,
+        on_measure=lambda e: traj_path.write_text(json.dumps(trajectory, indent=1) + "\n"),
     )
-    record_command(run_dir, {**session, "end_step": trainer.step})
     export(trainer, args, trajectory, run_dir, task)
 
 

@@ -28,7 +28,6 @@ import argparse
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -36,6 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fewshot_lib import distributed  # noqa: E402
+from fewshot_lib.artifacts import manifest_path  # noqa: E402
 from fewshot_lib.checkpoint import file_sha256, load_checkpoint, verify_sha256  # noqa: E402
 from fewshot_lib.config import data_dir, repo_root  # noqa: E402
 from fewshot_lib.data.emoji import load_emoji  # noqa: E402
@@ -47,6 +47,15 @@ from fewshot_lib.models.stylegan2 import (
     sample,
 )
 from fewshot_lib.models.stylegan2_io import export_discriminator, export_generator  # noqa: E402
+from fewshot_lib.sittings import (  # noqa: E402
+    Sitting,
+    metric_history,
+    record_command,
+    record_metrics,
+    start_script,
+    train_in_sittings,
+    training_commands,
+)
 from fewshot_lib.train import GANTrainer, TrainConfig  # noqa: E402
 
 log = logging.getLogger("train_source_model")
@@ -103,11 +112,6 @@ def feature_metrics(real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
         return {"feature_metrics": f"unavailable ({type(err).__name__})"}
 
 
-def manifest_path(export: Path) -> Path:
-    """``<name>.manifest.json`` beside an exported ``<name>.pt`` (G and D exports each have one)."""
-    return export.with_name(f"{export.stem}.manifest.json")
-
-
 def previous_lr(checkpoint: Path, warm_start: str | None) -> float:
     """The learning rate to carry on with when ``--lr`` is not given: the resumed checkpoint's, else that of the
     export a warm start begins from, else ``DEFAULT_LR`` — so that a plain resume (or ``--export-only``) never
@@ -120,37 +124,6 @@ def previous_lr(checkpoint: Path, warm_start: str | None) -> float:
     return DEFAULT_LR
 
 
-def start_script(script: str, args: argparse.Namespace, argv: list[str] | None) -> str:
-    """Log to the console (and to ``args.log`` if given), use ``args.threads`` torch threads, and return the
-    invocation as a command line for the manifests. Shared by the training scripts in ``scripts/``."""
-    handlers: list[logging.Handler] = [logging.StreamHandler()]
-    if args.log:
-        handlers.append(logging.FileHandler(args.log))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", handlers=handlers)
-    torch.set_num_threads(args.threads)
-    return f"python scripts/{script} " + " ".join(argv if argv is not None else sys.argv[1:])
-
-
-def sitting_clock():
-    """A function returning this sitting's ``{"wall_s", "cpu_s"}`` so far: wall-clock and process CPU seconds
-    (all threads), so manifests can say what a shipped model cost in CPU time, not only in elapsed time."""
-    wall0, cpu0 = time.time(), time.process_time()
-    return lambda: {"wall_s": round(time.time() - wall0, 1), "cpu_s": round(time.process_time() - cpu0, 1)}
-
-
-def training_commands(run_dir: Path) -> list[dict]:
-    """The training invocations recorded in ``run_dir/commands.json`` (oldest first)."""
-    path = run_dir / "commands.json"
-    return json.loads(path.read_text()) if path.is_file() else []
-
-
-def record_command(run_dir: Path, entry: dict) -> None:
-    """Append (or, for the same ``started`` stamp, update) one invocation in ``run_dir/commands.json``."""
-    entries = [e for e in training_commands(run_dir) if e.get("started") != entry["started"]]
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "commands.json").write_text(json.dumps(entries + [entry], indent=2) + "\n")
-
-
 HISTORY_KEYS = (
     "fid_emoji",
     "kid_emoji",
@@ -160,23 +133,6 @@ HISTORY_KEYS = (
     "class_consistency",
     "classes_above_60",
 )  # (the last two: conditional models)
-
-
-def metric_history(run_dir: Path) -> list[dict]:
-    """The feature metrics of every export so far, ``[{"step", "fid_emoji", ...}]`` (``run_dir/metric_history.json``)."""
-    path = run_dir / "metric_history.json"
-    return json.loads(path.read_text()) if path.is_file() else []
-
-
-def record_metrics(run_dir: Path, step: int, metrics: dict) -> list[dict]:
-    """Add (or replace) the entry of ``step`` in the metric history and return the whole history."""
-    entry = {"step": step, **{k: round(metrics[k], 4) for k in HISTORY_KEYS if k in metrics}}
-    history = sorted(
-        [e for e in metric_history(run_dir) if e["step"] != step] + [entry], key=lambda e: e["step"]
-    )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "metric_history.json").write_text(json.dumps(history, indent=1) + "\n")
-    return history
 
 
 def warm_start(trainer: GANTrainer, g_path: str | Path, run_dir: Path) -> None:
@@ -224,7 +180,7 @@ def warm_start(trainer: GANTrainer, g_path: str | Path, run_dir: Path) -> None:
             record_command(run_dir, entry)
     if distributed.is_main() and not metric_history(run_dir):
         for entry in manifest.get("metric_history", []):
-            record_metrics(run_dir, entry["step"], entry)
+            record_metrics(run_dir, entry["step"], entry, HISTORY_KEYS)
     log.info("warm start from %s at step %d (fp16 weights, fresh optimiser state)", g_path, trainer.step)
 
 
@@ -249,7 +205,7 @@ def export(
     if with_features:
         metrics.update(feature_metrics(real, fake))
         if "fid_emoji" in metrics:
-            history = record_metrics(run_dir, trainer.step, metrics)
+            history = record_metrics(run_dir, trainer.step, metrics, HISTORY_KEYS)
     commands = training_commands(run_dir)
     info = {
         "steps": trainer.step,
@@ -404,43 +360,28 @@ def main(argv: list[str] | None = None) -> None:
         if main_rank:
             export(trainer, args, reference, run_dir, with_features=True, exported_by=command)
         return
-    session = {
-        "command": command,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "start_step": trainer.step,
-        "lr": cfg.lr,
-        "threads": args.threads,
-        "style": args.style,
-    }
-    sitting = sitting_clock()
-    if warm:
-        session["note"] = warm
-
-    t_end = time.time() + args.minutes * 60
-    last_export = trainer.step
-    while trainer.step < args.steps and distributed.rank0_decides(time.time() < t_end):
-        t0 = time.time()
-        target = min(args.steps, trainer.step + args.chunk)
-        trainer.train(steps=target, resume=False, show_progress=False)  # saves checkpoint + sample grid
-        h = trainer.history
-        tail = slice(-args.chunk, None)
-        mean = {k: sum(v[tail]) / len(v[tail]) for k, v in h.items() if v[tail]}
-        log.info(
-            "step %d  %.2f s/it  %s",
-            trainer.step,
-            (time.time() - t0) / args.chunk,
-            "  ".join(f"{k}={v:.3f}" for k, v in mean.items()),
-        )
-        if main_rank:
-            record_command(run_dir, {**session, "end_step": trainer.step, **sitting()})
-        if trainer.step - last_export >= args.export_every:
-            if main_rank:  # the other ranks wait at the next chunk's start (FEWSHOT_DIST_TIMEOUT)
-                export(trainer, args, reference, run_dir, with_features=True)
-            last_export = trainer.step
-    if main_rank:
-        record_command(run_dir, {**session, "end_step": trainer.step, **sitting()})
-        if trainer.step != last_export:  # (the periodic export may already have written this step)
-            export(trainer, args, reference, run_dir, with_features=True)
+    sitting = Sitting(
+        run_dir,
+        command,
+        trainer.step,
+        args.minutes,
+        lr=cfg.lr,
+        threads=args.threads,
+        style=args.style,
+        note=warm,
+    )
+    train_in_sittings(
+        trainer,
+        sitting,
+        stop=args.steps,
+        chunk=args.chunk,
+        train_kwargs=dict(resume=False, show_progress=False),  # each chunk saves checkpoint + sample grid
+        export=lambda: export(trainer, args, reference, run_dir, with_features=True),
+        export_every=args.export_every,
+        last_export=trainer.step,
+        decide=distributed.rank0_decides,
+        main_rank=main_rank,
+    )
 
 
 if __name__ == "__main__":

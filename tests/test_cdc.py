@@ -345,6 +345,7 @@ def test_source_export_writes_g_and_d_of_the_same_step(tmp_path, monkeypatch, lo
     import argparse
     import json
 
+    from fewshot_lib import sittings
     from fewshot_lib.artifacts import load_source_discriminator, load_source_model, source_model_paths
     from fewshot_lib.train import GANTrainer, TrainConfig
 
@@ -358,9 +359,9 @@ def test_source_export_writes_g_and_d_of_the_same_step(tmp_path, monkeypatch, lo
     )
     trainer.train(steps=2, resume=False, show_progress=False)
     run_dir = tmp_path / "run"
-    script.record_command(run_dir, {"command": "first", "started": "a", "start_step": 0, "end_step": 1})
-    script.record_command(run_dir, {"command": "second", "started": "b", "start_step": 1, "end_step": 1})
-    script.record_command(run_dir, {"command": "second", "started": "b", "start_step": 1, "end_step": 2})
+    sittings.record_command(run_dir, {"command": "first", "started": "a", "start_step": 0, "end_step": 1})
+    sittings.record_command(run_dir, {"command": "second", "started": "b", "start_step": 1, "end_step": 1})
+    sittings.record_command(run_dir, {"command": "second", "started": "b", "start_step": 1, "end_step": 2})
     args = argparse.Namespace(out=None, name="tiny", style="noto", reference_style="noto")
     script.export(trainer, args, real, run_dir, with_features=False)
     g = load_source_model("tiny")
@@ -412,6 +413,8 @@ def test_warm_start_carries_on_from_an_export(tmp_path, monkeypatch, load_script
     # the step count and the recorded sittings on; a wrong width or a missing D is refused with a clear error.
     import argparse
 
+    from fewshot_lib import sittings
+
     from fewshot_lib.train import GANTrainer, TrainConfig
 
     monkeypatch.setenv("FEWSHOT_DATA", str(tmp_path / "data"))
@@ -421,8 +424,10 @@ def test_warm_start_carries_on_from_an_export(tmp_path, monkeypatch, load_script
     old = GANTrainer(tiny_g(1), tiny_d(2), real, cfg)
     old.train(steps=3, resume=False, show_progress=False)
     old_run = tmp_path / "old_run"
-    script.record_command(old_run, {"command": "first", "started": "a", "start_step": 0, "end_step": 3})
-    script.record_metrics(old_run, 3, {"fid_emoji": 50.0, "recognisability": 0.25, "other": 1.0})
+    sittings.record_command(old_run, {"command": "first", "started": "a", "start_step": 0, "end_step": 3})
+    sittings.record_metrics(
+        old_run, 3, {"fid_emoji": 50.0, "recognisability": 0.25, "other": 1.0}, script.HISTORY_KEYS
+    )
     out = tmp_path / "export" / "tiny.pt"
     script.export(
         old,
@@ -439,8 +444,8 @@ def test_warm_start_carries_on_from_an_export(tmp_path, monkeypatch, load_script
     for a, b in ((new.G, old.g_ema), (new.g_ema, old.g_ema), (new.D, old.D)):
         for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
             assert torch.allclose(x, y.float(), atol=2e-3, rtol=1e-3), name  # fp16 round trip
-    assert [e["command"] for e in script.training_commands(new_run)] == ["first"]
-    assert script.metric_history(new_run) == [{"step": 3, "fid_emoji": 50.0, "recognisability": 0.25}]
+    assert [e["command"] for e in sittings.training_commands(new_run)] == ["first"]
+    assert sittings.metric_history(new_run) == [{"step": 3, "fid_emoji": 50.0, "recognisability": 0.25}]
     new.train(steps=4, resume=False, show_progress=False)  # it trains on from there
     assert new.step == 4
 

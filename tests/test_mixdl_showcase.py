@@ -12,6 +12,7 @@ import torch.nn as nn
 
 from fewshot_lib.methods import mixdl as M
 from fewshot_lib.metrics import generator as GM
+from fewshot_lib.sittings import Sitting, training_commands
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(size=32, style_dim=16, n_mlp=2, channel_base=32 * 8, channel_max=8)
@@ -82,17 +83,20 @@ def test_script_core_trains_measures_resumes_and_exports(shots, tmp_path, load_s
     script = load_script("train_mixdl_showcase")
     trainer = script.build_trainer("mixdl", shots, tmp_path / "run", TINY, steps=100, seed=0)
     assert trainer.cfg.augment is None and trainer.hook.config.use_d
+    sitting = Sitting(tmp_path / "run", "test", trainer.step, minutes=2, threads=1)
     traj = script.train_showcase(
         trainer,
         shots,
         until_step=4,
-        seconds=120,
+        sitting=sitting,
         measure_every=2,
         trajectory=[],
         measure_kwargs=dict(n_samples=16, n_paths=2),
     )
     assert [e["step"] for e in traj] == [2, 4]
     assert all(0 <= e["copy_fraction"] <= 1 and e["s_per_it"] > 0 and e["ppl_std"] >= 0 for e in traj)
+    (recorded,) = training_commands(tmp_path / "run")  # the sitting, with its cost, for the manifest
+    assert recorded["end_step"] == 4 and recorded["cpu_s"] > 0 and recorded["threads"] == 1
     # resumable: a new trainer on the same run_dir continues from the checkpoint
     again = script.build_trainer("mixdl", shots, tmp_path / "run", TINY, steps=100, seed=0)
     again.load(again.checkpoint_path)

@@ -50,8 +50,6 @@ from fewshot_lib.models.stylegan2 import Discriminator, Generator
 from fewshot_lib.models.stylegan2_io import (
     NVlabsPickleError,
     UnsafePickleError,
-    apply_conv_clamp,
-    apply_d_conv_clamp,
     load_generator,
     load_nvlabs,
     load_nvlabs_discriminator,
@@ -429,6 +427,7 @@ def test_conversion_gives_the_expected_architecture_and_places_every_tensor(tmp_
         blur_kernel=[1, 3, 3, 1],
         fused=None,
         channel_multiplier=2,
+        conv_clamp=256.0,  # NVlabs' clamp is part of the architecture, so the saved copy rebuilds it
     )
     assert G.channels == {4: 16, 8: 16, 16: 8}
     assert ck.info["nvlabs"]["conv_clamp"] == 256.0 and ck.info["nvlabs"]["fp16_resolutions"] == [16]
@@ -486,21 +485,24 @@ def test_conv_clamp_bounds_every_layer_like_nvlabs():
     G = Generator(16, style_dim=W, n_mlp=1, channel_base=128, channel_max=8).eval()
     z = torch.randn(2, W, generator=torch.Generator().manual_seed(0))
     free, _, feats = G(z, randomize_noise=False, return_features=True)
-    apply_conv_clamp(G, 1e9)
+    G.set_conv_clamp(1e9)
     torch.testing.assert_close(G(z, randomize_noise=False)[0], free, rtol=0, atol=1e-6)
     c = 0.5 * min(float(f.abs().max()) for f in feats)
-    apply_conv_clamp(G, c)
+    G.set_conv_clamp(c)
+    assert G.config["conv_clamp"] == c and Generator(**G.config).conv_clamp == c  # exports rebuild it
     rgb = []
-    hooks = [
-        m.conv.register_forward_hook(lambda mod, i, o, b=m.bias: rgb.append(o + b))  # runs after the clamp
-        for m in [G.to_rgb1, *G.to_rgbs]
-    ]
+
+    def own_rgb(mod, inputs, out):  # ToRGB's conv + bias: its output less the up-sampled skip
+        rgb.append(out - mod.upsample(inputs[2]) if len(inputs) > 2 else out)
+
+    hooks = [m.register_forward_hook(own_rgb) for m in [G.to_rgb1, *G.to_rgbs]]
     _, _, feats = G(z, randomize_noise=False, return_features=True)
     assert max(float(f.abs().max()) for f in feats) <= c + 1e-6
     assert max(float(r.abs().max()) for r in rgb) <= c + 1e-5  # ToRGB's own conv + bias, before the skip sum
     for h in hooks:
         h.remove()
-    apply_conv_clamp(G, None)
+    G.set_conv_clamp(None)
+    assert "conv_clamp" not in G.config  # unclamped models keep the config they always had
     torch.testing.assert_close(G(z, randomize_noise=False)[0], free, rtol=0, atol=0)
 
 
@@ -655,10 +657,10 @@ def test_discriminator_conversion_places_every_tensor_and_clamps(tmp_path):
         assert D(x).shape == (4, 1)
         _, feats = D(x, return_features=True)
         c = 0.5 * min(float(feats[0].abs().max()), float(feats[-2].abs().max()))
-        apply_d_conv_clamp(D, c)  # fromrgb and final_conv outputs (activated convs) are clamped
+        D.set_conv_clamp(c)  # fromrgb and final_conv outputs (activated convs) are clamped
         _, clamped = D(x, return_features=True)
         assert float(clamped[0].abs().max()) <= c + 1e-6 and float(clamped[-2].abs().max()) <= c + 1e-6
-        apply_d_conv_clamp(D, None)
+        D.set_conv_clamp(None)
         assert torch.equal(D(x, return_features=True)[1][-1], feats[-1])
     # the inverse layout is NVlabs' (same keys and shapes as the synthetic writer) and round-trips exactly
     nv = rosinality_to_nvlabs_d_state(D.state_dict())

@@ -168,8 +168,6 @@ def test_conditional_source_class_balanced_option_draws_classes_evenly_and_resum
     # and each sitting records how it sampled (export, which evaluates for minutes, is stubbed out)
     exported = []
     monkeypatch.setattr(script, "export", lambda trainer, *a, **k: exported.append(trainer.step))
-    stamps = iter(f"2026-01-01T00:00:0{i}" for i in range(10))
-    monkeypatch.setattr(script.time, "strftime", lambda fmt: next(stamps))
     run = ["--run-dir", str(tmp_path / "run"), "--init-from", "", "--chunk", "1"]
     script.main(run + ["--steps", "1"])
     script.main(run + ["--steps", "2", "--class-balanced"])

@@ -348,7 +348,12 @@ class ConstantInput(nn.Module):
 
 
 class StyledConv(nn.Module):
-    """Modulated conv → noise → bias + leaky-ReLU. ``[B, I, H, W]`` → ``[B, O, H or 2H, W or 2W]``."""
+    """Modulated conv → noise → bias + leaky-ReLU [→ clamp]. ``[B, I, H, W]`` → ``[B, O, H or 2H, W or 2W]``.
+
+    ``conv_clamp`` (NVlabs' option, 256 in their configs; ``None`` here by default) clamps the activated output
+    to ``[-conv_clamp, conv_clamp]``: it keeps fp16 activations finite, and an NVlabs model converted to this
+    package needs it to reproduce outputs wherever activations exceed it.
+    """
 
     def __init__(
         self,
@@ -360,8 +365,10 @@ class StyledConv(nn.Module):
         blur_kernel: Sequence[float] = (1, 3, 3, 1),
         demodulate: bool = True,
         fused: bool | None = None,
+        conv_clamp: float | None = None,
     ):
         super().__init__()
+        self.conv_clamp = conv_clamp
         self.conv = ModulatedConv2d(
             in_channel,
             out_channel,
@@ -378,13 +385,15 @@ class StyledConv(nn.Module):
     def forward(
         self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None = None
     ) -> torch.Tensor:
-        return self.activate(self.noise(self.conv(x, style), noise))
+        out = self.activate(self.noise(self.conv(x, style), noise))
+        return out if self.conv_clamp is None else out.clamp(-self.conv_clamp, self.conv_clamp)
 
 
 class ToRGB(nn.Module):
     """A 1×1 modulated conv (no demodulation) to RGB, plus the up-sampled RGB of the previous resolution.
 
     Shapes: ``x`` ``[B, C, H, W]``, ``style`` ``[B, D]``, ``skip`` ``[B, 3, H/2, W/2]`` → ``[B, 3, H, W]``.
+    ``conv_clamp`` clamps ``conv + bias`` before the skip is added (NVlabs' order).
     """
 
     def __init__(
@@ -394,8 +403,10 @@ class ToRGB(nn.Module):
         upsample: bool = True,
         blur_kernel: Sequence[float] = (1, 3, 3, 1),
         fused: bool | None = None,
+        conv_clamp: float | None = None,
     ):
         super().__init__()
+        self.conv_clamp = conv_clamp
         if upsample:
             self.upsample = Upsample(blur_kernel)
         self.conv = ModulatedConv2d(in_channel, 3, 1, style_dim, demodulate=False, fused=fused)
@@ -403,6 +414,8 @@ class ToRGB(nn.Module):
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
         out = self.conv(x, style) + self.bias
+        if self.conv_clamp is not None:
+            out = out.clamp(-self.conv_clamp, self.conv_clamp)
         if skip is not None:
             out = out + self.upsample(skip)
         return out
@@ -492,6 +505,7 @@ class Generator(nn.Module):
         channel_max: int = 512,
         fused: bool | None = None,
         c_dim: int = 0,
+        conv_clamp: float | None = None,
     ):
         super().__init__()
         self.size, self.style_dim, self.n_mlp = check_size(size), style_dim, n_mlp
@@ -549,12 +563,27 @@ class Generator(nn.Module):
             self.to_rgbs.append(ToRGB(out_ch, style_dim, blur_kernel=blur_kernel, fused=fused))
             in_ch = out_ch
         self.latent_avg: torch.Tensor | None = None  # set by loaders / mean_latent; not in the state dict
+        self.set_conv_clamp(conv_clamp)
 
     @property
     def config(self) -> dict[str, Any]:
         """Constructor arguments (plain values), enough to rebuild this architecture; a conditional model's
         ``c_dim`` is read from its class table, so it stays right however a class was added."""
         return _with_table_c_dim(self._config, self)
+
+    def set_conv_clamp(self, conv_clamp: float | None) -> "Generator":
+        """Clamp every styled conv's activated output and every ToRGB's ``conv + bias`` to
+        ``[-conv_clamp, conv_clamp]`` (NVlabs' ``conv_clamp``); ``None`` turns clamping off. Part of
+        :attr:`config` when set, so exports rebuild it."""
+        self.conv_clamp = None if conv_clamp is None else float(conv_clamp)
+        for m in self.modules():
+            if isinstance(m, (StyledConv, ToRGB)):
+                m.conv_clamp = self.conv_clamp
+        if self.conv_clamp is None:
+            self._config.pop("conv_clamp", None)
+        else:
+            self._config["conv_clamp"] = self.conv_clamp
+        return self
 
     def set_fused(self, fused: bool | None) -> "Generator":
         """Switch every modulated conv between the grouped and the activation-scaling implementation."""
@@ -853,11 +882,19 @@ def validate_generator_config(config: Any, where: str = "config") -> dict[str, A
 
 
 class ConvLayer(nn.Sequential):
-    """[Blur →] EqualConv2d [→ bias + leaky-ReLU]; ``downsample=True`` blurs then convolves with stride 2.
+    """[Blur →] EqualConv2d [→ bias + leaky-ReLU [→ clamp]]; ``downsample=True`` blurs then convolves with
+    stride 2.
 
     A ``nn.Sequential`` so that keys read ``0.weight`` / ``1.bias`` (or ``0.kernel`` / ``1.weight`` /
-    ``2.bias`` when down-sampling), exactly as in rosinality.
+    ``2.bias`` when down-sampling), exactly as in rosinality. ``conv_clamp`` (activated layers only, set by
+    :meth:`Discriminator.set_conv_clamp`) clamps the output as NVlabs' discriminator layers do.
     """
+
+    conv_clamp: float | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = super().forward(x)
+        return out if self.conv_clamp is None else out.clamp(-self.conv_clamp, self.conv_clamp)
 
     def __init__(
         self,
@@ -960,6 +997,7 @@ class Discriminator(nn.Module):
         stddev_group: int = 4,
         c_dim: int = 0,
         cmap_dim: int | None = None,
+        conv_clamp: float | None = None,
     ):
         super().__init__()
         self.size = check_size(size)
@@ -993,11 +1031,25 @@ class Discriminator(nn.Module):
             )
         else:
             self.class_embed, self.cmap = None, None
+        self.set_conv_clamp(conv_clamp)
 
     @property
     def config(self) -> dict[str, Any]:
         """Constructor arguments; ``c_dim`` read from the class table (as :attr:`Generator.config`)."""
         return _with_table_c_dim(self._config, self)
+
+    def set_conv_clamp(self, conv_clamp: float | None) -> "Discriminator":
+        """Clamp every activated conv's output (FromRGB, both convs of each block, ``final_conv``) to
+        ``[-conv_clamp, conv_clamp]``, NVlabs' ``conv_clamp``; ``None`` turns it off."""
+        self.conv_clamp = None if conv_clamp is None else float(conv_clamp)
+        for m in self.modules():
+            if isinstance(m, ConvLayer) and isinstance(m[-1], FusedLeakyReLU):
+                m.conv_clamp = self.conv_clamp
+        if self.conv_clamp is None:
+            self._config.pop("conv_clamp", None)
+        else:
+            self._config["conv_clamp"] = self.conv_clamp
+        return self
 
     @property
     def c_dim(self) -> int:
@@ -1059,10 +1111,11 @@ def validate_discriminator_config(config: Any, where: str = "config") -> dict[st
 
 
 def same_architecture(config_a: dict[str, Any], config_b: dict[str, Any]) -> bool:
-    """Whether two generator configs build the same weights (``fused`` only picks a code path, not weights)."""
+    """Whether two generator configs build the same weights (``fused`` picks a code path and ``conv_clamp`` a
+    bound on activations, neither changes the weights)."""
 
     def weights(config: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in config.items() if k != "fused"}
+        return {k: v for k, v in config.items() if k not in ("fused", "conv_clamp")}
 
     return weights(config_a) == weights(config_b)
 

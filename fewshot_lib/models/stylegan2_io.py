@@ -36,8 +36,6 @@ from ..checkpoint import CheckpointLoadError, first_nonfinite, load_checkpoint, 
 from .stylegan2 import (
     Discriminator,
     Generator,
-    StyledConv,
-    ToRGB,
     make_kernel,
     validate_discriminator_config,
     validate_generator_config,
@@ -403,9 +401,9 @@ def load_discriminator(path: str | os.PathLike, device: str | torch.device = "cp
 #                                                                   [1,3,1,1]; style gain 1/√C = our modulated-conv
 #                                                                   scale; only architecture='skip' (the default)
 # resample_filter buffers    blur / upsample ``kernel`` buffers     only [1,3,3,1] (other filters refused)
-# conv_clamp (256 in every   hooks added by :func:`apply_conv_clamp` clamp after each layer's bias-act and each
-# train.py config)                                                  ToRGB's bias, as NVlabs does; recorded in the
-#                                                                   export's info and re-applied by load_nvlabs()
+# conv_clamp (256 in every   Generator(conv_clamp=...)               clamps after each layer's bias-act and each
+# train.py config)                                                  ToRGB's bias, as NVlabs does; part of the
+#                                                                   config, so exports rebuild it
 # num_fp16_res               —                                      we compute in float32 = NVlabs with
 #                                                                   ``force_fp32=True`` (their fp16 GPU path
 #                                                                   differs by fp16 rounding)
@@ -976,35 +974,6 @@ def rosinality_to_nvlabs_state(
     return out
 
 
-def apply_conv_clamp(G: Generator, clamp: float | None) -> Generator:
-    """Clamp like NVlabs' ``conv_clamp``: every styled conv's output (after bias + lrelu·√2) and every ToRGB's
-    ``conv + bias`` (before the skip sum) to ``[-clamp, clamp]``. Forward hooks; ``None`` removes them."""
-    for handle in getattr(G, "_nv_clamp_handles", []):
-        handle.remove()
-    G._nv_clamp_handles = []
-    G.conv_clamp = clamp
-    if clamp is None:
-        return G
-    c = float(clamp)
-
-    def clamp_out(module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
-        return output.clamp(-c, c)
-
-    def clamp_rgb(bias: torch.Tensor) -> Any:
-        def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
-            # ToRGB adds its bias right after this conv: clamp (conv + bias), NVlabs' order, then undo the bias
-            return (output + bias).clamp(-c, c) - bias
-
-        return hook
-
-    for m in G.modules():
-        if isinstance(m, StyledConv):
-            G._nv_clamp_handles.append(m.register_forward_hook(clamp_out))
-        elif isinstance(m, ToRGB):
-            G._nv_clamp_handles.append(m.conv.register_forward_hook(clamp_rgb(m.bias)))
-    return G
-
-
 def _head(path: Path, n: int = 4) -> bytes:
     with open(path, "rb") as f:
         return f.read(n)
@@ -1039,10 +1008,10 @@ def load_nvlabs(
 
     Args:
         path: the ``.pkl`` — or a file written by this function's ``save_to`` (then it is read with
-            ``weights_only=True`` and its recorded ``conv_clamp`` re-applied).
+            ``weights_only=True``).
         save_to: also write the converted generator there in this package's export format
             (``{"g_ema", "config", "latent_avg", "info"}``, tensors only, loadable with ``weights_only=True``
-            by :func:`load_generator`, which however does not re-apply ``conv_clamp`` — :func:`load_nvlabs` does).
+            by :func:`load_generator`; ``conv_clamp`` is part of its config).
         which: ``"G_ema"`` (default; the generator to sample from) or ``"G"``.
         half: store fp16 in ``save_to`` (half the size, no longer bit-exact).
     """
@@ -1056,7 +1025,7 @@ def load_nvlabs(
                 "files use load_generator() / load_rosinality()."
             )
         G = load_generator(path, device)
-        apply_conv_clamp(G, nv.get("conv_clamp"))
+        G.set_conv_clamp(nv.get("conv_clamp"))  # (copies saved before conv_clamp was part of the config)
         return NVlabsCheckpoint(g_ema=G, config=G.config, info=dict(ck["info"]), latent_avg=G.latent_avg)
     snapshot = read_nvlabs_pickle(path)
     if which not in snapshot:
@@ -1072,11 +1041,10 @@ def load_nvlabs(
         )
     config, extras = nvlabs_generator_config(net, where)
     state, w_avg = nvlabs_to_rosinality_state(net.state)
-    G = Generator(**config)
+    G = Generator(**config, conv_clamp=extras["conv_clamp"])
     load_state_strict(G, state, where)
     G = G.to(device).eval()
     G.latent_avg = w_avg.to(device) if w_avg is not None else None
-    apply_conv_clamp(G, extras["conv_clamp"])
     info = {
         "format": NVLABS_FORMAT,
         "source": path.name,
@@ -1254,26 +1222,9 @@ def rosinality_to_nvlabs_d_state(state: dict[str, torch.Tensor]) -> dict[str, to
     return out
 
 
-def apply_d_conv_clamp(D: Discriminator, clamp: float | None) -> Discriminator:
-    """NVlabs' ``conv_clamp`` for a discriminator: clamp every activated conv's output to ``[-clamp, clamp]``."""
-    from .stylegan2 import ConvLayer, FusedLeakyReLU
-
-    for handle in getattr(D, "_nv_clamp_handles", []):
-        handle.remove()
-    D._nv_clamp_handles = []
-    D.conv_clamp = clamp
-    if clamp is None:
-        return D
-    c = float(clamp)
-    for m in D.modules():
-        if isinstance(m, ConvLayer) and isinstance(m[-1], FusedLeakyReLU):
-            D._nv_clamp_handles.append(m.register_forward_hook(lambda mod, inp, out: out.clamp(-c, c)))
-    return D
-
-
 def load_nvlabs_discriminator(path: str | os.PathLike, device: str | torch.device = "cpu") -> Discriminator:
     """The ``D`` of an NVlabs snapshot ``.pkl`` (read without running code) as this package's
-    :class:`Discriminator` (unconditional, 'resnet'; ``conv_clamp`` applied with hooks). ``D(x)`` equals NVlabs'
+    :class:`Discriminator` (unconditional, 'resnet', NVlabs' ``conv_clamp``). ``D(x)`` equals NVlabs'
     ``D(x, c=empty, force_fp32=True)`` within float tolerance. To hand it to rosinality-based code (CDC), write
     ``save_rosinality(out, g_ema=load_nvlabs(path).g_ema, d=D, latent_avg=...)`` — rosinality's networks have no
     clamp, which matters only where activations exceed it (±256 in NVlabs' configs)."""
@@ -1284,6 +1235,6 @@ def load_nvlabs_discriminator(path: str | os.PathLike, device: str | torch.devic
     where = f"{path.name}['D']"
     net = nvlabs_network(snapshot["D"], where)
     config, extras = nvlabs_discriminator_config(net, where)
-    D = Discriminator(**config)
+    D = Discriminator(**config, conv_clamp=extras["conv_clamp"])
     load_state_strict(D, nvlabs_to_rosinality_d_state(net.state), where)
-    return apply_d_conv_clamp(D.to(device).eval(), extras["conv_clamp"])
+    return D.to(device).eval()
