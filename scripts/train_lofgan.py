@@ -15,6 +15,9 @@ measured on the notebook's unseen classes with 32 samples per class.
     python scripts/train_lofgan.py --fusion local --seed 0 --export-only
     # a new machine (no runs/ folder) carries on from the shipped export (fp16 weights, fresh optimiser state)
     python scripts/train_lofgan.py --fusion local --seed 0 --warm-start data/checkpoints/lofgan_emoji32_seed0.pt
+    # N GPUs (or N CPU processes without --device): the --batch episodes are split over the ranks, which take
+    # the single-process step (fewshot_lib.distributed); only rank 0 evaluates, exports and records
+    torchrun --nproc_per_node=4 scripts/train_lofgan.py --device cuda --minutes 60
 
 Notebooks load an export (checked against its manifest) with ``fewshot_lib.artifacts.load(name)`` and read its
 manifest with ``fewshot_lib.artifacts.manifest(name)``.
@@ -32,6 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from fewshot_lib import distributed  # noqa: E402
 from fewshot_lib.checkpoint import file_sha256, load_checkpoint, save_atomic, verify_sha256  # noqa: E402
 from fewshot_lib.config import data_dir, repo_root  # noqa: E402
 from fewshot_lib.data.emoji import load_emoji  # noqa: E402
@@ -164,6 +168,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--chunk", type=int, default=500, help="iterations between checkpoints")
     p.add_argument("--export-every", type=int, default=2000)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu or cuda; under torchrun --nproc_per_node=N each rank takes cuda:LOCAL_RANK and 1/N of the batch",
+    )
     p.add_argument("--run-dir", default=None)
     p.add_argument("--out", default=None, help="export path (default data/checkpoints/<name>.pt)")
     p.add_argument("--export-only", action="store_true")
@@ -171,6 +180,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--log", default=None)
     args = p.parse_args(argv)
     command = start_script("train_lofgan.py", args, argv)
+    device = distributed.init_from_env(args.device)  # a no-op outside torchrun
+    main_rank = distributed.is_main()  # only rank 0 evaluates, exports and records
+    if not main_rank:
+        logging.getLogger().setLevel(logging.WARNING)
 
     name = LF.export_name(args.fusion, args.seed)
     out = Path(args.out) if args.out else data_dir() / "checkpoints" / f"{name}.pt"
@@ -180,28 +193,40 @@ def main(argv: list[str] | None = None) -> None:
     seen, unseen = LF.emoji_episode_classes(data, styles=STYLES, min_count=10)
     conditioning, held_out = conditioning_split(unseen, n_condition=10, seed=0)
     cfg = LF.LoFGANConfig(fusion=args.fusion, steps=args.steps, decay_start=args.steps // 2, **LAB_MODEL)
-    trainer = LF.LoFGANTrainer(seen, cfg, seed=args.seed, checkpoint=run_dir / "checkpoint.pt")
-    ext = get_extractor("emoji")
-    manifold = real_manifold(data, ext)
+    trainer = LF.LoFGANTrainer(seen, cfg, seed=args.seed, device=device, checkpoint=run_dir / "checkpoint.pt")
     note = None
     if not trainer.resume() and args.warm_start:
         manifest = warm_start(trainer, Path(args.warm_start))
-        for e in manifest.get("training_sessions", []):
-            record_command(run_dir, e)
-        if not metric_history(run_dir):
+        if main_rank and not training_commands(run_dir):
+            for e in manifest.get("training_sessions", []):
+                record_command(run_dir, e)
+        if main_rank and not metric_history(run_dir):
             for h in manifest.get("metric_history", []):
                 record_metrics(run_dir, h["step"], h)
         note = f"warm start from {Path(args.warm_start).name} (fp16 weights, fresh optimiser state)"
+    judge: dict = {}  # the metrics' network and the real manifold, built at the first export (rank 0 only)
 
     def do_export() -> None:
-        metrics = evaluate(trainer, conditioning, held_out, manifold, ext)
+        if not judge:
+            judge["ext"] = get_extractor("emoji")
+            judge["manifold"] = real_manifold(data, judge["ext"])
+        metrics = evaluate(trainer, conditioning, held_out, judge["manifold"], judge["ext"])
         history = record_metrics(run_dir, trainer.step, metrics)
         export(trainer, out, run_dir, metrics, history, training_cost(run_dir)["wall_s"])
 
     if args.export_only:
-        do_export()
+        if main_rank:
+            do_export()
         return
-    sitting = Sitting(run_dir, command, trainer.step, args.minutes, threads=args.threads, note=note)
+    sitting = Sitting(
+        run_dir,
+        command,
+        trainer.step,
+        args.minutes,
+        threads=args.threads,
+        ranks=distributed.world_size() if distributed.world_size() > 1 else None,
+        note=note,
+    )
     train_in_sittings(
         trainer,
         sitting,
@@ -211,6 +236,8 @@ def main(argv: list[str] | None = None) -> None:
         export=do_export,
         export_every=args.export_every,
         last_export=trainer.step,
+        decide=distributed.rank0_decides,
+        main_rank=main_rank,
     )
 
 

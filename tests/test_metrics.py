@@ -467,7 +467,7 @@ def test_feature_net_run_c_records_the_novel_emoji_yardstick(tmp_path, monkeypat
     ref = M.novel_emoji_reference()
     assert ref["novel"] == result["novel_noto_recognisability"] and ref["n_novel"] == result["n_novel_noto"]
     # retraining the shipped network (run B) rewrites its manifest but keeps run C's yardstick
-    script.main(["--epochs", "1"])
+    script.main(["--epochs", "1", "--max-batches", "1"])
     assert json.loads((data / EMOJI_MANIFEST).read_text())["novel_concept_run"] == result
     assert M.novel_emoji_reference() == ref
 

@@ -47,7 +47,7 @@ from ..models.lofgan import (
     local_replacement,
 )
 from .. import distributed
-from ..train import ResumableTrainer
+from ..train import AMP_DTYPES, ResumableTrainer
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,15 @@ class LoFGANConfig:
     w_gp: float = 10.0
     gp_every: int = 1  # apply the penalty every n-th D step, scaled by n (lazy, as StyleGAN2); reference: 1
     recon_mode: str = "nearest"  # thumbnail down-sampling for the local loss: "nearest" (reference) or "area"
+    # GPU options (off by default, so CPU results stay bit-identical): mixed precision of the main G and D
+    # passes ("bf16", or "fp16" with gradient scalers; the penalty's double backward stays float32) and the
+    # NHWC memory layout of G and D (faster convolutions on tensor cores)
+    amp: str = "none"
+    channels_last: bool = False
+
+    def __post_init__(self):
+        if self.amp not in AMP_DTYPES:
+            raise ValueError(f"LoFGANConfig.amp={self.amp!r}: choose one of {sorted(AMP_DTYPES)}")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -201,6 +210,24 @@ def make_optimizers(
     )
 
 
+def main_pass(cfg: LoFGANConfig, device: torch.device, enabled: bool = True):
+    """The autocast context of a main G or D pass under ``cfg.amp`` (a no-op without amp or when not ``enabled``)."""
+    if cfg.amp == "none" or not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=AMP_DTYPES[cfg.amp])
+
+
+def _backward_and_step(loss: torch.Tensor, opt, scaler, inputs=None) -> None:
+    """``loss.backward()`` then ``opt.step()`` — through ``scaler`` (fp16's loss scaling) when there is one."""
+    opt.zero_grad(set_to_none=True)
+    (scaler.scale(loss) if scaler is not None else loss).backward(inputs=inputs)
+    if scaler is not None:
+        scaler.step(opt)
+        scaler.update()
+    else:
+        opt.step()
+
+
 def d_step(
     g: LoFGANGenerator,
     d: LoFGANDiscriminator,
@@ -210,26 +237,31 @@ def d_step(
     cfg: LoFGANConfig,
     generator: torch.Generator | None = None,
     step: int = 0,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> dict[str, float]:
     """One D update on ``shots [B, k, 3, S, S]``, ``labels [B]``. Returns the loss terms as floats.
 
     The penalty runs when ``step % cfg.gp_every == 0``, weighted ``w_gp · gp_every`` (lazy regularisation).
+    Under ``cfg.amp`` the fake pass runs in reduced precision, the real pass too except on penalty steps (the
+    penalty differentiates it twice, in float32); ``scaler`` scales fp16 losses.
     """
     b, k = shots.shape[:2]
     use_gp = cfg.w_gp > 0 and step % max(1, cfg.gp_every) == 0
     real = shots.flatten(0, 1).detach().requires_grad_(use_gp)  # [B·k, 3, S, S]
     y_real = labels.repeat_interleave(k)  # [B·k]
-    with torch.no_grad():
+    with torch.no_grad(), main_pass(cfg, shots.device):
         fake, _ = g(shots, generator=generator)  # [B, 3, S, S]
-    real_adv, real_cls = d(real)
-    fake_adv, _ = d(fake)
+    with main_pass(cfg, shots.device, enabled=not use_gp):
+        real_adv, real_cls = d(real)
+    with main_pass(cfg, shots.device):
+        fake_adv, _ = d(fake)
+    real_adv, real_cls, fake_adv = real_adv.float(), real_cls.float(), fake_adv.float()  # (no-ops in float32)
     l_real, l_fake = hinge_d_loss(real_adv, fake_adv)
     l_cls = class_loss(real_cls, y_real)
     l_gp = class_logit_gradient_penalty(real_cls, real, y_real, b) if use_gp else real_adv.new_zeros(())
     loss = cfg.w_adv * (l_real + l_fake) + cfg.w_cls * l_cls + cfg.w_gp * max(1, cfg.gp_every) * l_gp
-    opt_d.zero_grad(set_to_none=True)
-    loss.backward(inputs=[p for p in d.parameters() if p.requires_grad])  # no gradient for the real images
-    opt_d.step()
+    # no gradient for the real images
+    _backward_and_step(loss, opt_d, scaler, inputs=[p for p in d.parameters() if p.requires_grad])
     return {"d_real": l_real.item(), "d_fake": l_fake.item(), "d_cls": l_cls.item(), "d_gp": l_gp.item()}
 
 
@@ -241,15 +273,19 @@ def g_step(
     labels: torch.Tensor,
     cfg: LoFGANConfig,
     generator: torch.Generator | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> dict[str, float]:
     """One G update: adversarial + class + reconstruction (local for LoFGAN, α-blend L1 for global fusion).
 
     D's weights get no gradient here (they would be discarded before D's next step anyway), which saves the
-    weight-gradient half of D's backward pass.
+    weight-gradient half of D's backward pass. Under ``cfg.amp`` the G and D passes run in reduced precision
+    and the losses in float32.
     """
-    fake, record = g(shots, generator=generator)  # [B, 3, S, S]
-    with frozen(d):
-        fake_adv, fake_cls = d(fake)
+    with main_pass(cfg, shots.device):
+        fake, record = g(shots, generator=generator)  # [B, 3, S, S]
+        with frozen(d):
+            fake_adv, fake_cls = d(fake)
+    fake, fake_adv, fake_cls = fake.float(), fake_adv.float(), fake_cls.float()  # (no-ops in float32)
     l_adv = hinge_g_loss(fake_adv)
     l_cls = class_loss(fake_cls, labels)
     if g.fusion_kind == "local":
@@ -257,9 +293,7 @@ def g_step(
     else:
         l_rec = global_reconstruction_loss(fake, shots, record)
     loss = cfg.w_adv * l_adv + cfg.w_cls * l_cls + cfg.w_recon * l_rec
-    opt_g.zero_grad(set_to_none=True)
-    loss.backward()
-    opt_g.step()
+    _backward_and_step(loss, opt_g, scaler)
     return {"g_adv": l_adv.item(), "g_cls": l_cls.item(), "g_rec": l_rec.item()}
 
 
@@ -273,10 +307,12 @@ def train_step(
     cfg: LoFGANConfig,
     generator: torch.Generator | None = None,
     step: int = 0,
+    scalers: dict[str, torch.amp.GradScaler] | None = None,
 ) -> dict[str, float]:
     """``d_step`` then ``g_step`` on the same episodes (the reference order). Raises on a non-finite loss."""
-    losses = d_step(g, d, opt_d, shots, labels, cfg, generator, step)
-    losses.update(g_step(g, d, opt_g, shots, labels, cfg, generator))
+    scalers = scalers or {}
+    losses = d_step(g, d, opt_d, shots, labels, cfg, generator, step, scalers.get("d"))
+    losses.update(g_step(g, d, opt_g, shots, labels, cfg, generator, scalers.get("g")))
     bad = {k: v for k, v in losses.items() if not np.isfinite(v)}
     if bad:
         raise FloatingPointError(f"non-finite LoFGAN loss terms: {bad}")
@@ -328,7 +364,13 @@ class LoFGANTrainer(ResumableTrainer):
         ).to(self.device)
         init_kaiming(self.g)
         init_kaiming(self.d)
+        if cfg.channels_last:
+            self.g, self.d = (m.to(memory_format=torch.channels_last) for m in (self.g, self.d))
         self.opt_g, self.opt_d = make_optimizers(self.g, self.d, cfg)
+        # fp16's narrow range needs loss scaling; bf16 has float32's range
+        self.scalers = (
+            {k: torch.amp.GradScaler(self.device.type) for k in ("g", "d")} if cfg.amp == "fp16" else {}
+        )
         self.sampler = EpisodeSampler(images_by_class, cfg.k, cfg.batch, torch.Generator().manual_seed(seed))
         self.fusion_rng = torch.Generator().manual_seed(seed + 1)
         self.step = 0
@@ -358,6 +400,8 @@ class LoFGANTrainer(ResumableTrainer):
             "classes": self.classes,
             "sampler_rng": self.sampler.generator.get_state(),
             "fusion_rng": self.fusion_rng.get_state(),
+            # only with amp="fp16": other runs keep the older format's keys
+            **({"scalers": {k: v.state_dict() for k, v in self.scalers.items()}} if self.scalers else {}),
         }
 
     def load_state_dict(self, state: dict, source: str = "checkpoint") -> None:
@@ -371,6 +415,9 @@ class LoFGANTrainer(ResumableTrainer):
         self.history = {k: list(v) for k, v in state["history"].items()}
         self.sampler.generator.set_state(state["sampler_rng"])
         self.fusion_rng.set_state(state["fusion_rng"])
+        for k, saved in (state.get("scalers") or {}).items():
+            if k in self.scalers:
+                self.scalers[k].load_state_dict(saved)
 
     @property
     def checkpoint_path(self) -> Path | None:
@@ -395,6 +442,7 @@ class LoFGANTrainer(ResumableTrainer):
             self.cfg,
             self.fusion_rng,
             self.step,
+            self.scalers,
         )
 
     def _sharded_train_step(self, shots: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
@@ -418,6 +466,7 @@ class LoFGANTrainer(ResumableTrainer):
                 cfg,
                 self.fusion_rng,
                 self.step,
+                self.scalers,
             )
         keys = sorted(losses)
         mean = distributed.all_reduce_mean(torch.tensor([losses[k] for k in keys], dtype=torch.float64))

@@ -453,13 +453,20 @@ class _ConvWithFastDoubleBackward(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        device = x.device.type
+        if torch.is_autocast_enabled(device):  # a custom op is not autocast's: cast as it would for a conv
+            dtype = torch.get_autocast_dtype(device)
+            x, weight = x.to(dtype), weight.to(dtype)
+            bias = bias.to(dtype) if bias is not None else None
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        return F.conv2d(x, weight, bias)
+        with torch.autocast(device, enabled=False):
+            return F.conv2d(x, weight, bias)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x, weight = ctx.saved_tensors
+        grad = grad.to(x.dtype)  # (autograd casts the returned gradients back to the parameters' dtype)
         weights_wanted = not input_gradients_only.active
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1] and weights_wanted
         need_b = ctx.has_bias and ctx.needs_input_grad[2] and weights_wanted
