@@ -83,5 +83,7 @@ def test_sittings_add_up_and_metric_history_keeps_one_entry_per_step(tmp_path):
     assert sittings.metric_history(tmp_path) == history
     assert math.isinf(sittings.Sitting(tmp_path, "c", 0).deadline)
     sittings.Sitting(tmp_path, "c", 0).record(1)
-    sittings.Sitting(tmp_path, "c", 1).record(2)  # the next sitting, started in the same second: both are kept
+    sittings.Sitting(tmp_path, "c", 1).record(
+        2
+    )  # the next sitting, started in the same second: both are kept
     assert [e.get("end_step") for e in sittings.training_commands(tmp_path)][-2:] == [1, 2]
