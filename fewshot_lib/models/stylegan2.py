@@ -35,7 +35,7 @@ from __future__ import annotations
 import importlib
 import logging
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -575,15 +575,7 @@ class Generator(nn.Module):
         """Clamp every styled conv's activated output and every ToRGB's ``conv + bias`` to
         ``[-conv_clamp, conv_clamp]`` (NVlabs' ``conv_clamp``); ``None`` turns clamping off. Part of
         :attr:`config` when set, so exports rebuild it."""
-        self.conv_clamp = None if conv_clamp is None else float(conv_clamp)
-        for m in self.modules():
-            if isinstance(m, (StyledConv, ToRGB)):
-                m.conv_clamp = self.conv_clamp
-        if self.conv_clamp is None:
-            self._config.pop("conv_clamp", None)
-        else:
-            self._config["conv_clamp"] = self.conv_clamp
-        return self
+        return _set_conv_clamp(self, conv_clamp, lambda m: isinstance(m, (StyledConv, ToRGB)))
 
     def set_fused(self, fused: bool | None) -> "Generator":
         """Switch every modulated conv between the grouped and the activation-scaling implementation."""
@@ -1041,15 +1033,9 @@ class Discriminator(nn.Module):
     def set_conv_clamp(self, conv_clamp: float | None) -> "Discriminator":
         """Clamp every activated conv's output (FromRGB, both convs of each block, ``final_conv``) to
         ``[-conv_clamp, conv_clamp]``, NVlabs' ``conv_clamp``; ``None`` turns it off."""
-        self.conv_clamp = None if conv_clamp is None else float(conv_clamp)
-        for m in self.modules():
-            if isinstance(m, ConvLayer) and isinstance(m[-1], FusedLeakyReLU):
-                m.conv_clamp = self.conv_clamp
-        if self.conv_clamp is None:
-            self._config.pop("conv_clamp", None)
-        else:
-            self._config["conv_clamp"] = self.conv_clamp
-        return self
+        return _set_conv_clamp(
+            self, conv_clamp, lambda m: isinstance(m, ConvLayer) and isinstance(m[-1], FusedLeakyReLU)
+        )
 
     @property
     def c_dim(self) -> int:
@@ -1108,6 +1094,19 @@ class Discriminator(nn.Module):
 def validate_discriminator_config(config: Any, where: str = "config") -> dict[str, Any]:
     """:func:`validate_config` for :class:`Discriminator` (what ``load_discriminator`` checks before building)."""
     return validate_config(Discriminator, config, where)
+
+
+def _set_conv_clamp(net: nn.Module, conv_clamp: float | None, clamped: Callable[[nn.Module], bool]) -> Any:
+    """Give every layer ``clamped`` picks the bound (``None``: none); record it in ``net``'s config only when set,
+    so unclamped models keep the config they always had."""
+    net.conv_clamp = None if conv_clamp is None else float(conv_clamp)
+    for m in net.modules():
+        if clamped(m):
+            m.conv_clamp = net.conv_clamp
+    net._config.pop("conv_clamp", None)
+    if net.conv_clamp is not None:
+        net._config["conv_clamp"] = net.conv_clamp
+    return net
 
 
 def same_architecture(config_a: dict[str, Any], config_b: dict[str, Any]) -> bool:
