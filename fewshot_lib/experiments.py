@@ -37,6 +37,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from .models.stylegan2 import SOURCE_MODEL_CONFIG
 from .config import resolve_profile
 from .progress import progress
 from .results import make_claim, write_metrics
@@ -54,6 +55,43 @@ __all__ = [
 
 #: experiment → profile → sizes. The single place where a profile's meaning per notebook is written down.
 PROFILE_SIZES: dict[str, dict[str, dict[str, Any]]] = {
+    # 02: the StyleGAN2 trained live (model: Generator kwargs; full: the shipped source model's architecture),
+    # n_fid generated images per FID, proj_steps of the projector, explore_samples mapped latents of the explorer
+    "02_stylegan2_training": {
+        "smoke": dict(
+            steps=8,
+            batch=4,
+            model=dict(size=32, style_dim=32, n_mlp=2, channel_base=256, channel_max=32),
+            n_fid=256,
+            sample_every=4,
+            proj_steps=20,
+            ema_half_life_images=100,
+            r1_every=4,
+            explore_samples=1000,
+        ),
+        "lab": dict(
+            steps=600,
+            batch=16,
+            model=dict(size=32, style_dim=64, n_mlp=2, channel_base=1024, channel_max=32),
+            n_fid=1000,
+            sample_every=200,
+            proj_steps=200,
+            ema_half_life_images=2_000,
+            r1_every=16,
+            explore_samples=5000,
+        ),
+        "full": dict(
+            steps=20_000,
+            batch=32,
+            model=dict(SOURCE_MODEL_CONFIG),
+            n_fid=5000,
+            sample_every=2000,
+            proj_steps=500,
+            ema_half_life_images=10_000,
+            r1_every=16,
+            explore_samples=10_000,
+        ),
+    },
     # 03: n_fake fakes per hand-made generator, n_seeds shot/split draws; per_class_n fakes per unseen class,
     # ppl_paths latent walks, n_concepts for the cross-style retrieval (full: n_fake stays below set B's 792)
     "03_evaluation": {
@@ -133,6 +171,35 @@ PROFILE_SIZES: dict[str, dict[str, dict[str, Any]]] = {
             n_episodes=10,
             live=dict(invert=200, lal=125, lsr=375, batch=16),
             live_comparison=None,
+        ),
+    },
+    # 08: n_samples mapped latents for GANSpace and the slider units; label_seeds for naming directions with the
+    # emoji network; n_label directions labelled per method; cdc_steps of section 9's adaptations (served_cdc_steps
+    # when `make explore` serves the page: it must appear within seconds)
+    "08_latent_explorer": {
+        "smoke": dict(
+            n_samples=2000,
+            label_seeds=dict(seeds=range(4), select_seeds=range(1000, 1002), min_seeds=3),
+            n_label=2,
+            proj_steps=20,
+            cdc_steps=2,
+            served_cdc_steps=10,
+        ),
+        "lab": dict(
+            n_samples=10_000,
+            label_seeds=dict(seeds=range(10), select_seeds=range(1000, 1010), min_seeds=8),
+            n_label=4,
+            proj_steps=200,
+            cdc_steps=50,
+            served_cdc_steps=10,
+        ),
+        "full": dict(
+            n_samples=20_000,
+            label_seeds=dict(seeds=range(10), select_seeds=range(1000, 1010), min_seeds=8),
+            n_label=8,
+            proj_steps=500,
+            cdc_steps=300,
+            served_cdc_steps=10,
         ),
     },
 }
