@@ -56,7 +56,6 @@ __all__ = [
     "shard_rows",
     "Shard",
     "all_reduce_grads",
-    "average_grads_before_step",
     "all_reduce_mean",
     "all_gather",
     "broadcast_module",
@@ -243,16 +242,6 @@ def all_reduce_grads(params: Iterable[torch.Tensor]) -> None:
     for g in grads:
         g.copy_(flat[offset : offset + g.numel()].view_as(g))
         offset += g.numel()
-
-
-def average_grads_before_step(optimizer: torch.optim.Optimizer):
-    """Make ``optimizer.step()`` average its parameters' gradients over the ranks first (a step pre-hook), for a
-    training step that calls ``backward`` and ``step`` itself. Returns the hook's handle."""
-
-    def hook(opt: torch.optim.Optimizer, args, kwargs) -> None:
-        all_reduce_grads(p for group in opt.param_groups for p in group["params"])
-
-    return optimizer.register_step_pre_hook(hook)
 
 
 def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:

@@ -218,9 +218,13 @@ def main_pass(cfg: LoFGANConfig, device: torch.device, enabled: bool = True):
 
 
 def _backward_and_step(loss: torch.Tensor, opt, scaler, inputs=None) -> None:
-    """``loss.backward()`` then ``opt.step()`` — through ``scaler`` (fp16's loss scaling) when there is one."""
+    """``loss.backward()`` then ``opt.step()`` — through ``scaler`` (fp16's loss scaling) when there is one. Under
+    ``torchrun`` the gradients are averaged over the ranks first: before fp16's inf check too, so that every
+    rank skips or takes the same step."""
     opt.zero_grad(set_to_none=True)
     (scaler.scale(loss) if scaler is not None else loss).backward(inputs=inputs)
+    if distributed.world_size() > 1:
+        distributed.all_reduce_grads(p for group in opt.param_groups for p in group["params"])
     if scaler is not None:
         scaler.step(opt)
         scaler.update()
@@ -384,9 +388,7 @@ class LoFGANTrainer(ResumableTrainer):
             )
             distributed.sync_batchnorm(self.g)  # same parameters and keys; global-batch statistics
             for m in (self.g, self.d):
-                distributed.broadcast_module(m)
-            for opt in (self.opt_g, self.opt_d):
-                distributed.average_grads_before_step(opt)
+                distributed.broadcast_module(m)  # (the gradients are averaged in _backward_and_step)
 
     def state_dict(self) -> dict:
         return {
