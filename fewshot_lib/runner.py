@@ -377,10 +377,12 @@ def validate_parameters(
     parameters: dict[str, Any] | None = None,
     sweep: Sequence[dict[str, Any]] = ({},),
     base: Path | None = None,
+    profile: str = "lab",
 ) -> None:
     """Check names and types of every requested parameter against the selected notebooks, before any runs.
 
-    Raises :class:`ParameterError` (one line) for an undeclared name or a value a notebook cannot take.
+    Raises :class:`ParameterError` (one line) for an undeclared name, a value a notebook cannot take, or a seed
+    sweep whose points would run the same seed twice.
     """
     specs = {nb: parameter_specs(nb) for nb in notebooks}
     requested = {**(parameters or {})}
@@ -388,6 +390,35 @@ def validate_parameters(
     for point in sweep:
         for nb, spec in specs.items():
             prepare_parameters(nb, spec, {**requested, **point}, base)
+    for nb, spec in specs.items():
+        _refuse_overlapping_seeds(nb, spec, requested, sweep, profile)
+
+
+def _refuse_overlapping_seeds(
+    nb: Path, spec: dict, requested: dict[str, Any], sweep: Sequence[dict[str, Any]], profile: str
+) -> None:
+    """A method notebook runs seeds ``seed, seed + 1, …, seed + n_seeds − 1`` itself (the experiment protocol), so
+    sweep points whose seed ranges overlap would count the same run twice in the aggregated table: refuse."""
+    if not {"seed", "n_seeds"} <= set(spec) or len(sweep) < 2:
+        return
+    from .experiments import PROFILE_SIZES, seeds_for  # (torch: imported only when a sweep needs it)
+
+    if nb.stem not in PROFILE_SIZES:
+        return
+    used: dict[int, dict[str, Any]] = {}
+    for point in sweep:
+        values = {**requested, **point}
+        first = int(values.get("seed", spec["seed"].get("default", 0) or 0))
+        seeds = seeds_for(nb.stem, profile, first, int(values.get("n_seeds", 0) or 0))
+        for s in seeds:
+            if s in used and used[s] != point:
+                raise ParameterError(
+                    f"{nb.name} runs {len(seeds)} seeds per job (seed, seed + 1, …): sweep points {used[s]} and "
+                    f"{point} both run seed {s}, which the aggregated table would count twice. Space the seeds "
+                    f"by {len(seeds)} (e.g. --sweep seed={first - first % len(seeds)},"
+                    f"{first - first % len(seeds) + len(seeds)}) or pass -p n_seeds 1."
+                )
+            used[s] = point
 
 
 def thread_budget(jobs: int, cpus: int | None = None) -> int:
@@ -419,7 +450,7 @@ def run_notebooks(
         raise ParameterError(f"--jobs must be ≥ 1, got {jobs}")
     profile = resolve_profile(profile)
     base = Path.cwd()
-    validate_parameters(notebooks, parameters, sweep, base)
+    validate_parameters(notebooks, parameters, sweep, base, profile)
     if notebook_timeout is None:
         notebook_timeout = NOTEBOOK_TIMEOUT_S[profile]
     out_root = prepare_run_root(out_root)
@@ -480,7 +511,7 @@ def emit_slurm(
     import shlex
 
     profile = resolve_profile(profile)
-    validate_parameters(notebooks, parameters, sweep, Path.cwd())
+    validate_parameters(notebooks, parameters, sweep, Path.cwd(), profile)
     out_dir = Path(out_dir).resolve()
     (out_dir / "logs").mkdir(parents=True, exist_ok=True)
     lines = []

@@ -215,3 +215,18 @@ def test_parallel_jobs_a_slurm_array_and_a_merge_give_one_results_file(notebooks
     assert all((merged / r["name"]).is_dir() for r in results["notebooks"])  # notebooks copied in
     assert "alpha helps" in (merged / "report.md").read_text()
     assert main(["merge", str(tmp_path / "nowhere"), "--out", str(tmp_path / "m2")]) == 2
+
+
+def test_a_seed_sweep_that_would_run_a_seed_twice_is_refused(tmp_path):
+    # A method notebook runs seeds seed … seed + n_seeds − 1 itself; `--sweep seed=0,1` at 3 seeds per job would
+    # run seeds 1 and 2 twice and count them twice in the aggregated table.
+    from fewshot_lib.runner import ParameterError, validate_parameters
+
+    nb = tmp_path / "04_cdc.ipynb"  # a notebook the experiment protocol knows (3 seeds at lab)
+    write_notebook(nb, "profile = 'auto'\nseed = 0\nn_seeds: int = 0\n", "print(seed)")
+    with pytest.raises(ParameterError, match="both run seed 1"):
+        validate_parameters([nb], {}, [{"seed": "0"}, {"seed": "1"}], tmp_path, profile="lab")
+    validate_parameters([nb], {}, [{"seed": "0"}, {"seed": "3"}], tmp_path, profile="lab")  # disjoint: fine
+    validate_parameters([nb], {"n_seeds": 1}, [{"seed": "0"}, {"seed": "1"}], tmp_path, profile="lab")
+    with pytest.raises(ParameterError, match="seed 0"):  # a smaller n_seeds in one point still overlaps
+        validate_parameters([nb], {}, [{"seed": "0", "n_seeds": "1"}, {"seed": "0"}], tmp_path, profile="lab")
