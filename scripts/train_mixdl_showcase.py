@@ -194,8 +194,14 @@ def export(
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--variant", required=True, choices=mixdl.SHOWCASE_VARIANTS)
-    p.add_argument("--run-dir", default=None, help="training folder (default runs/mixdl_showcase_<variant>)")
-    p.add_argument("--out-dir", default=None, help="export folder (default data/checkpoints)")
+    p.add_argument(
+        "--run-dir", default=None, help="training folder (default runs/mixdl_showcase_<variant>[_seed<N>])"
+    )
+    p.add_argument(
+        "--out-dir",
+        default=None,
+        help="export folder (default data/checkpoints for seed 0, the shipped files; <run-dir>/export otherwise)",
+    )
     p.add_argument("--minutes", type=float, default=20.0, help="wall-clock budget of this invocation")
     p.add_argument("--steps", type=int, default=100_000, help="maximum total iterations")
     p.add_argument(
@@ -214,7 +220,24 @@ def main(argv: list[str] | None = None) -> None:
 
     task = {"style": "noto", "category": "Smileys & Emotion", "n_shots": 10, "seed": args.seed}
     shots, _ = mixdl.category_task(task["style"], task["category"], task["n_shots"], task["seed"])
-    run_dir = Path(args.run_dir) if args.run_dir else repo_root() / "runs" / f"mixdl_showcase_{args.variant}"
+    # Seed 0 is the shipped showcase. Another seed trains beside it, never into it: its own run folder and, unless
+    # --out-dir says otherwise, an export inside that folder (the shipped files stay seed 0's).
+    suffix = f"_seed{args.seed}" if args.seed else ""
+    run_dir = (
+        Path(args.run_dir)
+        if args.run_dir
+        else repo_root() / "runs" / f"mixdl_showcase_{args.variant}{suffix}"
+    )
+    if args.seed and not args.out_dir:
+        args.out_dir = str(run_dir / "export")
+    seeds_file = run_dir / "task.json"
+    if seeds_file.is_file() and json.loads(seeds_file.read_text()).get("seed") != args.seed:
+        raise SystemExit(
+            f"{run_dir} trains the task of seed {json.loads(seeds_file.read_text()).get('seed')}, not --seed "
+            f"{args.seed}: give this seed its own --run-dir"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    seeds_file.write_text(json.dumps(task) + "\n")
     trainer = build_trainer(args.variant, shots, run_dir, mixdl.LAB_MODEL, args.steps, seed=args.seed)
     if trainer.checkpoint_path.exists():
         trainer.load(trainer.checkpoint_path)

@@ -134,3 +134,16 @@ def test_shipped_showcase_generators_match_their_manifests(variant, shots):
 def test_missing_showcase_variant_is_refused():
     with pytest.raises(ValueError, match="showcase variant"):
         M.load_showcase_generator("diffaugment")
+
+
+def test_another_seed_never_trains_into_the_shipped_showcase(tmp_path, load_script, monkeypatch):
+    # Seed 0 is the shipped showcase: another seed gets its own run folder and exports inside it, and a run folder
+    # refuses a seed other than the one it was started with.
+    script = load_script("train_mixdl_showcase")
+    monkeypatch.setattr(script, "repo_root", lambda: tmp_path)
+    script.main(["--variant", "mixdl", "--seed", "1", "--export-only"])
+    run = tmp_path / "runs" / "mixdl_showcase_mixdl_seed1"
+    assert json.loads((run / "task.json").read_text())["seed"] == 1
+    assert (run / "export" / "mixdl_showcase_mixdl.pt").is_file()  # not data/checkpoints
+    with pytest.raises(SystemExit, match="task of seed 1"):
+        script.main(["--variant", "mixdl", "--seed", "2", "--run-dir", str(run), "--export-only"])
