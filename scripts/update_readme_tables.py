@@ -41,10 +41,12 @@ def _side(mean: float, std: float, seeds: int) -> str:
 
 def claim_row(c: dict) -> str:
     """``| notebook | claim | verdict (measured) |`` for one ledger entry."""
-    seeds = int(c.get("seeds", 0))
+    seeds = int(c.get("seeds", 0))  # the smaller side's seed count
+    n_m = len(c.get("method_values") or []) or seeds
+    n_b = len(c.get("baseline_values") or []) or seeds
     measured = (
-        f"{c['method']} {_side(c['method_mean'], c['method_std'], seeds)} vs "
-        f"{c['baseline']} {_side(c['baseline_mean'], c['baseline_std'], seeds)}"
+        f"{c['method']} {_side(c['method_mean'], c['method_std'], n_m)} vs "
+        f"{c['baseline']} {_side(c['baseline_mean'], c['baseline_std'], n_b)}"
     )
     verdict = c.get("verdict") or ("holds" if c.get("holds") else "does not hold")
     verdict = f"**{verdict}**" if verdict == "holds" else verdict
@@ -58,7 +60,7 @@ def claim_row(c: dict) -> str:
         )
     return (
         f"| {c['notebook']} | {c['claim']} | {regime}{verdict} ({c['metric']}: {measured}; "
-        f"{seeds} seed{'s' if seeds != 1 else ''}{floor}) |"
+        f"{n_m if n_m == n_b else f'{n_m} vs {n_b}'} seed{'s' if max(n_m, n_b) != 1 else ''}{floor}) |"
     )
 
 
