@@ -191,6 +191,30 @@ def _check_finite(value: torch.Tensor, name: str, step: int, checkpoint: Path | 
         )
 
 
+def backward_and_step(
+    loss: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None = None,
+    *,
+    all_reduce: bool = False,
+    inputs: list[torch.Tensor] | None = None,
+) -> None:
+    """``loss.backward()`` then ``optimizer.step()``, the one way every trainer of the package takes a step.
+
+    Through ``scaler`` (fp16's loss scaling) when there is one. With ``all_reduce`` (under ``torchrun``) the
+    gradients are averaged over the ranks first — before fp16's inf check too, so that every rank skips or
+    takes the same step. ``inputs`` limits the backward pass to those tensors (e.g. D's trainable weights)."""
+    optimizer.zero_grad(set_to_none=True)
+    (scaler.scale(loss) if scaler is not None else loss).backward(inputs=inputs)
+    if all_reduce:
+        distributed.all_reduce_grads(p for group in optimizer.param_groups for p in group["params"])
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+
+
 class ResumableTrainer:
     """What every trainer of the package shares: one checkpoint file written atomically, exact resume, the
     loss history and the progress-bar loop.
@@ -510,16 +534,8 @@ class GANTrainer(ResumableTrainer):
         """One optimiser step on ``loss`` after checking that it (or ``checked``, the term that ``what`` names) is
         finite, so a diverged GAN stops with a clear error instead of writing NaN weights."""
         _check_finite(loss if checked is None else checked, what, self.step, self.checkpoint_path)
-        optim.zero_grad(set_to_none=True)
         scaler = self.scalers.get("g" if optim is self.g_optim else "d")
-        (scaler.scale(loss) if scaler is not None else loss).backward()
-        if self.shard is not None:  # average over the ranks before the step (and before fp16's inf check)
-            distributed.all_reduce_grads(p for group in optim.param_groups for p in group["params"])
-        if scaler is not None:
-            scaler.step(optim)
-            scaler.update()
-        else:
-            optim.step()
+        backward_and_step(loss, optim, scaler, all_reduce=self.shard is not None)
 
     def d_step(self, real: torch.Tensor) -> dict[str, float]:
         c, step = self.cfg, self.step

@@ -4,6 +4,11 @@
 after 2 of 4 steps (the format of the background runs' ``runs/*/checkpoint.pt``); ``*_step4.ref.pt`` hold what
 the same code had after 4 uninterrupted steps (weights and loss history). Resuming the step-2 files with
 today's code must land on the same numbers (up to float noise across CPUs).
+
+One exception, and why: a convolution's bias right before a BatchNorm has a gradient that is exactly zero on
+paper (the norm subtracts the channel mean), so what the CPU computes is rounding noise — of a sign that differs
+between CPUs — and Adam divides it by its own size, so each step moves the bias by ±lr. Those biases (and the
+running means that carry them) are held to what Adam can move them in the two resumed steps, not to 1e-5.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from fewshot_lib.checkpoint import load_checkpoint
 from fewshot_lib.methods.lofgan import LoFGANConfig, LoFGANTrainer
@@ -47,6 +53,17 @@ def lofgan_trainer(checkpoint: Path | None = None) -> LoFGANTrainer:
     return LoFGANTrainer(classes, cfg, seed=3, checkpoint=checkpoint)
 
 
+def biases_before_batchnorm(model: nn.Module) -> set[str]:
+    """``<conv>.bias`` and ``<norm>.running_mean`` of every Conv2d followed by a BatchNorm2d in a Sequential."""
+    names = set()
+    for prefix, module in model.named_modules():
+        children = list(module.named_children()) if isinstance(module, nn.Sequential) else []
+        for (conv_name, conv), (norm_name, norm) in zip(children, children[1:]):
+            if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d) and conv.bias is not None:
+                names |= {f"{prefix}.{conv_name}.bias", f"{prefix}.{norm_name}.running_mean"}
+    return names
+
+
 def reference(trainer, kind: str) -> dict:
     """What the step-4 reference files keep: the weights and the loss history."""
     state = trainer.state_dict()
@@ -74,8 +91,12 @@ def test_old_checkpoints_resume_exactly(kind, tmp_path):
     assert got["history"].keys() == want["history"].keys()
     for key, values in want["history"].items():
         assert got["history"][key] == pytest.approx(values, rel=1e-4, abs=1e-5), key
+    noise_only = {"g": biases_before_batchnorm(trainer.g)} if kind == "lofgan" else {}
+    adam_reach = 2 * 2 * max(LoFGANConfig().lr_g, LoFGANConfig().lr_d)  # 2 steps of at most ~lr each, twice over
+    assert noise_only.get("g", True), "the LoFGAN generator has conv → BatchNorm blocks"
     for part in KEYS[kind]:
         for name, value in want[part].items():
-            torch.testing.assert_close(got[part][name], value, atol=1e-5, rtol=1e-4, msg=f"{part}.{name}")
+            atol = adam_reach if name in noise_only.get(part, ()) else 1e-5
+            torch.testing.assert_close(got[part][name], value, atol=atol, rtol=1e-4, msg=f"{part}.{name}")
     # the format itself is unchanged: today's code writes the same keys
     assert set(load_checkpoint(trainer.checkpoint_path)) == saved_keys

@@ -47,7 +47,7 @@ from ..models.lofgan import (
     local_replacement,
 )
 from .. import distributed
-from ..train import AMP_DTYPES, ResumableTrainer
+from ..train import AMP_DTYPES, ResumableTrainer, backward_and_step
 
 log = logging.getLogger(__name__)
 
@@ -217,21 +217,6 @@ def main_pass(cfg: LoFGANConfig, device: torch.device, enabled: bool = True):
     return torch.autocast(device.type, dtype=AMP_DTYPES[cfg.amp])
 
 
-def _backward_and_step(loss: torch.Tensor, opt, scaler, inputs=None) -> None:
-    """``loss.backward()`` then ``opt.step()`` — through ``scaler`` (fp16's loss scaling) when there is one. Under
-    ``torchrun`` the gradients are averaged over the ranks first: before fp16's inf check too, so that every
-    rank skips or takes the same step."""
-    opt.zero_grad(set_to_none=True)
-    (scaler.scale(loss) if scaler is not None else loss).backward(inputs=inputs)
-    if distributed.world_size() > 1:
-        distributed.all_reduce_grads(p for group in opt.param_groups for p in group["params"])
-    if scaler is not None:
-        scaler.step(opt)
-        scaler.update()
-    else:
-        opt.step()
-
-
 def d_step(
     g: LoFGANGenerator,
     d: LoFGANDiscriminator,
@@ -265,7 +250,13 @@ def d_step(
     l_gp = class_logit_gradient_penalty(real_cls, real, y_real, b) if use_gp else real_adv.new_zeros(())
     loss = cfg.w_adv * (l_real + l_fake) + cfg.w_cls * l_cls + cfg.w_gp * max(1, cfg.gp_every) * l_gp
     # no gradient for the real images
-    _backward_and_step(loss, opt_d, scaler, inputs=[p for p in d.parameters() if p.requires_grad])
+    backward_and_step(
+        loss,
+        opt_d,
+        scaler,
+        all_reduce=distributed.world_size() > 1,
+        inputs=[p for p in d.parameters() if p.requires_grad],
+    )
     return {"d_real": l_real.item(), "d_fake": l_fake.item(), "d_cls": l_cls.item(), "d_gp": l_gp.item()}
 
 
@@ -297,7 +288,7 @@ def g_step(
     else:
         l_rec = global_reconstruction_loss(fake, shots, record)
     loss = cfg.w_adv * l_adv + cfg.w_cls * l_cls + cfg.w_recon * l_rec
-    _backward_and_step(loss, opt_g, scaler)
+    backward_and_step(loss, opt_g, scaler, all_reduce=distributed.world_size() > 1)
     return {"g_adv": l_adv.item(), "g_cls": l_cls.item(), "g_rec": l_rec.item()}
 
 
@@ -388,7 +379,7 @@ class LoFGANTrainer(ResumableTrainer):
             )
             distributed.sync_batchnorm(self.g)  # same parameters and keys; global-batch statistics
             for m in (self.g, self.d):
-                distributed.broadcast_module(m)  # (the gradients are averaged in _backward_and_step)
+                distributed.broadcast_module(m)  # (the gradients are averaged in backward_and_step)
 
     def state_dict(self) -> dict:
         return {
