@@ -173,6 +173,39 @@ PROFILE_SIZES: dict[str, dict[str, dict[str, Any]]] = {
             live_comparison=None,
         ),
     },
+    # 09: the benchmark evaluates shipped generators only. n_per_class samples per unseen class (n_classes: the
+    # first few unseen classes, 0 = all 26); n_eval samples per shot-set generator; n_seeds shot draws per target
+    # style (shipped exports of other shot seeds join them); shipped_min_steps as in 06; n_show samples per
+    # picture row
+    "09_benchmark": {
+        "smoke": dict(
+            n_per_class=6,
+            n_classes=4,
+            n_eval=64,
+            n_seeds=1,
+            styles=("fluent_3d", "twemoji"),
+            shipped_min_steps=10_000,
+            n_show=6,
+        ),
+        "lab": dict(
+            n_per_class=32,
+            n_classes=0,
+            n_eval=300,
+            n_seeds=3,
+            styles=("fluent_3d", "twemoji"),
+            shipped_min_steps=10_000,
+            n_show=8,
+        ),
+        "full": dict(
+            n_per_class=128,
+            n_classes=0,
+            n_eval=5000,
+            n_seeds=3,
+            styles=("fluent_3d", "twemoji", "fluent_flat"),
+            shipped_min_steps=10_000,
+            n_show=8,
+        ),
+    },
     # 08: n_samples mapped latents for GANSpace and the slider units; label_seeds for naming directions with the
     # emoji network; n_label directions labelled per method; cdc_steps of section 9's adaptations (served_cdc_steps
     # when `make explore` serves the page: it must appear within seconds)
