@@ -9,7 +9,7 @@ started in the same second never share one; ``FEWSHOT_RUNS`` moves ``runs/``)::
             metrics.json              written by the notebook itself (``fewshot_lib.results``)
             *.png                     figures the notebook saved
         results.json                  everything collected, claims gathered from all notebooks
-        report.md, report.html        the claims table, one table of notebooks, key figures
+        report.md, report.html        the claims table, the benchmark tables (09), one table of notebooks, key figures
 
 A notebook that fails is reported with its failing cell and error; the others still run, and the exit status
 of ``fewshot run`` is non-zero.
@@ -660,8 +660,25 @@ def _headline_metrics(metrics: dict[str, Any], limit: int = 4) -> str:
     return ", ".join(f"{k}={_fmt(v)}" for k, v in scalars[:limit])
 
 
+def _benchmark_section(runs: list[dict[str, Any]]) -> list[str]:
+    """The benchmark tables of every notebook run that wrote ``metrics["benchmark"]`` (notebook 09), each task
+    with its picture row; a sweep's runs (e.g. over the target style) follow one another under one heading."""
+    from .benchmark_tables import markdown_tables
+
+    found = [r for r in runs if isinstance(r.get("metrics", {}).get("benchmark"), dict)]
+    if not found:
+        return []
+    md = ["", "## Benchmark: every method on the same tasks", ""]
+    for r in found:
+        if len(found) > 1:
+            md += [f"Run `{r['name']}`:", ""]
+        md += markdown_tables(r["metrics"]["benchmark"], heading="###", figures_dir=r["name"])
+    return md
+
+
 def write_report(results: dict[str, Any], out_root: Path) -> tuple[Path, Path]:
-    """``report.md`` and ``report.html``: the claims table first, then one table of notebooks, then figures."""
+    """``report.md`` and ``report.html``: the claims table first, then the benchmark tables with their picture
+    rows (when a notebook wrote them), one table of notebooks, then figures."""
     claims, runs = results["claims"], results["notebooks"]
     md = [
         f"# fewshot-gen run ({results['profile']} profile, {results['created']})",
@@ -684,6 +701,7 @@ def write_report(results: dict[str, Any], out_root: Path) -> tuple[Path, Path]:
         md.append("No notebook in this run tests a paper claim.")
     if sanity:
         md += ["", "## Metric sanity checks", ""] + _claims_table(sanity)
+    md += _benchmark_section(runs)
     md += ["", "## Notebooks", "", "| notebook | status | time (s) | headline metrics |", "|---|---|---|---|"]
     for r in runs:
         status = (

@@ -65,3 +65,46 @@ def test_collect_replaces_a_notebooks_claims_and_check_notices_a_stale_readme(tm
     assert script.main(["--check", "--results", str(results), "--readme", str(readme)]) == 1
     with pytest.raises(ValueError, match="smoke"):
         script.collect([_lab_run(tmp_path / "c", "05_mixdl", "holds", profile="smoke")], data)
+
+
+def test_the_benchmark_block_is_generated_from_the_collected_09_run(tmp_path, load_script):
+    script = load_script("update_readme_tables")
+    real = script.README.read_text()
+    assert script.readme_block(real, script.BENCH_BEGIN, script.BENCH_END)  # the README has the block
+    cell = {"mean": 40.9, "std": 1.4, "n": 2, "per_seed": [41.9, 39.9]}
+    bench = {
+        "extractor": "emoji-features-v1",
+        "tasks": {"unseen": {"title": "Unseen class from 3 shots", "columns": ["fid"], "figure": "u.png"}},
+        "tables": {
+            "unseen": [
+                {
+                    "method": "lofgan",
+                    "label": "LoFGAN",
+                    "status": "measured",
+                    "note": "",
+                    "seeds": [0, 1],
+                    "fid": cell,
+                }
+            ]
+        },
+    }
+    run = tmp_path / "09"
+    run.mkdir()
+    metrics = {"notebook": "09_benchmark", "profile": "lab", "metrics": {"benchmark": bench}, "claims": []}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    results = tmp_path / "results.json"
+    readme = tmp_path / "README.md"
+    blocks = f"{script.BEGIN}\n{script.END}\n\n{script.BENCH_BEGIN}\n{script.BENCH_END}\n"
+    readme.write_text(f"# x\n\n{blocks}\nafter\n")
+    first = _lab_run(tmp_path / "a", "04_cdc", "holds")
+    assert (
+        script.main(["--collect", str(first), str(run), "--results", str(results), "--readme", str(readme)])
+        == 0
+    )
+    text = readme.read_text()
+    assert "| LoFGAN | measured | 0, 1 | 40.9 ± 1.4 |" in text and "#### Unseen class from 3 shots" in text
+    assert script.main(["--check", "--results", str(results), "--readme", str(readme)]) == 0
+    # a README without the benchmark block cannot hold collected benchmark tables: refused, not dropped
+    readme.write_text(f"# x\n\n{script.BEGIN}\n{script.END}\n")
+    with pytest.raises(ValueError, match="benchmark-tables"):
+        script.updated_readme(readme.read_text(), json.loads(results.read_text()))

@@ -230,3 +230,55 @@ def test_a_seed_sweep_that_would_run_a_seed_twice_is_refused(tmp_path):
     validate_parameters([nb], {"n_seeds": 1}, [{"seed": "0"}, {"seed": "1"}], tmp_path, profile="lab")
     with pytest.raises(ParameterError, match="seed 0"):  # a smaller n_seeds in one point still overlaps
         validate_parameters([nb], {}, [{"seed": "0", "n_seeds": "1"}, {"seed": "0"}], tmp_path, profile="lab")
+
+
+def test_the_report_puts_the_benchmark_tables_with_their_pictures_after_the_claims(tmp_path):
+    from fewshot_lib import benchmark_tables as T
+    from fewshot_lib.results import make_claim
+    from fewshot_lib.runner import write_report
+
+    cell = {"mean": 40.9, "std": 1.4, "n": 2, "per_seed": [41.9, 39.9]}
+    rows = [
+        {
+            "method": "lofgan",
+            "label": "LoFGAN",
+            "status": "measured",
+            "note": "",
+            "seeds": [0, 1],
+            "fid": cell,
+        },
+        {"method": "lso", "label": "LSO", "status": "not shipped yet", "note": "issue #17", "seeds": []},
+    ]
+    bench = {
+        "extractor": "emoji-features-v1",
+        "tasks": {"unseen": {"title": "Unseen class from 3 shots", "columns": ["fid"], "figure": "u.png"}},
+        "tables": {"unseen": rows},
+    }
+    run = {
+        "name": "09_benchmark",
+        "output": "09.ipynb",
+        "status": "ok",
+        "seconds": 1.0,
+        "error": None,
+        "metrics": {"benchmark": bench},
+        "claims": [],
+        "figures": ["u.png"],
+    }
+    claim = make_claim("c", "fid", "x", "a", "b", [1.0, 1.1], [2.0, 2.1], False, kind="sanity")
+    results = {
+        "profile": "lab",
+        "created": "now",
+        "ok": 1,
+        "failed": 0,
+        "notebooks": [run],
+        "claims": [{"notebook": "03", **claim}],
+    }
+    md_path, html_path = write_report(results, tmp_path)
+    text = md_path.read_text()
+    assert text.index("Paper claims") < text.index("## Benchmark") < text.index("## Notebooks")
+    assert "\n".join(T.markdown_table(rows, ["fid"])) in text  # the same rows as the notebook printed
+    assert "| LSO | not shipped yet | — | — | issue #17 |" in text
+    assert "](09_benchmark/u.png)" in text and "<img src='09_benchmark/u.png'" in html_path.read_text()
+    # a run without benchmark tables has no such section
+    run["metrics"] = {}
+    assert "## Benchmark" not in write_report(results, tmp_path)[0].read_text()

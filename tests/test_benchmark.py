@@ -1,0 +1,146 @@
+"""Notebook 09's library part (fewshot_lib.benchmark, fewshot_lib.benchmark_tables): what ships is found by name,
+costs come from the manifests, rows keep every seed and never fill a missing method with zeros, the two tasks'
+protocols run on small inputs. No shipped file is touched: fake exports live in a tmp FEWSHOT_DATA."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from fewshot_lib import benchmark as B
+from fewshot_lib import benchmark_tables as T
+from fewshot_lib.experiments import ExperimentResult
+
+
+def _fake_export(folder, name, sessions=None):
+    (folder / f"{name}.pt").write_bytes(b"not a checkpoint")  # names() needs the file, never loads it
+    manifest = {"name": name, "sha256": "0" * 64, "training_sessions": sessions or []}
+    (folder / f"{name}.manifest.json").write_text(json.dumps(manifest))
+
+
+def test_shipped_adaptations_are_found_by_their_export_names(tmp_path, monkeypatch):
+    ckpt = tmp_path / "checkpoints"
+    ckpt.mkdir()
+    _fake_export(ckpt, "cdc_fluent_3d_shots2")
+    _fake_export(ckpt, "cdc_fluent_3d_shots2_d")  # the discriminator is not a row
+    _fake_export(ckpt, "tgan_twemoji_shots0")  # another style
+    _fake_export(ckpt, "freezed_fluent_3d_shotsX")  # not a seed
+    monkeypatch.setenv("FEWSHOT_DATA", str(tmp_path))
+    assert B.shipped_adaptations("fluent_3d") == {
+        "tgan": {},
+        "freezed": {},
+        "cdc": {2: "cdc_fluent_3d_shots2"},
+    }
+    assert B.shipped_adaptations("twemoji")["tgan"] == {0: "tgan_twemoji_shots0"}
+
+
+def test_training_cpu_minutes_add_every_sitting_or_say_unknown():
+    assert B.training_cpu_minutes({"training_sessions": [{"cpu_s": 60.0}, {"cpu_s": 120.0}]}) == 3.0
+    # one sitting without CPU seconds: a partial sum would understate the cost
+    assert B.training_cpu_minutes({"training_sessions": [{"cpu_s": 60.0}, {"wall_s": 9.0}]}) is None
+    assert B.training_cpu_minutes({}) is None
+
+
+def test_shots_are_drawn_with_the_adaptation_scripts_rule(load_script):
+    draw_shots = load_script("train_adaptation").draw_shots
+    target = torch.arange(300.0).view(300, 1)
+    for seed in (0, 1, 7):
+        _, script_indices = draw_shots(target, 10, seed)
+        assert B.draw_shot_indices(300, 10, seed) == script_indices
+    assert B.draw_shot_indices(300, 10, 0) != B.draw_shot_indices(300, 10, 1)
+
+
+def _result():
+    per_seed = {
+        "a": [{"seed": 0, "fid": 10.0, "near_copies": 0.5}, {"seed": 1, "fid": 14.0, "near_copies": 0.1}],
+        "b": [{"seed": 0, "fid": 20.0}, {"seed": 1}],  # seed 1 of b has not shipped: an empty dict
+        "c": [{"seed": 0, "fid": 5.0, "near_copies": 1.0}],
+    }
+    return ExperimentResult("t", per_seed)
+
+
+def test_rows_keep_every_seed_and_mark_one_seed():
+    res = _result()
+    a = B.table_row(res, "a", ["fid", "near_copies", "kid"], "A")
+    assert a["seeds"] == [0, 1] and a["fid"]["per_seed"] == [10.0, 14.0]
+    assert a["fid"]["mean"] == 12.0 and math.isclose(a["fid"]["std"], math.sqrt(8.0))
+    assert "kid" not in a  # not measured: absent, not 0
+    b = B.table_row(res, "b", ["fid"], "B")
+    assert b["seeds"] == [0] and b["fid"]["std"] is None
+    assert T.cell_text(b["fid"], "fid") == "20 (one seed)"
+    assert T.cell_text(a["fid"], "fid") == "12 ± 2.8"
+    assert T.cell_text(None) == "—"
+
+
+def test_a_method_not_shipped_has_a_row_without_numbers():
+    row = B.placeholder_row("lso", "LSO", "issue #17")
+    assert set(row) == set(T.ROW_KEYS) and row["status"] == "not shipped yet"
+    lines = T.markdown_table([B.table_row(_result(), "a", ["fid"], "A"), row], ["fid"])
+    assert lines[-1] == "| LSO | not shipped yet | — | — | issue #17 |"
+    assert lines[0].startswith("| method | status | seeds | FID ↓")
+
+
+def test_best_rows_follow_each_columns_direction_and_skip_references():
+    res = _result()
+    rows = [B.table_row(res, v, ["fid", "near_copies"], v) for v in ("a", "b")]
+    rows.append(B.table_row(res, "c", ["fid", "near_copies"], "c", status="reference"))
+    assert [r["method"] for r in T.best_rows(rows, "fid")] == ["a", "b"]  # lower FID first; c is a reference
+    assert [r["method"] for r in T.best_rows(rows, "near_copies")] == ["a"]
+    assert T.find_row(rows, "c")["status"] == "reference" and T.find_row(rows, "zz") is None
+
+
+def test_markdown_tables_name_the_extractor_and_link_the_picture_row():
+    rows = [B.table_row(_result(), "a", ["fid"], "A")]
+    bench = {
+        "extractor": "emoji-features-v1",
+        "tasks": {"t1": {"title": "Task one", "protocol": "p", "columns": ["fid"], "figure": "t1.png"}},
+        "tables": {"t1": rows},
+    }
+    text = "\n".join(T.markdown_tables(bench, figures_dir="09_benchmark"))
+    assert "### Task one" in text and "](09_benchmark/t1.png)" in text and "emoji-features-v1" in text
+    assert "t1.png" not in "\n".join(T.markdown_tables(bench))  # no figures folder, no picture link
+
+
+@pytest.fixture(scope="module")
+def two_classes(emoji):
+    """Two real unseen-class-like classes (the emoji network knows their subcategories), small."""
+    out = {}
+    for sub in ("animal-bird", "food-fruit"):
+        x = emoji.select(styles="noto", subcategories=sub).tensors()[:16]
+        out[f"noto/{sub}"] = x
+    return out
+
+
+def test_unseen_class_task_floor_ceiling_and_pooled_metrics(two_classes):
+    cond = {c: x[:10] for c, x in two_classes.items()}
+    held = {c: x[10:] for c, x in two_classes.items()}
+    task = B.UnseenClassTask.from_split(cond, held, torch.cat(list(two_classes.values())), k=3)
+    assert task.ceiling["recognisability"] > task.floors["recognisability"]
+    copy, fakes = task.copy_shots(seed=0, n_per_class=4)
+    assert copy["near_copies"] == 1.0 and {"kid", "precision", "recall", "fid"} <= set(copy)
+    assert {c: tuple(x.shape) for c, x in fakes.items()} == {c: (4, 3, 32, 32) for c in cond}
+    real, _ = task.real_held_out(seed=0, n_per_class=4)
+    assert (
+        "fid" not in real and 0 <= real["class_consistency"] <= 1
+    )  # the reference is not judged against itself
+    blur, _ = task.evaluate(lambda shots: shots.mean(1), seed=1, n_per_class=4)
+    assert blur["near_copies"] < 1.0 and "kid" not in blur  # pooled metrics only when asked
+
+
+def test_shot_set_task_scores_every_column_of_a_tiny_generator():
+    from fewshot_lib.models.stylegan2 import Generator
+
+    torch.manual_seed(0)
+    g = Generator(32, style_dim=16, n_mlp=1, channel_base=64, channel_max=8).eval()
+    target = torch.rand(40, 3, 32, 32) * 2 - 1
+    idx = B.draw_shot_indices(len(target), 5, 0)
+    task = B.ShotSetTask("tiny", "noto", target[idx], target, 0, idx)
+    values, images = task.evaluate(g, n=16, seed=0)
+    costs = {"train_cpu_minutes", "parameters"}
+    assert set(values) == set(B.SHOT_SET_COLUMNS) - costs and images.shape == (16, 3, 32, 32)
+    again, _ = task.evaluate(g, n=16, seed=0)
+    assert again["fid"] == values["fid"]  # seeded latents and noise: the same numbers
+    assert B.parameter_count(g) == sum(p.numel() for p in g.parameters())
