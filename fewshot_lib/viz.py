@@ -94,7 +94,8 @@ def show_sheet(
             if j == 0:
                 ax.set_ylabel(row_labels[i], rotation=0, ha="right", va="center", fontsize=8)
             if i == 0 and col_labels is not None and j < len(col_labels):
-                ax.set_title(_wrap_label(col_labels[j]), fontsize=6)
+                # narrow cells (scale < 1) only fit a small font; wider ones get the row labels' size
+                ax.set_title(_wrap_label(col_labels[j]), fontsize=8 if scale >= 1 else 6)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
