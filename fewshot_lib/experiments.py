@@ -45,6 +45,12 @@ from .results import make_claim, write_metrics
 __all__ = [
     "PROFILE_SIZES",
     "sizes",
+    "CUT_SHORT_ENV",
+    "CUT_SHORT_CAPS",
+    "CUT_SHORT_CAPS_BY_EXPERIMENT",
+    "KEPT_WHEN_CUT_SHORT",
+    "cut_short",
+    "cut_short_sizes",
     "seeds_for",
     "cpu_threads",
     "Summary",
@@ -238,15 +244,139 @@ PROFILE_SIZES: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Cut-short mode: the profile's code with its counts capped
+# ---------------------------------------------------------------------------------------------------------
+#: Set to 1 to run a profile *cut short*: :func:`sizes` caps every count of the table (steps, seeds, evaluation
+#: sizes, samples, paths, projector steps, episodes, …) at :data:`CUT_SHORT_CAPS` and leaves everything else (the
+#: models, batch sizes, intervals, thresholds, styles) at the profile's value. ``FEWSHOT_PROFILE=full`` with it
+#: runs every cell of the full profile in minutes: tests/test_full_profile.py on CPU, scripts/gpu_check.sh on a
+#: GPU. The kernels of papermill, nbval and ``fewshot run`` inherit it from the environment.
+CUT_SHORT_ENV = "FEWSHOT_CUT_SHORT"
+
+#: Size name → its cap in cut-short mode, in every experiment that has that size. The caps are about the
+#: smoke profile's values, which the smoke notebooks prove every cell runs with (FID and KID need ≥ 2 samples,
+#: precision/recall more than their k = 3 or 5 neighbours, near-copies k ≥ 2 shots), unless a reason below says
+#: otherwise. What costs time in a cut-short notebook is then what every profile pays (reference features, image
+#: floors) plus the full models' forward passes.
+CUT_SHORT_CAPS: dict[str, int] = {
+    # Optimisation steps: two run every kind of step once — R1 and path length fire at step 0, MixDL's mixup
+    # step is step 0 and its plain step step 1, LoFGAN's learning-rate decay starts at steps // 2 = 1 — and the
+    # trainers' final samples and checkpoints.
+    "steps": 2,
+    "sample_every": 1,  # 02: below the capped steps, so the sample callback (the FID curve) fires mid-training
+    "n_curve_points": 1,  # 04: eval_every = steps // n_curve_points: one evaluation per curve, at the end
+    "cdc_steps": 2,  # 08: TGAN and CDC adaptations of section 9
+    "served_cdc_steps": 2,  # 08 under `make explore` (min'd with cdc_steps anyway)
+    "proj_steps": 10,  # 02, 08: the projector's iterations (its loss, W and W+ paths run from the first one)
+    "invert": 8,  # 07 live tasks: inversion steps (8 still lower the reconstruction error, asserted in 07)
+    "lal": 3,  # 07: LSO stage 1 steps
+    "lsr": 3,  # 07: LSO stage 2 steps
+    # Seeds: one; a notebook whose cells treat later seeds differently gets two (CUT_SHORT_CAPS_BY_EXPERIMENT).
+    # With one seed a claim is "not judged: one seed"; judging claims is results.make_claim's, unit-tested.
+    "n_seeds": 1,
+    # Evaluation sizes.
+    # 02: images per FID, half the emoji network's 256 feature dimensions: fid() warns (singular covariance,
+    # biased value) but computes it, and 02 samples n_fid images from the full model nine times
+    "n_fid": 128,
+    "n_fake": 150,  # 03: its sample-size curve keeps n = 25, 50, 100 (FID's bias > 3 spreads: asserted)
+    "n_eval": 32,  # 04, 05, 09: generated images per evaluation (> the 10 shots' clusters; k-NN radii need > 5)
+    "n_per_class": 8,  # 06, 07, 09: samples per unseen class
+    "per_class_n": 8,  # 03: the same, per unseen class of the per-class protocol
+    "n_concepts": 200,  # 03: cross-style retrieval (the trained network beats the random one by > 2×: asserted)
+    "ppl_paths": 8,  # 03: PPL latent walks
+    "n_paths": 4,  # 05: PPL latent walks (each renders 11 images with the full model)
+    "showcase_samples": 64,  # 05: samples of the shipped showcase generators
+    "showcase_paths": 8,  # 05: their latent walks
+    "n_classes": 2,  # 07, 09: unseen classes evaluated (09's 0 = all 26 becomes 2); 07 runs live tasks per class
+    "n_episodes": 1,  # 07: tasks per class
+    "explore_samples": 1000,  # 02: mapped latents of the explorer (its PCA of the 128-d W needs ≫ 128)
+    "n_samples": 2000,  # 08: mapped latents for GANSpace and the slider units
+    "n_label": 2,  # 08: directions labelled per method
+    "seeds": 4,  # 08 label_seeds: seeds a direction's label is tested on …
+    "select_seeds": 2,  # … seeds it is chosen on …
+    "min_seeds": 3,  # … and how many must agree (≤ the capped seeds, or no label could ever be kept)
+}
+
+#: Caps that differ for one experiment.
+CUT_SHORT_CAPS_BY_EXPERIMENT: dict[str, dict[str, int]] = {
+    # 04 evaluates its first seed along the training curve and every later seed once at the end: a second seed
+    # runs that branch.
+    "04_cdc": {"n_seeds": 2},
+}
+
+#: Sizes that are not counts: kept at the profile's value in cut-short mode. Capping them would change *what* runs
+#: (the architecture, the batch, an interval, which shipped runs are compared), not how long.
+KEPT_WHEN_CUT_SHORT = frozenset(
+    {
+        "model",  # 02, 05: Generator kwargs (full: the shipped source model's)
+        "batch",  # 02, 07 live: images per step
+        "ema_half_life_images",  # 02: a hyperparameter of G_ema
+        "r1_every",  # 02: lazy R1 interval (R1 fires at step 0 whatever it is)
+        "shipped_min_steps",  # 06, 09: a shipped run's admission threshold, not work done here
+        "styles",  # 09: the target styles benchmarked (the tasks themselves)
+        "n_show",  # 09: samples per picture row (display)
+    }
+)
+
+#: Sizes where 0 means "all": cut short, they take the cap instead.
+_ZERO_MEANS_ALL = frozenset({"n_classes"})
+
+
+def cut_short() -> bool:
+    """Whether cut-short mode is on (``FEWSHOT_CUT_SHORT`` set to ``1``/``true``/``yes``)."""
+    return os.environ.get(CUT_SHORT_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def cut_short_sizes(table: dict[str, Any], experiment: str = "") -> dict[str, Any]:
+    """``table`` (the sizes of ``experiment``) with every count capped at :data:`CUT_SHORT_CAPS` (and the
+    experiment's :data:`CUT_SHORT_CAPS_BY_EXPERIMENT`), nested tables such as 07's ``live`` too, and the sizes of
+    :data:`KEPT_WHEN_CUT_SHORT` unchanged. A size in neither is refused: whether it is a count is decided once,
+    here, not guessed."""
+    caps = {**CUT_SHORT_CAPS, **CUT_SHORT_CAPS_BY_EXPERIMENT.get(experiment, {})}
+    return _cut_short(table, caps, experiment)
+
+
+def _cut_short(table: dict[str, Any], caps: dict[str, int], where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in table.items():
+        path = f"{where}.{name}" if where else name
+        if name in KEPT_WHEN_CUT_SHORT or value is None:
+            out[name] = value
+        elif name in caps:
+            out[name] = _cap(value, caps[name], name, path)
+        elif isinstance(value, dict):
+            out[name] = _cut_short(value, caps, path)
+        else:
+            raise ValueError(
+                f"size {path!r} is neither capped (CUT_SHORT_CAPS) nor kept (KEPT_WHEN_CUT_SHORT) in cut-short "
+                "mode; add it to one of them in fewshot_lib/experiments.py"
+            )
+    return out
+
+
+def _cap(value: Any, cap: int, name: str, path: str) -> Any:
+    if isinstance(value, bool):
+        raise ValueError(f"size {path!r} is a flag, not a count: it cannot be capped")
+    if isinstance(value, int):
+        return cap if value == 0 and name in _ZERO_MEANS_ALL else min(value, cap)
+    if isinstance(value, (range, list, tuple)):
+        return value[:cap]  # a range stays a range
+    raise ValueError(f"size {path!r} = {value!r} is not a count or a sequence: it cannot be capped")
+
+
 def sizes(experiment: str, profile: str, **overrides: Any) -> dict[str, Any]:
     """The sizes of ``experiment`` at ``profile``; an override that is not ``0``/``None`` wins (notebook
-    parameters default to 0 = "the profile's value")."""
+    parameters default to 0 = "the profile's value"). In cut-short mode (:data:`CUT_SHORT_ENV`) the table's counts
+    are capped first; an explicit override still wins."""
     if experiment not in PROFILE_SIZES:
         raise ValueError(f"unknown experiment {experiment!r}; known: {sorted(PROFILE_SIZES)}")
     table = copy.deepcopy(PROFILE_SIZES[experiment][resolve_profile(profile)])  # callers may edit theirs
     unknown = set(overrides) - set(table)
     if unknown:
         raise ValueError(f"{experiment} has no size(s) {sorted(unknown)}; its sizes are {sorted(table)}")
+    if cut_short():
+        table = cut_short_sizes(table, experiment)
     table.update({k: v for k, v in overrides.items() if v not in (0, None)})
     return table
 

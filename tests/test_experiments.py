@@ -143,3 +143,85 @@ def test_lso_live_steps_live_in_the_table():
     assert [sizes("07_lso", p)["live"]["lsr"] for p in ("smoke", "lab", "full")] == [3, 60, 375]
     sizes("07_lso", "lab")["live"]["lal"] = 0  # a caller's copy: the table itself is unchanged
     assert sizes("07_lso", "lab")["live"]["lal"] == 60
+
+
+def _leaves(table, path=()):
+    """(path, value) of every size, nested tables (07's ``live``, 08's ``label_seeds``) walked into."""
+    for name, value in table.items():
+        if isinstance(value, dict) and name != "model":
+            yield from _leaves(value, path + (name,))
+        else:
+            yield path + (name,), value
+
+
+def test_cut_short_caps_every_count_and_keeps_models_batches_and_thresholds(monkeypatch):
+    from fewshot_lib.experiments import (
+        CUT_SHORT_CAPS,
+        CUT_SHORT_CAPS_BY_EXPERIMENT,
+        CUT_SHORT_ENV,
+        KEPT_WHEN_CUT_SHORT,
+        PROFILE_SIZES,
+    )
+
+    full = {(e, p): sizes(e, p) for e in PROFILE_SIZES for p in ("smoke", "lab", "full")}
+    monkeypatch.setenv(CUT_SHORT_ENV, "1")
+    n_capped = 0
+    for (experiment, profile), table in full.items():
+        cut = sizes(experiment, profile)  # raises if a size is neither capped nor kept
+        caps = {**CUT_SHORT_CAPS, **CUT_SHORT_CAPS_BY_EXPERIMENT.get(experiment, {})}
+        cut_leaves = dict(_leaves(cut))
+        assert set(cut_leaves) == {path for path, _ in _leaves(table)}, (experiment, profile)
+        for path, value in _leaves(table):
+            got, name = cut_leaves[path], path[-1]
+            if name in KEPT_WHEN_CUT_SHORT or value is None:
+                assert got == value, (experiment, profile, path)
+            elif isinstance(value, int):
+                all_of_them = value == 0 and name == "n_classes"  # 09: 0 = every unseen class
+                assert got == (caps[name] if all_of_them else min(value, caps[name])), (experiment, path)
+                n_capped += got < value
+            else:  # 08's label seeds: ranges keep their start and lose their tail
+                assert list(got) == list(value)[: caps[name]], (experiment, path)
+    assert n_capped > 20  # the caps bite somewhere (full and lab are far above them)
+
+    # full: counts down to a few, the architecture exactly the profile's
+    from fewshot_lib.models.stylegan2 import SOURCE_MODEL_CONFIG
+
+    g2 = sizes("02_stylegan2_training", "full")
+    assert (g2["steps"], g2["sample_every"], g2["n_fid"], g2["proj_steps"]) == (2, 1, 128, 10)
+    assert g2["model"] == SOURCE_MODEL_CONFIG and (g2["batch"], g2["r1_every"]) == (32, 16)
+    assert sizes("05_mixdl", "full")["model"] == full["05_mixdl", "full"]["model"]
+    assert sizes("07_lso", "full")["live"] == {"invert": 8, "lal": 3, "lsr": 3, "batch": 16}
+    assert sizes("08_latent_explorer", "full")["label_seeds"] == {
+        "seeds": range(4),
+        "select_seeds": range(1000, 1002),
+        "min_seeds": 3,
+    }
+    assert sizes("06_lofgan", "full")["shipped_min_steps"] == 10_000
+    # one experiment's own cap (04's later seeds take another branch), the global one elsewhere
+    assert seeds_for("04_cdc", "full") == [0, 1] and seeds_for("05_mixdl", "full") == [0]
+    # an explicit override (a notebook parameter ≠ 0) still wins; the table itself is untouched
+    assert sizes("04_cdc", "full", steps=40, n_eval=0)["steps"] == 40
+    assert sizes("04_cdc", "full", n_eval=0)["n_eval"] == 32
+    monkeypatch.setenv(CUT_SHORT_ENV, "0")
+    assert {(e, p): sizes(e, p) for e, p in full} == full
+
+
+def test_cut_short_is_off_unless_asked_and_refuses_sizes_it_cannot_classify(monkeypatch):
+    from fewshot_lib.experiments import CUT_SHORT_ENV, cut_short, cut_short_sizes
+
+    for value, on in (("", False), ("0", False), ("no", False), ("1", True), ("true", True), ("YES", True)):
+        monkeypatch.setenv(CUT_SHORT_ENV, value)
+        assert cut_short() is on, value
+    monkeypatch.delenv(CUT_SHORT_ENV)
+    assert not cut_short() and sizes("04_cdc", "full")["steps"] == 5000
+    # zero means "all" for n_classes (09): cut short, the cap
+    assert cut_short_sizes({"n_classes": 0, "n_seeds": 3}) == {"n_classes": 2, "n_seeds": 1}
+    # a size nobody classified is refused with its path, nested or not: is it a count? decide in one place
+    with pytest.raises(ValueError, match="'09_new.mystery' is neither capped"):
+        cut_short_sizes({"steps": 10, "mystery": 5}, "09_new")
+    with pytest.raises(ValueError, match="'live.warmup' is neither capped"):
+        cut_short_sizes({"live": {"invert": 100, "warmup": 3}})
+    with pytest.raises(ValueError, match="not a count"):
+        cut_short_sizes({"steps": "many"})
+    with pytest.raises(ValueError, match="flag"):
+        cut_short_sizes({"steps": True})
