@@ -47,7 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="NAME=v1,v2",
-        help="run every notebook once per value (repeatable: cartesian product)",
+        help="run every notebook once per value (repeatable: cartesian product); the report shows one "
+        "table per swept notebook, a row per value",
     )
     run.add_argument("--notebooks", type=Path, default=repo_root() / "notebooks", help="notebook folder")
     run.add_argument("--out", type=Path, default=None, help="run folder (default runs/<timestamp>)")

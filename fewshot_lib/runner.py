@@ -9,7 +9,8 @@ started in the same second never share one; ``FEWSHOT_RUNS`` moves ``runs/``)::
             metrics.json              written by the notebook itself (``fewshot_lib.results``)
             *.png                     figures the notebook saved
         results.json                  everything collected, claims gathered from all notebooks
-        report.md, report.html        the claims table, the benchmark tables (09), one table of notebooks, key figures
+        report.md, report.html        the claims table, the benchmark tables (09), one table per swept notebook,
+                                      one table of notebooks, key figures
 
 A notebook that fails is reported with its failing cell and error; the others still run, and the exit status
 of ``fewshot run`` is non-zero.
@@ -26,7 +27,14 @@ Parameters (``-p NAME VALUE``, ``--sweep``) are checked before anything runs:
 * ``run_dir`` is the runner's: each notebook gets its own folder.
 
 What was injected is recorded per notebook in ``results.json`` (``parameters``; ``not_declared`` lists the
-requested names a notebook does not have), with a ``schema_version``.
+requested names a notebook does not have; ``sweep_point`` the sweep values of that run), with a ``schema_version``.
+
+**Sweeps.** A notebook run more than once (``--sweep target_style=fluent_3d,twemoji``, or separately executed
+runs gathered by ``fewshot merge``) gets one aggregated table in the report: a row per sweep point, a column per
+swept parameter and per headline metric, its per-method summary, its figures under it, and (notebook 09) its
+benchmark tables merged with one row group per point. ``results.json`` keeps every point's metrics and claims
+(each claim labelled with its point under ``"sweep"``) and holds the aggregated tables under ``"sweeps"``
+(format: :mod:`fewshot_lib.sweep_tables`).
 
 **Timeouts.** Each notebook has a wall-clock limit, :data:`NOTEBOOK_TIMEOUT_S` per profile (smoke 20 min,
 lab 2 h, full 48 h; ``--notebook-timeout SECONDS`` overrides it, 0 disables it). A notebook that exceeds it is
@@ -58,7 +66,8 @@ from .results import read_metrics
 
 log = logging.getLogger(__name__)
 
-RESULTS_SCHEMA_VERSION = 2  # 2: requested parameters, not_declared, timeouts, schema_version itself
+# 2: requested parameters, not_declared, timeouts, schema_version itself; 3: sweeps, sweep_point, claims' sweep
+RESULTS_SCHEMA_VERSION = 3
 NOTEBOOK_TIMEOUT_S = {"smoke": 20 * 60, "lab": 2 * 3600, "full": 48 * 3600}
 PATH_SUFFIXES = ("_dir", "_path")
 RUNNER_OWNED = ("run_dir",)
@@ -84,6 +93,7 @@ class NotebookRun:
     metrics: dict[str, Any] = field(default_factory=dict)
     claims: list[dict] = field(default_factory=list)
     figures: list[str] = field(default_factory=list)
+    sweep_point: dict[str, Any] = field(default_factory=dict)  # this run's values of the --sweep parameters
 
 
 def parse_value(text: str) -> Any:
@@ -466,6 +476,7 @@ def run_notebooks(
         echo(f"[{i}/{len(todo)}] {name} (profile={profile}) …", flush=True)
         params = {"profile": profile, **(parameters or {}), **point}
         run = execute_one(nb, out_root / name, params, timeout, notebook_timeout or None, base=base)
+        run.sweep_point = dict(point)
         status = (
             "ok"
             if run.status == "ok"
@@ -567,16 +578,22 @@ def merge_runs(run_dirs: Sequence[Path], out_root: Path | None = None) -> Path:
     if not loaded:
         raise ValueError("nothing to merge: give one or more run folders")
     out_root = prepare_run_root(out_root)
+    # A SLURM array task is a plain `fewshot run -p NAME VALUE`: its notebook folder has no sweep suffix, and its
+    # point is in the run's requested parameters. A name two runs share gets that point as its suffix.
+    names = [r["name"] for _, data in loaded for r in data["notebooks"]]
     notebooks, seen = [], set()
     for d, data in loaded:
         for r in data["notebooks"]:
+            point = {**(data.get("requested_parameters") or {}), **(r.get("sweep_point") or {})}
             name = r["name"]
-            while name in seen:  # the same notebook from two runs: keep both
+            if names.count(name) > 1 and not r.get("sweep_point"):
+                name += _sweep_suffix(point)
+            while name in seen:  # still the same name (the same notebook and parameters twice): keep both
                 name += "+"
             seen.add(name)
             if (d / r["name"]).is_dir():
                 shutil.copytree(d / r["name"], out_root / name)
-            notebooks.append({**r, "name": name, "merged_from": str(d)})
+            notebooks.append({**r, "name": name, "sweep_point": point, "merged_from": str(d)})
     profiles = sorted({data["profile"] for _, data in loaded})
     results = {
         "schema_version": RESULTS_SCHEMA_VERSION,
@@ -588,6 +605,7 @@ def merge_runs(run_dirs: Sequence[Path], out_root: Path | None = None) -> Path:
         "notebooks": notebooks,
         "claims": [{**c, "notebook": r["name"]} for r in notebooks for c in r.get("claims", [])],
     }
+    _aggregate_sweeps(results)
     results_path = out_root / "results.json"
     results_path.write_text(json.dumps(results, indent=2) + "\n")
     write_report(results, out_root)
@@ -601,9 +619,10 @@ def collect_results(
     sweep: Sequence[dict[str, Any]] = ({},),
     notebook_timeout: float | None = None,
 ) -> dict[str, Any]:
-    """Gather every notebook's outcome and every claim into one JSON-able dict."""
+    """Gather every notebook's outcome and every claim into one JSON-able dict, with the aggregated table of each
+    swept notebook (``"sweeps"``)."""
     claims = [{"notebook": r.name, **c} for r in runs for c in r.claims]
-    return {
+    results = {
         "schema_version": RESULTS_SCHEMA_VERSION,
         "profile": profile,
         "requested_parameters": dict(requested or {}),
@@ -615,6 +634,20 @@ def collect_results(
         "notebooks": [asdict(r) for r in runs],
         "claims": claims,
     }
+    return _aggregate_sweeps(results)
+
+
+def _aggregate_sweeps(results: dict[str, Any]) -> dict[str, Any]:
+    """Add ``results["sweeps"]`` (:func:`fewshot_lib.sweep_tables.aggregate_sweeps`) and label each claim of a
+    swept notebook with its sweep point (``claim["sweep"]``); returns ``results``."""
+    from .sweep_tables import aggregate_sweeps, point_labels
+
+    labels = point_labels(results["notebooks"])
+    for claim in results["claims"]:
+        if claim["notebook"] in labels:
+            claim["sweep"] = labels[claim["notebook"]]
+    results["sweeps"] = aggregate_sweeps(results["notebooks"])
+    return results
 
 
 def _fmt(value: Any) -> str:
@@ -637,6 +670,15 @@ def _per_seed(values: Any) -> str:
     return "[" + ", ".join(_fmt(v) for v in values) + "]" if isinstance(values, list) else "?"
 
 
+def _claim_source(claim: dict[str, Any]) -> str:
+    """The claim's notebook run, with its sweep point when the run's name does not already spell it out (a merged
+    run keeps the name its own run gave it)."""
+    name, label = claim["notebook"], claim.get("sweep")
+    if not label or all(piece in name for piece in label.split(", ")):
+        return name
+    return f"{name} ({label})"
+
+
 def _claims_table(claims: list[dict[str, Any]]) -> list[str]:
     rows = [
         "| notebook | claim | metric (extractor) | method: mean ± std [per seed] | baseline: mean ± std "
@@ -645,7 +687,7 @@ def _claims_table(claims: list[dict[str, Any]]) -> list[str]:
     ]
     for c in claims:
         rows.append(
-            f"| {c['notebook']} | {c['claim']} | {c['metric']} ({c.get('extractor', '?')}) | "
+            f"| {_claim_source(c)} | {c['claim']} | {c['metric']} ({c.get('extractor', '?')}) | "
             f"{c['method']}: {_fmt(c['method_mean'])} ± {_fmt(c['method_std'])} "
             f"{_per_seed(c.get('method_values'))} | "
             f"{c['baseline']}: {_fmt(c['baseline_mean'])} ± {_fmt(c['baseline_std'])} "
@@ -660,16 +702,30 @@ def _headline_metrics(metrics: dict[str, Any], limit: int = 4) -> str:
     return ", ".join(f"{k}={_fmt(v)}" for k, v in scalars[:limit])
 
 
-def _benchmark_section(runs: list[dict[str, Any]]) -> list[str]:
+def _benchmark_section(runs: list[dict[str, Any]], sweeps: list[dict[str, Any]]) -> list[str]:
     """The benchmark tables of every notebook run that wrote ``metrics["benchmark"]`` (notebook 09), each task
-    with its picture row; a sweep's runs (e.g. over the target style) follow one another under one heading."""
+    with its picture row; a swept notebook's runs (e.g. over the target style) as one merged table per task, a
+    row group and a picture row per sweep point."""
     from .benchmark_tables import markdown_tables
+    from .sweep_tables import markdown_merged_benchmark
 
     found = [r for r in runs if isinstance(r.get("metrics", {}).get("benchmark"), dict)]
     if not found:
         return []
-    md = ["", "## Benchmark: every method on the same tasks", ""]
+    merged = {s["notebook"]: s for s in sweeps if "benchmark" in s}
+    md, done = ["", "## Benchmark: every method on the same tasks", ""], set()
     for r in found:
+        notebook = r.get("notebook") or r["name"]  # (sweep_tables groups by the same key)
+        sweep = merged.get(notebook)
+        if sweep is not None:
+            if notebook not in done:
+                done.add(notebook)
+                md += [
+                    f"`{notebook}` over {', '.join(sweep['parameters'])}, one row group per point:",
+                    "",
+                ]
+                md += markdown_merged_benchmark(sweep, heading="###")
+            continue
         if len(found) > 1:
             md += [f"Run `{r['name']}`:", ""]
         md += markdown_tables(r["metrics"]["benchmark"], heading="###", figures_dir=r["name"])
@@ -678,8 +734,14 @@ def _benchmark_section(runs: list[dict[str, Any]]) -> list[str]:
 
 def write_report(results: dict[str, Any], out_root: Path) -> tuple[Path, Path]:
     """``report.md`` and ``report.html``: the claims table first, then the benchmark tables with their picture
-    rows (when a notebook wrote them), one table of notebooks, then figures."""
+    rows (when a notebook wrote them), one table per swept notebook with its points' figures, one table of
+    notebooks, then the other runs' figures. Results written before sweeps were aggregated get them here."""
+    from .sweep_tables import aggregate_sweeps, markdown_sweeps
+
     claims, runs = results["claims"], results["notebooks"]
+    sweeps = results.get("sweeps")
+    if sweeps is None:
+        sweeps = aggregate_sweeps(runs)
     md = [
         f"# fewshot-gen run ({results['profile']} profile, {results['created']})",
         "",
@@ -701,7 +763,10 @@ def write_report(results: dict[str, Any], out_root: Path) -> tuple[Path, Path]:
         md.append("No notebook in this run tests a paper claim.")
     if sanity:
         md += ["", "## Metric sanity checks", ""] + _claims_table(sanity)
-    md += _benchmark_section(runs)
+    md += _benchmark_section(runs, sweeps)
+    if sweeps:
+        md += ["", "## Sweeps: one table per notebook run with several parameter values", ""]
+        md += markdown_sweeps(sweeps, heading="###")
     md += ["", "## Notebooks", "", "| notebook | status | time (s) | headline metrics |", "|---|---|---|---|"]
     for r in runs:
         status = (
@@ -716,10 +781,15 @@ def write_report(results: dict[str, Any], out_root: Path) -> tuple[Path, Path]:
             f"| [{r['name']}]({r['name']}/{r['output']}) | {status.replace('|', '/')} | {r['seconds']:.0f} | "
             f"{_headline_metrics(r['metrics'])} |"
         )
-    md += ["", "## Figures", ""]
-    for r in runs:
-        for fig in r["figures"][:4]:
-            md.append(f"![{r['name']}: {fig}]({r['name']}/{fig})")
+    swept = {p["run"] for s in sweeps for p in s["points"]}  # their figures are under their sweep's table
+    figures = [
+        f"![{r['name']}: {fig}]({r['name']}/{fig})"
+        for r in runs
+        if r["name"] not in swept
+        for fig in r["figures"][:4]
+    ]
+    if figures:
+        md += ["", "## Figures", ""] + figures
     md_path = out_root / "report.md"
     md_path.write_text("\n".join(md) + "\n")
     html_path = out_root / "report.html"

@@ -70,7 +70,7 @@ def test_run_injects_parameters_sweeps_collects_and_reports_failures(notebooks, 
     good = runs["01_good__alpha=5"]
     assert good["status"] == "ok" and good["metrics"] == {"alpha": 5, "label": "hello"}
     assert good["parameters"]["profile"] == "smoke"
-    assert results["schema_version"] == 2 and results["requested_parameters"] == {"label": "hello"}
+    assert results["schema_version"] == 3 and results["requested_parameters"] == {"label": "hello"}
     bad = runs["02_bad__alpha=2"]
     assert bad["status"] == "failed" and bad["error"]["ename"] == "RuntimeError"
     assert bad["error"]["cell"] is not None and "deliberate failure" in bad["error"]["evalue"]
