@@ -303,6 +303,9 @@ CUT_SHORT_CAPS_BY_EXPERIMENT: dict[str, dict[str, int]] = {
     # 04 evaluates its first seed along the training curve and every later seed once at the end: a second seed
     # runs that branch.
     "04_cdc": {"n_seeds": 2},
+    # 05's full StyleGAN2 is the largest model trained live (≈ 50 ms an image on one core) and every sample
+    # callback renders 64 images with it: one step (a mixup step) and the final callback, for each of 4 variants.
+    "05_mixdl": {"steps": 1},
 }
 
 #: Sizes that are not counts: kept at the profile's value in cut-short mode. Capping them would change *what* runs

@@ -4,8 +4,10 @@
 #
 #   bash scripts/gpu_check.sh [OUT_DIR]        # default runs/gpu_check-<stamp>; prints one table at the end
 #
-# 1. every notebook at the full profile with its step counts and evaluation sizes cut short (papermill
-#    parameters; a parameter applies to the notebooks that declare it), so each full-profile cell runs once;
+# 1. every notebook at the full profile cut short (FEWSHOT_CUT_SHORT=1: every count of the profile's sizes —
+#    steps, seeds, evaluation sizes, samples, projector steps — capped at fewshot_lib/experiments.CUT_SHORT_CAPS,
+#    the models and batch sizes the full profile's), so each full-profile cell runs once, on CUDA; the same run as
+#    tests/test_full_profile.py on CPU;
 # 2. benchmarks/stylegan2_step.py (lab config) and benchmarks/lofgan_step.py (the reference 128-px config) on
 #    the GPU: seconds per iteration, images per second, peak GPU memory.
 # Record the printed table in benchmarks/README.md (date, GPU, torch version) whenever a GPU is available.
@@ -19,9 +21,7 @@ mkdir -p "$OUT"
   || { echo "no CUDA GPU visible: this check is for a GPU machine (the CPU tests cover the same code paths)"; exit 3; }
 
 start=$(date +%s)
-# Cut-short sizes: enough for every cell (FID needs a few hundred images), far below the paper settings.
-FEWSHOT_PROGRESS=plain timeout 330 "$FEWSHOT" run --profile full --out "$OUT/notebooks" \
-  -p steps 40 -p n_seeds 2 -p n_eval 256 -p n_fake 256 -p n_per_class 32 -p n_paths 8 -p eval_every 20 \
+FEWSHOT_CUT_SHORT=1 FEWSHOT_PROGRESS=plain timeout 330 "$FEWSHOT" run --profile full --out "$OUT/notebooks" \
   > "$OUT/notebooks.log" 2>&1
 nb_status=$?
 nb_seconds=$(( $(date +%s) - start ))
@@ -37,7 +37,7 @@ bench lofgan_step "$PY" benchmarks/lofgan_step.py --device cuda --iters 10 --war
 
 echo
 echo "=================== GPU check ($OUT) ==================="
-echo "notebooks at the full profile (cut short): exit $nb_status in ${nb_seconds} s"
+echo "notebooks at the full profile, cut short (FEWSHOT_CUT_SHORT=1): exit $nb_status in ${nb_seconds} s"
 "$PY" - "$OUT" <<'EOF'
 import json, sys
 from pathlib import Path
