@@ -20,7 +20,7 @@ import pytest
 
 from fewshot_lib.config import repo_root
 from fewshot_lib.experiments import CUT_SHORT_ENV
-from fewshot_lib.runner import execute_one, find_notebooks
+from fewshot_lib.runner import declared_parameters, execute_one, find_notebooks
 
 NOTEBOOKS = find_notebooks(repo_root() / "notebooks")
 
@@ -35,9 +35,10 @@ def _param(notebook):
     return pytest.param(notebook, id=notebook.stem, marks=marks)
 
 
-def test_every_numbered_notebook_is_checked():
-    names = [nb.stem for nb in NOTEBOOKS]
-    assert len(names) >= 10 and names[0].startswith("00_") and names == sorted(names)
+def test_every_notebook_takes_the_profile_and_device_this_test_injects():
+    assert [nb.stem[:2] for nb in NOTEBOOKS][:10] == [f"{i:02d}" for i in range(10)]
+    for nb in NOTEBOOKS:
+        assert {"profile", "device", "run_dir"} <= declared_parameters(nb), nb.name
 
 
 @pytest.mark.notebooks
