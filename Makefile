@@ -58,11 +58,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check fewshot_lib scripts benchmarks tests notebooks
 	$(VENV)/bin/ruff format --check fewshot_lib scripts benchmarks tests notebooks
 
-# Tests run on every core (up to 4) with pytest-xdist, one CPU thread per worker. `--dist loadfile` keeps each
-# file on one worker: a notebook's cells share one kernel and must run in order (the long notebooks are handed
-# out first). TEST_JOBS=0 runs in one process.
+# Tests run on every core (up to 4) with pytest-xdist, one CPU thread per worker. `--dist loadscope` keeps each
+# file on one worker — a notebook's cells share one kernel and must run in order; the long notebooks are handed
+# out first — and splits only files with test classes: test_full_profile.py has one class per notebook, so its
+# ten minute-long runs spread over the workers. TEST_JOBS=0 runs in one process.
 TEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
-XDIST = $(if $(filter 0,$(TEST_JOBS)),,-n $(TEST_JOBS) --dist loadfile)
+XDIST = $(if $(filter 0,$(TEST_JOBS)),,-n $(TEST_JOBS) --dist loadscope)
 TEST_ENV = FEWSHOT_PROFILE=smoke FEWSHOT_PROGRESS=plain OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 NBVAL = --nbval-lax --nbval-current-env --nbval-cell-timeout=600 --nbval-sanitize-with $(CURDIR)/tests/nbval_sanitize.cfg
 

@@ -196,6 +196,7 @@ def plot_walks(
     from .metrics.generator import interpolation_walk
 
     first = next(iter(generators.values()))
+    colors = method_colors(list(generators))  # the same colour per method as every other figure
     zs = torch.randn(2, n_walks, first.style_dim, generator=torch.Generator().manual_seed(z_seed))
     width = 0.8 / len(generators)
     fig, axes = plt.subplots(
@@ -220,6 +221,7 @@ def plot_walks(
                 step_d.numpy(),
                 width=width,
                 label=name,
+                color=colors[name],
             )
         axes[row, -1].set_ylabel("step LPIPS", fontsize=7)
         axes[row, -1].tick_params(labelsize=7)

@@ -15,6 +15,7 @@ into pytest's temporary folder: nothing is written under the repository or ``run
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -29,32 +30,42 @@ NOTEBOOKS = find_notebooks(repo_root() / "notebooks")
 NEEDS_A_GPU: dict[str, str] = {}
 
 
-def _param(notebook):
-    reason = NEEDS_A_GPU.get(notebook.stem)
-    marks = [pytest.mark.xfail(reason=reason, strict=False)] if reason else []
-    return pytest.param(notebook, id=notebook.stem, marks=marks)
-
-
 def test_every_notebook_takes_the_profile_and_device_this_test_injects():
     assert [nb.stem[:2] for nb in NOTEBOOKS][:10] == [f"{i:02d}" for i in range(10)]
     for nb in NOTEBOOKS:
         assert {"profile", "device", "run_dir"} <= declared_parameters(nb), nb.name
 
 
-@pytest.mark.notebooks
-@pytest.mark.parametrize("notebook", [_param(nb) for nb in NOTEBOOKS])
-def test_the_full_profile_runs_cut_short_on_cpu(notebook, tmp_path, monkeypatch):
-    # The kernel inherits this process's environment: cut-short mode, one thread, plain progress lines, and
-    # FEWSHOT_RUNS pointing into tmp_path for anything that would otherwise default to runs/.
-    monkeypatch.setenv(CUT_SHORT_ENV, "1")
-    monkeypatch.setenv("FEWSHOT_PROFILE", "full")
-    monkeypatch.setenv("FEWSHOT_PROGRESS", "plain")
-    monkeypatch.setenv("FEWSHOT_RUNS", str(tmp_path / "runs"))
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "FEWSHOT_THREADS"):
-        monkeypatch.setenv(var, "1")
-    out = tmp_path / notebook.stem
-    run = execute_one(notebook, out, {"profile": "full", "device": "cpu"}, timeout=600)
-    assert run.status == "ok", f"{notebook.name} failed at the full profile (cut short): {run.error}"
-    assert run.parameters["profile"] == "full" and run.parameters["device"] == "cpu"
-    written = json.loads((out / "metrics.json").read_text())
-    assert written["profile"] == "full", f"{notebook.name} wrote metrics.json for {written['profile']!r}"
+class FullProfileRun:
+    """The full-profile run of one notebook. One class per notebook (below) rather than one parametrised test:
+    ``make test`` hands out whole classes to its pytest-xdist workers (``--dist loadscope``), so the ten runs of
+    up to a minute each spread over the workers instead of queueing on one."""
+
+    notebook: Path
+
+    @pytest.mark.notebooks
+    def test_the_full_profile_runs_cut_short_on_cpu(self, tmp_path, monkeypatch):
+        notebook = self.notebook
+        # The kernel inherits this process's environment: cut-short mode, one thread, plain progress lines, and
+        # FEWSHOT_RUNS pointing into tmp_path for anything that would otherwise default to runs/.
+        monkeypatch.setenv(CUT_SHORT_ENV, "1")
+        monkeypatch.setenv("FEWSHOT_PROFILE", "full")
+        monkeypatch.setenv("FEWSHOT_PROGRESS", "plain")
+        monkeypatch.setenv("FEWSHOT_RUNS", str(tmp_path / "runs"))
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "FEWSHOT_THREADS"):
+            monkeypatch.setenv(var, "1")
+        out = tmp_path / notebook.stem
+        run = execute_one(notebook, out, {"profile": "full", "device": "cpu"}, timeout=600)
+        assert run.status == "ok", f"{notebook.name} failed at the full profile (cut short): {run.error}"
+        assert run.parameters["profile"] == "full" and run.parameters["device"] == "cpu"
+        written = json.loads((out / "metrics.json").read_text())
+        assert written["profile"] == "full", f"{notebook.name} wrote metrics.json for {written['profile']!r}"
+
+
+for _nb in NOTEBOOKS:  # TestFullProfile_00_data_and_setup, …
+    _marks = (
+        [pytest.mark.xfail(reason=NEEDS_A_GPU[_nb.stem], strict=False)] if _nb.stem in NEEDS_A_GPU else []
+    )
+    globals()[f"TestFullProfile_{_nb.stem}"] = type(
+        f"TestFullProfile_{_nb.stem}", (FullProfileRun,), {"notebook": _nb, "pytestmark": _marks}
+    )

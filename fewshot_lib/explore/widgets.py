@@ -234,10 +234,14 @@ class Explorer:
         return self.current.png(upscale)
 
     def show(self) -> "Explorer":
-        """Display a PNG of the current (default) state, then the live widget."""
+        """Display a PNG of the current (default) state under its title and caption (which say what the rows
+        and columns are: the PNG alone has no labels, and it is all a static copy of the notebook shows), then the
+        live widget."""
         from IPython.display import Image, display
 
-        display(Image(data=self.static_png()))
+        png = self.static_png()
+        print(f"{self.title} — {self.current.caption}" if self.current.caption else self.title)
+        display(Image(data=png))
         display(self.widget)
         return self
 
