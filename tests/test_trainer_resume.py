@@ -92,7 +92,8 @@ def test_old_checkpoints_resume_exactly(kind, tmp_path):
     for key, values in want["history"].items():
         assert got["history"][key] == pytest.approx(values, rel=1e-4, abs=1e-5), key
     noise_only = {"g": biases_before_batchnorm(trainer.g)} if kind == "lofgan" else {}
-    adam_reach = 2 * 2 * max(LoFGANConfig().lr_g, LoFGANConfig().lr_d)  # 2 steps of at most ~lr each, twice over
+    # two resumed steps of at most about lr each, with a factor of two to spare
+    adam_reach = 2 * 2 * max(LoFGANConfig().lr_g, LoFGANConfig().lr_d)
     assert noise_only.get("g", True), "the LoFGAN generator has conv → BatchNorm blocks"
     for part in KEYS[kind]:
         for name, value in want[part].items():
