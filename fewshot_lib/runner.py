@@ -408,27 +408,31 @@ def _refuse_overlapping_seeds(
     nb: Path, spec: dict, requested: dict[str, Any], sweep: Sequence[dict[str, Any]], profile: str
 ) -> None:
     """A method notebook runs seeds ``seed, seed + 1, …, seed + n_seeds − 1`` itself (the experiment protocol), so
-    sweep points whose seed ranges overlap would count the same run twice in the aggregated table: refuse."""
+    sweep points that differ only in their seeds and whose seed ranges overlap would count the same run twice in
+    the aggregated table: refuse. Points that differ in anything else (``--sweep target_style=a,b``) are different
+    experiments, and each rightly runs its own seeds 0, 1, …"""
     if not {"seed", "n_seeds"} <= set(spec) or len(sweep) < 2:
         return
     from .experiments import PROFILE_SIZES, seeds_for  # (torch: imported only when a sweep needs it)
 
     if nb.stem not in PROFILE_SIZES:
         return
-    used: dict[int, dict[str, Any]] = {}
+    used: dict[tuple, dict[int, dict[str, Any]]] = {}  # the point's other parameters → seed → point
     for point in sweep:
         values = {**requested, **point}
         first = int(values.get("seed", spec["seed"].get("default", 0) or 0))
         seeds = seeds_for(nb.stem, profile, first, int(values.get("n_seeds", 0) or 0))
+        experiment = tuple(sorted((k, repr(v)) for k, v in point.items() if k not in ("seed", "n_seeds")))
+        seen = used.setdefault(experiment, {})
         for s in seeds:
-            if s in used and used[s] != point:
+            if s in seen and seen[s] != point:
                 raise ParameterError(
-                    f"{nb.name} runs {len(seeds)} seeds per job (seed, seed + 1, …): sweep points {used[s]} and "
+                    f"{nb.name} runs {len(seeds)} seeds per job (seed, seed + 1, …): sweep points {seen[s]} and "
                     f"{point} both run seed {s}, which the aggregated table would count twice. Space the seeds "
                     f"by {len(seeds)} (e.g. --sweep seed={first - first % len(seeds)},"
                     f"{first - first % len(seeds) + len(seeds)}) or pass -p n_seeds 1."
                 )
-            used[s] = point
+            seen[s] = point
 
 
 def thread_budget(jobs: int, cpus: int | None = None) -> int:

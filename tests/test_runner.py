@@ -230,6 +230,17 @@ def test_a_seed_sweep_that_would_run_a_seed_twice_is_refused(tmp_path):
     validate_parameters([nb], {"n_seeds": 1}, [{"seed": "0"}, {"seed": "1"}], tmp_path, profile="lab")
     with pytest.raises(ParameterError, match="seed 0"):  # a smaller n_seeds in one point still overlaps
         validate_parameters([nb], {}, [{"seed": "0", "n_seeds": "1"}, {"seed": "0"}], tmp_path, profile="lab")
+    # a sweep over something else is a set of different experiments, each with its own seeds 0, 1, 2
+    write_notebook(nb, "profile = 'auto'\nseed = 0\nn_seeds: int = 0\ntarget_style = 'a'\n", "print(seed)")
+    validate_parameters([nb], {}, [{"target_style": "a"}, {"target_style": "b"}], tmp_path, profile="lab")
+    with pytest.raises(ParameterError, match="both run seed 1"):  # … but within one of them the rule holds
+        validate_parameters(
+            [nb],
+            {},
+            [{"target_style": "a", "seed": "0"}, {"target_style": "a", "seed": "1"}, {"target_style": "b"}],
+            tmp_path,
+            profile="lab",
+        )
 
 
 def test_the_report_puts_the_benchmark_tables_with_their_pictures_after_the_claims(tmp_path):
