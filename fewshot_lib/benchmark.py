@@ -26,11 +26,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import torch
 import torch.nn as nn
 
 from . import artifacts
+from .data.fewshot import draw_shot_indices
 from .experiments import ExperimentResult, summarize
 from .metrics.fid import kid
 from .metrics.floors import image_floors
@@ -236,13 +236,6 @@ class UnseenClassTask:
 # ---------------------------------------------------------------------------------------------------------
 # Task 2: a new domain from k shots (adaptation from the source, or from scratch)
 # ---------------------------------------------------------------------------------------------------------
-
-
-def draw_shot_indices(n_images: int, n_shots: int, shots_seed: int) -> list[int]:
-    """The shots' indices in the target set: notebook 04's and ``scripts/train_adaptation.py``'s rule (sorted
-    ``numpy.random.default_rng(shots_seed).choice(n_images, n_shots, replace=False)``), so the benchmark
-    judges a shipped export on the shots it was trained on."""
-    return np.sort(np.random.default_rng(shots_seed).choice(n_images, n_shots, replace=False)).tolist()
 
 
 @dataclass

@@ -26,7 +26,6 @@ import logging
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -35,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fewshot_lib.checkpoint import file_sha256  # noqa: E402
 from fewshot_lib.config import data_dir, repo_root  # noqa: E402
 from fewshot_lib.data.emoji import load_emoji  # noqa: E402
+from fewshot_lib.data.fewshot import draw_shot_indices  # noqa: E402
 from fewshot_lib.methods.baselines import (
     AdaptationEvaluator,
     adaptation_config,
@@ -61,8 +61,8 @@ METHOD_OPTIONS = {"tgan": {}, "freezed": {"freeze_d": 2}, "cdc": {"kl_weight": 1
 
 def draw_shots(target: torch.Tensor, n_shots: int, shots_seed: int) -> tuple[torch.Tensor, list[int]]:
     """``n_shots`` images of ``target`` drawn with ``shots_seed`` (notebook 04's rule: sorted indices)."""
-    idx = np.sort(np.random.default_rng(shots_seed).choice(len(target), n_shots, replace=False))
-    return target[idx], idx.tolist()
+    idx = draw_shot_indices(len(target), n_shots, shots_seed)
+    return target[idx], idx
 
 
 def export_name(method: str, style: str, shots_seed: int) -> str:

@@ -123,3 +123,10 @@ class EpisodeSampler:
             pick = torch.randperm(len(pool), generator=self.generator)[: self.k]
             shots.append(pool[pick])
         return torch.stack(shots), cls
+
+
+def draw_shot_indices(n_images: int, n_shots: int, shots_seed: int) -> list[int]:
+    """Which ``n_shots`` of ``n_images`` form the shot set of ``shots_seed``: sorted
+    ``numpy.random.default_rng(shots_seed).choice(n_images, n_shots, replace=False)``. One rule for notebook 04,
+    ``scripts/train_adaptation.py`` and the benchmark, so a shipped adaptation is judged on the shots it learnt."""
+    return np.sort(np.random.default_rng(shots_seed).choice(n_images, n_shots, replace=False)).tolist()
