@@ -201,6 +201,23 @@ _LOFGAN = re.compile(r"(lofgan|globalfusion)_emoji32_seed(\d+)")
 _ADAPTED = re.compile(r"(tgan|freezed|ewc|cdc)_(\w+?)_shots(\d+)")
 
 
+def adaptation_name(method: str, style: str, shots_seed: int) -> str:
+    """The export name of ``scripts/train_adaptation.py``: ``<method>_<target style>_shots<seed>``."""
+    name = f"{method}_{style}_shots{shots_seed}"
+    if parse_adaptation(name) != (method, style, shots_seed):
+        raise ValueError(
+            f"No adaptation export name for method {method!r}, style {style!r}, seed {shots_seed!r}"
+        )
+    return name
+
+
+def parse_adaptation(name: str) -> tuple[str, str, int] | None:
+    """``(method, target style, shots seed)`` of an adaptation export name, ``None`` for any other name."""
+    if m := _ADAPTED.fullmatch(name):
+        return m.group(1), m.group(2), int(m.group(3))
+    return None
+
+
 def describe(name: str) -> Artifact:
     """The registry entry for ``name``, from the naming rules of the files the project ships.
 
@@ -244,11 +261,9 @@ def describe(name: str) -> Artifact:
             )
         return Artifact(name, file, "lofgan_generator", command, man)
     base = name.removesuffix("_d")
-    if m := _ADAPTED.fullmatch(base):  # scripts/train_adaptation.py: <method>_<target style>_shots<seed>
-        command = (
-            f"python scripts/train_adaptation.py --method {m.group(1)} --target-style {m.group(2)} "
-            f"--shots-seed {m.group(3)}"
-        )
+    if adapted := parse_adaptation(base):  # scripts/train_adaptation.py: <method>_<target style>_shots<seed>
+        method, style, shots_seed = adapted
+        command = f"python scripts/train_adaptation.py --method {method} --target-style {style} --shots-seed {shots_seed}"
     elif base.startswith("stylegan2_cond_"):  # scripts/train_conditional_source.py (LSO's conditional source)
         command = f"python scripts/train_conditional_source.py --name {base}"
     else:

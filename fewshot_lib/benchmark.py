@@ -22,7 +22,6 @@ global fusion. :func:`table_row` turns an :class:`~fewshot_lib.experiments.Exper
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -52,7 +51,6 @@ __all__ = [
     "draw_shot_indices",
     "shipped_adaptations",
     "training_cpu_minutes",
-    "parameter_count",
     "table_row",
     "placeholder_row",
 ]
@@ -99,11 +97,6 @@ def training_cpu_minutes(manifest: dict) -> float | None:
     if not sessions or any(s.get("cpu_s") is None for s in sessions):
         return None
     return sum(float(s["cpu_s"]) for s in sessions) / 60
-
-
-def parameter_count(generator: nn.Module) -> int:
-    """Parameters of a generator (all of them: a shipped export is loaded frozen)."""
-    return sum(p.numel() for p in generator.parameters())
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -328,9 +321,9 @@ def shipped_adaptations(style: str, methods: Sequence[str] = ADAPTATION_METHODS)
     ``scripts/train_adaptation.py`` that ship now (every method is a key; an empty dict: none shipped)."""
     found: dict[str, dict[int, str]] = {m: {} for m in methods}
     for name in artifacts.names():
-        for method in methods:
-            if m := re.fullmatch(rf"{method}_{re.escape(style)}_shots(\d+)", name):
-                found[method][int(m.group(1))] = name
+        adapted = artifacts.parse_adaptation(name)
+        if adapted and adapted[0] in found and adapted[1] == style:
+            found[adapted[0]][adapted[2]] = name
     return {m: dict(sorted(v.items())) for m, v in found.items()}
 
 

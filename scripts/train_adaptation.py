@@ -31,6 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from fewshot_lib import artifacts  # noqa: E402
 from fewshot_lib.checkpoint import file_sha256  # noqa: E402
 from fewshot_lib.config import data_dir, repo_root  # noqa: E402
 from fewshot_lib.data.emoji import load_emoji  # noqa: E402
@@ -63,10 +64,6 @@ def draw_shots(target: torch.Tensor, n_shots: int, shots_seed: int) -> tuple[tor
     """``n_shots`` images of ``target`` drawn with ``shots_seed`` (notebook 04's rule: sorted indices)."""
     idx = draw_shot_indices(len(target), n_shots, shots_seed)
     return target[idx], idx
-
-
-def export_name(method: str, style: str, shots_seed: int) -> str:
-    return f"{method}_{style}_shots{shots_seed}"
 
 
 def evaluate(trainer, evaluator: AdaptationEvaluator, style: str) -> dict[str, float]:
@@ -148,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     command = start_script("train_adaptation.py", args, argv)
 
-    name = export_name(args.method, args.target_style, args.shots_seed)
+    name = artifacts.adaptation_name(args.method, args.target_style, args.shots_seed)
     out = Path(args.out) if args.out else data_dir() / "checkpoints" / f"{name}.pt"
     run_dir = Path(args.run_dir) if args.run_dir else repo_root() / "runs" / name
     emoji = load_emoji()

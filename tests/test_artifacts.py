@@ -90,6 +90,15 @@ def test_names_say_kind_and_rebuild_command(name, kind, command):
     assert entry.path.stem == name
 
 
+def test_adaptation_names_are_written_and_read_by_one_rule():
+    assert artifacts.adaptation_name("freezed", "fluent_3d", 12) == "freezed_fluent_3d_shots12"
+    assert artifacts.parse_adaptation("freezed_fluent_3d_shots12") == ("freezed", "fluent_3d", 12)
+    assert artifacts.parse_adaptation("cdc_fluent_3d_shots1_d") is None  # the discriminator: strip "_d" first
+    assert artifacts.parse_adaptation("stylegan2_noto32") is None
+    with pytest.raises(ValueError, match="adaptation export name"):
+        artifacts.adaptation_name("mixdl", "twemoji", 0)  # not an adaptation method
+
+
 def test_lofgan_discriminator_shares_the_generators_manifest():
     d = artifacts.get("lofgan_emoji32_seed0_d")
     assert d.manifest_path.name == "lofgan_emoji32_seed0.manifest.json" and d.sha_key == "d_sha256"

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from fewshot_lib import artifacts
 from fewshot_lib.data.emoji import load_emoji
 
 
@@ -95,7 +96,7 @@ def test_train_adaptation_draws_different_shots_per_seed_and_resumes(tmp_path, m
     s0, i0 = script.draw_shots(target, 10, 0)
     s1, i1 = script.draw_shots(target, 10, 1)
     assert i0 != i1 and i0 == sorted(i0) and script.draw_shots(target, 10, 0)[1] == i0
-    assert script.export_name("cdc", "fluent_3d", 2) == "cdc_fluent_3d_shots2"
+    assert artifacts.adaptation_name("cdc", "fluent_3d", 2) == "cdc_fluent_3d_shots2"
     run, out = tmp_path / "run", tmp_path / "cdc.pt"
     common = [
         "--method",

@@ -1119,9 +1119,10 @@ def same_architecture(config_a: dict[str, Any], config_b: dict[str, Any]) -> boo
     return weights(config_a) == weights(config_b)
 
 
-def count_parameters(module: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
+    """Number of parameters: the trainable ones, or all of them (a shipped export is loaded frozen, so its
+    trainable count is 0: the benchmark counts all)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
 # ---------------------------------------------------------------------------------------------------------
