@@ -52,6 +52,12 @@ def test_built_in_files_are_all_there():
     assert set(artifacts.BUILT_IN) <= set(_shipped())
 
 
+def test_shipped_checkpoints_stay_within_their_budget():
+    # issue #16: every shipped checkpoint together at most 80 MB (a clone must stay light)
+    total = sum(f.stat().st_size for f in (data_dir() / "checkpoints").iterdir() if f.is_file())
+    assert 0 < total <= 80 * 2**20, f"data/checkpoints holds {total / 2**20:.1f} MB (budget 80 MB)"
+
+
 @pytest.mark.parametrize(
     "name, kind, command",
     [
