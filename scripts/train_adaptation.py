@@ -42,7 +42,6 @@ from fewshot_lib.methods.baselines import (
     load_source_discriminator,  # noqa: E402
     make_adapter,
 )
-from fewshot_lib.metrics.style import style_share  # noqa: E402
 from fewshot_lib.models.stylegan2 import count_parameters, export_discriminator, export_generator  # noqa: E402
 from fewshot_lib.models.stylegan2 import load_source_model  # noqa: E402
 from fewshot_lib.artifacts import manifest_path  # noqa: E402
@@ -66,14 +65,8 @@ def draw_shots(target: torch.Tensor, n_shots: int, shots_seed: int) -> tuple[tor
     return target[idx], idx
 
 
-def evaluate(trainer, evaluator: AdaptationEvaluator, style: str) -> dict[str, float]:
-    images = evaluator.generate(trainer.g_ema)
-    scores = evaluator(trainer.g_ema, images=images)
-    return {
-        "step": trainer.step,
-        **{k: round(float(v), 4) for k, v in scores.items()},
-        "style_share": round(style_share(images, style, evaluator.ext).value, 4),
-    }
+def evaluate(trainer, evaluator: AdaptationEvaluator) -> dict[str, float]:
+    return {"step": trainer.step, **{k: round(float(v), 4) for k, v in evaluator(trainer.g_ema).items()}}
 
 
 def export(trainer, out: Path, run_dir: Path, curve: list[dict], task: dict) -> None:
@@ -180,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
         source_labels=source_data.subcategory,
         target_gallery=target,
         target_labels=target_data.subcategory,
+        style=args.target_style,
     )
     curve_path = run_dir / "curve.json"
     curve = json.loads(curve_path.read_text()) if curve_path.is_file() else []
@@ -194,14 +188,14 @@ def main(argv: list[str] | None = None) -> None:
         note = f"warm start from {Path(args.warm_start).name} (fp16 weights, fresh optimiser state)"
     curve = [e for e in curve if e["step"] <= trainer.step]
     if not curve:
-        curve.append(evaluate(trainer, evaluator, args.target_style))  # step 0: the source itself
+        curve.append(evaluate(trainer, evaluator))  # step 0: the source itself
     if args.export_only:
         export(trainer, out, run_dir, curve, task)
         return
 
     def evaluate_chunk() -> str:
         trainer.save()
-        curve.append(evaluate(trainer, evaluator, args.target_style))
+        curve.append(evaluate(trainer, evaluator))
         curve_path.write_text(json.dumps(curve, indent=1) + "\n")
         return "  ".join(f"{k}={v}" for k, v in curve[-1].items() if k != "step")
 

@@ -28,7 +28,9 @@ from fewshot_lib.methods.cdc import (
     similarity_logits,
 )
 from fewshot_lib.metrics.correspondence import correspondence_score, nearest_labels
+from fewshot_lib.metrics import get_extractor
 from fewshot_lib.metrics.features import random_emoji_extractor
+from fewshot_lib.metrics.style import style_share
 from fewshot_lib.models.helpers import generate_with_features
 from fewshot_lib.models.patch_discriminator import PatchDiscriminator, default_patch_resolution
 from fewshot_lib.models.stylegan2 import Discriminator, Generator
@@ -322,6 +324,14 @@ def test_evaluator_and_run_adaptation_curves():
     assert all(np.isfinite(v) for k, v in scores.items() if k != "recognisability")
     no_labels = AdaptationEvaluator(g, torch.randn(8, 16), real[:4], real, extractor=ext)(g)
     assert np.isnan(no_labels["correspondence"]) and np.isfinite(no_labels["fid"])
+    # with the target's style named, the emoji network's style head adds the style share of the same images
+    emoji_ext = get_extractor("emoji")
+    styled = AdaptationEvaluator(
+        g, torch.randn(8, 16), real[:4], real, extractor=emoji_ext, style="fluent_3d"
+    )
+    images = styled.generate(g)
+    assert styled(g, images=images)["style_share"] == style_share(images, "fluent_3d", emoji_ext).value
+    assert "style_share" not in no_labels
     trainer, curve = run_adaptation(
         "tgan",
         g,

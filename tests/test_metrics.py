@@ -398,6 +398,21 @@ def test_recognisability_orders_real_blurred_and_noise():
     )
 
 
+def test_recognisable_examples_pick_confident_varied_images_inside_the_manifold():
+    from fewshot_lib.data.emoji import load_emoji
+    from fewshot_lib.metrics.recognisability import recognisable_examples
+
+    ext = M.get_extractor("emoji")
+    real = load_emoji(styles=["noto"]).tensors()
+    noise = torch.rand(20, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    images = torch.cat([noise, real[:40]])  # the first 20 are noise: named, maybe, but never inside
+    idx, labels, n_recognised = recognisable_examples(images, ext.features(real, show_progress=False), ext, 6)
+    assert len(idx) == len(labels) == 6 and (idx >= 20).all()  # no noise shown while real images remain
+    assert len({lab.rsplit(" ", 1)[0] for lab in labels}) == 6  # one per subcategory
+    confidences = [float(lab.rsplit(" ", 1)[1]) for lab in labels]
+    assert confidences == sorted(confidences, reverse=True) and 0 < n_recognised <= 40
+
+
 def test_recognisability_needs_the_classifier_head():
     x = torch.zeros(4, 3, 32, 32)
     with pytest.raises(ValueError, match="subcategory head"):

@@ -225,6 +225,9 @@ class AdaptationEvaluator:
             target styles for the correspondence score (``None``: no labels, e.g. your own image folder —
             the correspondence entries are then NaN).
         extractor: feature extractor name or object (default: the project's emoji network).
+        style: the target's emoji style (e.g. ``"fluent_3d"``): the scores then include ``style_share``, the
+            share of samples the emoji network's style head assigns to it (:func:`fewshot_lib.metrics.style`);
+            ``None`` (your own image folder, or an extractor without the style head): no such score.
     """
 
     def __init__(
@@ -239,10 +242,12 @@ class AdaptationEvaluator:
         target_labels=None,
         extractor: str = "emoji",
         device: str | torch.device = "cpu",
+        style: str | None = None,
     ) -> None:
         from ..metrics.result import resolve_extractor
 
         self.device = torch.device(device)
+        self.style = style
         self.ext = resolve_extractor(extractor, self.device)
         self.z = z.cpu()
         self.shots = shots.cpu()
@@ -310,6 +315,10 @@ class AdaptationEvaluator:
                 self.ext,
             )
             scores.update(correspondence=corr.value, correspondence_chance=corr.details["chance"])
+        if self.style is not None:
+            from ..metrics.style import style_share
+
+            scores["style_share"] = style_share(fake, self.style, self.ext).value
         return scores
 
     @property

@@ -112,6 +112,26 @@ def recognisability_of_scores(
     )
 
 
+def recognisable_examples(
+    images: torch.Tensor, real_features: torch.Tensor, extractor: EmojiFeatures, n: int, k: int = 3
+) -> tuple[torch.Tensor, list[str], int]:
+    """Up to ``n`` of ``images [N, 3, H, W]`` a reader can recognise, for a figure: the most confident image of
+    each subcategory (varied concepts, not ``n`` flags) among those inside the k-NN manifold of
+    ``real_features [M, D]`` — the two tests of :func:`recognisability`.
+
+    Returns ``(indices [≤ n], labels "<subcategory> <p>", how many images pass both tests at p ≥ 0.5)``."""
+    f_img, probs = extractor.features_and_subcategories(images, show_progress=False)  # [N, D], [N, S]
+    confidence, label = probs.max(dim=1)  # [N], [N]
+    inside = in_manifold(f_img, real_features, knn_radii(real_features, k)).any(dim=1)  # [N]
+    first: dict[int, int] = {}
+    for i in (confidence * inside).argsort(descending=True).tolist():
+        first.setdefault(int(label[i]), i)
+    chosen = torch.tensor(list(first.values())[:n], dtype=torch.long)
+    names = extractor.meta["subcategories"]
+    labels = [f"{names[label[i]]} {confidence[i]:.2f}" for i in chosen.tolist()]
+    return chosen, labels, int(((confidence >= 0.5) & inside).sum())
+
+
 def can_recognise(extractor: FeatureExtractor) -> bool:
     """Whether ``extractor`` has the subcategory head :func:`recognisability` needs (the untrained control and
     the ImageNet networks do not; their callers report NaN instead)."""
