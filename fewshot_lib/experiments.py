@@ -106,10 +106,12 @@ PROFILE_SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "full": dict(n_fake=780, n_seeds=5, per_class_n=128, ppl_paths=256, n_concepts=1500),
     },
     # 04: n_curve_points evaluations along the first seed's training (eval_every = steps // n_curve_points)
+    # 04: steps / n_seeds = the live demonstration's; shipped_min_steps = how long a shipped adaptation
+    # (scripts/train_adaptation.py) must have trained to be compared: the CDC reference's 5,000 at batch 4
     "04_cdc": {
-        "smoke": dict(steps=4, n_seeds=1, n_eval=64, n_curve_points=1),
-        "lab": dict(steps=200, n_seeds=3, n_eval=500, n_curve_points=6),
-        "full": dict(steps=5000, n_seeds=3, n_eval=5000, n_curve_points=10),
+        "smoke": dict(steps=4, n_seeds=1, n_eval=64, n_curve_points=1, shipped_min_steps=5000),
+        "lab": dict(steps=200, n_seeds=3, n_eval=500, n_curve_points=6, shipped_min_steps=5000),
+        "full": dict(steps=5000, n_seeds=3, n_eval=5000, n_curve_points=10, shipped_min_steps=5000),
     },
     # 05: model = the StyleGAN2 built for every run (lab: methods.mixdl.LAB_MODEL, the showcase's model);
     # showcase_samples / showcase_paths measure the shipped long-trained generators
@@ -316,7 +318,7 @@ KEPT_WHEN_CUT_SHORT = frozenset(
         "batch",  # 02, 07 live: images per step
         "ema_half_life_images",  # 02: a hyperparameter of G_ema
         "r1_every",  # 02: lazy R1 interval (R1 fires at step 0 whatever it is)
-        "shipped_min_steps",  # 06, 09: a shipped run's admission threshold, not work done here
+        "shipped_min_steps",  # 04, 06, 09: a shipped run's admission threshold, not work done here
         "styles",  # 09: the target styles benchmarked (the tasks themselves)
         "n_show",  # 09: samples per picture row (display)
     }

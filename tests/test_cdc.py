@@ -332,6 +332,15 @@ def test_evaluator_and_run_adaptation_curves():
     images = styled.generate(g)
     assert styled(g, images=images)["style_share"] == style_share(images, "fluent_3d", emoji_ext).value
     assert "style_share" not in no_labels
+    # another shot set on the same real sets: equal to a fresh evaluator, the real features shared, not recomputed
+    z2, shots2 = torch.randn(8, 16), real[4:8]
+    fresh = AdaptationEvaluator(g, z2, shots2, real, real, labels, real, labels, extractor=ext)
+    other = ev.with_shots(g, z2, shots2)
+    assert other.target_features is ev.target_features and torch.equal(other.shots, shots2)
+    torch.manual_seed(3)
+    a = other(g)
+    torch.manual_seed(3)
+    assert a == pytest.approx(fresh(g), nan_ok=True) and torch.equal(ev.shots, real[:4])
     trainer, curve = run_adaptation(
         "tgan",
         g,

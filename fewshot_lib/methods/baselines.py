@@ -249,10 +249,7 @@ class AdaptationEvaluator:
         self.device = torch.device(device)
         self.style = style
         self.ext = resolve_extractor(extractor, self.device)
-        self.z = z.cpu()
-        self.shots = shots.cpu()
         quiet = dict(show_progress=False)
-        self.shot_embedding = self.ext.distance_embedding(self.shots, **quiet)
         self.target_features = self.ext.features(target_real, **quiet)
         self.has_labels = source_gallery is not None and target_gallery is not None
         if self.has_labels and (source_labels is None or target_labels is None):
@@ -266,8 +263,20 @@ class AdaptationEvaluator:
                 else self.ext.features(target_gallery, **quiet)
             )
         self.source_labels, self.target_labels = source_labels, target_labels
-        self.source_images = self.generate(source)
-        self.source_features = self.ext.features(self.source_images, **quiet)
+        self._set_latents_and_shots(source, z, shots)
+
+    def _set_latents_and_shots(self, source: nn.Module, z: torch.Tensor, shots: torch.Tensor) -> None:
+        self.z, self.shots = z.cpu(), shots.cpu()
+        self.shot_embedding = self.ext.distance_embedding(self.shots, show_progress=False)
+        self.source_images = self.generate(source)  # [N, 3, H, W]
+        self.source_features = self.ext.features(self.source_images, show_progress=False)
+
+    def with_shots(self, source: nn.Module, z: torch.Tensor, shots: torch.Tensor) -> AdaptationEvaluator:
+        """An evaluator for other latents and shots on the same real sets, whose features are not extracted
+        again (one evaluator per shot set: notebook 04's shipped runs)."""
+        other = copy.copy(self)
+        other._set_latents_and_shots(source, z, shots)
+        return other
 
     @torch.no_grad()
     def generate(self, generator: nn.Module) -> torch.Tensor:
