@@ -70,10 +70,10 @@ def evaluate(trainer, evaluator: AdaptationEvaluator) -> dict[str, float]:
 
 
 def export(trainer, out: Path, run_dir: Path, curve: list[dict], task: dict) -> None:
-    anchors = getattr(trainer.hook, "anchors", None)
-    if anchors is not None:  # CDC: its anchor latents, so an explorer can draw from the regions it trained
-        task = {**task, "cdc_anchors": {"sigma": anchors.sigma, "z": anchors.anchors.tolist()}}
     info = {"steps": trainer.step, "wall_time_s": round(trainer.seconds, 1), "task": task}
+    anchors = getattr(trainer.hook, "anchors", None)
+    if anchors is not None:  # CDC: its anchor latents [k, z_dim] (explore.read_anchors), so an explorer can
+        info.update(cdc_anchors=anchors.anchors.tolist(), cdc_anchor_sigma=anchors.sigma)  # draw from them
     export_generator(trainer.g_ema, out, half=True, info=info)
     d_out = out.with_name(f"{out.stem}_d.pt")
     export_discriminator(trainer.D, d_out, half=True, info=info)
