@@ -221,8 +221,8 @@ def parse_adaptation(name: str) -> tuple[str, str, int] | None:
 def describe(name: str) -> Artifact:
     """The registry entry for ``name``, from the naming rules of the files the project ships.
 
-    ``emoji_<size>`` datasets; ``emoji_features`` (and ``emoji_features_seen``); ``mixdl_showcase_<variant>``;
-    LoFGAN exports ``lofgan_emoji32_seed<N>`` / ``globalfusion_emoji32_seed<N>`` and their ``_d``; otherwise a
+    ``emoji_<size>`` datasets; ``emoji_features`` (and ``emoji_features_seen``);
+    ``mixdl_showcase_<variant>`` and ``mixdl_showcase_<variant>_seed<N>`` (N >= 1); LoFGAN exports ``lofgan_emoji32_seed<N>`` / ``globalfusion_emoji32_seed<N>`` and their ``_d``; otherwise a
     StyleGAN2 export (``<name>``, and ``<name>_d`` for its discriminator) of ``scripts/train_adaptation.py``
     (``<method>_<style>_shots<k>``), ``scripts/train_conditional_source.py`` (``stylegan2_cond_*``) or
     ``scripts/train_source_model.py`` (any other name).
@@ -237,12 +237,13 @@ def describe(name: str) -> Artifact:
         return Artifact(
             name, file, "feature_net", "python scripts/train_feature_net.py --holdout-unseen-classes", man
         )
-    if m := re.fullmatch(r"mixdl_showcase_(\w+)", name):
+    if m := re.fullmatch(r"mixdl_showcase_(\w+?)(?:_seed([1-9]\d*))?", name):
+        seed = f" --seed {m.group(2)}" if m.group(2) else ""
         return Artifact(
             name,
             file,
             "stylegan2_generator",
-            f"python scripts/train_mixdl_showcase.py --variant {m.group(1)}",
+            f"python scripts/train_mixdl_showcase.py --variant {m.group(1)}{seed}",
             man,
         )
     if m := _LOFGAN.fullmatch(name.removesuffix("_d")):

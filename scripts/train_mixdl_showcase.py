@@ -8,19 +8,22 @@ budget:
 * ``--variant stylegan2``: plain StyleGAN2 (no augmentation) — the paper's over-fitted baseline;
 * ``--variant mixdl``: the same model and recipe plus full MixDL (``fewshot_lib.methods.mixdl.MixDLHook``),
 
-on notebook 05's default task (noto *Smileys & Emotion*, 10 shots drawn with seed 0) with the notebook's lab
+on notebook 05's default task (noto *Smileys & Emotion*, 10 shots drawn with ``--seed``, 0 by default) with the notebook's lab
 model (``mixdl.LAB_MODEL``, batch 4). Every ``--measure-every`` iterations it logs how much the EMA generator
 copies its shots and how stairlike its walks are (``fewshot_lib.metrics.generator.memorisation_metrics``: share of near-copies, median
 distance to the nearest shot, NN-modes, PPL sub-interval mean/std/end, largest step share). It resumes exactly
 from ``--run-dir`` (the trainer's checkpoint) when run again. At the end the EMA generator is exported in half
-precision to ``data/checkpoints/mixdl_showcase_<variant>.pt`` with a manifest (sha256, commands, steps, wall
+precision to ``data/checkpoints/mixdl_showcase_<variant>.pt`` (``..._<variant>_seed<N>.pt`` for ``--seed N``
+>= 1: the shots of ``mixdl.category_task(seed=N)``) with a manifest (sha256, commands, steps, wall
 time, the memorisation trajectory).
 
     nice -n 10 python scripts/train_mixdl_showcase.py --variant stylegan2 --minutes 20 --log /tmp/showcase_sg2.log
     nice -n 10 python scripts/train_mixdl_showcase.py --variant mixdl --minutes 20 --log /tmp/showcase_mixdl.log
+    nice -n 10 python scripts/train_mixdl_showcase.py --variant mixdl --seed 1 --steps 10000   # another shot set
     python scripts/train_mixdl_showcase.py --variant mixdl --export-only   # re-export from the last checkpoint
 
-Notebook 05 loads them with ``fewshot_lib.methods.mixdl.load_showcase_generator(variant)``.
+Notebook 05 loads them with ``fewshot_lib.methods.mixdl.load_showcase_generator(variant, seed=N)``
+(``mixdl.shipped_showcase_seeds()`` lists the seeds whose pair ships).
 """
 
 from __future__ import annotations
@@ -154,8 +157,8 @@ def train_showcase(
 def export(
     trainer: GANTrainer, args: argparse.Namespace, trajectory: list[dict], run_dir: Path, task: dict
 ) -> Path:
-    """EMA generator (fp16) → ``data/checkpoints/mixdl_showcase_<variant>.pt`` + manifest."""
-    name = mixdl.showcase_name(args.variant)
+    """EMA generator (fp16) → ``data/checkpoints/<mixdl.showcase_name(variant, seed)>.pt`` + manifest."""
+    name = mixdl.showcase_name(args.variant, args.seed)
     out = Path(args.out_dir or data_dir() / "checkpoints") / f"{name}.pt"
     commands = training_commands(run_dir)
     info = {
@@ -173,6 +176,7 @@ def export(
         **info,
         "images_seen": trainer.step * trainer.cfg.batch,
         "cpu_time_s": training_cost(run_dir)["cpu_s"],
+        "threads": sorted({e.get("threads") for e in commands if e.get("threads") is not None}),
         "command": " ; then ".join(e["command"] for e in commands) or "unknown",
         "training_sessions": commands,
         "precision": "float16 weights (cast to float32 on load)",
@@ -200,7 +204,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--out-dir",
         default=None,
-        help="export folder (default data/checkpoints for seed 0, the shipped files; <run-dir>/export otherwise)",
+        help="export folder (default data/checkpoints, the shipped files)",
     )
     p.add_argument("--minutes", type=float, default=20.0, help="wall-clock budget of this invocation")
     p.add_argument("--steps", type=int, default=100_000, help="maximum total iterations")
@@ -220,16 +224,14 @@ def main(argv: list[str] | None = None) -> None:
 
     task = {"style": "noto", "category": "Smileys & Emotion", "n_shots": 10, "seed": args.seed}
     shots, _ = mixdl.category_task(task["style"], task["category"], task["n_shots"], task["seed"])
-    # Seed 0 is the shipped showcase. Another seed trains beside it, never into it: its own run folder and, unless
-    # --out-dir says otherwise, an export inside that folder (the shipped files stay seed 0's).
+    # Each seed is its own task (shots) and its own training: its own run folder and export name
+    # (mixdl.showcase_name: seed 0 keeps the first shipped names, seed N >= 1 adds _seed<N>).
     suffix = f"_seed{args.seed}" if args.seed else ""
     run_dir = (
         Path(args.run_dir)
         if args.run_dir
         else repo_root() / "runs" / f"mixdl_showcase_{args.variant}{suffix}"
     )
-    if args.seed and not args.out_dir:
-        args.out_dir = str(run_dir / "export")
     seeds_file = run_dir / "task.json"
     if seeds_file.is_file() and json.loads(seeds_file.read_text()).get("seed") != args.seed:
         raise SystemExit(

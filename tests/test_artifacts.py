@@ -72,6 +72,11 @@ def test_shipped_checkpoints_stay_within_their_budget():
             "python scripts/train_mixdl_showcase.py --variant mixdl",
         ),
         (
+            "mixdl_showcase_stylegan2_seed2",
+            "stylegan2_generator",
+            "python scripts/train_mixdl_showcase.py --variant stylegan2 --seed 2",
+        ),
+        (
             "lofgan_emoji32_seed2",
             "lofgan_generator",
             "python scripts/train_lofgan.py --fusion local --seed 2",
@@ -236,3 +241,55 @@ def test_shipped_lofgan_exports_are_found_by_fusion_and_seed(tmp_data):
     }  # not the _d file
     assert shipped_exports("global") == {1: "globalfusion_emoji32_seed1"}
     assert shipped_exports("local", min_steps=10_000) == {2: "lofgan_emoji32_seed2"}  # long enough to compare
+
+
+def test_showcase_seeds_have_their_own_names_rebuild_commands_and_listing(tmp_data):
+    from fewshot_lib.methods import mixdl
+
+    # seed 0 keeps the first shipped names; seed N >= 1 gets _seed<N>, and the rule reads back what it writes
+    assert mixdl.showcase_name("mixdl") == "mixdl_showcase_mixdl" == mixdl.showcase_name("mixdl", 0)
+    assert mixdl.showcase_name("stylegan2", 3) == "mixdl_showcase_stylegan2_seed3"
+    for v in mixdl.SHOWCASE_VARIANTS:
+        for s in (0, 1, 12):
+            assert mixdl.parse_showcase_name(mixdl.showcase_name(v, s)) == (v, s)
+    assert mixdl.parse_showcase_name("mixdl_showcase_mixdl_seed0") is None  # seed 0 has one name only
+    assert mixdl.parse_showcase_name("mixdl_showcase_diffaugment_seed1") is None
+    with pytest.raises(ValueError, match="seed"):
+        mixdl.showcase_name("mixdl", -1)
+    assert (
+        artifacts.get("mixdl_showcase_mixdl").rebuild
+        == "python scripts/train_mixdl_showcase.py --variant mixdl"
+    )
+    assert (
+        artifacts.get("mixdl_showcase_mixdl_seed1").rebuild
+        == "python scripts/train_mixdl_showcase.py --variant mixdl --seed 1"
+    )
+    # the listing: a seed counts for a variant when its file and manifest are there; with no variant, a seed
+    # counts when every variant ships (a complete StyleGAN2-vs-MixDL pair)
+    assert mixdl.shipped_showcase_seeds() == [] == mixdl.shipped_showcase_seeds("mixdl")
+    for v, s, steps in (
+        ("mixdl", 0, 10_000),
+        ("stylegan2", 0, 10_000),
+        ("mixdl", 1, 10_000),
+        ("mixdl", 2, 500),
+    ):
+        name = mixdl.showcase_name(v, s)
+        (tmp_data / "checkpoints" / f"{name}.manifest.json").write_text(json.dumps({"steps": steps}))
+        (tmp_data / "checkpoints" / f"{name}.pt").write_bytes(b"")
+    assert mixdl.shipped_showcase_seeds("mixdl") == [0, 1, 2]
+    assert mixdl.shipped_showcase_seeds("mixdl", min_steps=10_000) == [0, 1]
+    assert mixdl.shipped_showcase_seeds("stylegan2") == [0] == mixdl.shipped_showcase_seeds()
+    with pytest.raises(ValueError, match="showcase variant"):
+        mixdl.shipped_showcase_seeds("diffaugment")
+    with pytest.raises(artifacts.ArtifactMissing, match="--variant stylegan2 --seed 1"):
+        mixdl.load_showcase_generator("stylegan2", seed=1)
+
+
+def test_showcase_seeds_draw_different_shots():
+    from fewshot_lib.methods import mixdl
+
+    shots = [mixdl.category_task(seed=s)[0].flatten(1) for s in range(3)]
+    for a in range(3):
+        for b in range(a + 1, 3):
+            shared = (torch.cdist(shots[a], shots[b]) == 0).any(1).sum().item()
+            assert shared < len(shots[a]) // 2, (a, b, shared)  # different shot sets (a few may coincide)

@@ -102,7 +102,7 @@ def test_script_core_trains_measures_resumes_and_exports(shots, tmp_path, load_s
     again.load(again.checkpoint_path)
     assert again.step == 4
     torch.testing.assert_close(again.g_ema.state_dict(), trainer.g_ema.state_dict())
-    args = argparse.Namespace(variant="mixdl", out_dir=str(tmp_path / "out"))
+    args = argparse.Namespace(variant="mixdl", seed=0, out_dir=str(tmp_path / "out"))
     out = script.export(trainer, args, traj, tmp_path / "run", {"seed": 0})
     manifest = json.loads(out.with_name("mixdl_showcase_mixdl.manifest.json").read_text())
     from fewshot_lib.checkpoint import file_sha256
@@ -137,13 +137,20 @@ def test_missing_showcase_variant_is_refused():
 
 
 def test_another_seed_never_trains_into_the_shipped_showcase(tmp_path, load_script, monkeypatch):
-    # Seed 0 is the shipped showcase: another seed gets its own run folder and exports inside it, and a run folder
-    # refuses a seed other than the one it was started with.
+    # Every seed is its own run folder and its own shipped name: seed 1 exports mixdl_showcase_mixdl_seed1 beside
+    # (never over) seed 0's mixdl_showcase_mixdl, and a run folder refuses a seed other than the one it started with.
     script = load_script("train_mixdl_showcase")
     monkeypatch.setattr(script, "repo_root", lambda: tmp_path)
+    monkeypatch.setattr(script, "data_dir", lambda: tmp_path / "data")
     script.main(["--variant", "mixdl", "--seed", "1", "--export-only"])
     run = tmp_path / "runs" / "mixdl_showcase_mixdl_seed1"
     assert json.loads((run / "task.json").read_text())["seed"] == 1
-    assert (run / "export" / "mixdl_showcase_mixdl.pt").is_file()  # not data/checkpoints
+    out = tmp_path / "data" / "checkpoints"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "mixdl_showcase_mixdl_seed1.manifest.json",
+        "mixdl_showcase_mixdl_seed1.pt",
+    ]
+    manifest = json.loads((out / "mixdl_showcase_mixdl_seed1.manifest.json").read_text())
+    assert manifest["name"] == "mixdl_showcase_mixdl_seed1" and manifest["task"]["seed"] == 1
     with pytest.raises(SystemExit, match="task of seed 1"):
         script.main(["--variant", "mixdl", "--seed", "2", "--run-dir", str(run), "--export-only"])

@@ -57,6 +57,7 @@ Taught in: ``notebooks/05_mixdl.ipynb``; its section 9 loads two generators trai
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -540,18 +541,47 @@ def category_task(
     return images[perm[:n_shots]], images[perm[n_shots:]]
 
 
-def showcase_name(variant: str) -> str:
-    """File stem of a shipped showcase generator: ``mixdl_showcase_<variant>``."""
+def showcase_name(variant: str, seed: int = 0) -> str:
+    """File stem of a shipped showcase generator: ``mixdl_showcase_<variant>`` for seed 0 (the first one
+    shipped) and ``mixdl_showcase_<variant>_seed<N>`` for seed ``N >= 1`` (its own shots and training seed)."""
     if variant not in SHOWCASE_VARIANTS:
         raise ValueError(f"showcase variant must be one of {SHOWCASE_VARIANTS}, got {variant!r}")
-    return f"mixdl_showcase_{variant}"
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"showcase seed must be an int >= 0, got {seed!r}")
+    return f"mixdl_showcase_{variant}" + (f"_seed{seed}" if seed else "")
 
 
-def load_showcase_generator(variant: str, device: str | torch.device = "cpu") -> tuple[Generator, dict]:
-    """The shipped long-trained generator of ``variant`` and its manifest (sha256 checked against it).
+def parse_showcase_name(name: str) -> tuple[str, int] | None:
+    """``(variant, seed)`` of a showcase export name (inverse of :func:`showcase_name`), ``None`` otherwise."""
+    m = re.fullmatch(r"mixdl_showcase_(%s)(?:_seed([1-9]\d*))?" % "|".join(SHOWCASE_VARIANTS), name)
+    return (m.group(1), int(m.group(2) or 0)) if m else None
+
+
+def shipped_showcase_seeds(variant: str | None = None, min_steps: int = 0) -> list[int]:
+    """The seeds whose showcase generator ships in ``data/checkpoints`` now, for ``variant`` (or, with
+    ``variant=None``, the seeds for which *every* variant ships: the complete StyleGAN2-vs-MixDL pairs), keeping
+    those trained at least ``min_steps`` iterations. Load one with :func:`load_showcase_generator`."""
+    variants = SHOWCASE_VARIANTS if variant is None else (variant,)
+    for v in variants:
+        showcase_name(v)  # validates
+    found: dict[str, set[int]] = {v: set() for v in variants}
+    for n in artifacts.names():
+        if (parsed := parse_showcase_name(n)) and parsed[0] in found:
+            if artifacts.get(n).available() and (
+                not min_steps or artifacts.manifest(n).get("steps", 0) >= min_steps
+            ):
+                found[parsed[0]].add(parsed[1])
+    return sorted(set.intersection(*found.values()))
+
+
+def load_showcase_generator(
+    variant: str, device: str | torch.device = "cpu", seed: int = 0
+) -> tuple[Generator, dict]:
+    """The shipped long-trained generator of ``variant`` (on the shots of ``category_task(seed=seed)``) and its
+    manifest (sha256 checked against it).
 
     Raises ``FileNotFoundError`` (with the command that trains it) when ``data/checkpoints`` does not hold it,
     and ``ValueError`` when the file does not match its manifest (``fewshot_lib.artifacts``).
     """
-    name = showcase_name(variant)
+    name = showcase_name(variant, seed)
     return artifacts.load(name, device=device), artifacts.manifest(name)
