@@ -222,7 +222,8 @@ def describe(name: str) -> Artifact:
     """The registry entry for ``name``, from the naming rules of the files the project ships.
 
     ``emoji_<size>`` datasets; ``emoji_features`` (and ``emoji_features_seen``);
-    ``mixdl_showcase_<variant>`` and ``mixdl_showcase_<variant>_seed<N>`` (N >= 1); LoFGAN exports ``lofgan_emoji32_seed<N>`` / ``globalfusion_emoji32_seed<N>`` and their ``_d``; otherwise a
+    ``mixdl_showcase_<variant>`` and ``mixdl_showcase_<variant>_seed<N>`` (N >= 1); LoFGAN exports
+    ``lofgan_emoji32_seed<N>`` / ``globalfusion_emoji32_seed<N>`` and their ``_d``; otherwise a
     StyleGAN2 export (``<name>``, and ``<name>_d`` for its discriminator) of ``scripts/train_adaptation.py``
     (``<method>_<style>_shots<k>``), ``scripts/train_conditional_source.py`` (``stylegan2_cond_*``) or
     ``scripts/train_source_model.py`` (any other name).

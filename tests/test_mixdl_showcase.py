@@ -154,3 +154,39 @@ def test_another_seed_never_trains_into_the_shipped_showcase(tmp_path, load_scri
     assert manifest["name"] == "mixdl_showcase_mixdl_seed1" and manifest["task"]["seed"] == 1
     with pytest.raises(SystemExit, match="task of seed 1"):
         script.main(["--variant", "mixdl", "--seed", "2", "--run-dir", str(run), "--export-only"])
+
+
+def test_the_bar_is_judged_on_the_trajectory_last_quarter():
+    traj = [
+        {"step": s, "copy_fraction": c, "max_step_share": 0.1}
+        for s, c in ((0, 0.9), (50, 0.5), (75, 0.2), (100, 0.0))
+    ]
+    tail = M.trajectory_tail(traj, ["copy_fraction"])
+    assert tail["steps"] == [75, 100] and tail["copy_fraction"] == pytest.approx(
+        0.1
+    )  # not the last point's 0
+    assert M.trajectory_tail(traj, ["copy_fraction"], fraction=1.0)["copy_fraction"] == pytest.approx(0.4)
+    with pytest.raises(ValueError, match="empty"):
+        M.trajectory_tail([], ["copy_fraction"])
+    worse = [dict(e, copy_fraction=e["copy_fraction"] + 0.05, max_step_share=0.3) for e in traj]
+    bar = M.showcase_bar(
+        {
+            "stylegan2": {"steps": 100, "memorisation_trajectory": worse},
+            "mixdl": {"steps": 100, "memorisation_trajectory": traj},
+        },
+        min_steps=100,
+    )
+    assert bar["met"] and bar["fewer_near_copies"] and bar["smaller_largest_step"]
+    assert not M.showcase_bar(
+        {
+            "stylegan2": {"steps": 100, "memorisation_trajectory": traj},
+            "mixdl": {"steps": 100, "memorisation_trajectory": traj},
+        },
+        min_steps=100,
+    )["met"]  # equal is not fewer
+    assert not M.showcase_bar(
+        {
+            "stylegan2": {"steps": 100, "memorisation_trajectory": worse},
+            "mixdl": {"steps": 100, "memorisation_trajectory": traj},
+        }
+    )["long_enough"]  # 100 iterations < the 10,000 the issue asks for

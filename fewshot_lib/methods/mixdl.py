@@ -49,9 +49,10 @@ building block (:func:`fewshot_lib.methods.cdc.similarity_kl`):
   ordinary ones (whose fakes are then also judged by patches) instead of replacing the ordinary fakes.
 * Every loop over pairs is a matrix product; everything runs on CPU, CUDA or MPS.
 
-Taught in: ``notebooks/05_mixdl.ipynb``; its section 9 loads two generators trained 10 000 iterations by
-``scripts/train_mixdl_showcase.py`` (:func:`load_showcase_generator`, measured by
-:func:`fewshot_lib.metrics.generator.memorisation_metrics`).
+Taught in: ``notebooks/05_mixdl.ipynb``; its section 9 loads, for every shipped seed (its own 10 shots), the pair
+of generators trained 10 000 iterations by ``scripts/train_mixdl_showcase.py`` (:func:`shipped_showcase_seeds`,
+:func:`load_showcase_generator`, measured by :func:`fewshot_lib.metrics.generator.memorisation_metrics`, judged
+by :func:`showcase_bar` on the last quarter of their training trajectories).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Any, Literal, Sequence
 
 import numpy as np
 import torch
@@ -572,6 +573,47 @@ def shipped_showcase_seeds(variant: str | None = None, min_steps: int = 0) -> li
             ):
                 found[parsed[0]].add(parsed[1])
     return sorted(set.intersection(*found.values()))
+
+
+SHOWCASE_BAR_KEYS = ("copy_fraction", "max_step_share")
+"""The quality bar of the showcase (issue #16): MixDL has fewer near-copies of its shots and a smaller largest
+step share of its latent walks than plain StyleGAN2, on each seed, over the last quarter of training."""
+
+
+def trajectory_tail(trajectory: list[dict], keys: Sequence[str], fraction: float = 0.25) -> dict[str, Any]:
+    """The mean of each of ``keys`` over the last ``fraction`` of a training trajectory: the entries (``{"step",
+    key: value, ...}``, as ``scripts/train_mixdl_showcase.py`` records them every few hundred iterations) whose
+    step is at least ``(1 - fraction)`` × the last step. Judging the trajectory's last quarter rather than its last
+    point keeps one lucky or unlucky measurement from deciding. Returns ``{key: mean, "steps": [steps used]}``."""
+    if not trajectory:
+        raise ValueError("trajectory_tail: the trajectory is empty (no measurement was recorded)")
+    if not 0 < fraction <= 1:
+        raise ValueError(f"trajectory_tail: fraction must be in (0, 1], got {fraction!r}")
+    last = max(e["step"] for e in trajectory)
+    tail = [e for e in trajectory if e["step"] >= (1 - fraction) * last]
+    return {**{k: float(np.mean([e[k] for e in tail])) for k in keys}, "steps": [e["step"] for e in tail]}
+
+
+def showcase_bar(
+    manifests: dict[str, dict], min_steps: int = 10_000, fraction: float = 0.25
+) -> dict[str, Any]:
+    """Issue #16's bar for one seed's shipped pair ``{"stylegan2": manifest, "mixdl": manifest}``: both trained
+    at least ``min_steps`` iterations, and over the last ``fraction`` of their recorded trajectories MixDL has a
+    lower mean share of near-copies (``copy_fraction``) and a lower mean largest-step share (``max_step_share``)
+    than StyleGAN2. Returns the tails (:func:`trajectory_tail`), each criterion and ``met`` (all of them)."""
+    tails = {
+        v: trajectory_tail(m["memorisation_trajectory"], SHOWCASE_BAR_KEYS, fraction)
+        for v, m in manifests.items()
+    }
+    out: dict[str, Any] = {
+        "tails": tails,
+        "steps": {v: m["steps"] for v, m in manifests.items()},
+        "long_enough": all(m["steps"] >= min_steps for m in manifests.values()),
+        "fewer_near_copies": tails["mixdl"]["copy_fraction"] < tails["stylegan2"]["copy_fraction"],
+        "smaller_largest_step": tails["mixdl"]["max_step_share"] < tails["stylegan2"]["max_step_share"],
+    }
+    out["met"] = out["long_enough"] and out["fewer_near_copies"] and out["smaller_largest_step"]
+    return out
 
 
 def load_showcase_generator(
