@@ -198,6 +198,7 @@ def loader(kind: str) -> Callable[[Path, str | torch.device], Any]:
 
 
 _LOFGAN = re.compile(r"(lofgan|globalfusion)_emoji32_seed(\d+)")
+_SHOWCASE = re.compile(r"mixdl_showcase_(\w+?)(?:_seed([1-9]\d*))?(_d)?")
 _ADAPTED = re.compile(r"(tgan|freezed|ewc|cdc)_(\w+?)_shots(\d+)")
 
 
@@ -222,8 +223,8 @@ def describe(name: str) -> Artifact:
     """The registry entry for ``name``, from the naming rules of the files the project ships.
 
     ``emoji_<size>`` datasets; ``emoji_features`` (and ``emoji_features_seen``);
-    ``mixdl_showcase_<variant>`` and ``mixdl_showcase_<variant>_seed<N>`` (N >= 1); LoFGAN exports
-    ``lofgan_emoji32_seed<N>`` / ``globalfusion_emoji32_seed<N>`` and their ``_d``; otherwise a
+    ``mixdl_showcase_<variant>`` and ``mixdl_showcase_<variant>_seed<N>`` (N >= 1), and their ``_d``; LoFGAN
+    exports ``lofgan_emoji32_seed<N>`` / ``globalfusion_emoji32_seed<N>`` and their ``_d``; otherwise a
     StyleGAN2 export (``<name>``, and ``<name>_d`` for its discriminator) of ``scripts/train_adaptation.py``
     (``<method>_<style>_shots<k>``), ``scripts/train_conditional_source.py`` (``stylegan2_cond_*``) or
     ``scripts/train_source_model.py`` (any other name).
@@ -238,15 +239,21 @@ def describe(name: str) -> Artifact:
         return Artifact(
             name, file, "feature_net", "python scripts/train_feature_net.py --holdout-unseen-classes", man
         )
-    if m := re.fullmatch(r"mixdl_showcase_(\w+?)(?:_seed([1-9]\d*))?", name):
+    if m := _SHOWCASE.fullmatch(name):
         seed = f" --seed {m.group(2)}" if m.group(2) else ""
-        return Artifact(
-            name,
-            file,
-            "stylegan2_generator",
-            f"python scripts/train_mixdl_showcase.py --variant {m.group(1)}{seed}",
-            man,
-        )
+        command = f"python scripts/train_mixdl_showcase.py --variant {m.group(1)}{seed}"
+        if m.group(3):  # its D (+ MixDL's head), for --warm-start: the sha256 is in the generator's manifest
+            base = name.removesuffix("_d")
+            return Artifact(
+                name,
+                file,
+                "stylegan2_discriminator",
+                command,
+                f"checkpoints/{base}.manifest.json",
+                sha_key="d_sha256",
+                pairs_with=None,
+            )
+        return Artifact(name, file, "stylegan2_generator", command, man)
     if m := _LOFGAN.fullmatch(name.removesuffix("_d")):
         base = m.group(0)
         fusion = "local" if m.group(1) == "lofgan" else "global"
@@ -290,7 +297,8 @@ def names() -> list[str]:
         stem = man.name.removesuffix(".manifest.json")
         if (folder / f"{stem}.pt").is_file():
             found.add(stem)
-            if _LOFGAN.fullmatch(stem) and (folder / f"{stem}_d.pt").is_file():
+            shares_manifest = _LOFGAN.fullmatch(stem) or _SHOWCASE.fullmatch(stem)  # a D without its own
+            if shares_manifest and (folder / f"{stem}_d.pt").is_file():
                 found.add(f"{stem}_d")
     return sorted(found)
 

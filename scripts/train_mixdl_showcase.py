@@ -14,13 +14,16 @@ copies its shots and how stairlike its walks are (``fewshot_lib.metrics.generato
 distance to the nearest shot, NN-modes, PPL sub-interval mean/std/end, largest step share). It resumes exactly
 from ``--run-dir`` (the trainer's checkpoint) when run again. At the end the EMA generator is exported in half
 precision to ``data/checkpoints/mixdl_showcase_<variant>.pt`` (``..._<variant>_seed<N>.pt`` for ``--seed N``
->= 1: the shots of ``mixdl.category_task(seed=N)``) with a manifest (sha256, commands, steps, wall
-time, the memorisation trajectory).
+>= 1: the shots of ``mixdl.category_task(seed=N)``), D beside it as ``..._d.pt`` (fp16, with MixDL's projection
+head: what ``--warm-start`` needs on another machine), and one manifest (both sha256, commands and sittings with
+their CPU seconds and threads, steps, wall time, the memorisation trajectory).
 
     nice -n 10 python scripts/train_mixdl_showcase.py --variant stylegan2 --minutes 20 --log /tmp/showcase_sg2.log
     nice -n 10 python scripts/train_mixdl_showcase.py --variant mixdl --minutes 20 --log /tmp/showcase_mixdl.log
     nice -n 10 python scripts/train_mixdl_showcase.py --variant mixdl --seed 1 --steps 10000   # another shot set
     python scripts/train_mixdl_showcase.py --variant mixdl --export-only   # re-export from the last checkpoint
+    python scripts/train_mixdl_showcase.py --variant mixdl --seed 1 --steps 20000 \\
+        --warm-start data/checkpoints/mixdl_showcase_mixdl_seed1.pt    # continue from the shipped files elsewhere
 
 Notebook 05 loads them with ``fewshot_lib.methods.mixdl.load_showcase_generator(variant, seed=N)``
 (``mixdl.shipped_showcase_seeds()`` lists the seeds whose pair ships).
@@ -39,15 +42,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fewshot_lib.checkpoint import file_sha256  # noqa: E402
+from fewshot_lib.artifacts import manifest_path  # noqa: E402
+from fewshot_lib.checkpoint import file_sha256, load_checkpoint, save_atomic, verify_sha256  # noqa: E402
 from fewshot_lib.config import data_dir, repo_root  # noqa: E402
 from fewshot_lib.methods import mixdl  # noqa: E402
 from fewshot_lib.metrics.generator import memorisation_metrics  # noqa: E402
 from fewshot_lib.models.stylegan2 import Discriminator, Generator, count_parameters  # noqa: E402
-from fewshot_lib.models.stylegan2_io import export_generator  # noqa: E402
+from fewshot_lib.models.stylegan2_io import export_generator, load_generator, load_state_strict  # noqa: E402
 from fewshot_lib.train import GANTrainer, TrainConfig  # noqa: E402
 from fewshot_lib.sittings import (  # noqa: E402
     Sitting,
+    record_command,
     start_script,
     train_in_sittings,
     training_commands,
@@ -154,10 +159,19 @@ def train_showcase(
     return trajectory
 
 
+def _half(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {
+        k: v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu()
+        for k, v in module.state_dict().items()
+    }
+
+
 def export(
     trainer: GANTrainer, args: argparse.Namespace, trajectory: list[dict], run_dir: Path, task: dict
 ) -> Path:
-    """EMA generator (fp16) → ``data/checkpoints/<mixdl.showcase_name(variant, seed)>.pt`` + manifest."""
+    """EMA generator (fp16) → ``data/checkpoints/<mixdl.showcase_name(variant, seed)>.pt`` + manifest, and beside
+    it ``<name>_d.pt``: D (fp16; with MixDL's projection head under ``mixdl_head``), what ``--warm-start`` needs
+    besides G. Both files' sha256 are in the one manifest (``sha256``, ``d_sha256``)."""
     name = mixdl.showcase_name(args.variant, args.seed)
     out = Path(args.out_dir or data_dir() / "checkpoints") / f"{name}.pt"
     commands = training_commands(run_dir)
@@ -168,11 +182,19 @@ def export(
         "task": task,
     }
     export_generator(trainer.g_ema, out, half=True, info=info)
+    d_out = out.with_name(f"{name}_d.pt")
+    d_file = {"d": _half(trainer.D), "config": dict(trainer.D.config), "info": dict(info)}
+    if trainer.hook is not None:  # MixDL's projection head trains with D: a warm start needs it too
+        d_file["mixdl_head"] = _half(trainer.hook.head)
+    save_atomic(d_file, d_out)
     manifest = {
         "name": name,
         "file": out.name,
         "sha256": file_sha256(out),
         "bytes": out.stat().st_size,
+        "d_file": d_out.name,
+        "d_sha256": file_sha256(d_out),
+        "d_bytes": d_out.stat().st_size,
         **info,
         "images_seen": trainer.step * trainer.cfg.batch,
         "cpu_time_s": training_cost(run_dir)["cpu_s"],
@@ -193,6 +215,50 @@ def export(
     out.with_name(f"{name}.manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
     log.info("exported %s at step %d (%.1f kB)", out.name, trainer.step, out.stat().st_size / 1e3)
     return out
+
+
+def warm_start(trainer: GANTrainer, g_path: str | Path, run_dir: Path, variant: str, seed: int) -> list[dict]:
+    """Start ``trainer`` from a shipped export (``g_path``, its ``_d.pt`` and manifest beside it); returns the
+    manifest's memorisation trajectory.
+
+    The run folder's checkpoint (optimiser moments, exact RNG) lives only on the machine that trained; the shipped
+    files are what a new machine has, in fp16, so this is a warm start, not an exact resume: G and G_ema both start
+    from the EMA weights, D (and MixDL's projection head) from the ``_d`` file, Adam's moments at zero, the data
+    order reseeded from the step. Steps, wall time and the recorded sittings carry on from the manifest.
+    """
+    g_path = Path(g_path)
+    d_path, g_manifest = g_path.with_name(f"{g_path.stem}_d.pt"), manifest_path(g_path)
+    for path in (g_path, d_path, g_manifest):
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"--warm-start needs {path.name} beside {g_path.name} (this script exports G, D and the "
+                "manifest together)"
+            )
+    manifest = json.loads(g_manifest.read_text())
+    if manifest.get("variant") != variant or manifest.get("task", {}).get("seed") != seed:
+        raise SystemExit(
+            f"{g_path.name} is variant {manifest.get('variant')!r}, seed {manifest.get('task', {}).get('seed')}: "
+            f"not --variant {variant} --seed {seed}"
+        )
+    fix = "re-export it with --export-only on the machine that trained it."
+    verify_sha256(g_path, manifest.get("sha256"), fix)
+    verify_sha256(d_path, manifest.get("d_sha256"), fix)
+    state = load_generator(g_path).state_dict()
+    load_state_strict(trainer.G, state, f"{g_path.name} → G")
+    load_state_strict(trainer.g_ema, state, f"{g_path.name} → G_ema")
+    ck = load_checkpoint(d_path)
+    load_state_strict(trainer.D, {k: v.float() for k, v in ck["d"].items()}, f"{d_path.name} → D")
+    if trainer.hook is not None:
+        head = {k: v.float() for k, v in ck["mixdl_head"].items()}
+        load_state_strict(trainer.hook.head, head, f"{d_path.name} → MixDL head")
+    trainer.step = int(manifest["steps"])
+    trainer.seconds = float(manifest.get("wall_time_s", 0.0))
+    trainer.gen.manual_seed(trainer.cfg.seed + trainer.step)
+    if not training_commands(run_dir):
+        for entry in manifest.get("training_sessions", []):
+            record_command(run_dir, entry)
+    log.info("warm start from %s at step %d (fp16 weights, fresh optimiser state)", g_path, trainer.step)
+    return list(manifest.get("memorisation_trajectory", []))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -216,6 +282,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the task (which shots) and of the training")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--export-only", action="store_true")
+    p.add_argument(
+        "--warm-start",
+        default=None,
+        metavar="G.pt",
+        help="start a fresh --run-dir from a shipped export (its _d.pt and manifest beside it)",
+    )
     p.add_argument("--log", default=None, help="also log to this file")
     args = p.parse_args(argv)
 
@@ -241,10 +313,14 @@ def main(argv: list[str] | None = None) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     seeds_file.write_text(json.dumps(task) + "\n")
     trainer = build_trainer(args.variant, shots, run_dir, mixdl.LAB_MODEL, args.steps, seed=args.seed)
-    if trainer.checkpoint_path.exists():
-        trainer.load(trainer.checkpoint_path)
     traj_path = run_dir / "memorisation.json"
     trajectory = json.loads(traj_path.read_text()) if traj_path.is_file() else []
+    note = None
+    if trainer.checkpoint_path.exists():
+        trainer.load(trainer.checkpoint_path)
+    elif args.warm_start:
+        trajectory = trajectory or warm_start(trainer, args.warm_start, run_dir, args.variant, args.seed)
+        note = f"warm start from {Path(args.warm_start).name} (fp16 weights, fresh optimiser state)"
     trajectory = [e for e in trajectory if e["step"] <= trainer.step]  # entries past the checkpoint are lost
     log.info(
         "%s: shots %s, G %d params, D %d params, start step %d",
@@ -257,7 +333,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.export_only:
         export(trainer, args, trajectory, run_dir, task)
         return
-    sitting = Sitting(run_dir, command, trainer.step, args.minutes, threads=args.threads)
+    sitting = Sitting(run_dir, command, trainer.step, args.minutes, threads=args.threads, note=note)
     train_showcase(
         trainer,
         shots,

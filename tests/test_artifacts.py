@@ -72,6 +72,11 @@ def test_shipped_checkpoints_stay_within_their_budget():
             "python scripts/train_mixdl_showcase.py --variant mixdl",
         ),
         (
+            "mixdl_showcase_mixdl_seed1_d",
+            "stylegan2_discriminator",
+            "train_mixdl_showcase.py --variant mixdl --seed 1",
+        ),
+        (
             "mixdl_showcase_stylegan2_seed2",
             "stylegan2_generator",
             "python scripts/train_mixdl_showcase.py --variant stylegan2 --seed 2",
@@ -283,6 +288,15 @@ def test_showcase_seeds_have_their_own_names_rebuild_commands_and_listing(tmp_da
         mixdl.shipped_showcase_seeds("diffaugment")
     with pytest.raises(artifacts.ArtifactMissing, match="--variant stylegan2 --seed 1"):
         mixdl.load_showcase_generator("stylegan2", seed=1)
+    # a pair's D (for --warm-start) is listed beside its G and checked against the G's manifest (d_sha256)
+    (tmp_data / "checkpoints" / "mixdl_showcase_mixdl_seed1_d.pt").write_bytes(b"")
+    assert "mixdl_showcase_mixdl_seed1_d" in artifacts.names() and mixdl.shipped_showcase_seeds("mixdl") == [
+        0,
+        1,
+        2,
+    ]
+    d = artifacts.get("mixdl_showcase_mixdl_seed1_d")
+    assert d.sha_key == "d_sha256" and d.manifest_path.name == "mixdl_showcase_mixdl_seed1.manifest.json"
 
 
 def test_showcase_seeds_draw_different_shots():

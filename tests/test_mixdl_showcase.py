@@ -149,6 +149,7 @@ def test_another_seed_never_trains_into_the_shipped_showcase(tmp_path, load_scri
     assert sorted(p.name for p in out.iterdir()) == [
         "mixdl_showcase_mixdl_seed1.manifest.json",
         "mixdl_showcase_mixdl_seed1.pt",
+        "mixdl_showcase_mixdl_seed1_d.pt",
     ]
     manifest = json.loads((out / "mixdl_showcase_mixdl_seed1.manifest.json").read_text())
     assert manifest["name"] == "mixdl_showcase_mixdl_seed1" and manifest["task"]["seed"] == 1
@@ -190,3 +191,34 @@ def test_the_bar_is_judged_on_the_trajectory_last_quarter():
             "mixdl": {"steps": 100, "memorisation_trajectory": traj},
         }
     )["long_enough"]  # 100 iterations < the 10,000 the issue asks for
+
+
+def test_export_ships_d_and_warm_starts_elsewhere(shots, tmp_path, load_script):
+    # The shipped files (G, D + MixDL's head, one manifest) are enough to continue training on another machine.
+    from fewshot_lib.checkpoint import file_sha256
+
+    script = load_script("train_mixdl_showcase")
+    trainer = script.build_trainer("mixdl", shots, tmp_path / "run", TINY, steps=100, seed=1)
+    sitting = Sitting(tmp_path / "run", "first", trainer.step, minutes=2, threads=1)
+    traj = script.train_showcase(trainer, shots, 2, sitting, 2, [], dict(n_samples=16, n_paths=2))
+    args = argparse.Namespace(variant="mixdl", seed=1, out_dir=str(tmp_path / "out"))
+    out = script.export(trainer, args, traj, tmp_path / "run", {"seed": 1})
+    assert out.name == "mixdl_showcase_mixdl_seed1.pt"
+    manifest = json.loads(out.with_name("mixdl_showcase_mixdl_seed1.manifest.json").read_text())
+    d_path = out.with_name("mixdl_showcase_mixdl_seed1_d.pt")
+    assert manifest["d_sha256"] == file_sha256(d_path) and manifest["threads"] == [1]
+    fresh = script.build_trainer("mixdl", shots, tmp_path / "elsewhere", TINY, steps=100, seed=1)
+    got = script.warm_start(fresh, out, tmp_path / "elsewhere", "mixdl", 1)
+    assert fresh.step == 2 and [e["step"] for e in got] == [e["step"] for e in traj]
+    assert training_commands(tmp_path / "elsewhere") == manifest["training_sessions"]  # the sittings carry on
+    for a, b in ((fresh.g_ema, trainer.g_ema), (fresh.G, trainer.g_ema), (fresh.D, trainer.D)):
+        torch.testing.assert_close(a.state_dict(), b.state_dict(), atol=2e-3, rtol=2e-3)  # fp16 copies
+    torch.testing.assert_close(
+        fresh.hook.head.state_dict(), trainer.hook.head.state_dict(), atol=2e-3, rtol=2e-3
+    )
+    other = script.build_trainer("stylegan2", shots, tmp_path / "wrong", TINY, steps=100, seed=1)
+    with pytest.raises(SystemExit, match="not --variant stylegan2"):
+        script.warm_start(other, out, tmp_path / "wrong", "stylegan2", 1)
+    d_path.unlink()
+    with pytest.raises(FileNotFoundError, match="_d.pt"):
+        script.warm_start(fresh, out, tmp_path / "elsewhere", "mixdl", 1)
