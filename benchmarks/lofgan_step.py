@@ -10,28 +10,49 @@ Prints seconds per iteration and images per second (generated images = episodes;
 
 Run by hand on an idle machine; timings on a shared machine vary a lot (report the load with the numbers).
 
-Measured 2026-11-23 on the project's 2-core CPU box, 1 torch thread, 128 px, batch 8 × 3 shots. The box was
-shared (load average ≈ 3: two other 1-thread trainings), so the runs were made back to back under the same load;
-compare rows of one table only.
+Measured 2026-12-01 on the project's 2-core CPU box (AMD EPYC, AVX-512), quiet: the two other 1-thread
+trainings paused (load average 1.0–1.1, the measuring process itself). 1 torch thread, 128 px, batch 8 × 3
+shots, penalty every step. Side by side in one process: one warm-up iteration each, then three interleaved
+pairs (reference: edward3862/LoFGAN-pytorch's own ``update_lr``, ``dis_update``, ``gen_update`` under
+``set_detect_anomaly(True)`` as its train.py runs them, ``.cuda()`` made a no-op; this package:
+:func:`~fewshot_lib.methods.lofgan.train_step`), so both saw the same machine.
 
-=======================================================  ============  =====  ======
-run                                                      s / iter      img/s  vs ref
+=======================================================  ============  ======  ======
+run                                                      s / iter      img/s   vs ref
                                                          mean (min)
-=======================================================  ============  =====  ======
-reference code (edward3862/LoFGAN-pytorch, anomaly on)   160.8 (150.3) 0.050  1.0×
-this package, penalty every step (the reference recipe)   78.1 (74.0)  0.102  2.06×
-this package, same, anomaly detection on                  73.3 (70.6)  0.109  2.19×
-this package, ``--gp-every 4`` (lazy penalty)             44.3 (37.1)  0.181  3.6×
-=======================================================  ============  =====  ======
+=======================================================  ============  ======  ======
+reference code (LoFGAN-pytorch @c169621, anomaly on)      164.1 (159.8) 0.049   1.0×
+this package, penalty every step (the reference recipe)   84.9 (82.1)   0.094   1.93×
+=======================================================  ============  ======  ======
+
+The pairs gave 1.90×, 2.00× and 1.90×. The goal of ≥ 3× at this recipe (issue #19) is **not met**. Earlier
+figures: 2.06× on 2026-11-23 (shared box, back to back) and 1.92× quiet (89.8 vs 46.7 s/iter; 1.84× at
+batch 4), as quoted in issue #19.
+
+Why 3× is out of reach without changing the numbers: in one iteration this package runs six D passes'
+worth of convolutions over the B·k reals (forward; the penalty's input gradient; the main input gradient
+and weight gradient; the double backward's two ordinary convolutions) and five over the B fakes (D step
+forward, input and weight gradients; G step forward and input gradient). That is the minimum for these losses computed
+exactly, and the convolutions run at about the speed of a forward convolution. The reference costs about
+twice that.
+
+What was measured and did not help (same box, under load, A/B in one process): ``channels_last``
+(``LoFGANConfig.channels_last``) on CPU: the 128 px convolutions alone run 1.2–1.8× faster, but the whole
+step did not get faster (20.7 vs 20.5 s at batch 2, 128 px), because padding, activation and pooling copy
+between layouts. Running the D passes in micro-batches of 6, 3 or 1 reals (spectral norms cached so the
+power iteration stays one per pass): 59–62 s vs 63 s for D's real part, within the noise. A leaky ReLU
+without PyTorch's all-zero second-derivative term: 14.8 vs 14.5 s, bit-identical and no faster. Two
+torch threads: not measured cleanly (a third process started on the second core during that run).
 
 Where the time goes and what was done about it (``fewshot_lib.models.lofgan.PenaltyConv2d``): the class-logit
 gradient penalty is a double backprop through the 38 M-parameter D. PyTorch's generic second derivative of a
 convolution computes its weight term as a convolution with a feature-map-sized kernel, which on CPU costs
 several times a normal weight gradient; D's convolutions therefore route their input gradient through an op of
 their own whose backward is the two ordinary kernels, and skip weight gradients inside the penalty's
-``autograd.grad``. Same numbers (tested against stock ``nn.Conv2d``), D step ≈ 25 % faster. Further gains over
+``autograd.grad``. Same numbers (tested against stock ``nn.Conv2d``, and the whole step against a
+straightforward one over five steps: ``tests/test_lofgan.py``), D step ≈ 25 % faster. Further gains over
 the reference: one backward pass per update instead of one per loss term, no D weight gradients in the G step,
-no anomaly detection (worth little here).
+no unused D pass over the reals in the G step, no anomaly detection (worth little here).
 """
 
 from __future__ import annotations

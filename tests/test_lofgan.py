@@ -177,6 +177,71 @@ def test_penalty_conv_matches_stock_conv_through_double_backprop():
     assert any(g.abs().sum() > 0 for g in grads_fast.values())
 
 
+def _plain_train_step(tr, shots, labels):
+    """The straightforward LoFGAN iteration that the optimised :func:`train_step` must reproduce: the same losses
+    and the same random draws, but D with stock ``nn.Conv2d`` convolutions (PyTorch's own double backward), one
+    backward per loss term as in the reference code, and D's weight gradients computed in the G step and
+    thrown away. (The D passes run in the same order, because each D forward in train mode advances the
+    spectral norms' power iteration.)"""
+    cfg, g, d = tr.cfg, tr.g, tr.d
+    b, k = shots.shape[:2]
+    tr.opt_d.zero_grad()
+    with torch.no_grad():
+        fake, _ = g(shots, generator=tr.fusion_rng)
+    real = shots.flatten(0, 1).clone().requires_grad_(True)
+    y_real = labels.repeat_interleave(k)
+    real_adv, real_cls = d(real)
+    fake_adv, _ = d(fake)
+    torch.relu(1 - real_adv).mean().backward(retain_graph=True)
+    (grad,) = torch.autograd.grad(real_cls.gather(1, y_real[:, None]).mean(), real, create_graph=True)
+    (cfg.w_gp * grad.pow(2).sum() / b).backward(retain_graph=True)
+    torch.nn.functional.cross_entropy(real_cls, y_real).backward()
+    torch.relu(1 + fake_adv).mean().backward()
+    tr.opt_d.step()
+    tr.opt_g.zero_grad()
+    fake, record = g(shots, generator=tr.fusion_rng)
+    fake_adv, fake_cls = d(fake)
+    rec = local_reconstruction_loss(fake, shots, record, cfg.recon_mode)
+    (-fake_adv.mean() + torch.nn.functional.cross_entropy(fake_cls, labels) + cfg.w_recon * rec).backward()
+    tr.opt_g.step()
+
+
+def test_optimised_train_step_matches_the_straightforward_one_after_five_steps():
+    # Every speed-up of the step (PenaltyConv2d's double backward, one backward per update, the penalty on the
+    # shared real pass, no D weight gradients in the G step) must leave the training itself unchanged: the same
+    # weights after five steps within 1e-5. In float64, as in tests/test_ddp.py: in float32 the parameters
+    # whose exact gradient is zero (a conv bias before a BatchNorm) get rounding noise that Adam turns into
+    # lr-sized steps, whatever the summation order.
+    gen = torch.Generator().manual_seed(0)
+    classes = {f"c{i}": (torch.rand(6, 3, 16, 16, generator=gen) * 2 - 1).double() for i in range(4)}
+    cfg = LoFGANConfig(size=16, feature_size=4, nf=4, nf_d=8, max_nf_d=16, batch=2)
+    fast, plain = (LoFGANTrainer(classes, cfg, seed=5) for _ in range(2))
+    for tr in (fast, plain):
+        tr.g.double()  # the same Parameter objects: the optimisers keep them
+        tr.d.double()
+    n_stock = 0
+    for m in plain.d.modules():
+        if isinstance(m, PenaltyConv2d):
+            m.forward = types.MethodType(torch.nn.Conv2d.forward, m)
+            n_stock += 1
+    assert n_stock >= 5
+    for step in range(5):
+        shots, y = fast.sampler.sample()
+        shots_p, y_p = plain.sampler.sample()
+        assert torch.equal(shots, shots_p) and torch.equal(y, y_p)
+        train_step(fast.g, fast.d, fast.opt_g, fast.opt_d, shots, y, cfg, fast.fusion_rng, step=step)
+        _plain_train_step(plain, shots, y)
+    for part in ("g", "d"):
+        got, want = getattr(fast, part).state_dict(), getattr(plain, part).state_dict()
+        for name, value in want.items():
+            torch.testing.assert_close(got[name], value, rtol=0, atol=1e-5, msg=f"{part}.{name}")
+        moved = LoFGANTrainer(classes, cfg, seed=5)
+        assert any(  # (and the five steps did move the weights)
+            not torch.allclose(v.double(), getattr(moved, part).state_dict()[n].double(), atol=1e-5)
+            for n, v in want.items()
+        )
+
+
 def test_penalty_conv_is_a_conv2d_with_the_same_state_dict():
     conv, stock = PenaltyConv2d(3, 5, 3), torch.nn.Conv2d(3, 5, 3)
     stock.load_state_dict(conv.state_dict(), strict=True)

@@ -217,6 +217,13 @@ def main_pass(cfg: LoFGANConfig, device: torch.device, enabled: bool = True):
     return torch.autocast(device.type, dtype=AMP_DTYPES[cfg.amp])
 
 
+def loss_precision(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Outputs of a reduced-precision (amp) pass → float32 for the losses; float32 and float64 stay as they are
+    (a float64 model keeps float64 losses: casting them to float32 would add float32 rounding to gradients
+    that should be exactly zero, such as D's real/fake bias, which Adam then turns into lr-sized steps)."""
+    return tuple(t.float() if t.dtype in (torch.float16, torch.bfloat16) else t for t in tensors)
+
+
 def d_step(
     g: LoFGANGenerator,
     d: LoFGANDiscriminator,
@@ -244,7 +251,7 @@ def d_step(
         real_adv, real_cls = d(real)
     with main_pass(cfg, shots.device):
         fake_adv, _ = d(fake)
-    real_adv, real_cls, fake_adv = real_adv.float(), real_cls.float(), fake_adv.float()  # (no-ops in float32)
+    real_adv, real_cls, fake_adv = loss_precision(real_adv, real_cls, fake_adv)
     l_real, l_fake = hinge_d_loss(real_adv, fake_adv)
     l_cls = class_loss(real_cls, y_real)
     l_gp = class_logit_gradient_penalty(real_cls, real, y_real, b) if use_gp else real_adv.new_zeros(())
@@ -280,7 +287,7 @@ def g_step(
         fake, record = g(shots, generator=generator)  # [B, 3, S, S]
         with frozen(d):
             fake_adv, fake_cls = d(fake)
-    fake, fake_adv, fake_cls = fake.float(), fake_adv.float(), fake_cls.float()  # (no-ops in float32)
+    fake, fake_adv, fake_cls = loss_precision(fake, fake_adv, fake_cls)
     l_adv = hinge_g_loss(fake_adv)
     l_cls = class_loss(fake_cls, labels)
     if g.fusion_kind == "local":
