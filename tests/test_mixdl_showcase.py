@@ -115,10 +115,14 @@ def test_script_core_trains_measures_resumes_and_exports(shots, tmp_path, load_s
         script.build_trainer("diffaugment", shots, None, TINY, steps=2)
 
 
+@pytest.mark.parametrize("seed", M.shipped_showcase_seeds() or [0])
 @pytest.mark.parametrize("variant", M.SHOWCASE_VARIANTS)
-def test_shipped_showcase_generators_match_their_manifests(variant, shots):
-    """The committed files load (sha256 checked), use the lab model, and reproduce the manifest's last measurement."""
-    g, meta = M.load_showcase_generator(variant)
+def test_shipped_showcase_generators_match_their_manifests(variant, seed):
+    """Every shipped pair's files load (sha256 checked), use the lab model, were trained on their seed's shots, and
+    reproduce the manifest's last measurement."""
+    g, meta = M.load_showcase_generator(variant, seed=seed)
+    assert meta["task"]["seed"] == seed and meta["name"] == M.showcase_name(variant, seed)
+    shots = M.category_task(**meta["task"])[0]
     ckpt = ROOT / "data" / "checkpoints" / meta["file"]
     assert ckpt.stat().st_size == meta["bytes"] < 1_000_000
     assert {k: v for k, v in meta["model_config"].items() if k in M.LAB_MODEL} == M.LAB_MODEL
