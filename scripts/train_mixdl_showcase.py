@@ -184,7 +184,7 @@ def export(
     export_generator(trainer.g_ema, out, half=True, info=info)
     d_out = out.with_name(f"{name}_d.pt")
     d_file = {"d": _half(trainer.D), "config": dict(trainer.D.config), "info": dict(info)}
-    if trainer.hook is not None:  # MixDL's projection head trains with D: a warm start needs it too
+    if isinstance(trainer.hook, mixdl.MixDLHook):  # its projection head trains with D: a warm start needs it
         d_file["mixdl_head"] = _half(trainer.hook.head)
     save_atomic(d_file, d_out)
     manifest = {
@@ -248,7 +248,7 @@ def warm_start(trainer: GANTrainer, g_path: str | Path, run_dir: Path, variant: 
     load_state_strict(trainer.g_ema, state, f"{g_path.name} → G_ema")
     ck = load_checkpoint(d_path)
     load_state_strict(trainer.D, {k: v.float() for k, v in ck["d"].items()}, f"{d_path.name} → D")
-    if trainer.hook is not None:
+    if isinstance(trainer.hook, mixdl.MixDLHook):
         head = {k: v.float() for k, v in ck["mixdl_head"].items()}
         load_state_strict(trainer.hook.head, head, f"{d_path.name} → MixDL head")
     trainer.step = int(manifest["steps"])

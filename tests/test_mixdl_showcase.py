@@ -223,6 +223,18 @@ def test_export_ships_d_and_warm_starts_elsewhere(shots, tmp_path, load_script):
     other = script.build_trainer("stylegan2", shots, tmp_path / "wrong", TINY, steps=100, seed=1)
     with pytest.raises(SystemExit, match="not --variant stylegan2"):
         script.warm_start(other, out, tmp_path / "wrong", "stylegan2", 1)
+    # plain StyleGAN2 (the trainer's default hook, no head) exports and warm-starts the same way
+    sg2 = script.build_trainer("stylegan2", shots, tmp_path / "sg2", TINY, steps=100, seed=1)
+    sg2_traj = script.train_showcase(
+        sg2, shots, 2, Sitting(tmp_path / "sg2", "s", 0, threads=1), 2, [], dict(n_samples=16, n_paths=2)
+    )
+    args = argparse.Namespace(variant="stylegan2", seed=1, out_dir=str(tmp_path / "out"))
+    sg2_out = script.export(sg2, args, sg2_traj, tmp_path / "sg2", {"seed": 1})
+    assert "mixdl_head" not in torch.load(
+        sg2_out.with_name("mixdl_showcase_stylegan2_seed1_d.pt"), weights_only=True
+    )
+    again = script.build_trainer("stylegan2", shots, tmp_path / "sg2b", TINY, steps=100, seed=1)
+    assert script.warm_start(again, sg2_out, tmp_path / "sg2b", "stylegan2", 1) and again.step == 2
     d_path.unlink()
     with pytest.raises(FileNotFoundError, match="_d.pt"):
         script.warm_start(fresh, out, tmp_path / "elsewhere", "mixdl", 1)
