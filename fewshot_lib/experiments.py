@@ -215,32 +215,25 @@ PROFILE_SIZES: dict[str, dict[str, dict[str, Any]]] = {
         ),
     },
     # 08: n_samples mapped latents for GANSpace and the slider units; label_seeds for naming directions with the
-    # emoji network; n_label directions labelled per method; cdc_steps of section 9's adaptations (served_cdc_steps
-    # when `make explore` serves the page: it must appear within seconds)
+    # emoji network; n_label directions labelled per method (section 9 loads the shipped adaptations: no training)
     "08_latent_explorer": {
         "smoke": dict(
             n_samples=2000,
             label_seeds=dict(seeds=range(4), select_seeds=range(1000, 1002), min_seeds=3),
             n_label=2,
             proj_steps=20,
-            cdc_steps=2,
-            served_cdc_steps=10,
         ),
         "lab": dict(
             n_samples=10_000,
             label_seeds=dict(seeds=range(10), select_seeds=range(1000, 1010), min_seeds=8),
             n_label=4,
             proj_steps=200,
-            cdc_steps=50,
-            served_cdc_steps=10,
         ),
         "full": dict(
             n_samples=20_000,
             label_seeds=dict(seeds=range(10), select_seeds=range(1000, 1010), min_seeds=8),
             n_label=8,
             proj_steps=500,
-            cdc_steps=300,
-            served_cdc_steps=10,
         ),
     },
 }
@@ -268,8 +261,6 @@ CUT_SHORT_CAPS: dict[str, int] = {
     "steps": 2,
     "sample_every": 1,  # 02: below the capped steps, so the sample callback (the FID curve) fires mid-training
     "n_curve_points": 1,  # 04: eval_every = steps // n_curve_points: one evaluation per curve, at the end
-    "cdc_steps": 2,  # 08: TGAN and CDC adaptations of section 9
-    "served_cdc_steps": 2,  # 08 under `make explore` (min'd with cdc_steps anyway)
     "proj_steps": 10,  # 02, 08: the projector's iterations (its loss, W and W+ paths run from the first one)
     "invert": 8,  # 07 live tasks: inversion steps (8 still lower the reconstruction error, asserted in 07)
     "lal": 3,  # 07: LSO stage 1 steps

@@ -10,7 +10,13 @@ from fewshot_lib.experiments import Experiment, cpu_threads, seeds_for, sizes, s
 
 
 def test_sizes_and_seeds_come_from_one_table():
-    assert sizes("04_cdc", "lab") == {"steps": 200, "n_seeds": 3, "n_eval": 500, "n_curve_points": 6}
+    assert sizes("04_cdc", "lab") == {
+        "steps": 200,
+        "n_seeds": 3,
+        "n_eval": 500,
+        "n_curve_points": 6,
+        "shipped_min_steps": 5000,
+    }
     assert sizes("04_cdc", "lab", steps=0, n_eval=64)["n_eval"] == 64  # 0 means "the profile's value"
     assert sizes("04_cdc", "lab", steps=0)["steps"] == 200
     assert seeds_for("06_lofgan", "smoke", first=5) == [5, 6] and seeds_for(
