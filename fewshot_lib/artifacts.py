@@ -219,6 +219,14 @@ def parse_adaptation(name: str) -> tuple[str, str, int] | None:
     return None
 
 
+def _discriminator_in_generator_manifest(name: str, file: str, kind: str, command: str) -> Artifact:
+    """A ``<generator>_d`` file whose sha256 sits in its generator's manifest (``d_sha256``), not in its own."""
+    base = name.removesuffix("_d")
+    return Artifact(
+        name, file, kind, command, f"checkpoints/{base}.manifest.json", sha_key="d_sha256", pairs_with=None
+    )
+
+
 def describe(name: str) -> Artifact:
     """The registry entry for ``name``, from the naming rules of the files the project ships.
 
@@ -242,32 +250,15 @@ def describe(name: str) -> Artifact:
     if m := _SHOWCASE.fullmatch(name):
         seed = f" --seed {m.group(2)}" if m.group(2) else ""
         command = f"python scripts/train_mixdl_showcase.py --variant {m.group(1)}{seed}"
-        if m.group(3):  # its D (+ MixDL's head), for --warm-start: the sha256 is in the generator's manifest
-            base = name.removesuffix("_d")
-            return Artifact(
-                name,
-                file,
-                "stylegan2_discriminator",
-                command,
-                f"checkpoints/{base}.manifest.json",
-                sha_key="d_sha256",
-                pairs_with=None,
-            )
+        if m.group(3):  # its D (+ MixDL's head), for --warm-start
+            return _discriminator_in_generator_manifest(name, file, "stylegan2_discriminator", command)
         return Artifact(name, file, "stylegan2_generator", command, man)
     if m := _LOFGAN.fullmatch(name.removesuffix("_d")):
         base = m.group(0)
         fusion = "local" if m.group(1) == "lofgan" else "global"
         command = f"python scripts/train_lofgan.py --fusion {fusion} --seed {m.group(2)}"
         if name.endswith("_d"):
-            return Artifact(
-                name,
-                file,
-                "lofgan_discriminator",
-                command,
-                f"checkpoints/{base}.manifest.json",
-                sha_key="d_sha256",
-                pairs_with=None,
-            )
+            return _discriminator_in_generator_manifest(name, file, "lofgan_discriminator", command)
         return Artifact(name, file, "lofgan_generator", command, man)
     base = name.removesuffix("_d")
     if adapted := parse_adaptation(base):  # scripts/train_adaptation.py: <method>_<target style>_shots<seed>

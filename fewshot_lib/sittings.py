@@ -42,6 +42,22 @@ __all__ = [
 log = logging.getLogger("fewshot_lib.sittings")
 
 
+def warm_start_files(g_path: str | Path) -> tuple[Path, Path, dict]:
+    """What ``--warm-start G.pt`` needs beside it — the discriminator ``<G>_d.pt`` and the manifest — as
+    ``(g_path, d_path, manifest)``; a missing one is named (the training scripts export the three together)."""
+    from .artifacts import manifest_path
+
+    g_path = Path(g_path)
+    d_path, g_manifest = g_path.with_name(f"{g_path.stem}_d.pt"), manifest_path(g_path)
+    for path in (g_path, d_path, g_manifest):
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"--warm-start needs {path.name} beside {g_path.name} (the training scripts export G, D and "
+                "the manifest together)"
+            )
+    return g_path, d_path, json.loads(g_manifest.read_text())
+
+
 def start_script(script: str, args: argparse.Namespace, argv: list[str] | None) -> str:
     """Log to the console (and to ``args.log`` if given), use ``args.threads`` torch threads, and return the
     invocation as a command line for the manifests."""

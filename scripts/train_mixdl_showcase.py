@@ -42,7 +42,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fewshot_lib.artifacts import manifest_path  # noqa: E402
 from fewshot_lib.checkpoint import file_sha256, load_checkpoint, save_atomic, verify_sha256  # noqa: E402
 from fewshot_lib.config import data_dir, repo_root  # noqa: E402
 from fewshot_lib.methods import mixdl  # noqa: E402
@@ -51,6 +50,7 @@ from fewshot_lib.models.stylegan2 import Discriminator, Generator, count_paramet
 from fewshot_lib.models.stylegan2_io import export_generator, load_generator, load_state_strict  # noqa: E402
 from fewshot_lib.train import GANTrainer, TrainConfig  # noqa: E402
 from fewshot_lib.sittings import (  # noqa: E402
+    warm_start_files,
     Sitting,
     record_command,
     start_script,
@@ -226,15 +226,7 @@ def warm_start(trainer: GANTrainer, g_path: str | Path, run_dir: Path, variant: 
     from the EMA weights, D (and MixDL's projection head) from the ``_d`` file, Adam's moments at zero, the data
     order reseeded from the step. Steps, wall time and the recorded sittings carry on from the manifest.
     """
-    g_path = Path(g_path)
-    d_path, g_manifest = g_path.with_name(f"{g_path.stem}_d.pt"), manifest_path(g_path)
-    for path in (g_path, d_path, g_manifest):
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"--warm-start needs {path.name} beside {g_path.name} (this script exports G, D and the "
-                "manifest together)"
-            )
-    manifest = json.loads(g_manifest.read_text())
+    g_path, d_path, manifest = warm_start_files(g_path)
     if manifest.get("variant") != variant or manifest.get("task", {}).get("seed") != seed:
         raise SystemExit(
             f"{g_path.name} is variant {manifest.get('variant')!r}, seed {manifest.get('task', {}).get('seed')}: "

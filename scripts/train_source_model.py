@@ -55,6 +55,7 @@ from fewshot_lib.sittings import (  # noqa: E402
     start_script,
     train_in_sittings,
     training_commands,
+    warm_start_files,
 )
 from fewshot_lib.train import GANTrainer, TrainConfig  # noqa: E402
 
@@ -148,16 +149,7 @@ def warm_start(trainer: GANTrainer, g_path: str | Path, run_dir: Path) -> None:
     from fewshot_lib.models.stylegan2 import same_architecture
     from fewshot_lib.models.stylegan2_io import load_generator, load_state_strict
 
-    g_path = Path(g_path)
-    d_path = g_path.with_name(f"{g_path.stem}_d.pt")
-    g_manifest = manifest_path(g_path)
-    for path in (g_path, d_path, g_manifest):
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"--warm-start needs {path.name} beside {g_path.name} (export G and D together "
-                "with this script)."
-            )
-    manifest = json.loads(g_manifest.read_text())
+    g_path, d_path, manifest = warm_start_files(g_path)
     verify_sha256(
         g_path, manifest.get("sha256"), "re-export it with --export-only on the machine that trained it."
     )
