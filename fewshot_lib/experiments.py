@@ -432,7 +432,9 @@ class ExperimentResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
     def values(self, variant: str, metric: str) -> list[float]:
-        return [float(r[metric]) for r in self.per_seed[variant] if metric in r]
+        """Every seed's value of ``metric``; a seed that reports it as ``None`` (not recorded, e.g. an older
+        manifest without CPU time) is left out, not counted as a number."""
+        return [float(r[metric]) for r in self.per_seed[variant] if r.get(metric) is not None]
 
     def summary(self, variant: str, metric: str) -> Summary:
         return summarize(self.values(variant, metric))

@@ -78,6 +78,15 @@ def test_an_experiment_runs_every_variant_on_every_seed_and_builds_claims(tmp_pa
     assert math.isnan(summarize([float("nan")]).mean)
 
 
+def test_a_seed_that_did_not_record_a_metric_is_left_out_not_crashed_on():
+    # notebook 09: the first MixDL showcase seed has no CPU time in its manifest, later seeds do
+    res = Experiment(
+        "t", {"a": lambda s: {"fid": 10.0 + s, "cpu": None if s == 0 else 5.0 * s}}, [0, 1, 2]
+    ).run(show_progress=False)
+    assert res.values("a", "cpu") == [5.0, 10.0] and res.summary("a", "cpu").n == 2
+    assert res.as_dict()["summary"]["a"]["fid"]["n"] == 3
+
+
 def test_one_cpu_thread_policy(monkeypatch):
     before = torch.get_num_threads()
     try:
