@@ -219,6 +219,14 @@ def parse_adaptation(name: str) -> tuple[str, str, int] | None:
     return None
 
 
+def parse_showcase(name: str) -> tuple[str, int] | None:
+    """``(variant, seed)`` of a MixDL showcase generator's export name (``mixdl_showcase_<variant>`` for seed 0,
+    ``mixdl_showcase_<variant>_seed<N>``), ``None`` for any other name (its ``_d`` file included)."""
+    if (m := _SHOWCASE.fullmatch(name)) and not m.group(3):
+        return m.group(1), int(m.group(2) or 0)
+    return None
+
+
 def _discriminator_in_generator_manifest(name: str, file: str, kind: str, command: str) -> Artifact:
     """A ``<generator>_d`` file whose sha256 sits in its generator's manifest (``d_sha256``), not in its own."""
     base = name.removesuffix("_d")

@@ -42,12 +42,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fewshot_lib.checkpoint import file_sha256, load_checkpoint, save_atomic, verify_sha256  # noqa: E402
+from fewshot_lib.checkpoint import file_sha256, load_checkpoint, verify_sha256  # noqa: E402
 from fewshot_lib.config import data_dir, repo_root  # noqa: E402
 from fewshot_lib.methods import mixdl  # noqa: E402
 from fewshot_lib.metrics.generator import memorisation_metrics  # noqa: E402
 from fewshot_lib.models.stylegan2 import Discriminator, Generator, count_parameters  # noqa: E402
-from fewshot_lib.models.stylegan2_io import export_generator, load_generator, load_state_strict  # noqa: E402
+from fewshot_lib.models.stylegan2_io import (  # noqa: E402
+    export_discriminator,
+    export_generator,
+    load_generator,
+    load_state_strict,
+)
 from fewshot_lib.train import GANTrainer, TrainConfig  # noqa: E402
 from fewshot_lib.sittings import (  # noqa: E402
     warm_start_files,
@@ -159,13 +164,6 @@ def train_showcase(
     return trajectory
 
 
-def _half(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {
-        k: v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu()
-        for k, v in module.state_dict().items()
-    }
-
-
 def export(
     trainer: GANTrainer, args: argparse.Namespace, trajectory: list[dict], run_dir: Path, task: dict
 ) -> Path:
@@ -183,10 +181,9 @@ def export(
     }
     export_generator(trainer.g_ema, out, half=True, info=info)
     d_out = out.with_name(f"{name}_d.pt")
-    d_file = {"d": _half(trainer.D), "config": dict(trainer.D.config), "info": dict(info)}
-    if isinstance(trainer.hook, mixdl.MixDLHook):  # its projection head trains with D: a warm start needs it
-        d_file["mixdl_head"] = _half(trainer.hook.head)
-    save_atomic(d_file, d_out)
+    # MixDL's projection head trains with D: a warm start needs it too
+    head = {"mixdl_head": trainer.hook.head} if isinstance(trainer.hook, mixdl.MixDLHook) else {}
+    export_discriminator(trainer.D, d_out, info=info, with_modules=head)
     manifest = {
         "name": name,
         "file": out.name,

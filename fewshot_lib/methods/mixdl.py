@@ -58,7 +58,6 @@ by :func:`showcase_bar` on the last quarter of their training trajectories).
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, Sequence
 
@@ -554,8 +553,8 @@ def showcase_name(variant: str, seed: int = 0) -> str:
 
 def parse_showcase_name(name: str) -> tuple[str, int] | None:
     """``(variant, seed)`` of a showcase export name (inverse of :func:`showcase_name`), ``None`` otherwise."""
-    m = re.fullmatch(r"mixdl_showcase_(%s)(?:_seed([1-9]\d*))?" % "|".join(SHOWCASE_VARIANTS), name)
-    return (m.group(1), int(m.group(2) or 0)) if m else None
+    parsed = artifacts.parse_showcase(name)  # the naming rule lives with the registry
+    return parsed if parsed and parsed[0] in SHOWCASE_VARIANTS else None
 
 
 def shipped_showcase_seeds(variant: str | None = None, min_steps: int = 0) -> list[int]:

@@ -318,16 +318,21 @@ def export_generator(
 
 
 def export_discriminator(
-    D: "Discriminator", path: str | os.PathLike, half: bool = True, info: dict[str, Any] | None = None
+    D: "Discriminator",
+    path: str | os.PathLike,
+    half: bool = True,
+    info: dict[str, Any] | None = None,
+    with_modules: dict[str, nn.Module] | None = None,
 ) -> Path:
-    """Save a discriminator for shipping: ``{"d", "config", "info"}`` (fp16 by default).
+    """Save a discriminator for shipping: ``{"d", "config", "info"}`` (fp16 by default), plus the state of each of
+    ``with_modules`` under its name — modules that train with D and a warm start needs (MixDL's projection head).
 
     Adaptation methods fine-tune the source D too, so it ships beside the generator of the same step;
     :func:`load_discriminator` reads it back (float32).
     """
-    return save_atomic(
-        {"d": _shipping_state(D, half), "config": dict(D.config), "info": dict(info or {})}, path
-    )
+    state = {"d": _shipping_state(D, half), "config": dict(D.config), "info": dict(info or {})}
+    state.update({name: _shipping_state(m, half) for name, m in (with_modules or {}).items()})
+    return save_atomic(state, path)
 
 
 def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> Generator:
