@@ -316,14 +316,29 @@ class ShotSetTask:
         return values, fake
 
 
-def shipped_adaptations(style: str, methods: Sequence[str] = ADAPTATION_METHODS) -> dict[str, dict[int, str]]:
+def shipped_adaptations(
+    style: str,
+    methods: Sequence[str] = ADAPTATION_METHODS,
+    min_steps: int = 0,
+    n_shots: int | None = None,
+) -> dict[str, dict[int, str]]:
     """``{method: {shots_seed: name}}`` of the ``<method>_<style>_shots<seed>`` exports of
-    ``scripts/train_adaptation.py`` that ship now (every method is a key; an empty dict: none shipped)."""
+    ``scripts/train_adaptation.py`` that ship now (every method is a key; an empty dict: none shipped), keeping
+    those trained at least ``min_steps`` iterations on ``n_shots`` shots (``None``: any number). A run still in
+    progress ships between sessions so that training continues from it; comparing it with finished ones would
+    confound method and training length, so notebooks 04 and 09 pass their ``shipped_min_steps``."""
     found: dict[str, dict[int, str]] = {m: {} for m in methods}
     for name in artifacts.names():
         adapted = artifacts.parse_adaptation(name)
-        if adapted and adapted[0] in found and adapted[1] == style:
-            found[adapted[0]][adapted[2]] = name
+        if not (adapted and adapted[0] in found and adapted[1] == style):
+            continue
+        if min_steps or n_shots is not None:
+            man = artifacts.manifest(name)
+            if man.get("steps", 0) < min_steps:
+                continue
+            if n_shots is not None and man.get("task", {}).get("n_shots") != n_shots:
+                continue
+        found[adapted[0]][adapted[2]] = name
     return {m: dict(sorted(v.items())) for m, v in found.items()}
 
 

@@ -16,9 +16,9 @@ from fewshot_lib.experiments import ExperimentResult
 from fewshot_lib.models.stylegan2 import count_parameters
 
 
-def _fake_export(folder, name, sessions=None):
+def _fake_export(folder, name, sessions=None, **fields):
     (folder / f"{name}.pt").write_bytes(b"not a checkpoint")  # names() needs the file, never loads it
-    manifest = {"name": name, "sha256": "0" * 64, "training_sessions": sessions or []}
+    manifest = {"name": name, "sha256": "0" * 64, "training_sessions": sessions or [], **fields}
     (folder / f"{name}.manifest.json").write_text(json.dumps(manifest))
 
 
@@ -36,6 +36,19 @@ def test_shipped_adaptations_are_found_by_their_export_names(tmp_path, monkeypat
         "cdc": {2: "cdc_fluent_3d_shots2"},
     }
     assert B.shipped_adaptations("twemoji")["tgan"] == {0: "tgan_twemoji_shots0"}
+
+
+def test_shipped_adaptations_leave_out_runs_in_progress_and_other_shot_counts(tmp_path, monkeypatch):
+    ckpt = tmp_path / "checkpoints"
+    ckpt.mkdir()
+    _fake_export(ckpt, "cdc_fluent_3d_shots0", steps=5000, task={"n_shots": 10})
+    _fake_export(ckpt, "cdc_fluent_3d_shots1", steps=2500, task={"n_shots": 10})  # still training
+    _fake_export(ckpt, "cdc_fluent_3d_shots2", steps=5000, task={"n_shots": 5})
+    monkeypatch.setenv("FEWSHOT_DATA", str(tmp_path))
+    assert sorted(B.shipped_adaptations("fluent_3d")["cdc"]) == [0, 1, 2]
+    assert sorted(B.shipped_adaptations("fluent_3d", min_steps=5000)["cdc"]) == [0, 2]
+    assert B.shipped_adaptations("fluent_3d", min_steps=5000, n_shots=10)["cdc"] == {0: "cdc_fluent_3d_shots0"}
+    assert sorted(B.shipped_adaptations("fluent_3d", n_shots=5)["cdc"]) == [2]
 
 
 def test_training_cpu_minutes_add_every_sitting_or_say_unknown():
