@@ -47,7 +47,9 @@ def test_shipped_adaptations_leave_out_runs_in_progress_and_other_shot_counts(tm
     monkeypatch.setenv("FEWSHOT_DATA", str(tmp_path))
     assert sorted(B.shipped_adaptations("fluent_3d")["cdc"]) == [0, 1, 2]
     assert sorted(B.shipped_adaptations("fluent_3d", min_steps=5000)["cdc"]) == [0, 2]
-    assert B.shipped_adaptations("fluent_3d", min_steps=5000, n_shots=10)["cdc"] == {0: "cdc_fluent_3d_shots0"}
+    assert B.shipped_adaptations("fluent_3d", min_steps=5000, n_shots=10)["cdc"] == {
+        0: "cdc_fluent_3d_shots0"
+    }
     assert sorted(B.shipped_adaptations("fluent_3d", n_shots=5)["cdc"]) == [2]
 
 
