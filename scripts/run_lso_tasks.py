@@ -19,6 +19,12 @@ Everything goes to ``data/lso/lso_samples_seed<seed>.npz`` (uint8 images ``[N, 3
 ``task`` = class, ``episode``, ``magnitude``, ``seed`` per image) with a manifest (sha256, command, sittings, CPU
 seconds, the LSO config, σ(m) per task, the shots' indices); finished tasks are skipped when run again.
 
+A seed takes hours of one core, so it is run in sittings — and possibly on another machine, where the run folder
+is gone: when the run folder holds no finished task but the shipped ``lso_samples_seed<seed>.npz`` exists, its
+tasks are unpacked into the run folder (with the sittings of its manifest) and only the missing ones are run. The
+shipped file must come from the same source model, shots, LSO config and sampling settings; otherwise the script
+stops and says which setting differs (move the file away to start again).
+
     nice -n 10 python scripts/run_lso_tasks.py --seed 0 --minutes 120 --log /tmp/lso0.log
 """
 
@@ -52,7 +58,13 @@ from fewshot_lib.methods.lso import (
 )
 from fewshot_lib.metrics.protocols import conditioning_split  # noqa: E402
 from fewshot_lib.projector import project  # noqa: E402
-from fewshot_lib.sittings import Sitting, start_script, training_commands, training_cost  # noqa: E402
+from fewshot_lib.sittings import (  # noqa: E402
+    Sitting,
+    record_command,
+    start_script,
+    training_commands,
+    training_cost,
+)
 
 log = logging.getLogger("run_lso_tasks")
 STYLES = ("noto", "twemoji")
@@ -69,6 +81,84 @@ def unseen_tasks(n_eval: int, n_val: int) -> tuple[list[str], list[str], dict, d
     if n_eval + n_val > len(names):
         raise ValueError(f"{n_eval} evaluation + {n_val} validation classes > {len(names)} unseen classes")
     return names[:n_eval], names[len(names) - n_val :], conditioning, held_out
+
+
+# What a shipped samples file must share with this invocation for its tasks to be continued (manifest keys).
+CONTINUE_KEYS = (
+    "seed",
+    "k",
+    "magnitudes",
+    "n_per_task",
+    "lso_config",
+    "invert_steps",
+    "source_sha256",
+    "training_features",
+)
+# Per-image arrays of a task file (and of the shipped file, concatenated over tasks).
+IMAGE_KEYS = ("images", "method", "magnitude", "task", "episode", "validation", "seed")
+
+
+def run_settings(args: argparse.Namespace, cfg: LSOConfig, magnitudes: list[float]) -> dict:
+    """The settings a task's samples depend on, as the manifest records them (``CONTINUE_KEYS``)."""
+    return {
+        "seed": args.seed,
+        "k": args.k,
+        "magnitudes": magnitudes,
+        "n_per_task": args.n_per_task,
+        "lso_config": cfg.as_dict(),
+        "invert_steps": args.invert_steps,
+        "source_sha256": artifacts.manifest(args.source).get("sha256"),
+        "training_features": args.features,
+    }
+
+
+def continue_from_shipped(
+    out: Path, run_dir: Path, tasks: list[tuple[str, int, bool]], settings: dict
+) -> int:
+    """Unpack the finished tasks of a shipped samples file ``out`` into an empty ``run_dir`` (task files and
+    sittings) so that a new machine continues where the last one stopped; returns how many tasks were unpacked.
+
+    Raises ``ValueError`` naming the differing setting when ``out`` was made with other settings, and when it
+    holds a task this invocation does not plan (then it is not a continuation of this run either)."""
+    manifest_file = out.with_name(f"{out.stem}.manifest.json")
+    if not out.is_file() or any(run_dir.glob("task[0-9][0-9][0-9].npz")):
+        return 0
+    if not manifest_file.is_file():
+        raise ValueError(f"{out} has no manifest ({manifest_file.name}) to check it against this run")
+    manifest = json.loads(manifest_file.read_text())
+    if file_sha256(out) != manifest.get("sha256"):
+        raise ValueError(f"{out} does not match the sha256 in {manifest_file.name}")
+    for key in CONTINUE_KEYS:  # compared as JSON stores them (tuples become lists)
+        if manifest.get(key) != json.loads(json.dumps(settings[key])):
+            raise ValueError(
+                f"{out} was made with {key}={manifest.get(key)!r}, this run has {key}={settings[key]!r}: its "
+                f"tasks cannot be continued (move it away to start again, or pass the same settings)"
+            )
+    shipped = dict(np.load(out))
+    index = {task: i for i, task in enumerate(tasks)}
+    for j, (cls, ep, val) in enumerate(
+        zip(shipped["task_class"], shipped["task_episode"], shipped["task_validation"])
+    ):
+        key = (str(cls), int(ep), bool(val))
+        if key not in index:
+            raise ValueError(f"{out} holds task {key}, which this run does not plan (other --classes?)")
+        rows = (
+            (shipped["task"] == key[0]) & (shipped["episode"] == key[1]) & (shipped["validation"] == key[2])
+        )
+        np.savez_compressed(
+            run_dir / f"task{index[key]:03d}.npz",
+            **{k: shipped[k][rows] for k in IMAGE_KEYS},
+            shot_indices=shipped["task_shot_indices"][j],
+            sigma=np.array(shipped["task_sigma"][j]),
+            anchors=shipped["anchors"][j],
+            shots=shipped["shots"][j],
+        )
+    for entry in manifest.get("sittings", []):
+        record_command(run_dir, entry)
+    log.info(
+        "continuing %s: %d finished tasks unpacked into %s", out.name, len(shipped["task_class"]), run_dir
+    )
+    return len(shipped["task_class"])
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -118,6 +208,11 @@ def main(argv: list[str] | None = None) -> None:
     tasks = [(c, e, True) for c in val_classes for e in range(args.val_episodes)] + [
         (c, e, False) for c in eval_classes for e in range(args.episodes)
     ]
+    settings = run_settings(args, cfg, magnitudes)
+    try:
+        continue_from_shipped(out, run_dir, tasks, settings)
+    except ValueError as err:
+        p.error(str(err))
     sitting = Sitting(run_dir, command, start_step=None, minutes=args.minutes, threads=args.threads)
     for i, (cls, ep, is_val) in enumerate(tasks):
         done = run_dir / f"task{i:03d}.npz"
@@ -193,11 +288,11 @@ def main(argv: list[str] | None = None) -> None:
     if not finished:
         return
     parts = [dict(np.load(f)) for f in finished]
-    keys = ("images", "method", "magnitude", "task", "episode", "validation", "seed")
     out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f"{out.stem}.tmp.npz")  # written whole, then renamed: a killed export loses nothing
     np.savez_compressed(
-        out,
-        **{k: np.concatenate([q[k] for q in parts]) for k in keys},
+        tmp,
+        **{k: np.concatenate([q[k] for q in parts]) for k in IMAGE_KEYS},
         shots=np.stack([q["shots"] for q in parts]),
         anchors=np.stack([q["anchors"] for q in parts]),
         task_class=np.array([str(q["task"][0]) for q in parts]),
@@ -206,6 +301,7 @@ def main(argv: list[str] | None = None) -> None:
         task_shot_indices=np.stack([q["shot_indices"] for q in parts]),
         task_sigma=np.array([float(q["sigma"]) for q in parts]),
     )
+    tmp.replace(out)
     commands = training_commands(run_dir)
     manifest = {
         "name": out.stem,
@@ -214,22 +310,18 @@ def main(argv: list[str] | None = None) -> None:
         "bytes": out.stat().st_size,
         "tasks_done": len(finished),
         "tasks_planned": len(tasks),
-        "seed": args.seed,
-        "k": args.k,
         "evaluation_classes": eval_classes,
         "validation_classes": val_classes,
-        "magnitudes": magnitudes,
-        "lso_config": cfg.as_dict(),
-        "invert_steps": args.invert_steps,
         "source": args.source,
-        "source_sha256": artifacts.manifest(args.source).get("sha256"),
-        "training_features": args.features,
+        **settings,
         "command": " ; then ".join(e["command"] for e in commands),
         "cpu_time_s": training_cost(run_dir)["cpu_s"],
         "sittings": commands,
         "produced_by": "fewshot_lib.methods.lso.LSOTask (this project's code)",
     }
-    out.with_name(f"{out.stem}.manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    manifest_tmp = out.with_name(f"{out.stem}.manifest.json.tmp")
+    manifest_tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    manifest_tmp.replace(out.with_name(f"{out.stem}.manifest.json"))
     log.info("wrote %s: %d tasks", out, len(finished))
 
 

@@ -4,6 +4,7 @@ run folder, warm start from the shipped export on a "new machine" (no run folder
 import functools
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -193,3 +194,58 @@ def test_conditional_source_class_balanced_option_draws_classes_evenly_and_resum
         (1, 2, True),
     ]
     assert exported == [1, 2]
+
+
+def test_run_lso_tasks_continues_on_a_new_machine_from_the_shipped_samples(tmp_path, load_script, capsys):
+    """The run folder of a seed's LSO tasks stays behind on the machine that ran them; the next machine has only
+    the shipped samples file. Unpacking it must give back the same tasks, run only the missing ones, keep every
+    sitting, and refuse a file made with other settings."""
+    script = load_script("run_lso_tasks")
+    out = tmp_path / "lso_samples_seed0.npz"
+    toy = [
+        "--seed",
+        "0",
+        "--val-classes",
+        "1",
+        "--episodes",
+        "1",
+        "--n-per-task",
+        "2",
+        "--magnitudes",
+        "1.0",
+        "--invert-steps",
+        "2",
+        "--lal-steps",
+        "2",
+        "--lsr-steps",
+        "2",
+        "--out",
+        str(out),
+    ]
+    script.main(toy + ["--classes", "1", "--run-dir", str(tmp_path / "machine1")])
+    first = dict(np.load(out))
+    manifest = json.loads(out.with_name("lso_samples_seed0.manifest.json").read_text())
+    assert manifest["tasks_done"] == manifest["tasks_planned"] == 2 and len(manifest["sittings"]) == 1
+
+    # a new machine, one more evaluation class: the two shipped tasks are unpacked, only the third one runs
+    script.main(toy + ["--classes", "2", "--run-dir", str(tmp_path / "machine2")])
+    second = dict(np.load(out))
+    manifest = json.loads(out.with_name("lso_samples_seed0.manifest.json").read_text())
+    assert manifest["tasks_done"] == 3 and len(manifest["sittings"]) == 2
+    assert (
+        manifest["sittings"][0] == json.loads((tmp_path / "machine1" / "commands.json").read_text())[0]
+    )  # the first machine's sitting, carried over
+    for key in ("task_class", "task_episode", "task_validation", "task_sigma"):
+        assert np.array_equal(second[key][:2], first[key]), key
+    n_first = len(first["images"])
+    assert np.array_equal(second["images"][:n_first], first["images"])  # the same samples, not rerun
+    assert len(second["images"]) > n_first
+
+    # other settings: refused with the setting named, and the shipped file untouched
+    with pytest.raises(SystemExit):
+        script.main(
+            [a if a != "1.0" else "0.5" for a in toy]
+            + ["--classes", "2", "--run-dir", str(tmp_path / "machine3")]
+        )
+    assert "magnitudes" in capsys.readouterr().err
+    assert np.array_equal(dict(np.load(out))["images"], second["images"])
