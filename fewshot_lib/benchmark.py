@@ -8,6 +8,9 @@ Two tasks, each a fixed set of real images and a rule that draws the shots from 
   :class:`~fewshot_lib.metrics.unseen_class.UnseenClassJudge` (class consistency, near-copies,
   recognisability, per-class LPIPS diversity, FID) plus the pooled KID and precision/recall against the held-out
   images. Notebook 06 evaluates its shipped and lab runs through the same object.
+* :class:`LSOTasks` — the same task on the episodes LSO was run on: LSO fine-tunes a generator per episode
+  (``scripts/run_lso_tasks.py`` ships their samples), so LoFGAN, global fusion and the floor are compared with it
+  on *those* shots, judged by the same :class:`UnseenClassTask`.
 * :class:`ShotSetTask` — *learn a new domain from 10 shots*: the shots drawn from a target set with the rule of
   notebook 04 and ``scripts/train_adaptation.py`` (sorted indices of ``default_rng(seed).choice``), the
   generator's samples compared with the whole target set (:func:`~fewshot_lib.metrics.protocols.evaluate_against_set`:
@@ -29,6 +32,7 @@ import torch
 import torch.nn as nn
 
 from . import artifacts
+from .data.emoji import to_tensor
 from .data.fewshot import draw_shot_indices
 from .experiments import ExperimentResult, summarize
 from .metrics.fid import kid
@@ -39,7 +43,7 @@ from .metrics.protocols import conditioning_split, evaluate_against_set
 from .metrics.recognisability import recognisability
 from .metrics.result import resolve_extractor
 from .metrics.style import style_share
-from .metrics.unseen_class import UnseenClassJudge, class_consistency, sample_episodes
+from .metrics.unseen_class import UnseenClassJudge, class_consistency, near_copy_fraction, sample_episodes
 from .models.helpers import generate as generate_images
 
 __all__ = [
@@ -47,6 +51,8 @@ __all__ = [
     "SHOT_SET_COLUMNS",
     "ADAPTATION_METHODS",
     "UnseenClassTask",
+    "LSOTasks",
+    "choose_magnitude",
     "ShotSetTask",
     "draw_shot_indices",
     "shipped_adaptations",
@@ -224,6 +230,134 @@ class UnseenClassTask:
         values = self.judge.values(reals, shots)
         values.pop("fid")
         return values, reals
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Task 1 on LSO's episodes: one generator per episode, so every method gets those shots
+# ---------------------------------------------------------------------------------------------------------
+
+
+def choose_magnitude(table: dict[float, dict[str, float]], bar: float = 0.75) -> float:
+    """LSO's sampling magnitude from a validation table ``{s: {"class_consistency", "near_copies"}}``: the
+    largest s (the most diverse) that meets the quality bar (consistency ≥ ``bar``, near-copies < 1/3); if none
+    does, the most class-consistent s (ties: the smaller)."""
+    ok = [s for s, r in table.items() if r["class_consistency"] >= bar and r["near_copies"] < 1 / 3]
+    return max(ok) if ok else max(table, key=lambda s: (round(table[s]["class_consistency"], 6), -s))
+
+
+@dataclass
+class LSOTasks:
+    """The tasks ``scripts/run_lso_tasks.py --seed <seed>`` ran, read from its shipped, checksummed samples.
+
+    A task is one unseen class × one episode of k shots; per task the file holds the shots and the samples of
+    LSO (at every sampling magnitude), inversion + plain fine-tune and inversion only. Validation tasks (classes
+    disjoint from the evaluation classes) only choose the magnitude (:meth:`validation_table`).
+    """
+
+    arrays: dict[str, Any]
+    manifest: dict[str, Any]
+
+    @classmethod
+    def shipped(cls, seed: int, folder=None) -> "LSOTasks | None":
+        """The shipped tasks of ``seed`` (``None``: not shipped); a file that does not match its manifest's
+        sha256 raises ``ValueError`` (:func:`fewshot_lib.methods.lso.shipped_task_samples`)."""
+        from .methods.lso import shipped_task_samples
+
+        found = shipped_task_samples(seed, folder)
+        return None if found is None else cls(*found)
+
+    @property
+    def seed(self) -> int:
+        return int(self.manifest["seed"])
+
+    @property
+    def complete(self) -> bool:
+        """Every planned task ran (a seed is shipped in sittings; a partial one is continued, not compared)."""
+        return self.manifest.get("tasks_done") == self.manifest.get("tasks_planned")
+
+    @property
+    def progress(self) -> str:
+        return f"{self.manifest.get('tasks_done')} of {self.manifest.get('tasks_planned')} tasks"
+
+    def tasks(
+        self, validation: bool = False, classes: Sequence[str] | None = None, n_episodes: int | None = None
+    ) -> list[tuple[str, int, torch.Tensor]]:
+        """``[(class, episode, shots [k, 3, S, S] in [-1, 1])]`` of the evaluation (or validation) tasks, keeping
+        ``classes`` and episodes below ``n_episodes`` when given."""
+        a = self.arrays
+        return [
+            (str(c), int(e), to_tensor(a["shots"][t]))
+            for t, (c, e, v) in enumerate(zip(a["task_class"], a["task_episode"], a["task_validation"]))
+            if bool(v) == validation
+            and (classes is None or c in classes)
+            and (n_episodes is None or e < n_episodes)
+        ]
+
+    def method_samples(
+        self, method: str, cls: str, episode: int, magnitude: float | None = None
+    ) -> torch.Tensor:
+        """``[n, 3, S, S]`` samples of ``method`` (``lso``, ``inversion_finetune``, ``inversion_only``) on one
+        task; LSO's at ``magnitude``."""
+        a = self.arrays
+        rows = (a["method"] == method) & (a["task"] == cls) & (a["episode"] == episode)
+        if magnitude is not None:
+            rows &= a["magnitude"] == magnitude
+        if not rows.any():
+            raise KeyError(f"no {method} samples for {cls} episode {episode} at magnitude {magnitude}")
+        return to_tensor(a["images"][rows])
+
+    def validation_table(self, extractor="emoji") -> dict[float, dict[str, float]]:
+        """``{s: {"class_consistency", "near_copies"}}`` of LSO's samples on the validation tasks, per sampling
+        magnitude s: what :func:`choose_magnitude` reads."""
+        ext = resolve_extractor(extractor)
+        magnitudes = sorted({float(m) for m in self.arrays["magnitude"][self.arrays["method"] == "lso"]})
+        table = {}
+        for s in magnitudes:
+            fakes: dict[str, list] = {}
+            shots: dict[str, list] = {}
+            for cls, ep, sh in self.tasks(validation=True):
+                x = self.method_samples("lso", cls, ep, s)
+                fakes.setdefault(cls, []).append(x)
+                shots.setdefault(cls, []).append(sh[None].expand(len(x), -1, -1, -1, -1))
+            fk = {c: torch.cat(v) for c, v in fakes.items()}
+            sh_ = {c: torch.cat(v) for c, v in shots.items()}
+            table[s] = {
+                "class_consistency": class_consistency(fk, ext).value,
+                "near_copies": near_copy_fraction(fk, sh_, extractor=ext).value,
+            }
+        return table
+
+    def samples(
+        self,
+        magnitude: float,
+        per_task: int,
+        generators: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
+        classes: Sequence[str] | None = None,
+        n_episodes: int | None = None,
+    ) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
+        """Every method on the evaluation tasks: ``(fakes {method: {class: [n, 3, S, S]}}, shots {class: [n, k, 3,
+        S, S]})`` with ``per_task`` samples per task and method — LSO at ``magnitude``, inversion + fine-tune,
+        inversion only, each of ``generators`` (``shots [B, k, 3, S, S] → [B, 3, S, S]``, e.g.
+        :func:`fewshot_lib.methods.lofgan.episode_generate_fn`) on the task's own shots, and ``copy_shots`` (the
+        floor: the shots themselves)."""
+        fakes: dict[str, dict[str, list]] = {}
+        shots: dict[str, list] = {}
+        for cls, ep, sh in self.tasks(classes=classes, n_episodes=n_episodes):
+            batch = sh[None].expand(per_task, -1, -1, -1, -1)
+            out = {
+                "lso": self.method_samples("lso", cls, ep, magnitude)[:per_task],
+                "inversion_finetune": self.method_samples("inversion_finetune", cls, ep)[:per_task],
+                "inversion_only": self.method_samples("inversion_only", cls, ep)[:per_task],
+                **{name: fn(batch).cpu() for name, fn in (generators or {}).items()},
+                "copy_shots": sh[torch.arange(per_task) % len(sh)],
+            }
+            for m, x in out.items():
+                fakes.setdefault(m, {}).setdefault(cls, []).append(x)
+            shots.setdefault(cls, []).append(batch)
+        return (
+            {m: {c: torch.cat(v) for c, v in d.items()} for m, d in fakes.items()},
+            {c: torch.cat(v) for c, v in shots.items()},
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------

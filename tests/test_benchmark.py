@@ -162,3 +162,99 @@ def test_shot_set_task_scores_every_column_of_a_tiny_generator():
     g.requires_grad_(False)  # as a shipped export is loaded: the benchmark's count is still every weight
     assert count_parameters(g, trainable_only=False) == sum(p.numel() for p in g.parameters()) > 0
     assert count_parameters(g) == 0
+
+
+def _ship_lso_tasks(folder, classes, done=None):
+    """A samples file shaped like ``scripts/run_lso_tasks.py``'s: the first class is validation, LSO at s = 0.5
+    gives real images of the class, at s = 1.0 uniform noise (so a magnitude choice that reads the judge picks
+    0.5, one that prefers the most diverse s picks 1.0)."""
+    import numpy as np
+
+    from fewshot_lib.checkpoint import file_sha256
+    from fewshot_lib.data.emoji import to_uint8
+
+    g = torch.Generator().manual_seed(0)
+    cols = {k: [] for k in ("images", "method", "magnitude", "task", "episode", "validation", "seed")}
+    per_task = {k: [] for k in ("shots", "anchors", "task_class", "task_episode", "task_validation")}
+    for j, (cls, x) in enumerate(classes.items()):
+        val = j == 0
+        for ep in range(2):
+            shots = x[3 * ep : 3 * ep + 3]
+            parts = [("lso", 0.5, x[8:14]), ("lso", 1.0, torch.rand(6, 3, 32, 32, generator=g) * 2 - 1)]
+            parts += [("inversion_only", float("nan"), shots.mean(0, keepdim=True).expand(6, -1, -1, -1))]
+            if not val:
+                parts += [("inversion_finetune", float("nan"), x[10:16])]
+            for method, s, imgs in parts:
+                cols["images"].append(to_uint8(imgs))
+                n = len(imgs)
+                cols["method"] += [method] * n
+                cols["magnitude"] += [s] * n
+                cols["task"] += [cls] * n
+                cols["episode"] += [ep] * n
+                cols["validation"] += [val] * n
+                cols["seed"] += [0] * n
+            per_task["shots"].append(to_uint8(shots))
+            per_task["anchors"].append(to_uint8(shots))
+            per_task["task_class"].append(cls)
+            per_task["task_episode"].append(ep)
+            per_task["task_validation"].append(val)
+    path = folder / "lso_samples_seed0.npz"
+    arrays = {k: np.concatenate(v) if k == "images" else np.array(v) for k, v in cols.items()}
+    np.savez_compressed(
+        path,
+        **arrays,
+        **{k: np.array(v) if k.startswith("task") else np.stack(v) for k, v in per_task.items()},
+    )
+    n_tasks = len(per_task["task_class"])
+    manifest = {
+        "sha256": file_sha256(path),
+        "seed": 0,
+        "tasks_done": done or n_tasks,
+        "tasks_planned": n_tasks,
+    }
+    (folder / "lso_samples_seed0.manifest.json").write_text(json.dumps(manifest))
+
+
+def test_lso_tasks_give_every_method_the_shots_lso_was_run_on(tmp_path, two_classes, emoji):
+    classes = {
+        "noto/person": emoji.select(styles="noto", subcategories="person").tensors()[:16],
+        **two_classes,
+    }
+    _ship_lso_tasks(tmp_path, classes)
+    assert B.LSOTasks.shipped(1, folder=tmp_path) is None  # not shipped: no tasks, no error
+    lso = B.LSOTasks.shipped(0, folder=tmp_path)
+    assert lso.complete and lso.seed == 0 and lso.progress == "6 of 6 tasks"
+    assert [(c, e) for c, e, _ in lso.tasks(validation=True)] == [("noto/person", 0), ("noto/person", 1)]
+    evaluation = lso.tasks(classes=["noto/animal-bird"], n_episodes=1)
+    assert [(c, e) for c, e, _ in evaluation] == [("noto/animal-bird", 0)]
+    bird = two_classes["noto/animal-bird"]
+    assert (evaluation[0][2] - bird[:3]).abs().max() < 1 / 127  # the task's shots, back in [-1, 1]
+
+    table = lso.validation_table()  # judged on the validation class only
+    assert table[0.5]["class_consistency"] > table[1.0]["class_consistency"]
+    assert B.choose_magnitude(table, bar=0.0) == 1.0  # both meet a zero bar: the most diverse s
+    assert (
+        B.choose_magnitude(
+            {
+                0.5: {"class_consistency": 0.9, "near_copies": 0.5},
+                1.0: {"class_consistency": 0.1, "near_copies": 0.0},
+            }
+        )
+        == 0.5
+    )  # none meets it
+
+    first_shot = lambda shots: shots[:, 0]  # noqa: E731  (a "generator" that returns its first shot)
+    fakes, shots = lso.samples(0.5, per_task=4, generators={"first_shot": first_shot})
+    assert set(fakes) == {"lso", "inversion_finetune", "inversion_only", "first_shot", "copy_shots"}
+    assert set(shots) == set(two_classes)  # evaluation classes only
+    for m in fakes:
+        assert {c: tuple(x.shape) for c, x in fakes[m].items()} == {c: (8, 3, 32, 32) for c in two_classes}
+    assert torch.equal(fakes["first_shot"]["noto/food-fruit"], shots["noto/food-fruit"][:, 0])
+    assert torch.equal(
+        fakes["lso"]["noto/animal-bird"][:4], lso.method_samples("lso", "noto/animal-bird", 0, 0.5)[:4]
+    )
+    with pytest.raises(KeyError, match="magnitude 0.7"):
+        lso.method_samples("lso", "noto/animal-bird", 0, 0.7)
+
+    _ship_lso_tasks(tmp_path, classes, done=4)  # a seed shipped in sittings: known, not complete
+    assert not B.LSOTasks.shipped(0, folder=tmp_path).complete
