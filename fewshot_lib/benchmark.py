@@ -26,12 +26,14 @@ global fusion. :func:`table_row` turns an :class:`~fewshot_lib.experiments.Exper
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn as nn
 
 from . import artifacts
+from .config import data_dir
 from .data.emoji import to_tensor
 from .data.fewshot import draw_shot_indices
 from .experiments import ExperimentResult, summarize
@@ -53,6 +55,7 @@ __all__ = [
     "UnseenClassTask",
     "LSOTasks",
     "choose_magnitude",
+    "choose_lso_magnitude",
     "ShotSetTask",
     "draw_shot_indices",
     "shipped_adaptations",
@@ -195,10 +198,22 @@ class UnseenClassTask:
         """The judge's values for ``generate`` (``shots [B, k, 3, H, W] → [B, 3, H, W]``) on seed ``seed``'s
         episodes, and the fakes; ``pooled`` adds KID and precision/recall against the held-out images."""
         fakes, shots = self.episodes(generate, seed, n_per_class)
+        return self.judge_samples(fakes, shots, seed, pooled), fakes
+
+    def judge_samples(
+        self,
+        fakes: dict[str, torch.Tensor],
+        shots: dict[str, torch.Tensor],
+        seed: int = 0,
+        pooled: bool = True,
+    ) -> dict[str, float]:
+        """The judge's values for samples made elsewhere (``fakes {class: [n, 3, H, W]}`` of some of this task's
+        classes, each beside its episode's ``shots {class: [n, k, 3, H, W]}``), e.g. on :class:`LSOTasks`'
+        episodes; ``pooled`` adds KID and precision/recall."""
         values = self.judge.values(fakes, shots)
         if pooled:
             values.update(self.pooled(fakes, seed))
-        return values, fakes
+        return values
 
     def pooled(self, fakes: dict[str, torch.Tensor], seed: int = 0) -> dict[str, float]:
         """KID and precision/recall of all ``fakes`` against all held-out images of their classes."""
@@ -245,6 +260,14 @@ def choose_magnitude(table: dict[float, dict[str, float]], bar: float = 0.75) ->
     return max(ok) if ok else max(table, key=lambda s: (round(table[s]["class_consistency"], 6), -s))
 
 
+def choose_lso_magnitude(task_sets: Sequence["LSOTasks"], extractor="emoji") -> tuple[float, dict]:
+    """``(s, table)``: :func:`choose_magnitude` on the validation tables of several seeds' tasks, averaged over
+    the seeds (every seed has the same validation classes and tasks)."""
+    tables = [t.validation_table(extractor) for t in task_sets]
+    table = {s: {m: sum(t[s][m] for t in tables) / len(tables) for m in tables[0][s]} for s in tables[0]}
+    return choose_magnitude(table), table
+
+
 @dataclass
 class LSOTasks:
     """The tasks ``scripts/run_lso_tasks.py --seed <seed>`` ran, read from its shipped, checksummed samples.
@@ -266,6 +289,14 @@ class LSOTasks:
         found = shipped_task_samples(seed, folder)
         return None if found is None else cls(*found)
 
+    @staticmethod
+    def shipped_seeds(folder=None) -> list[int]:
+        """The seeds whose samples ship (``data/lso/lso_samples_seed<seed>.npz``), complete or not."""
+        folder = Path(folder) if folder is not None else data_dir() / "lso"
+        return sorted(
+            int(p.stem.removeprefix("lso_samples_seed")) for p in folder.glob("lso_samples_seed*.npz")
+        )
+
     @property
     def seed(self) -> int:
         return int(self.manifest["seed"])
@@ -274,6 +305,12 @@ class LSOTasks:
     def complete(self) -> bool:
         """Every planned task ran (a seed is shipped in sittings; a partial one is continued, not compared)."""
         return self.manifest.get("tasks_done") == self.manifest.get("tasks_planned")
+
+    @property
+    def stale(self) -> bool:
+        """Made from another export of the conditional source than the one shipped now (the source trained on
+        after these tasks ran): their samples no longer describe what the package ships."""
+        return artifacts.manifest(self.manifest["source"]).get("sha256") != self.manifest.get("source_sha256")
 
     @property
     def progress(self) -> str:

@@ -211,6 +211,8 @@ def _ship_lso_tasks(folder, classes, done=None):
         "seed": 0,
         "tasks_done": done or n_tasks,
         "tasks_planned": n_tasks,
+        "source": "stylegan2_cond_seen32",
+        "source_sha256": "0" * 64,  # not the shipped source's
     }
     (folder / "lso_samples_seed0.manifest.json").write_text(json.dumps(manifest))
 
@@ -224,6 +226,8 @@ def test_lso_tasks_give_every_method_the_shots_lso_was_run_on(tmp_path, two_clas
     assert B.LSOTasks.shipped(1, folder=tmp_path) is None  # not shipped: no tasks, no error
     lso = B.LSOTasks.shipped(0, folder=tmp_path)
     assert lso.complete and lso.seed == 0 and lso.progress == "6 of 6 tasks"
+    assert lso.stale  # made from another source export than the one shipped
+    assert B.LSOTasks.shipped_seeds(tmp_path) == [0]
     assert [(c, e) for c, e, _ in lso.tasks(validation=True)] == [("noto/person", 0), ("noto/person", 1)]
     evaluation = lso.tasks(classes=["noto/animal-bird"], n_episodes=1)
     assert [(c, e) for c, e, _ in evaluation] == [("noto/animal-bird", 0)]
