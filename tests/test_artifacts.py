@@ -307,3 +307,27 @@ def test_showcase_seeds_draw_different_shots():
         for b in range(a + 1, 3):
             shared = (torch.cdist(shots[a], shots[b]) == 0).any(1).sum().item()
             assert shared < len(shots[a]) // 2, (a, b, shared)  # different shot sets (a few may coincide)
+
+
+def _shipped_lso_seeds() -> list[int]:
+    from fewshot_lib.benchmark import LSOTasks
+    from fewshot_lib.config import repo_root
+
+    return LSOTasks.shipped_seeds(repo_root() / "data" / "lso")
+
+
+@pytest.mark.parametrize("seed", _shipped_lso_seeds())
+def test_shipped_lso_samples_match_their_manifest_source_and_training_network(seed):
+    """LSO's shipped samples (scripts/run_lso_tasks.py): checksummed, made from the conditional source that ships
+    now (samples of an older export would describe a model the package no longer has), trained with the
+    network that never saw the unseen classes (never the judge), and every task complete in the file."""
+    from fewshot_lib.benchmark import LSOTasks
+    from fewshot_lib.config import repo_root
+
+    tasks = LSOTasks.shipped(seed, repo_root() / "data" / "lso")  # raises on a sha256 mismatch
+    man = tasks.manifest
+    assert man["training_features"] == "emoji_features_seen" and man["seed"] == seed
+    assert not tasks.stale, f"seed {seed}'s samples come from another export of {man['source']}: re-run them"
+    assert 0 < man["tasks_done"] <= man["tasks_planned"] and man["sittings"]
+    assert len(tasks.arrays["task_class"]) == man["tasks_done"]
+    assert tasks.arrays["images"].dtype.name == "uint8" and tasks.arrays["images"].shape[1:] == (32, 32, 3)
