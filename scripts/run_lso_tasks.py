@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from fewshot_lib import artifacts  # noqa: E402
 from fewshot_lib.checkpoint import file_sha256, load_checkpoint, save_atomic  # noqa: E402
 from fewshot_lib.config import data_dir, repo_root  # noqa: E402
-from fewshot_lib.data.emoji import load_emoji  # noqa: E402
+from fewshot_lib.data.emoji import load_emoji, to_uint8  # noqa: E402
 from fewshot_lib.methods.lofgan import emoji_episode_classes  # noqa: E402
 from fewshot_lib.methods.lso import (
     InversionFinetuneTask,
@@ -83,23 +83,13 @@ def unseen_tasks(n_eval: int, n_val: int) -> tuple[list[str], list[str], dict, d
     return names[:n_eval], names[len(names) - n_val :], conditioning, held_out
 
 
-# What a shipped samples file must share with this invocation for its tasks to be continued (manifest keys).
-CONTINUE_KEYS = (
-    "seed",
-    "k",
-    "magnitudes",
-    "n_per_task",
-    "lso_config",
-    "invert_steps",
-    "source_sha256",
-    "training_features",
-)
 # Per-image arrays of a task file (and of the shipped file, concatenated over tasks).
 IMAGE_KEYS = ("images", "method", "magnitude", "task", "episode", "validation", "seed")
 
 
 def run_settings(args: argparse.Namespace, cfg: LSOConfig, magnitudes: list[float]) -> dict:
-    """The settings a task's samples depend on, as the manifest records them (``CONTINUE_KEYS``)."""
+    """The settings a task's samples depend on, as the manifest records them: a shipped file continues only
+    where all of them match."""
     return {
         "seed": args.seed,
         "k": args.k,
@@ -128,7 +118,7 @@ def continue_from_shipped(
     manifest = json.loads(manifest_file.read_text())
     if file_sha256(out) != manifest.get("sha256"):
         raise ValueError(f"{out} does not match the sha256 in {manifest_file.name}")
-    for key in CONTINUE_KEYS:  # compared as JSON stores them (tuples become lists)
+    for key in settings:  # compared as JSON stores them (tuples become lists)
         if manifest.get(key) != json.loads(json.dumps(settings[key])):
             raise ValueError(
                 f"{out} was made with {key}={manifest.get(key)!r}, this run has {key}={settings[key]!r}: its "
@@ -159,10 +149,6 @@ def continue_from_shipped(
         "continuing %s: %d finished tasks unpacked into %s", out.name, len(shipped["task_class"]), run_dir
     )
     return len(shipped["task_class"])
-
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
 
 
 def main(argv: list[str] | None = None) -> None:
