@@ -55,6 +55,7 @@ from fewshot_lib.methods.lso import (
     TrainingFeatures,  # noqa: E402
     draw_shots,
     inversion_only_samples,
+    read_task_samples,
 )
 from fewshot_lib.metrics.protocols import conditioning_split  # noqa: E402
 from fewshot_lib.projector import project  # noqa: E402
@@ -110,21 +111,15 @@ def continue_from_shipped(
 
     Raises ``ValueError`` naming the differing setting when ``out`` was made with other settings, and when it
     holds a task this invocation does not plan (then it is not a continuation of this run either)."""
-    manifest_file = out.with_name(f"{out.stem}.manifest.json")
     if not out.is_file() or any(run_dir.glob("task[0-9][0-9][0-9].npz")):
         return 0
-    if not manifest_file.is_file():
-        raise ValueError(f"{out} has no manifest ({manifest_file.name}) to check it against this run")
-    manifest = json.loads(manifest_file.read_text())
-    if file_sha256(out) != manifest.get("sha256"):
-        raise ValueError(f"{out} does not match the sha256 in {manifest_file.name}")
+    shipped, manifest = read_task_samples(out, "move it away to start again")
     for key in settings:  # compared as JSON stores them (tuples become lists)
         if manifest.get(key) != json.loads(json.dumps(settings[key])):
             raise ValueError(
                 f"{out} was made with {key}={manifest.get(key)!r}, this run has {key}={settings[key]!r}: its "
                 f"tasks cannot be continued (move it away to start again, or pass the same settings)"
             )
-    shipped = dict(np.load(out))
     index = {task: i for i, task in enumerate(tasks)}
     for j, (cls, ep, val) in enumerate(
         zip(shipped["task_class"], shipped["task_episode"], shipped["task_validation"])

@@ -74,6 +74,7 @@ __all__ = [
     "inversion_only_samples",
     "draw_shots",
     "shipped_task_samples",
+    "read_task_samples",
 ]
 
 
@@ -698,19 +699,24 @@ def shipped_task_samples(
     """
     folder = Path(folder) if folder is not None else data_dir() / "lso"
     path = folder / f"lso_samples_seed{seed}.npz"
-    man_path = folder / f"lso_samples_seed{seed}.manifest.json"
-    if not path.is_file():
-        return None
+    return (
+        read_task_samples(path, f"re-run scripts/run_lso_tasks.py --seed {seed}") if path.is_file() else None
+    )
+
+
+def read_task_samples(
+    path: str | os.PathLike, remedy: str = "re-run scripts/run_lso_tasks.py"
+) -> tuple[dict, dict]:
+    """A samples file of ``scripts/run_lso_tasks.py`` and its manifest (``<stem>.manifest.json`` beside it),
+    checked against the manifest's sha256 → ``(arrays, manifest)``; ``ValueError`` naming the file and ``remedy``
+    when the manifest is missing or does not match."""
+    path = Path(path)
+    man_path = path.with_name(f"{path.stem}.manifest.json")
     if not man_path.is_file():
-        raise ValueError(
-            f"{path.name} has no manifest {man_path.name}; re-run scripts/run_lso_tasks.py --seed {seed}"
-        )
+        raise ValueError(f"{path.name} has no manifest {man_path.name}; {remedy}")
     manifest = json.loads(man_path.read_text())
     if manifest.get("sha256") != file_sha256(path):
-        raise ValueError(
-            f"{path.name} does not match the sha256 in {man_path.name}; re-run "
-            f"scripts/run_lso_tasks.py --seed {seed}"
-        )
+        raise ValueError(f"{path.name} does not match the sha256 in {man_path.name}; {remedy}")
     with np.load(path, allow_pickle=False) as f:
         arrays = {k: f[k] for k in f.files}
     return arrays, manifest
