@@ -26,6 +26,7 @@ global fusion. :func:`table_row` turns an :class:`~fewshot_lib.experiments.Exper
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -306,10 +307,11 @@ class LSOTasks:
         """Every planned task ran (a seed is shipped in sittings; a partial one is continued, not compared)."""
         return self.manifest.get("tasks_done") == self.manifest.get("tasks_planned")
 
-    @property
+    @cached_property
     def stale(self) -> bool:
         """Made from another export of the conditional source than the one shipped now (the source trained on
-        after these tasks ran): their samples no longer describe what the package ships."""
+        after these tasks ran): their samples no longer describe what the package ships. Read once per object
+        (07 and 09 ask for every seed several times)."""
         return artifacts.manifest(self.manifest["source"]).get("sha256") != self.manifest.get("source_sha256")
 
     @property
