@@ -59,6 +59,26 @@ def test_fid_identity_symmetry_and_reference():
     assert ab > 1.0  # clearly different distributions
 
 
+def test_fid_warns_about_a_small_set_once_per_size(caplog):
+    # fewer samples than feature dimensions: a warning, said once per distinct size (a notebook judging six methods
+    # on the same sets would otherwise repeat it a dozen times)
+    ext = PixelExtractor()
+    big, small, smaller = gaussian(60, 23, seed=5), gaussian(11, 23, seed=6), gaussian(9, 23, seed=7)
+    with caplog.at_level("WARNING", logger="fewshot_lib.metrics.fid"):
+        M.fid(big, small, ext)
+        M.fid(big, small, ext)
+        M.fid(big, gaussian(11, 23, seed=8), ext)
+        said = [r.getMessage() for r in caplog.records if "feature dimensions" in r.getMessage()]
+        assert said == [
+            "FID with 11 fake samples < 23 feature dimensions: singular covariance, large bias (said "
+            "once per set size)"
+        ]
+        M.fid(big, smaller, ext)
+        M.fid(big, big, ext)  # no small set: nothing
+    said = [r.getMessage() for r in caplog.records if "feature dimensions" in r.getMessage()]
+    assert len(said) == 2 and said[1].startswith("FID with 9 fake samples < 23")
+
+
 def test_fid_agrees_with_pytorch_fid():
     pf = pytest.importorskip("pytorch_fid.fid_score")
     a, b = gaussian(500, 32, seed=3), gaussian(500, 32, mean=0.1, seed=4, scale=0.8)

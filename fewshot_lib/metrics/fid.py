@@ -109,6 +109,9 @@ def frechet_distance(
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * tr_covmean)
 
 
+_small_set_warned: set[tuple[int, str, int]] = set()  # (samples, real/fake, dimensions) already warned
+
+
 def fid(
     real: torch.Tensor,
     fake: torch.Tensor,
@@ -125,9 +128,12 @@ def fid(
     if fr.shape[1] != ff.shape[1]:
         raise ValueError(f"real and fake features differ in dimension: {fr.shape[1]} vs {ff.shape[1]}")
     for what, f in (("real", fr), ("fake", ff)):
-        if len(f) < f.shape[1]:
+        if len(f) < f.shape[1] and (len(f), what, f.shape[1]) not in _small_set_warned:
+            # once per distinct size: a notebook judging six methods on the same sets would repeat it a dozen times
+            _small_set_warned.add((len(f), what, f.shape[1]))
             log.warning(
-                "FID with %d %s samples < %d feature dimensions: singular covariance, large bias",
+                "FID with %d %s samples < %d feature dimensions: singular covariance, large bias (said once "
+                "per set size)",
                 len(f),
                 what,
                 f.shape[1],
