@@ -15,7 +15,8 @@ Two tasks, each a fixed set of real images and a rule that draws the shots from 
   notebook 04 and ``scripts/train_adaptation.py`` (sorted indices of ``default_rng(seed).choice``), the
   generator's samples compared with the whole target set (:func:`~fewshot_lib.metrics.protocols.evaluate_against_set`:
   FID, KID, precision/recall, LPIPS diversity, intra-cluster LPIPS), the emoji network's target-style share,
-  recognisability and the near-copy share of :func:`~fewshot_lib.metrics.generator.memorisation_metrics`.
+  recognisability and the near-copy share of :func:`~fewshot_lib.metrics.generator.shot_copy_metrics` (on the same
+  samples).
 
 What ships is found through :mod:`fewshot_lib.artifacts` (never by path): :func:`shipped_adaptations` for
 ``<method>_<style>_shots<seed>`` exports, :func:`fewshot_lib.methods.lofgan.shipped_exports` for LoFGAN and
@@ -40,7 +41,7 @@ from .data.fewshot import draw_shot_indices
 from .experiments import ExperimentResult, summarize
 from .metrics.fid import kid
 from .metrics.floors import image_floors
-from .metrics.generator import memorisation_metrics
+from .metrics.generator import shot_copy_metrics
 from .metrics.pr import precision_recall
 from .metrics.protocols import conditioning_split, evaluate_against_set
 from .metrics.recognisability import recognisability
@@ -472,9 +473,7 @@ class ShotSetTask:
             metrics=("fid", "kid", "precision_recall", "pairwise_lpips", "intra_cluster_lpips"),
             seed=seed,
         )
-        copies = memorisation_metrics(
-            generator, self.shots, n_samples=n, n_paths=2, seed=seed, extractor=self.ext
-        )
+        copies = shot_copy_metrics(fake, self.shots, self.ext)  # on these samples (no second draw, no walks)
         values = {
             "fid": res["fid"].value,
             "kid": res["kid"].value,

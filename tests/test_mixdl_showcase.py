@@ -55,6 +55,17 @@ def test_category_task_is_the_notebook_task(shots):
         M.category_task(n_shots=10, min_reference=10_000)
 
 
+def test_shot_copy_metrics_judge_samples_already_drawn(shots):
+    # mirrored shots are copies (training flips); noise is not; the samples' embeddings come back for reuse
+    mirrored = GM.shot_copy_metrics(shots.flip(3), shots)
+    assert mirrored["copy_fraction"] == 1.0 and mirrored["pixel_copy_fraction"] == 1.0
+    assert mirrored["nn_modes"] == 10 and mirrored["nn_ratio_median"] < 1e-6
+    noise = GM.shot_copy_metrics(
+        torch.rand(16, *shots.shape[1:], generator=torch.Generator().manual_seed(0)) * 2 - 1, shots
+    )
+    assert noise["copy_fraction"] == 0.0 and noise["fake_embeddings"].shape[0] == 16
+
+
 def test_memorisation_metrics_tell_a_copier_from_a_smooth_generator(shots):
     kw = dict(n_samples=64, n_paths=6, seed=0)
     copier = GM.memorisation_metrics(_ToyGenerator(shots, copy=True), shots, **kw)

@@ -48,6 +48,7 @@ from .generator import (
     fixed_noise_synthesis,
     interpolation_walk,
     memorisation_metrics,
+    shot_copy_metrics,
     walk_step_shares,
 )
 from .fid import feature_statistics, fid, frechet_distance, kid, polynomial_mmd_unbiased
@@ -89,6 +90,7 @@ __all__ = [
     "fixed_noise_synthesis",
     "interpolation_walk",
     "memorisation_metrics",
+    "shot_copy_metrics",
     "walk_step_shares",
     "feature_statistics",
     "fid",

@@ -14,6 +14,8 @@ Every number goes through a feature extractor (default ``"emoji"``) and names it
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn as nn
 
@@ -24,6 +26,7 @@ from .recognisability import can_recognise, recognisability
 from .result import resolve_extractor
 
 __all__ = [
+    "shot_copy_metrics",
     "fixed_noise_synthesis",
     "evaluate_generator",
     "interpolation_walk",
@@ -142,6 +145,46 @@ def walk_step_shares(
 
 
 @torch.no_grad()
+def shot_copy_metrics(
+    fake: torch.Tensor,
+    shots: torch.Tensor,
+    extractor="emoji",
+    copy_ratio: float = 0.25,
+    pixel_copy_rmse: float = 0.1,
+) -> dict[str, Any]:
+    """How close samples ``fake [n, 3, H, W]`` are to the training ``shots [k, 3, H, W]`` *and their mirror images*
+    (training uses x-flips, so a flipped copy is a copy); the copy part of :func:`memorisation_metrics`, for samples
+    that are already drawn. Distances are the ``extractor``'s LPIPS-style squared distances on the scale
+    ``shot_gap`` (the median over shots of the distance to the nearest *other* shot).
+
+    Returns ``copy_fraction`` (share closer than ``copy_ratio · shot_gap``), ``nn_ratio_median``,
+    ``pixel_copy_fraction`` / ``pixel_rmse_median`` (RMSE in ``[-1, 1]`` units, threshold ``pixel_copy_rmse``),
+    ``nn_modes`` (how many shots are some sample's nearest neighbour), ``shot_gap`` and the samples'
+    ``fake_embeddings [n, P]``.
+    """
+    k = len(shots)
+    ext = resolve_extractor(extractor)
+    bank = torch.cat([shots, shots.flip(3)]).float()  # [2k, 3, H, W]
+    e_fake, e_bank = (
+        ext.distance_embedding(fake, show_progress=False),
+        ext.distance_embedding(bank, show_progress=False),
+    )
+    nn_d, nn_i = squared_distances(e_fake, e_bank).min(1)  # [n] over the 2k shots and mirrors
+    shot_gap = float(_nearest_other_shot_distance(e_bank[:k], e_bank).median())
+    ratio = nn_d / shot_gap
+    pix = (fake.flatten(1)[:, None, :] - bank.flatten(1)[None]).pow(2).mean(-1).sqrt().min(1).values  # [n]
+    return {
+        "copy_fraction": float((ratio < copy_ratio).float().mean()),
+        "nn_ratio_median": float(ratio.median()),
+        "pixel_copy_fraction": float((pix < pixel_copy_rmse).float().mean()),
+        "pixel_rmse_median": float(pix.median()),
+        "nn_modes": float(len((nn_i % k).unique())),
+        "shot_gap": shot_gap,
+        "fake_embeddings": e_fake,
+    }
+
+
+@torch.no_grad()
 def memorisation_metrics(
     generator: nn.Module,
     shots: torch.Tensor,
@@ -170,34 +213,19 @@ def memorisation_metrics(
       (as :func:`evaluate_generator`), and ``max_step_share``: the mean over walks of the largest step's share of
       the walk (0.1 for a perfect ramp, → 1 for a single jump).
     """
-    k = len(shots)
     ext = resolve_extractor(extractor)
     gen = torch.Generator().manual_seed(seed)
     dev = next(generator.parameters()).device
     z = torch.randn(n_samples, generator.style_dim, generator=gen)
     fake = torch.cat([generator(zb.to(dev), randomize_noise=False)[0].cpu() for zb in z.split(256)])
-    bank = torch.cat([shots, shots.flip(3)]).float()  # [2k, 3, H, W]
-    e_fake, e_bank = (
-        ext.distance_embedding(fake, show_progress=False),
-        ext.distance_embedding(bank, show_progress=False),
-    )
-    d = squared_distances(e_fake, e_bank)  # [n, 2k]
-    nn_d, nn_i = d.min(1)
-    shot_gap = float(_nearest_other_shot_distance(e_bank[:k], e_bank).median())
-    ratio = nn_d / shot_gap
-    pix = (fake.flatten(1)[:, None, :] - bank.flatten(1)[None]).pow(2).mean(-1).sqrt().min(1).values  # [n]
+    copies = shot_copy_metrics(fake, shots, ext, copy_ratio, pixel_copy_rmse)
     w0 = generator.mapping(torch.randn(n_paths, generator.style_dim, generator=gen).to(dev))
     w1 = generator.mapping(torch.randn(n_paths, generator.style_dim, generator=gen).to(dev))
     ppl = ppl_uniformity(fixed_noise_synthesis(generator), w0, w1, extractor=ext)
     shares = walk_step_shares(generator, w0, w1, extractor=ext)  # [n_paths, 10]
     return {
-        "copy_fraction": float((ratio < copy_ratio).float().mean()),
-        "nn_ratio_median": float(ratio.median()),
-        "pixel_copy_fraction": float((pix < pixel_copy_rmse).float().mean()),
-        "pixel_rmse_median": float(pix.median()),
-        "nn_modes": float(len((nn_i % k).unique())),
-        "lpips_diversity": pairwise_lpips(e_fake[:128], ext).value,
-        "shot_gap": shot_gap,
+        **{key: v for key, v in copies.items() if key != "fake_embeddings"},
+        "lpips_diversity": pairwise_lpips(copies["fake_embeddings"][:128], ext).value,
         "ppl_mean": ppl.value,
         "ppl_std": ppl.details["uniformity"],
         "ppl_rel_std": ppl.details["relative_uniformity"],
