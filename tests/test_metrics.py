@@ -343,6 +343,23 @@ def test_evaluate_against_set_and_per_class():
     assert ext.name in str(res["fid"])
     assert json.dumps(M.results_to_dict(res))
 
+    # the fakes go through the network once for all LPIPS-style metrics; embeddings passed in are used as they are
+    calls = []
+    embed = ext.distance_embedding
+    ext.distance_embedding = lambda x, *a, **kw: calls.append(len(x)) or embed(x, *a, **kw)
+    try:
+        again = M.evaluate_against_set(fake, real, train=shots, extractor=ext)
+        assert sorted(calls) == [len(shots), len(fake)]  # the shots once, the fakes once
+        calls.clear()
+        given = M.evaluate_against_set(fake, real, train=shots, extractor=ext, fake_embedding=embed(fake))
+        assert calls == [len(shots)]
+    finally:
+        del ext.distance_embedding  # back to the class's method
+    for key in ("pairwise_lpips", "intra_cluster_lpips", "nn_modes"):
+        assert again[key].value == res[key].value and given[key].value == pytest.approx(
+            res[key].value, abs=1e-6
+        )
+
     by_class = {"a": real[:15], "b": real[15:30]}
     cond, held = M.conditioning_split(by_class, n_condition=5, seed=0)
     assert {c: len(x) for c, x in cond.items()} == {"a": 5, "b": 5} and len(held["a"]) == 10

@@ -64,6 +64,12 @@ def test_shot_copy_metrics_judge_samples_already_drawn(shots):
         torch.rand(16, *shots.shape[1:], generator=torch.Generator().manual_seed(0)) * 2 - 1, shots
     )
     assert noise["copy_fraction"] == 0.0 and noise["fake_embeddings"].shape[0] == 16
+    # embeddings already at hand replace the network's pass over the samples (here: the mirrored shots' ones),
+    # while the pixel distances still come from the samples given (blank images, far from every shot)
+    blank = torch.zeros_like(shots)
+    reused = GM.shot_copy_metrics(blank, shots, fake_embeddings=mirrored["fake_embeddings"])
+    assert reused["copy_fraction"] == 1.0 and reused["nn_ratio_median"] < 1e-6
+    assert reused["pixel_copy_fraction"] == 0.0
 
 
 def test_memorisation_metrics_tell_a_copier_from_a_smooth_generator(shots):

@@ -151,6 +151,7 @@ def shot_copy_metrics(
     extractor="emoji",
     copy_ratio: float = 0.25,
     pixel_copy_rmse: float = 0.1,
+    fake_embeddings: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """How close samples ``fake [n, 3, H, W]`` are to the training ``shots [k, 3, H, W]`` *and their mirror images*
     (training uses x-flips, so a flipped copy is a copy); the copy part of :func:`memorisation_metrics`, for samples
@@ -160,15 +161,15 @@ def shot_copy_metrics(
     Returns ``copy_fraction`` (share closer than ``copy_ratio · shot_gap``), ``nn_ratio_median``,
     ``pixel_copy_fraction`` / ``pixel_rmse_median`` (RMSE in ``[-1, 1]`` units, threshold ``pixel_copy_rmse``),
     ``nn_modes`` (how many shots are some sample's nearest neighbour), ``shot_gap`` and the samples'
-    ``fake_embeddings [n, P]``.
+    ``fake_embeddings [n, P]`` (pass them in when the caller has them already, to skip the network).
     """
     k = len(shots)
     ext = resolve_extractor(extractor)
     bank = torch.cat([shots, shots.flip(3)]).float()  # [2k, 3, H, W]
-    e_fake, e_bank = (
-        ext.distance_embedding(fake, show_progress=False),
-        ext.distance_embedding(bank, show_progress=False),
+    e_fake = (
+        fake_embeddings if fake_embeddings is not None else ext.distance_embedding(fake, show_progress=False)
     )
+    e_bank = ext.distance_embedding(bank, show_progress=False)  # [2k, P]
     nn_d, nn_i = squared_distances(e_fake, e_bank).min(1)  # [n] over the 2k shots and mirrors
     shot_gap = float(_nearest_other_shot_distance(e_bank[:k], e_bank).median())
     ratio = nn_d / shot_gap
