@@ -29,6 +29,13 @@ NOTEBOOKS = find_notebooks(repo_root() / "notebooks")
 #: path). A notebook listed here is reported as an expected failure with its reason, never silently skipped.
 NEEDS_A_GPU: dict[str, str] = {}
 
+#: What each method notebook leaves in its run folder for the report of a ``fewshot run``: figure PNGs (the
+#: report's figures section) and the images it shows, ``samples.npz``.
+FOR_THE_REPORT: dict[str, list[str]] = {
+    "02_stylegan2_training": ["*.png"],
+    **{nb: ["*.png", "samples.npz"] for nb in ("04_cdc", "05_mixdl", "06_lofgan", "07_lso", "09_benchmark")},
+}
+
 
 def test_every_notebook_takes_the_profile_and_device_this_test_injects():
     assert [nb.stem[:2] for nb in NOTEBOOKS][:10] == [f"{i:02d}" for i in range(10)]
@@ -60,6 +67,10 @@ class FullProfileRun:
         assert run.parameters["profile"] == "full" and run.parameters["device"] == "cpu"
         written = json.loads((out / "metrics.json").read_text())
         assert written["profile"] == "full", f"{notebook.name} wrote metrics.json for {written['profile']!r}"
+        for pattern in FOR_THE_REPORT.get(notebook.stem, []):
+            assert list(out.glob(pattern)), (
+                f"{notebook.name} left no {pattern} in its run folder for the report"
+            )
 
 
 for _nb in NOTEBOOKS:  # TestFullProfile_00_data_and_setup, …
