@@ -27,6 +27,16 @@ def test_kernel_and_size(notebook):
     assert path.stat().st_size < 2 * 2**20, f"{path.name} is over 2 MB; use smaller figures"
 
 
+def test_every_cell_has_a_unique_id(notebook):
+    # nbformat ≥ 4.5 requires cell ids (a missing one is a warning today, "a hard error in future versions");
+    # a cell added by hand to the JSON has none until something normalises the notebook
+    path, nb = notebook
+    if (nb["nbformat"], nb["nbformat_minor"]) >= (4, 5):
+        ids = [c.get("id") for c in nb["cells"]]
+        assert None not in ids, f"{path.name}: cell {ids.index(None)} has no id"
+        assert len(set(ids)) == len(ids), f"{path.name}: cell ids repeat"
+
+
 def test_anatomy_title_runtime_table_parameters_metrics(notebook):
     path, nb = notebook
     first = "".join(nb["cells"][0]["source"])
