@@ -465,9 +465,8 @@ class ShotSetTask:
     def evaluate(self, generator: nn.Module, n: int, seed: int) -> tuple[dict[str, float], torch.Tensor]:
         """Every column of :data:`SHOT_SET_COLUMNS` but the costs, and the samples."""
         fake = self.samples(generator, n, seed)
-        embedding = self.ext.distance_embedding(
-            fake, show_progress=False
-        )  # [n, P]: shared by the LPIPS columns
+        # [n, P]: one pass of the samples through the network for every LPIPS-style column and the near-copies
+        embedding = self.ext.distance_embedding(fake, show_progress=False)
         res = evaluate_against_set(
             fake,
             self.target_features,
@@ -475,10 +474,9 @@ class ShotSetTask:
             extractor=self.ext,
             metrics=("fid", "kid", "precision_recall", "pairwise_lpips", "intra_cluster_lpips"),
             seed=seed,
-            fake_embedding=embedding,
+            fake_embeddings=embedding,
         )
-        # on these samples (no second draw, no walks)
-        copies = shot_copy_metrics(fake, self.shots, self.ext, fake_embeddings=embedding)
+        copies = shot_copy_metrics(fake, self.shots, self.ext, fake_embeddings=embedding)  # no second draw
         values = {
             "fid": res["fid"].value,
             "kid": res["kid"].value,

@@ -320,7 +320,7 @@ def test_inception_extractor_with_local_weights(empty_hub, monkeypatch):
 
 
 # ------------------------------------------------------------------------------------ protocols and errors
-def test_evaluate_against_set_and_per_class():
+def test_evaluate_against_set_and_per_class(monkeypatch):
     ext = M.get_extractor("emoji")
     g = torch.Generator().manual_seed(0)
     real = torch.rand(40, 3, 32, 32, generator=g) * 2 - 1
@@ -346,15 +346,15 @@ def test_evaluate_against_set_and_per_class():
     # the fakes go through the network once for all LPIPS-style metrics; embeddings passed in are used as they are
     calls = []
     embed = ext.distance_embedding
-    ext.distance_embedding = lambda x, *a, **kw: calls.append(len(x)) or embed(x, *a, **kw)
-    try:
-        again = M.evaluate_against_set(fake, real, train=shots, extractor=ext)
-        assert sorted(calls) == [len(shots), len(fake)]  # the shots once, the fakes once
-        calls.clear()
-        given = M.evaluate_against_set(fake, real, train=shots, extractor=ext, fake_embedding=embed(fake))
-        assert calls == [len(shots)]
-    finally:
-        del ext.distance_embedding  # back to the class's method
+    monkeypatch.setattr(
+        ext, "distance_embedding", lambda x, *a, **kw: calls.append(len(x)) or embed(x, *a, **kw)
+    )
+    again = M.evaluate_against_set(fake, real, train=shots, extractor=ext)
+    assert sorted(calls) == [len(shots), len(fake)]  # the shots once, the fakes once
+    calls.clear()
+    given = M.evaluate_against_set(fake, real, train=shots, extractor=ext, fake_embeddings=embed(fake))
+    assert calls == [len(shots)]
+    monkeypatch.undo()  # the class's method again for the rest of the test
     for key in ("pairwise_lpips", "intra_cluster_lpips", "nn_modes"):
         assert again[key].value == res[key].value and given[key].value == pytest.approx(
             res[key].value, abs=1e-6

@@ -58,13 +58,13 @@ def evaluate_against_set(
     lpips_max_images: int = 500,
     seed: int = 0,
     device: str | torch.device | None = None,
-    fake_embedding: torch.Tensor | None = None,
+    fake_embeddings: torch.Tensor | None = None,
 ) -> dict[str, MetricResult]:
     """CDC/MixDL protocol: ``fake [N,3,H,W]`` vs the whole target set ``real [M,3,H,W]`` and the shots ``train``.
 
     ``metrics`` picks from ``SET_METRICS``; the shot-based ones (intra-cluster LPIPS, NN-modes) need ``train``.
     ``real`` may also be precomputed features ``[M, D]`` (``extractor.features(real)``), reused across calls.
-    ``fake_embedding``: the fakes' distance embeddings ``[N, P]`` when the caller has them already; else they are
+    ``fake_embeddings``: the fakes' distance embeddings ``[N, P]`` when the caller has them already; else they are
     computed once here for every metric that needs them.
     """
     ext = resolve_extractor(extractor, device)
@@ -86,12 +86,12 @@ def evaluate_against_set(
     shot_metrics = [m for m in ("intra_cluster_lpips", "nn_modes") if m in metrics]
     if shot_metrics and train is None:
         raise ValueError(f"{shot_metrics} need the training shots: pass train=[k, 3, H, W]")
-    if fake_embedding is None and ("pairwise_lpips" in metrics or shot_metrics):
-        fake_embedding = ext.distance_embedding(fake)  # [N, P], once for every LPIPS-style metric below
+    if fake_embeddings is None and ("pairwise_lpips" in metrics or shot_metrics):
+        fake_embeddings = ext.distance_embedding(fake)  # [N, P], once for every LPIPS-style metric below
     if "pairwise_lpips" in metrics:
-        out["pairwise_lpips"] = pairwise_lpips(fake_embedding, ext, max_images=lpips_max_images, seed=seed)
+        out["pairwise_lpips"] = pairwise_lpips(fake_embeddings, ext, max_images=lpips_max_images, seed=seed)
     if shot_metrics:
-        gen_emb, train_emb = fake_embedding, ext.distance_embedding(train)
+        gen_emb, train_emb = fake_embeddings, ext.distance_embedding(train)
         if "intra_cluster_lpips" in metrics:
             out["intra_cluster_lpips"] = intra_cluster_lpips(gen_emb, train_emb, ext, seed=seed)
         if "nn_modes" in metrics:
